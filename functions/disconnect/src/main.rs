@@ -1,0 +1,17 @@
+//! `$disconnect`: removes the connection and every item that names it.
+
+mod handler;
+
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    deltacast::telemetry::init();
+    let settings = deltacast::config::Settings::from_env()?;
+    let store = deltacast::aws::store(&deltacast::aws::load().await, &settings);
+    let store = &store;
+    run(service_fn(move |event: LambdaEvent<_>| async move {
+        handler::handle(event.payload, store).await
+    }))
+    .await
+}

@@ -1,0 +1,31 @@
+//! Stream-triggered fan-out: pushes every new delta to its channel's subscribers.
+
+mod handler;
+
+use deltacast::push::{ManagementApi, RetryPolicy};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    deltacast::telemetry::init();
+    let settings = deltacast::config::Settings::from_env()?;
+    let endpoint = settings
+        .management_endpoint
+        .clone()
+        .ok_or(deltacast::config::ConfigError::Missing("MANAGEMENT_ENDPOINT"))?;
+    let sdk = deltacast::aws::load().await;
+    let fanout = handler::Fanout {
+        store: deltacast::aws::store(&sdk, &settings),
+        push: ManagementApi::new(&sdk, &endpoint),
+        concurrency: settings.fanout_concurrency,
+        retry: RetryPolicy {
+            attempts: settings.push_attempts,
+            base: settings.push_backoff_base,
+        },
+    };
+    let fanout = &fanout;
+    run(service_fn(move |event: LambdaEvent<_>| async move {
+        Ok::<_, Error>(fanout.handle(event.payload).await)
+    }))
+    .await
+}

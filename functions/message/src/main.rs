@@ -1,0 +1,34 @@
+//! `$default`: every client frame — subscribe, unsubscribe, publish, history, ping —
+//! answered through the API Gateway Management API.
+
+mod actions;
+mod handler;
+
+use deltacast::push::ManagementApi;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use tokio::sync::OnceCell;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    deltacast::telemetry::init();
+    let settings = deltacast::config::Settings::from_env()?;
+    let sdk = deltacast::aws::load().await;
+    let app = handler::App {
+        store: deltacast::aws::store(&sdk, &settings),
+        settings,
+    };
+    // MANAGEMENT_ENDPOINT if configured, else derived from the first request's domain and
+    // stage; either way the client is built once.
+    let push = OnceCell::new();
+    if let Some(endpoint) = &app.settings.management_endpoint {
+        push.set(ManagementApi::new(&sdk, endpoint))?;
+    }
+    let (app, push, sdk) = (&app, &push, &sdk);
+    run(service_fn(move |event: LambdaEvent<_>| async move {
+        let push = push
+            .get_or_init(|| async { ManagementApi::new(sdk, &handler::endpoint_of(&event.payload)) })
+            .await;
+        handler::handle(event.payload, app, push).await
+    }))
+    .await
+}

@@ -1,0 +1,184 @@
+//! Configuration from environment variables, read once per process. Every variable,
+//! its default and its meaning is listed in the README's Configuration section.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::protocol::FrameLimits;
+
+/// A configuration variable is missing or unusable. Functions fail their init with it,
+/// so a misconfigured deployment is loud at the first invocation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A source of configuration variables: the process environment, or a fixed map in tests.
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    /// A fixed set of variables.
+    pub fn from_pairs<K: Into<String>>(pairs: impl IntoIterator<Item = (K, String)>) -> Self {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    /// A variable that is set and not empty.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        self.0.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+
+    /// A variable that must be set.
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    /// A numeric variable with a default.
+    pub fn number<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(text) => text.trim().parse().map_err(|e| ConfigError::Invalid {
+                name,
+                reason: format!("{text:?}: {e}"),
+            }),
+        }
+    }
+
+    /// A positive numeric variable with a default.
+    fn positive(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let value = self.number(name, default)?;
+        if value == 0 {
+            return Err(ConfigError::Invalid {
+                name,
+                reason: "must be greater than 0".into(),
+            });
+        }
+        Ok(value)
+    }
+}
+
+/// The settings shared by the functions that touch the table.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `TABLE_NAME`: the single DynamoDB table.
+    pub table_name: String,
+    /// `RETENTION_SECONDS` (86400): how long deltas stay readable.
+    pub retention: Duration,
+    /// `CONNECTION_TTL_SECONDS` (10800): when connection and subscription items expire.
+    pub connection_ttl: Duration,
+    /// `CATCHUP_LIMIT` (500): most deltas replayed by one `subscribe`.
+    pub catchup_limit: u32,
+    /// `HISTORY_DEFAULT_LIMIT` (100): page size when `history` gives no `limit`.
+    pub history_default_limit: u32,
+    /// `MAX_SUBSCRIPTIONS` (100): channels one connection may subscribe to.
+    pub max_subscriptions: u32,
+    /// `MAX_FRAME_BYTES` (32768), `MAX_DATA_BYTES` (24576), `HISTORY_MAX_LIMIT` (1000).
+    pub frame_limits: FrameLimits,
+    /// `PUBLISH_LEASE_MS` (15000): how long an unfinished publish holds its id before a
+    /// retry may take it over; longer than the message function's timeout.
+    pub publish_lease: Duration,
+    /// `MANAGEMENT_ENDPOINT`: the API Gateway Management API endpoint
+    /// (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`).
+    pub management_endpoint: Option<String>,
+    /// `FANOUT_CONCURRENCY` (256): posts in flight at once in one fan-out invocation.
+    pub fanout_concurrency: usize,
+    /// `PUSH_RETRY_ATTEMPTS` (5): tries per post before a delta counts as failed.
+    pub push_attempts: u32,
+    /// `PUSH_RETRY_BASE_MS` (25): first backoff; doubled each retry, with full jitter.
+    pub push_backoff_base: Duration,
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(&Env::from_process())
+    }
+
+    /// Reads the settings from `env`.
+    pub fn from(env: &Env) -> Result<Self, ConfigError> {
+        let max_data_bytes = env.positive("MAX_DATA_BYTES", 24 * 1024)? as usize;
+        let max_frame_bytes = env.positive("MAX_FRAME_BYTES", 32 * 1024)? as usize;
+        if max_data_bytes > 30 * 1024 {
+            return Err(ConfigError::Invalid {
+                name: "MAX_DATA_BYTES",
+                reason: "a delta must fit one 32 KB API Gateway frame with its envelope; use at most 30720".into(),
+            });
+        }
+        let history_max_limit = env.positive("HISTORY_MAX_LIMIT", 1000)? as u32;
+        Ok(Self {
+            table_name: env.required("TABLE_NAME")?,
+            retention: Duration::from_secs(env.positive("RETENTION_SECONDS", 86_400)?),
+            connection_ttl: Duration::from_secs(env.positive("CONNECTION_TTL_SECONDS", 10_800)?),
+            catchup_limit: env.positive("CATCHUP_LIMIT", 500)? as u32,
+            history_default_limit: (env.positive("HISTORY_DEFAULT_LIMIT", 100)? as u32)
+                .min(history_max_limit),
+            max_subscriptions: env.positive("MAX_SUBSCRIPTIONS", 100)? as u32,
+            frame_limits: FrameLimits {
+                max_frame_bytes,
+                max_data_bytes,
+                max_history_limit: history_max_limit,
+            },
+            publish_lease: Duration::from_millis(env.positive("PUBLISH_LEASE_MS", 15_000)?),
+            management_endpoint: env.optional("MANAGEMENT_ENDPOINT"),
+            fanout_concurrency: env.positive("FANOUT_CONCURRENCY", 256)? as usize,
+            push_attempts: env.positive("PUSH_RETRY_ATTEMPTS", 5)? as u32,
+            push_backoff_base: Duration::from_millis(env.positive("PUSH_RETRY_BASE_MS", 25)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_table_is_required() {
+        let env = Env::from_pairs([("TABLE_NAME", "t".to_owned())]);
+        let settings = Settings::from(&env).unwrap();
+        assert_eq!(settings.retention, Duration::from_secs(86_400));
+        assert_eq!(settings.catchup_limit, 500);
+        assert_eq!(settings.frame_limits.max_data_bytes, 24 * 1024);
+        assert_eq!(
+            Settings::from(&Env::from_pairs::<&str>([])).unwrap_err(),
+            ConfigError::Missing("TABLE_NAME")
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_named() {
+        let env = Env::from_pairs([
+            ("TABLE_NAME", "t".to_owned()),
+            ("CATCHUP_LIMIT", "lots".to_owned()),
+        ]);
+        let err = Settings::from(&env).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "CATCHUP_LIMIT", .. }));
+        let env = Env::from_pairs([
+            ("TABLE_NAME", "t".to_owned()),
+            ("RETENTION_SECONDS", "0".to_owned()),
+        ]);
+        assert!(Settings::from(&env).is_err());
+        let env = Env::from_pairs([
+            ("TABLE_NAME", "t".to_owned()),
+            ("MAX_DATA_BYTES", "40000".to_owned()),
+        ]);
+        assert!(Settings::from(&env).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! # deltacast
+//!
+//! The library behind deltacast's Lambda functions. Each function binary in
+//! `functions/` is a thin `main.rs` plus a `handler.rs`; everything they share lives here.
+//!
+//! ## Layout
+//! - [`protocol`]: wire protocol v1, the client frames (`ClientMessage`, parsed and
+//!   validated in one place) and the server frames (`ServerMessage`, `Delta`, errors).
+//! - [`auth`]: JWT verification, capabilities and the `Identity` carried from the
+//!   `$connect` authorizer to every later route.
+//! - [`store`]: the single DynamoDB table: connections, subscriptions, deltas, publish
+//!   claims; [`store::items`] documents the keys.
+//! - [`push`]: delivering frames through the API Gateway Management API, with retries.
+//! - [`config`]: settings from environment variables.
+//! - [`aws`]: SDK configuration, loaded once per process.
+//! - [`telemetry`]: logging setup.
+//! - [`clock`]: Unix time helpers.
+
+pub mod auth;
+pub mod aws;
+pub mod clock;
+pub mod config;
+pub mod protocol;
+pub mod push;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,218 @@
+//! The table's keys and item shapes, and their conversions to domain types. The README's
+//! Data model section mirrors this file.
+//!
+//! | item | `pk` | `sk` | other attributes |
+//! |---|---|---|---|
+//! | connection | `c#<connectionId>` | `meta` | `sub`, `caps`, `exp`, `at`, `ip`, `ttl` |
+//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl` (rate-limit state joins it) |
+//! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl` |
+//! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `ttl` |
+//! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl` |
+//! | publish claim (idempotency) | `h#<channel>` | `m#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
+//! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |
+//!
+//! Every item that names a connection lives under `c#<connectionId>` or is listed there
+//! (the `s#` items), so removing a connection is one Query on its own partition.
+
+use serde::{Deserialize, Serialize};
+use crate::protocol::{Delta, Payload};
+
+/// Partition key of a connection's items.
+pub fn connection_pk(connection_id: &str) -> String {
+    format!("c#{connection_id}")
+}
+
+/// Partition key of a channel's items.
+pub fn channel_pk(channel: &str) -> String {
+    format!("h#{channel}")
+}
+
+/// Sort key prefix shared by subscription items.
+pub const SUBSCRIPTION_PREFIX: &str = "s#";
+/// Sort key prefix of delta items; the stream filter selects on it.
+pub const DELTA_PREFIX: &str = "d#";
+/// Sort key of a connection's main item.
+pub const META_SK: &str = "meta";
+/// Sort key of a connection's liveness item.
+pub const LIVE_SK: &str = "live";
+/// Sort key of a channel's epoch item.
+pub const EPOCH_SK: &str = "epoch";
+
+/// Sort key of a subscription item.
+pub fn subscription_sk(name: &str) -> String {
+    format!("{SUBSCRIPTION_PREFIX}{name}")
+}
+
+/// Sort key of a delta item. Seqs are zero-padded so that they sort as numbers.
+pub fn delta_sk(epoch: &str, seq: u64) -> String {
+    format!("{DELTA_PREFIX}{epoch}#{seq:012}")
+}
+
+/// Sort key of a publish claim.
+pub fn claim_sk(message_id: &str) -> String {
+    format!("m#{message_id}")
+}
+
+/// A connection's main item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionItem {
+    /// `c#<connectionId>`.
+    pub pk: String,
+    /// `meta`.
+    pub sk: String,
+    /// The user.
+    pub sub: String,
+    /// Capabilities, as JSON text.
+    pub caps: String,
+    /// Token expiry, Unix seconds.
+    pub exp: u64,
+    /// Connected at, Unix milliseconds.
+    pub at: u64,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Expiry for DynamoDB TTL, Unix seconds.
+    pub ttl: u64,
+}
+
+/// A delta item as stored (and as it arrives in the stream's `NewImage`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeltaItem {
+    /// `h#<channel>`.
+    pub pk: String,
+    /// `d#<epoch>#<seq>`.
+    pub sk: String,
+    /// Position in the channel.
+    pub seq: u64,
+    /// Epoch.
+    pub ep: String,
+    /// Message id.
+    pub id: String,
+    /// Publisher's `sub`.
+    pub from: String,
+    /// Publish time, Unix milliseconds.
+    pub ts: u64,
+    /// The payload, as JSON text.
+    pub data: String,
+    /// Expiry for DynamoDB TTL, Unix seconds.
+    pub ttl: u64,
+}
+
+/// A stored item could not be read back as what its key says it is.
+#[derive(Debug, thiserror::Error)]
+#[error("item {key} is malformed: {reason}")]
+pub struct MalformedItem {
+    /// The item's keys.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl DeltaItem {
+    /// Builds the item for a new delta.
+    pub fn new(delta: &Delta, ttl: u64) -> Self {
+        Self {
+            pk: channel_pk(&delta.channel),
+            sk: delta_sk(&delta.epoch, delta.seq),
+            seq: delta.seq,
+            ep: delta.epoch.clone(),
+            id: delta.id.clone(),
+            from: delta.from.clone(),
+            ts: delta.ts,
+            data: delta.data.get().to_owned(),
+            ttl,
+        }
+    }
+
+    /// Whether DynamoDB TTL may already have deleted it (deletion can lag by days, so
+    /// expired items are filtered on read).
+    pub fn expired(&self, now_secs: u64) -> bool {
+        self.ttl <= now_secs
+    }
+}
+
+impl TryFrom<DeltaItem> for Delta {
+    type Error = MalformedItem;
+
+    fn try_from(item: DeltaItem) -> Result<Self, Self::Error> {
+        let malformed = |reason: String| MalformedItem {
+            key: format!("{}/{}", item.pk, item.sk),
+            reason,
+        };
+        let channel = item
+            .pk
+            .strip_prefix("h#")
+            .ok_or_else(|| malformed("partition key is not a channel".into()))?
+            .to_owned();
+        let data = Payload::from_json(item.data.clone())
+            .map_err(|e| malformed(format!("data is not JSON: {e}")))?;
+        Ok(Delta {
+            channel,
+            seq: item.seq,
+            epoch: item.ep,
+            id: item.id,
+            from: item.from,
+            ts: item.ts,
+            data,
+        })
+    }
+}
+
+/// A publish claim: message id → where its delta goes (or went).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClaimItem {
+    /// `h#<channel>`.
+    pub pk: String,
+    /// `m#<messageId>`.
+    pub sk: String,
+    /// Epoch of the delta.
+    pub ep: String,
+    /// Seq of the delta.
+    pub seq: u64,
+    /// Until when (Unix ms) the claimer may still be writing the delta.
+    pub lease: u64,
+    /// Expiry for DynamoDB TTL, Unix seconds.
+    pub ttl: u64,
+}
+
+/// A channel's current epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochItem {
+    /// `h#<channel>`.
+    pub pk: String,
+    /// `epoch`.
+    pub sk: String,
+    /// The epoch.
+    pub ep: String,
+    /// Created at, Unix milliseconds.
+    pub at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_keys_sort_by_seq() {
+        let mut keys: Vec<String> = [10, 9, 100, 1].iter().map(|s| delta_sk("e", *s)).collect();
+        keys.sort();
+        assert_eq!(keys, ["d#e#000000000001", "d#e#000000000009", "d#e#000000000010", "d#e#000000000100"]);
+    }
+
+    #[test]
+    fn delta_round_trips_through_its_item() {
+        let delta = Delta {
+            channel: "chat:lobby".into(),
+            seq: 3,
+            epoch: "e1".into(),
+            id: "m".into(),
+            from: "alice".into(),
+            ts: 5,
+            data: Payload::from_json("[1,2]".into()).unwrap(),
+        };
+        let item = DeltaItem::new(&delta, 99);
+        assert_eq!(item.pk, "h#chat:lobby");
+        assert!(item.expired(99) && !item.expired(98));
+        assert_eq!(Delta::try_from(item).unwrap(), delta);
+    }
+}
