@@ -254,8 +254,16 @@ struct RawFrame<'a> {
     limit: Option<u32>,
     #[serde(default)]
     expect_seq: Option<u64>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+}
+
+/// `data: null` is a value (a delta may well be `null`), unlike a missing `data`.
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 type Invalid = (ErrorCode, String);
@@ -628,6 +636,15 @@ mod tests {
         };
         assert_eq!(data.get(), r#"{"n":12345678901234567890123,"s":"a b\" c"}"#);
         assert_eq!(expect_seq, Some(3));
+    }
+
+    #[test]
+    fn null_is_valid_data() {
+        let msg = parse(r#"{"action":"publish","channel":"a","id":"m","data":null}"#).unwrap();
+        let ClientMessage::Publish { data, .. } = msg else {
+            panic!("not a publish")
+        };
+        assert_eq!(data.get(), "null");
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! # deltacast-tests
+//!
+//! What the tests share: signed tokens, fresh tables in DynamoDB Local, real API Gateway
+//! event payloads (from `tests/fixtures/`), and (for the end-to-end tests) the whole local
+//! stack on free ports with a WebSocket client.
+//!
+//! Storage tests run against DynamoDB Local, which `make test` starts and names in
+//! `DELTACAST_TEST_DYNAMODB`. Every test works in a table of its own, so tests run in
+//! parallel.
+
+pub mod events;
+pub mod push;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use deltacast::store::{Lifetimes, Store};
+use deltacast_local::template::StackSpec;
+
+/// The variable that names DynamoDB Local's endpoint for tests.
+pub const DYNAMODB_VARIABLE: &str = "DELTACAST_TEST_DYNAMODB";
+
+/// The checkout's top folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// DynamoDB Local's endpoint, as `make test` sets it.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var(DYNAMODB_VARIABLE).unwrap_or_else(|_| {
+        panic!(
+            "{DYNAMODB_VARIABLE} is not set: run the tests with `make test`, which starts DynamoDB Local \
+             (or start it with `infra/dynamodb-local/dynamodb-local start 8000` and set {DYNAMODB_VARIABLE}=http://127.0.0.1:8000)"
+        )
+    })
+}
+
+/// SDK configuration for DynamoDB Local: static dummy credentials, us-east-1.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "deltacast-tests",
+        ))
+        .endpoint_url(dynamodb_endpoint())
+        .load()
+        .await
+}
+
+/// A DynamoDB client for DynamoDB Local.
+pub async fn dynamodb() -> Client {
+    Client::new(&sdk_config().await)
+}
+
+/// A unique name for a test's table.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+/// Creates a fresh table with the template's key schema, stream and TTL.
+pub async fn fresh_table() -> (Client, String) {
+    let client = dynamodb().await;
+    let name = unique_name("test");
+    let spec = StackSpec::load(&workspace_root().join("template.yaml")).expect("template.yaml parses");
+    spec.table.create(&client, &name).await.expect("table created");
+    (client, name)
+}
+
+/// The store's default lifetimes (24 h retention, 3 h connections, 15 s lease).
+pub fn lifetimes() -> Lifetimes {
+    Lifetimes {
+        retention: Duration::from_secs(86_400),
+        connection_ttl: Duration::from_secs(3 * 3600),
+        publish_lease: Duration::from_secs(15),
+    }
+}
+
+/// A store on a fresh table.
+pub async fn fresh_store() -> Store {
+    let (client, name) = fresh_table().await;
+    Store::new(client, name, lifetimes())
+}
+
+/// Every item of the store's table (tests only: this scans).
+pub async fn all_items(store: &Store) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = store
+            .client()
+            .scan()
+            .table_name(store.table())
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return items,
+        }
+    }
+}
+
+/// How many items mention `needle` in any string attribute (keys included).
+pub async fn items_naming(store: &Store, needle: &str) -> usize {
+    all_items(store)
+        .await
+        .iter()
+        .filter(|item| {
+            item.values()
+                .any(|value| value.as_s().is_ok_and(|s| s.contains(needle)))
+        })
+        .count()
+}

@@ -15,7 +15,7 @@ use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use deltacast::protocol::Delta;
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
-use deltacast::store::items::{DELTA_PREFIX, DeltaItem};
+use deltacast::store::items::DeltaItem;
 use deltacast::store::{Store, StoreError};
 use futures::{StreamExt, stream};
 use tracing::{error, info, warn};
@@ -176,19 +176,10 @@ fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
         if record.event_name != "INSERT" {
             continue;
         }
-        let is_delta = record
-            .change
-            .keys
-            .get("sk")
-            .and_then(|v| match v {
-                serde_dynamo::AttributeValue::S(s) => Some(s.starts_with(DELTA_PREFIX)),
-                _ => None,
-            })
-            .unwrap_or(false);
-        if !is_delta {
+        if !DeltaItem::is_delta_key(&record.change.keys) {
             continue;
         }
-        let delta = serde_dynamo::from_item::<_, DeltaItem>(record.change.new_image)
+        let delta = DeltaItem::from_image(record.change.new_image)
             .map_err(|e| e.to_string())
             .and_then(|item| Delta::try_from(item).map_err(|e| e.to_string()));
         match delta {
@@ -211,4 +202,142 @@ fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
         }
     }
     pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltacast::protocol::Channel;
+    use deltacast::push::RetryPolicy;
+    use deltacast_tests::push::RecordingPush;
+    use deltacast_tests::{events, fresh_store, items_naming};
+    use serde_json::{Value, json};
+    use std::time::Duration;
+
+    async fn fanout_with(subscriptions: &[(&str, &str)]) -> Fanout<RecordingPush> {
+        let store = fresh_store().await;
+        for (connection, channel) in subscriptions {
+            store
+                .put_connection(&events::new_connection(connection, "user"))
+                .await
+                .unwrap();
+            store
+                .subscribe(connection, "user", &Channel::parse(channel).unwrap(), deltacast::clock::now_ms(), 100)
+                .await
+                .unwrap();
+        }
+        Fanout {
+            store,
+            push: RecordingPush::new(),
+            concurrency: 8,
+            retry: RetryPolicy {
+                attempts: 3,
+                base: Duration::from_millis(1),
+            },
+        }
+    }
+
+    fn seqs(frames: &[Value]) -> Vec<(String, u64)> {
+        frames
+            .iter()
+            .map(|f| (f["channel"].as_str().unwrap().to_owned(), f["seq"].as_u64().unwrap()))
+            .collect()
+    }
+
+    fn failed_ids(response: &DynamoDbEventResponse) -> Vec<&str> {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_deref().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn delivers_each_channels_deltas_in_seq_order() {
+        let fanout = fanout_with(&[("c1", "chat:lobby"), ("c2", "chat:lobby"), ("c2", "news"), ("c3", "news")]).await;
+        let response = fanout.handle(events::stream_batch()).await;
+        assert!(response.batch_item_failures.is_empty());
+        let lobby = |n| ("chat:lobby".to_owned(), n);
+        let news = ("news".to_owned(), 7);
+        assert_eq!(seqs(&fanout.push.frames("c1")), [lobby(1), lobby(2)], "sorted by seq");
+        assert_eq!(seqs(&fanout.push.frames("c2")), [lobby(1), lobby(2), news.clone()]);
+        assert_eq!(seqs(&fanout.push.frames("c3")), [news]);
+        assert_eq!(
+            fanout.push.frames("c1")[0],
+            json!({"type": "delta", "channel": "chat:lobby", "seq": 1, "epoch": "19a5b2c3d4e9f2c",
+                   "id": "msg-1", "from": "alice", "ts": 1794384942100u64, "data": {"text": "first"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gone_connection_is_pruned_and_the_rest_still_delivered() {
+        let fanout = fanout_with(&[("alive", "chat:lobby"), ("dead", "chat:lobby"), ("dead", "news")]).await;
+        fanout.push.set_gone("dead");
+        let response = fanout.handle(events::stream_batch()).await;
+        assert!(response.batch_item_failures.is_empty(), "410 is not a failure");
+        assert_eq!(fanout.push.frames("alive").len(), 2);
+        assert_eq!(items_naming(&fanout.store, "dead").await, 0, "the target is removed, subscriptions too");
+        assert_eq!(fanout.push.attempts("dead"), 1, "no retry after 410");
+        assert!(items_naming(&fanout.store, "alive").await > 0, "the others are kept");
+    }
+
+    #[tokio::test]
+    async fn throttled_posts_are_retried_within_the_invocation() {
+        let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
+        fanout
+            .push
+            .fail_next("c1", vec![PushError::Throttled, PushError::Failed("502".into())]);
+        let response = fanout.handle(events::stream_batch()).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(seqs(&fanout.push.frames("c1")).len(), 2);
+        assert_eq!(fanout.push.attempts("c1"), 4);
+    }
+
+    #[tokio::test]
+    async fn persistent_failures_report_the_undelivered_records() {
+        let fanout = fanout_with(&[("ok", "chat:lobby"), ("flaky", "chat:lobby")]).await;
+        let batch = events::stream_batch();
+        let response = {
+            // seq 1 goes through; seq 2 fails every attempt.
+            struct AfterFirst<'a>(&'a RecordingPush);
+            impl Push for AfterFirst<'_> {
+                async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
+                    if connection_id == "flaky" && frame.contains("\"seq\":2") {
+                        return Err(PushError::Failed("500".into()));
+                    }
+                    self.0.post(connection_id, frame).await
+                }
+            }
+            let failing = Fanout {
+                store: fanout.store.clone(),
+                push: AfterFirst(&fanout.push),
+                concurrency: 8,
+                retry: fanout.retry,
+            };
+            failing.handle(batch).await
+        };
+        assert_eq!(failed_ids(&response), ["4421584500000000017450439092"], "only seq 2's record");
+        assert_eq!(seqs(&fanout.push.frames("flaky")), [("chat:lobby".to_owned(), 1)]);
+        assert_eq!(seqs(&fanout.push.frames("ok")).len(), 2, "other connections are unaffected");
+    }
+
+    #[tokio::test]
+    async fn skips_records_that_are_not_new_deltas() {
+        let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
+        let batch: Value = serde_json::from_str(&std::fs::read_to_string(
+            deltacast_tests::workspace_root().join("tests/fixtures/stream-batch.json"),
+        ).unwrap()).unwrap();
+        let mut records = batch["Records"].as_array().unwrap().clone();
+        let mut modify = records[0].clone();
+        modify["eventName"] = json!("MODIFY");
+        let mut subscription = records[0].clone();
+        subscription["dynamodb"]["Keys"]["sk"] = json!({"S": "s#c9"});
+        let mut broken = records[1].clone();
+        broken["dynamodb"]["NewImage"]["data"] = json!({"S": "{not json"});
+        let duplicate = records[1].clone();
+        records = vec![modify, subscription, broken, duplicate.clone(), duplicate];
+        let response = fanout.handle(events::stream_event(records)).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(seqs(&fanout.push.frames("c1")), [("chat:lobby".to_owned(), 1)], "one copy of seq 1 only");
+    }
 }

@@ -153,3 +153,338 @@ pub async fn reply<P: Push>(push: &P, connection_id: &str, message: &ServerMessa
         Err(err) => warn!(connection_id, error = %err, "reply failed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltacast::auth::Capabilities;
+    use deltacast::config::Env;
+    use deltacast::protocol::Channel;
+    use deltacast_tests::push::RecordingPush;
+    use deltacast_tests::{all_items, events, fresh_store};
+    use serde_json::{Value, json};
+
+    const CONN: &str = "conn-A";
+
+    struct World {
+        app: App,
+        push: RecordingPush,
+        alice: Identity,
+    }
+
+    fn identity(sub: &str, caps: Value) -> Identity {
+        Identity {
+            sub: sub.into(),
+            capabilities: Capabilities::from_json(&caps.to_string()).unwrap(),
+            exp: clock::now_secs() + 3600,
+        }
+    }
+
+    async fn world_with(vars: &[(&str, &str)]) -> World {
+        let store = fresh_store().await;
+        let mut pairs = vec![("TABLE_NAME".to_owned(), store.table().to_owned())];
+        pairs.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = Settings::from(&Env::from_pairs(pairs)).unwrap();
+        store
+            .put_connection(&events::new_connection(CONN, "alice"))
+            .await
+            .unwrap();
+        World {
+            app: App { store, settings },
+            push: RecordingPush::new(),
+            alice: identity("alice", json!({"chat:*": ["subscribe", "publish", "history"], "news": ["subscribe"]})),
+        }
+    }
+
+    async fn world() -> World {
+        world_with(&[]).await
+    }
+
+    impl World {
+        /// Sends a frame as alice on CONN; returns the frames CONN received for it.
+        async fn send(&self, body: Value) -> Vec<Value> {
+            self.send_as(CONN, &self.alice, &body.to_string()).await
+        }
+
+        async fn send_as(&self, connection_id: &str, who: &Identity, body: &str) -> Vec<Value> {
+            self.push.clear();
+            let response = handle(events::message(connection_id, who, body), &self.app, &self.push)
+                .await
+                .unwrap();
+            assert_eq!(response.status_code, 200);
+            self.push.frames(connection_id)
+        }
+
+        async fn publish(&self, channel: &str, id: &str, data: Value) -> Value {
+            let frames = self
+                .send(json!({"action": "publish", "channel": channel, "id": id, "data": data}))
+                .await;
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            frames[0].clone()
+        }
+
+        async fn delta_items(&self) -> usize {
+            all_items(&self.app.store)
+                .await
+                .iter()
+                .filter(|item| item["sk"].as_s().unwrap().starts_with("d#"))
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn publish_acks_gap_free_seqs_from_one() {
+        let w = world().await;
+        let first = w.publish("chat:lobby", "m1", json!({"text": "hi"})).await;
+        assert_eq!(first["type"], "ack");
+        assert_eq!(first["seq"], 1);
+        assert_eq!(first["id"], "m1");
+        assert_eq!(first["channel"], "chat:lobby");
+        let second = w.publish("chat:lobby", "m2", json!(2)).await;
+        assert_eq!(second["seq"], 2);
+        assert_eq!(second["epoch"], first["epoch"]);
+        let other = w.publish("chat:other", "m1", json!(null)).await;
+        assert_eq!(other["seq"], 1, "seqs are per channel");
+    }
+
+    #[tokio::test]
+    async fn republishing_an_id_returns_the_original_ack_and_stores_nothing() {
+        let w = world().await;
+        let original = w.publish("chat:lobby", "same", json!("a")).await;
+        w.publish("chat:lobby", "other", json!("b")).await;
+        let again = w.publish("chat:lobby", "same", json!("changed")).await;
+        assert_eq!(again, original);
+        assert_eq!(w.delta_items().await, 2);
+        // The idempotency check comes before expectSeq.
+        let guarded = w
+            .send(json!({"action": "publish", "channel": "chat:lobby", "id": "same", "data": 1, "expectSeq": 0}))
+            .await;
+        assert_eq!(guarded[0], original);
+    }
+
+    #[tokio::test]
+    async fn expect_seq_guards_publishes_and_a_conflict_writes_nothing() {
+        let w = world().await;
+        let ok = w
+            .send(json!({"action": "publish", "channel": "chat:a", "id": "m1", "data": 1, "expectSeq": 0}))
+            .await;
+        assert_eq!(ok[0]["seq"], 1);
+        let before = all_items(&w.app.store).await.len();
+        let conflict = w
+            .send(json!({"action": "publish", "channel": "chat:a", "id": "m2", "data": 2, "expectSeq": 0}))
+            .await;
+        assert_eq!(conflict[0]["type"], "error");
+        assert_eq!(conflict[0]["code"], "conflict");
+        assert_eq!(conflict[0]["seq"], 1, "tells the head");
+        assert_eq!(conflict[0]["id"], "m2");
+        assert_eq!(all_items(&w.app.store).await.len(), before, "nothing written");
+        let ok = w
+            .send(json!({"action": "publish", "channel": "chat:a", "id": "m2", "data": 2, "expectSeq": 1}))
+            .await;
+        assert_eq!(ok[0]["seq"], 2, "the same id works after the conflict");
+    }
+
+    #[tokio::test]
+    async fn subscribe_catches_up_from_since_then_confirms() {
+        let w = world().await;
+        let mut epoch = Value::Null;
+        for i in 1..=5 {
+            epoch = w.publish("chat:lobby", &format!("m{i}"), json!({"n": i})).await["epoch"].clone();
+        }
+        let frames = w
+            .send(json!({"action": "subscribe", "channel": "chat:lobby", "since": 2, "epoch": epoch, "id": "s1"}))
+            .await;
+        let seqs: Vec<&Value> = frames[..3].iter().map(|f| &f["seq"]).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert!(frames[..3].iter().all(|f| f["type"] == "delta" && f["from"] == "alice"));
+        assert_eq!(frames[0]["data"], json!({"n": 3}));
+        assert_eq!(
+            frames[3],
+            json!({"type": "subscribed", "channel": "chat:lobby", "seq": 5, "epoch": epoch, "recovered": true, "id": "s1"})
+        );
+        let (subscribers, _) = w.app.store.subscribers_page("chat:lobby", None).await.unwrap();
+        assert_eq!(subscribers, [CONN]);
+    }
+
+    #[tokio::test]
+    async fn subscribe_reports_what_cannot_be_recovered() {
+        let w = world_with(&[("CATCHUP_LIMIT", "2")]).await;
+        for i in 1..=5 {
+            w.publish("chat:lobby", &format!("m{i}"), json!(i)).await;
+        }
+        let epoch = w.app.store.head("chat:lobby").await.unwrap().epoch.unwrap();
+        let subscribe = |since: u64, epoch: &str| {
+            json!({"action": "subscribe", "channel": "chat:lobby", "since": since, "epoch": epoch})
+        };
+
+        let wrong_epoch = w.send(subscribe(2, "not-the-epoch")).await;
+        assert_eq!(wrong_epoch.len(), 1, "no deltas from another epoch");
+        assert_eq!(wrong_epoch[0]["recovered"], false);
+
+        let too_many = w.send(subscribe(0, &epoch)).await;
+        assert_eq!(too_many.len(), 3, "the cap (2) deltas, then subscribed");
+        assert_eq!(too_many[2]["recovered"], false);
+
+        let ahead = w.send(subscribe(9, &epoch)).await;
+        assert_eq!(ahead[0]["recovered"], false);
+
+        let up_to_date = w.send(subscribe(5, &epoch)).await;
+        assert_eq!(up_to_date, [json!({"type": "subscribed", "channel": "chat:lobby", "seq": 5, "epoch": epoch, "recovered": true})]);
+
+        let plain = w.send(json!({"action": "subscribe", "channel": "chat:quiet"})).await;
+        assert_eq!(plain, [json!({"type": "subscribed", "channel": "chat:quiet", "seq": 0})]);
+        let fresh = w.send(json!({"action": "subscribe", "channel": "chat:quiet", "since": 0})).await;
+        assert_eq!(fresh[0]["recovered"], true, "nothing was ever missed on an empty channel");
+        let stale = w
+            .send(json!({"action": "subscribe", "channel": "chat:quiet", "since": 3, "epoch": "old"}))
+            .await;
+        assert_eq!(stale[0]["recovered"], false, "history of that epoch is gone");
+    }
+
+    #[tokio::test]
+    async fn history_pages_in_order() {
+        let w = world().await;
+        for i in 1..=5 {
+            w.publish("chat:lobby", &format!("m{i}"), json!(i)).await;
+        }
+        let page = w
+            .send(json!({"action": "history", "channel": "chat:lobby", "since": 1, "limit": 2, "id": "h"}))
+            .await;
+        assert_eq!(page[0]["type"], "history");
+        assert_eq!(page[0]["seq"], 5);
+        assert_eq!(page[0]["more"], true);
+        assert_eq!(page[0]["id"], "h");
+        let seqs: Vec<&Value> = page[0]["deltas"].as_array().unwrap().iter().map(|d| &d["seq"]).collect();
+        assert_eq!(seqs, [2, 3]);
+        let rest = w.send(json!({"action": "history", "channel": "chat:lobby", "since": 3})).await;
+        let seqs: Vec<&Value> = rest[0]["deltas"].as_array().unwrap().iter().map(|d| &d["seq"]).collect();
+        assert_eq!(seqs, [4, 5]);
+        assert_eq!(rest[0]["more"], false);
+    }
+
+    #[tokio::test]
+    async fn history_pages_stay_under_the_message_limit() {
+        let w = world().await;
+        let big = "x".repeat(20 * 1024);
+        for i in 1..=10 {
+            w.publish("chat:big", &format!("m{i}"), json!(big)).await;
+        }
+        let page = w.send(json!({"action": "history", "channel": "chat:big", "since": 0})).await;
+        let text = page[0].to_string();
+        assert!(text.len() < 128 * 1024, "page is {} bytes", text.len());
+        assert_eq!(page[0]["more"], true);
+        assert_eq!(page[0]["deltas"].as_array().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn capabilities_are_checked_on_every_action() {
+        let w = world().await;
+        let before = all_items(&w.app.store).await.len();
+        for (body, action) in [
+            (json!({"action": "publish", "channel": "news", "id": "m", "data": 1}), "publish"),
+            (json!({"action": "history", "channel": "news", "since": 0}), "history"),
+            (json!({"action": "subscribe", "channel": "secret"}), "subscribe"),
+            (json!({"action": "subscribe", "channel": "user:bob"}), "subscribe"),
+        ] {
+            let frames = w.send(body).await;
+            assert_eq!(frames[0]["code"], "forbidden", "{frames:?}");
+            assert!(frames[0]["message"].as_str().unwrap().contains(action));
+        }
+        assert_eq!(all_items(&w.app.store).await.len(), before, "nothing written");
+        let own = w.send(json!({"action": "subscribe", "channel": "user:alice"})).await;
+        assert_eq!(own[0]["type"], "subscribed", "a personal channel is readable by its owner");
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_answered_and_write_nothing() {
+        let w = world().await;
+        let before = all_items(&w.app.store).await.len();
+        for body in [
+            "not json",
+            "[]",
+            r#"{"action":"fly"}"#,
+            r#"{"action":"publish","channel":"chat:a","data":1}"#,
+            r#"{"action":"publish","channel":"bad channel","id":"m","data":1}"#,
+            r#"{"action":"subscribe","channel":"chat:a","since":"yesterday"}"#,
+        ] {
+            let frames = w.send_as(CONN, &w.alice, body).await;
+            assert_eq!(frames.len(), 1);
+            assert_eq!(frames[0]["type"], "error");
+            assert_eq!(frames[0]["code"], "bad_request", "{body}");
+        }
+        let big = json!({"action": "publish", "channel": "chat:a", "id": "m", "data": "x".repeat(25 * 1024)});
+        assert_eq!(w.send(big).await[0]["code"], "too_large");
+        assert_eq!(all_items(&w.app.store).await.len(), before);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_can_no_longer_act() {
+        let w = world().await;
+        let mut expired = w.alice.clone();
+        expired.exp = clock::now_secs() - 1;
+        let frames = w.send_as(CONN, &expired, r#"{"action":"ping","id":"p"}"#).await;
+        assert_eq!(frames[0]["code"], "forbidden");
+        assert_eq!(frames[0]["id"], "p");
+    }
+
+    #[tokio::test]
+    async fn subscriptions_per_connection_are_limited() {
+        let w = world_with(&[("MAX_SUBSCRIPTIONS", "2")]).await;
+        for channel in ["chat:1", "chat:2"] {
+            assert_eq!(w.send(json!({"action": "subscribe", "channel": channel})).await[0]["type"], "subscribed");
+        }
+        let again = w.send(json!({"action": "subscribe", "channel": "chat:2"})).await;
+        assert_eq!(again[0]["type"], "subscribed", "re-subscribing is not a new subscription");
+        let third = w.send(json!({"action": "subscribe", "channel": "chat:3"})).await;
+        assert_eq!(third[0]["code"], "bad_request");
+        assert!(third[0]["message"].as_str().unwrap().contains("(2, MAX_SUBSCRIPTIONS)"));
+        w.send(json!({"action": "unsubscribe", "channel": "chat:1"})).await;
+        assert_eq!(w.send(json!({"action": "subscribe", "channel": "chat:3"})).await[0]["type"], "subscribed");
+    }
+
+    #[tokio::test]
+    async fn unsubscribe_stops_delivery_and_ping_answers() {
+        let w = world().await;
+        w.send(json!({"action": "subscribe", "channel": "chat:a"})).await;
+        let frames = w.send(json!({"action": "unsubscribe", "channel": "chat:a", "id": "u"})).await;
+        assert_eq!(frames, [json!({"type": "unsubscribed", "channel": "chat:a", "id": "u"})]);
+        let (subscribers, _) = w.app.store.subscribers_page("chat:a", None).await.unwrap();
+        assert!(subscribers.is_empty());
+        let pong = w.send(json!({"action": "ping", "id": "p1"})).await;
+        assert_eq!(pong, [json!({"type": "pong", "connectionId": CONN, "id": "p1"})]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_publishes_get_distinct_gap_free_seqs() {
+        let w = world().await;
+        let channel = Channel::parse("chat:race").unwrap();
+        let results = futures::future::join_all((0..12).map(|i| {
+            let store = &w.app.store;
+            let channel = &channel;
+            async move {
+                let id = deltacast::protocol::MessageId::parse(&format!("m{}", i % 6)).unwrap();
+                let data = deltacast::protocol::Payload::from_json(i.to_string()).unwrap();
+                store
+                    .publish(deltacast::store::NewDelta {
+                        channel,
+                        id: &id,
+                        from: "alice",
+                        data: &data,
+                        expect_seq: None,
+                    })
+                    .await
+                    .map(|p| (id, p.seq))
+            }
+        }))
+        .await;
+        let mut by_id = std::collections::HashMap::new();
+        for result in results {
+            let (id, seq) = result.expect("every publish succeeds");
+            assert_eq!(*by_id.entry(id).or_insert(seq), seq, "one id, one seq");
+        }
+        let mut seqs: Vec<u64> = by_id.values().copied().collect();
+        seqs.sort();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "six ids, six gap-free seqs");
+        assert_eq!(w.delta_items().await, 6, "duplicates stored nothing");
+    }
+}

@@ -109,6 +109,16 @@ pub struct MalformedItem {
 }
 
 impl DeltaItem {
+    /// Whether a stream record's keys are a delta item's.
+    pub fn is_delta_key(keys: &serde_dynamo::Item) -> bool {
+        matches!(keys.get("sk"), Some(serde_dynamo::AttributeValue::S(sk)) if sk.starts_with(DELTA_PREFIX))
+    }
+
+    /// Reads a delta item from a stream record's `NewImage`.
+    pub fn from_image(image: serde_dynamo::Item) -> Result<Self, serde_dynamo::Error> {
+        serde_dynamo::from_item(image)
+    }
+
     /// Builds the item for a new delta.
     pub fn new(delta: &Delta, ttl: u64) -> Self {
         Self {

@@ -54,6 +54,19 @@ pub enum StoreError {
     Conversion(#[from] serde_dynamo::Error),
 }
 
+impl From<StoreError> for lambda_runtime::Diagnostic {
+    fn from(err: StoreError) -> Self {
+        let error_type = match &err {
+            StoreError::Dynamo(_) => "Store.Unavailable",
+            StoreError::Malformed(_) | StoreError::Conversion(_) => "Store.Malformed",
+        };
+        Self {
+            error_type: error_type.into(),
+            error_message: err.to_string(),
+        }
+    }
+}
+
 fn dynamo<E, R>(err: SdkError<E, R>) -> StoreError
 where
     aws_sdk_dynamodb::Error: From<SdkError<E, R>>,
