@@ -405,7 +405,9 @@ mod tests {
     #[test]
     fn accepts_a_valid_token() {
         let verifier = JwtVerifier::new(&config(None, None));
-        let token = sign(json!({"sub": "alice", "exp": now() + 60, "channels": {"chat:*": ["subscribe", "publish"]}}));
+        let token = sign(
+            json!({"sub": "alice", "exp": now() + 60, "channels": {"chat:*": ["subscribe", "publish"]}}),
+        );
         let identity = verifier.verify(&token).unwrap();
         assert_eq!(identity.sub, "alice");
         assert!(identity.may(Action::Publish, &channel("chat:lobby")));
@@ -470,14 +472,19 @@ mod tests {
     #[test]
     fn checks_issuer_and_audience_when_configured() {
         let verifier = JwtVerifier::new(&config(Some("https://issuer"), Some("deltacast")));
-        let good = sign(json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "deltacast"}));
+        let good = sign(
+            json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "deltacast"}),
+        );
         verifier.verify(&good).unwrap();
-        let wrong_iss = sign(json!({"sub": "a", "exp": now() + 60, "iss": "https://other", "aud": "deltacast"}));
+        let wrong_iss = sign(
+            json!({"sub": "a", "exp": now() + 60, "iss": "https://other", "aud": "deltacast"}),
+        );
         assert_eq!(
             verifier.verify(&wrong_iss),
             Err(AuthError::Unauthorized("wrong issuer".into()))
         );
-        let wrong_aud = sign(json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "x"}));
+        let wrong_aud =
+            sign(json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "x"}));
         assert_eq!(
             verifier.verify(&wrong_aud),
             Err(AuthError::Unauthorized("wrong audience".into()))
@@ -490,11 +497,21 @@ mod tests {
     fn denies_genuine_tokens_with_unacceptable_claims() {
         let verifier = JwtVerifier::new(&config(None, None));
         let bad_cap = sign(json!({"sub": "a", "exp": now() + 60, "channels": {"chat": ["write"]}}));
-        assert!(matches!(verifier.verify(&bad_cap), Err(AuthError::Denied(_))));
-        let bad_pattern = sign(json!({"sub": "a", "exp": now() + 60, "channels": {"a*b": ["subscribe"]}}));
-        assert!(matches!(verifier.verify(&bad_pattern), Err(AuthError::Denied(_))));
+        assert!(matches!(
+            verifier.verify(&bad_cap),
+            Err(AuthError::Denied(_))
+        ));
+        let bad_pattern =
+            sign(json!({"sub": "a", "exp": now() + 60, "channels": {"a*b": ["subscribe"]}}));
+        assert!(matches!(
+            verifier.verify(&bad_pattern),
+            Err(AuthError::Denied(_))
+        ));
         let long_sub = sign(json!({"sub": "x".repeat(129), "exp": now() + 60}));
-        assert!(matches!(verifier.verify(&long_sub), Err(AuthError::Denied(_))));
+        assert!(matches!(
+            verifier.verify(&long_sub),
+            Err(AuthError::Denied(_))
+        ));
     }
 
     #[test]
@@ -502,7 +519,10 @@ mod tests {
         let env = Env::from_pairs([("JWT_SECRET", "short".to_owned())]);
         assert!(matches!(
             JwtConfig::from_env(&env),
-            Err(ConfigError::Invalid { name: "JWT_SECRET", .. })
+            Err(ConfigError::Invalid {
+                name: "JWT_SECRET",
+                ..
+            })
         ));
     }
 
@@ -515,7 +535,10 @@ mod tests {
         ]))
         .unwrap();
         assert!(caps.grants("news", Action::Subscribe));
-        assert!(!caps.grants("news:sport", Action::Subscribe), "exact means exact");
+        assert!(
+            !caps.grants("news:sport", Action::Subscribe),
+            "exact means exact"
+        );
         assert!(caps.grants("chat:", Action::Publish));
         assert!(caps.grants("chat:lobby", Action::Publish));
         assert!(!caps.grants("chatty", Action::Publish));
@@ -532,7 +555,10 @@ mod tests {
             ("chat:lobby".to_owned(), vec!["publish".to_owned()]),
         ]))
         .unwrap();
-        assert!(caps.grants("chat:lobby", Action::Subscribe), "an empty grant takes nothing away");
+        assert!(
+            caps.grants("chat:lobby", Action::Subscribe),
+            "an empty grant takes nothing away"
+        );
         assert!(caps.grants("chat:lobby", Action::Publish));
         assert!(!caps.grants("chat:other", Action::Publish));
     }

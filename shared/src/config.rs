@@ -169,7 +169,13 @@ mod tests {
             ("CATCHUP_LIMIT", "lots".to_owned()),
         ]);
         let err = Settings::from(&env).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { name: "CATCHUP_LIMIT", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "CATCHUP_LIMIT",
+                ..
+            }
+        ));
         let env = Env::from_pairs([
             ("TABLE_NAME", "t".to_owned()),
             ("RETENTION_SECONDS", "0".to_owned()),

@@ -602,8 +602,10 @@ mod tests {
     #[test]
     fn parses_every_action() {
         assert_eq!(
-            parse(r#"{"action":"subscribe","channel":"chat:lobby","since":4,"epoch":"e1","id":"r1"}"#)
-                .unwrap(),
+            parse(
+                r#"{"action":"subscribe","channel":"chat:lobby","since":4,"epoch":"e1","id":"r1"}"#
+            )
+            .unwrap(),
             ClientMessage::Subscribe {
                 channel: Channel::parse("chat:lobby").unwrap(),
                 since: Some(4),
@@ -617,7 +619,11 @@ mod tests {
         ));
         assert!(matches!(
             parse(r#"{"action":"history","channel":"a","since":0,"limit":10}"#).unwrap(),
-            ClientMessage::History { since: 0, limit: Some(10), .. }
+            ClientMessage::History {
+                since: 0,
+                limit: Some(10),
+                ..
+            }
         ));
         assert_eq!(
             parse(r#"{"action":"ping"}"#).unwrap(),
@@ -631,7 +637,10 @@ mod tests {
             r#"{"action":"publish","channel":"a","id":"m-1","data":{ "n" : 12345678901234567890123, "s":"a b\" c" },"expectSeq":3}"#,
         )
         .unwrap();
-        let ClientMessage::Publish { data, expect_seq, .. } = msg else {
+        let ClientMessage::Publish {
+            data, expect_seq, ..
+        } = msg
+        else {
             panic!("not a publish")
         };
         assert_eq!(data.get(), r#"{"n":12345678901234567890123,"s":"a b\" c"}"#);
@@ -662,7 +671,11 @@ mod tests {
         assert_eq!(e.id, Some(MessageId::parse("r9").unwrap()), "echoes the id");
 
         let e = error(r#"{"action":"subscribe","channel":"a","since":"x"}"#);
-        assert!(e.message.starts_with("invalid type: string"), "{}", e.message);
+        assert!(
+            e.message.starts_with("invalid type: string"),
+            "{}",
+            e.message
+        );
 
         let e = error(r#"{"channel":"a"}"#);
         assert_eq!(e.message, "missing field `action`");
@@ -681,15 +694,32 @@ mod tests {
         assert_eq!(e.message, "`epoch` needs `since`");
 
         let e = error(r#"{"action":"subscribe","channel":"a","since":-1}"#);
-        assert!(e.message.starts_with("invalid value: integer `-1`"), "{}", e.message);
+        assert!(
+            e.message.starts_with("invalid value: integer `-1`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn validates_channel_names() {
-        for ok in ["a", "chat:lobby", "user:alice@example.com", "x.y-z_1", &"c".repeat(128)] {
+        for ok in [
+            "a",
+            "chat:lobby",
+            "user:alice@example.com",
+            "x.y-z_1",
+            &"c".repeat(128),
+        ] {
             Channel::parse(ok).unwrap();
         }
-        for bad_name in ["", "has space", "slash/no", "star*", "ümlaut", &"c".repeat(129)] {
+        for bad_name in [
+            "",
+            "has space",
+            "slash/no",
+            "star*",
+            "ümlaut",
+            &"c".repeat(129),
+        ] {
             assert!(Channel::parse(bad_name).is_err(), "{bad_name:?} accepted");
         }
         let e = error(r#"{"action":"subscribe","channel":"a b"}"#);
@@ -730,11 +760,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::TooLarge);
-        assert_eq!(e.message, "`data` is 12 bytes serialised; the limit is 10 bytes");
+        assert_eq!(
+            e.message,
+            "`data` is 12 bytes serialised; the limit is 10 bytes"
+        );
         assert_eq!(e.id.unwrap().as_str(), "m");
 
-        let e = ClientMessage::parse(r#"{"action":"history","channel":"a","since":0,"limit":51}"#, &limits)
-            .unwrap_err();
+        let e = ClientMessage::parse(
+            r#"{"action":"history","channel":"a","since":0,"limit":51}"#,
+            &limits,
+        )
+        .unwrap_err();
         assert_eq!(e.message, "invalid `limit`: must be 1 to 50");
     }
 
@@ -763,7 +799,11 @@ mod tests {
             r#"{"type":"error","code":"conflict","message":"head is 3","seq":3}"#
         );
         assert_eq!(
-            ServerMessage::Unsubscribed { channel: &channel, id: None }.to_json(),
+            ServerMessage::Unsubscribed {
+                channel: &channel,
+                id: None
+            }
+            .to_json(),
             r#"{"type":"unsubscribed","channel":"chat"}"#
         );
     }

@@ -42,7 +42,11 @@ impl PushError {
 /// Something that delivers frames to connections.
 pub trait Push: Send + Sync {
     /// Sends one text frame to one connection.
-    fn post(&self, connection_id: &str, frame: &str) -> impl Future<Output = Result<(), PushError>> + Send;
+    fn post(
+        &self,
+        connection_id: &str,
+        frame: &str,
+    ) -> impl Future<Output = Result<(), PushError>> + Send;
 }
 
 /// The API Gateway Management API.
@@ -171,14 +175,20 @@ mod tests {
             Err(PushError::Throttled),
             Ok(()),
         ]));
-        assert_eq!(post_with_retry(&push, "c", "f", FAST).await, Err(PushError::Throttled));
+        assert_eq!(
+            post_with_retry(&push, "c", "f", FAST).await,
+            Err(PushError::Throttled)
+        );
         assert_eq!(push.0.lock().unwrap().len(), 1, "made exactly 3 attempts");
     }
 
     #[tokio::test]
     async fn does_not_retry_gone_connections() {
         let push = Scripted(Mutex::new(vec![Err(PushError::Gone), Ok(())]));
-        assert_eq!(post_with_retry(&push, "c", "f", FAST).await, Err(PushError::Gone));
+        assert_eq!(
+            post_with_retry(&push, "c", "f", FAST).await,
+            Err(PushError::Gone)
+        );
     }
 
     #[test]

@@ -39,9 +39,18 @@ pub fn disconnect(connection_id: &str) -> ApiGatewayWebsocketProxyRequest {
 }
 
 /// A `$default` request carrying `body`, from a connection with `identity`.
-pub fn message(connection_id: &str, identity: &Identity, body: &str) -> ApiGatewayWebsocketProxyRequest {
+pub fn message(
+    connection_id: &str,
+    identity: &Identity,
+    body: &str,
+) -> ApiGatewayWebsocketProxyRequest {
     let mut event = fixture("message.json");
-    with_identity(&mut event, &identity.sub, &identity.capabilities.to_json(), identity.exp);
+    with_identity(
+        &mut event,
+        &identity.sub,
+        &identity.capabilities.to_json(),
+        identity.exp,
+    );
     event["body"] = Value::from(body);
     request(event, connection_id)
 }
@@ -61,10 +70,12 @@ pub fn new_connection<'a>(connection_id: &'a str, sub: &'a str) -> NewConnection
 /// The DynamoDB Streams batch in `tests/fixtures/stream-batch.json`: three delta
 /// INSERTs, out of seq order, on two channels.
 pub fn stream_batch() -> Event {
-    serde_json::from_value(fixture("stream-batch.json")).expect("fixture is a DynamoDB Streams event")
+    serde_json::from_value(fixture("stream-batch.json"))
+        .expect("fixture is a DynamoDB Streams event")
 }
 
 /// A DynamoDB Streams event whose records are the given raw JSON records.
 pub fn stream_event(records: Vec<Value>) -> Event {
-    serde_json::from_value(serde_json::json!({ "Records": records })).expect("records are stream records")
+    serde_json::from_value(serde_json::json!({ "Records": records }))
+        .expect("records are stream records")
 }

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod push;
+pub mod stack;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -46,7 +47,11 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local", "local", None, None, "deltacast-tests",
+            "local",
+            "local",
+            None,
+            None,
+            "deltacast-tests",
         ))
         .endpoint_url(dynamodb_endpoint())
         .load()
@@ -67,8 +72,12 @@ pub fn unique_name(prefix: &str) -> String {
 pub async fn fresh_table() -> (Client, String) {
     let client = dynamodb().await;
     let name = unique_name("test");
-    let spec = StackSpec::load(&workspace_root().join("template.yaml")).expect("template.yaml parses");
-    spec.table.create(&client, &name).await.expect("table created");
+    let spec =
+        StackSpec::load(&workspace_root().join("template.yaml")).expect("template.yaml parses");
+    spec.table
+        .create(&client, &name)
+        .await
+        .expect("table created");
     (client, name)
 }
 

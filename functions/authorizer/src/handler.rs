@@ -57,7 +57,11 @@ pub fn handle(
     }
 }
 
-fn policy(principal: &str, effect: IamPolicyEffect, method_arn: &str) -> ApiGatewayCustomAuthorizerResponse {
+fn policy(
+    principal: &str,
+    effect: IamPolicyEffect,
+    method_arn: &str,
+) -> ApiGatewayCustomAuthorizerResponse {
     let mut statement = IamPolicyStatement::default();
     statement.action = vec!["execute-api:Invoke".into()];
     statement.effect = effect;
@@ -80,17 +84,25 @@ mod tests {
     use serde_json::json;
 
     fn verifier() -> JwtVerifier {
-        JwtVerifier::new(&JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET", TEST_SECRET.to_owned())])).unwrap())
+        JwtVerifier::new(
+            &JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET", TEST_SECRET.to_owned())]))
+                .unwrap(),
+        )
     }
 
     /// The fixture is the request API Gateway sends for `$connect`, with `token` set.
     fn request(token: Option<&str>) -> ApiGatewayCustomAuthorizerRequestTypeRequest {
-        let mut event: Value =
-            serde_json::from_slice(include_bytes!("../../../tests/fixtures/authorizer-connect.json")).unwrap();
+        let mut event: Value = serde_json::from_slice(include_bytes!(
+            "../../../tests/fixtures/authorizer-connect.json"
+        ))
+        .unwrap();
         match token {
             Some(t) => event["queryStringParameters"]["token"] = json!(t),
             None => {
-                event["queryStringParameters"].as_object_mut().unwrap().remove("token");
+                event["queryStringParameters"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("token");
             }
         }
         serde_json::from_value(event).unwrap()
@@ -108,7 +120,11 @@ mod tests {
             ["arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/$connect"]
         );
         let context = response.context.as_object().unwrap();
-        assert!(context.values().all(|v| v.is_string() || v.is_number() || v.is_boolean()));
+        assert!(
+            context
+                .values()
+                .all(|v| v.is_string() || v.is_number() || v.is_boolean())
+        );
         let identity = Identity::from_context(&context.clone().into_iter().collect()).unwrap();
         assert_eq!(identity.sub, "alice");
     }
@@ -127,7 +143,10 @@ mod tests {
     fn denies_genuine_tokens_with_bad_claims() {
         let token = sign(json!({"sub": "alice", "channels": {"chat:*": ["launch"]}}));
         let response = handle(request(Some(&token)), &verifier()).unwrap();
-        assert_eq!(response.policy_document.statement[0].effect, IamPolicyEffect::Deny);
+        assert_eq!(
+            response.policy_document.statement[0].effect,
+            IamPolicyEffect::Deny
+        );
         assert_eq!(response.context, Value::Null);
     }
 }

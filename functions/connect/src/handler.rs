@@ -61,7 +61,11 @@ mod tests {
         assert_eq!(item.sub, "alice");
         assert_eq!(item.caps, r#"{"chat:*":["subscribe"]}"#);
         assert_eq!(item.ip.as_deref(), Some("203.0.113.7"));
-        assert_eq!(item.ttl, item.at / 1000 + 3 * 3600, "expires 3 h after connecting");
+        assert_eq!(
+            item.ttl,
+            item.at / 1000 + 3 * 3600,
+            "expires 3 h after connecting"
+        );
     }
 
     #[tokio::test]

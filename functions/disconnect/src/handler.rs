@@ -44,15 +44,29 @@ mod tests {
             .unwrap();
         for name in ["a", "b", "c"] {
             let channel = Channel::parse(name).unwrap();
-            store.subscribe("conn-1", "alice", &channel, deltacast::clock::now_ms(), 100).await.unwrap();
-            store.subscribe("conn-2", "bob", &channel, deltacast::clock::now_ms(), 100).await.unwrap();
+            store
+                .subscribe("conn-1", "alice", &channel, deltacast::clock::now_ms(), 100)
+                .await
+                .unwrap();
+            store
+                .subscribe("conn-2", "bob", &channel, deltacast::clock::now_ms(), 100)
+                .await
+                .unwrap();
         }
-        assert_eq!(items_naming(&store, "conn-1").await, 8, "meta, live, 3 markers, 3 channel-side");
+        assert_eq!(
+            items_naming(&store, "conn-1").await,
+            8,
+            "meta, live, 3 markers, 3 channel-side"
+        );
 
         let response = handle(events::disconnect("conn-1"), &store).await.unwrap();
         assert_eq!(response.status_code, 200);
         assert_eq!(items_naming(&store, "conn-1").await, 0);
-        assert_eq!(items_naming(&store, "conn-2").await, 8, "other connections are untouched");
+        assert_eq!(
+            items_naming(&store, "conn-2").await,
+            8,
+            "other connections are untouched"
+        );
         let (subscribers, _) = store.subscribers_page("a", None).await.unwrap();
         assert_eq!(subscribers, ["conn-2"]);
     }
@@ -60,6 +74,12 @@ mod tests {
     #[tokio::test]
     async fn disconnecting_an_unknown_connection_is_harmless() {
         let store = fresh_store().await;
-        assert_eq!(handle(events::disconnect("never-was"), &store).await.unwrap().status_code, 200);
+        assert_eq!(
+            handle(events::disconnect("never-was"), &store)
+                .await
+                .unwrap()
+                .status_code,
+            200
+        );
     }
 }

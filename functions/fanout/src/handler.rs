@@ -120,7 +120,11 @@ impl<P: Push> Fanout<P> {
 
         let mut response = DynamoDbEventResponse::default();
         let mut failed: Vec<usize> = failed.into_iter().collect();
-        failed.sort_by(|a, b| pending[*a].sequence_number.cmp(&pending[*b].sequence_number));
+        failed.sort_by(|a, b| {
+            pending[*a]
+                .sequence_number
+                .cmp(&pending[*b].sequence_number)
+        });
         response.batch_item_failures = failed
             .into_iter()
             .map(|i| {
@@ -156,7 +160,8 @@ impl<P: Push> Fanout<P> {
 
     async fn deliver(&self, connection: &str, deltas: &[usize], pending: &[Pending]) -> Outcome {
         for (n, index) in deltas.iter().enumerate() {
-            match post_with_retry(&self.push, connection, &pending[*index].frame, self.retry).await {
+            match post_with_retry(&self.push, connection, &pending[*index].frame, self.retry).await
+            {
                 Ok(()) => {}
                 Err(PushError::Gone) => return Outcome::Gone,
                 Err(err) => return Outcome::Failed(n, err),
@@ -222,7 +227,13 @@ mod tests {
                 .await
                 .unwrap();
             store
-                .subscribe(connection, "user", &Channel::parse(channel).unwrap(), deltacast::clock::now_ms(), 100)
+                .subscribe(
+                    connection,
+                    "user",
+                    &Channel::parse(channel).unwrap(),
+                    deltacast::clock::now_ms(),
+                    100,
+                )
                 .await
                 .unwrap();
         }
@@ -240,7 +251,12 @@ mod tests {
     fn seqs(frames: &[Value]) -> Vec<(String, u64)> {
         frames
             .iter()
-            .map(|f| (f["channel"].as_str().unwrap().to_owned(), f["seq"].as_u64().unwrap()))
+            .map(|f| {
+                (
+                    f["channel"].as_str().unwrap().to_owned(),
+                    f["seq"].as_u64().unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -254,13 +270,26 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_each_channels_deltas_in_seq_order() {
-        let fanout = fanout_with(&[("c1", "chat:lobby"), ("c2", "chat:lobby"), ("c2", "news"), ("c3", "news")]).await;
+        let fanout = fanout_with(&[
+            ("c1", "chat:lobby"),
+            ("c2", "chat:lobby"),
+            ("c2", "news"),
+            ("c3", "news"),
+        ])
+        .await;
         let response = fanout.handle(events::stream_batch()).await;
         assert!(response.batch_item_failures.is_empty());
         let lobby = |n| ("chat:lobby".to_owned(), n);
         let news = ("news".to_owned(), 7);
-        assert_eq!(seqs(&fanout.push.frames("c1")), [lobby(1), lobby(2)], "sorted by seq");
-        assert_eq!(seqs(&fanout.push.frames("c2")), [lobby(1), lobby(2), news.clone()]);
+        assert_eq!(
+            seqs(&fanout.push.frames("c1")),
+            [lobby(1), lobby(2)],
+            "sorted by seq"
+        );
+        assert_eq!(
+            seqs(&fanout.push.frames("c2")),
+            [lobby(1), lobby(2), news.clone()]
+        );
         assert_eq!(seqs(&fanout.push.frames("c3")), [news]);
         assert_eq!(
             fanout.push.frames("c1")[0],
@@ -271,22 +300,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_connection_is_pruned_and_the_rest_still_delivered() {
-        let fanout = fanout_with(&[("alive", "chat:lobby"), ("dead", "chat:lobby"), ("dead", "news")]).await;
+        let fanout = fanout_with(&[
+            ("alive", "chat:lobby"),
+            ("dead", "chat:lobby"),
+            ("dead", "news"),
+        ])
+        .await;
         fanout.push.set_gone("dead");
         let response = fanout.handle(events::stream_batch()).await;
-        assert!(response.batch_item_failures.is_empty(), "410 is not a failure");
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "410 is not a failure"
+        );
         assert_eq!(fanout.push.frames("alive").len(), 2);
-        assert_eq!(items_naming(&fanout.store, "dead").await, 0, "the target is removed, subscriptions too");
+        assert_eq!(
+            items_naming(&fanout.store, "dead").await,
+            0,
+            "the target is removed, subscriptions too"
+        );
         assert_eq!(fanout.push.attempts("dead"), 1, "no retry after 410");
-        assert!(items_naming(&fanout.store, "alive").await > 0, "the others are kept");
+        assert!(
+            items_naming(&fanout.store, "alive").await > 0,
+            "the others are kept"
+        );
     }
 
     #[tokio::test]
     async fn throttled_posts_are_retried_within_the_invocation() {
         let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
-        fanout
-            .push
-            .fail_next("c1", vec![PushError::Throttled, PushError::Failed("502".into())]);
+        fanout.push.fail_next(
+            "c1",
+            vec![PushError::Throttled, PushError::Failed("502".into())],
+        );
         let response = fanout.handle(events::stream_batch()).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(seqs(&fanout.push.frames("c1")).len(), 2);
@@ -316,17 +361,32 @@ mod tests {
             };
             failing.handle(batch).await
         };
-        assert_eq!(failed_ids(&response), ["4421584500000000017450439092"], "only seq 2's record");
-        assert_eq!(seqs(&fanout.push.frames("flaky")), [("chat:lobby".to_owned(), 1)]);
-        assert_eq!(seqs(&fanout.push.frames("ok")).len(), 2, "other connections are unaffected");
+        assert_eq!(
+            failed_ids(&response),
+            ["4421584500000000017450439092"],
+            "only seq 2's record"
+        );
+        assert_eq!(
+            seqs(&fanout.push.frames("flaky")),
+            [("chat:lobby".to_owned(), 1)]
+        );
+        assert_eq!(
+            seqs(&fanout.push.frames("ok")).len(),
+            2,
+            "other connections are unaffected"
+        );
     }
 
     #[tokio::test]
     async fn skips_records_that_are_not_new_deltas() {
         let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
-        let batch: Value = serde_json::from_str(&std::fs::read_to_string(
-            deltacast_tests::workspace_root().join("tests/fixtures/stream-batch.json"),
-        ).unwrap()).unwrap();
+        let batch: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                deltacast_tests::workspace_root().join("tests/fixtures/stream-batch.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         let mut records = batch["Records"].as_array().unwrap().clone();
         let mut modify = records[0].clone();
         modify["eventName"] = json!("MODIFY");
@@ -338,6 +398,10 @@ mod tests {
         records = vec![modify, subscription, broken, duplicate.clone(), duplicate];
         let response = fanout.handle(events::stream_event(records)).await;
         assert!(response.batch_item_failures.is_empty());
-        assert_eq!(seqs(&fanout.push.frames("c1")), [("chat:lobby".to_owned(), 1)], "one copy of seq 1 only");
+        assert_eq!(
+            seqs(&fanout.push.frames("c1")),
+            [("chat:lobby".to_owned(), 1)],
+            "one copy of seq 1 only"
+        );
     }
 }

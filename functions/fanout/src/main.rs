@@ -9,10 +9,13 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     deltacast::telemetry::init();
     let settings = deltacast::config::Settings::from_env()?;
-    let endpoint = settings
-        .management_endpoint
-        .clone()
-        .ok_or(deltacast::config::ConfigError::Missing("MANAGEMENT_ENDPOINT"))?;
+    let endpoint =
+        settings
+            .management_endpoint
+            .clone()
+            .ok_or(deltacast::config::ConfigError::Missing(
+                "MANAGEMENT_ENDPOINT",
+            ))?;
     let sdk = deltacast::aws::load().await;
     let fanout = handler::Fanout {
         store: deltacast::aws::store(&sdk, &settings),

@@ -10,7 +10,7 @@ use deltacast::protocol::{ClientMessage, ErrorCode, ErrorFrame, ServerMessage};
 use deltacast::push::{Push, PushError};
 use deltacast::store::Store;
 use lambda_runtime::Error;
-use tracing::{debug, error, info_span, warn, Instrument};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::actions::{self, ActionError};
 
@@ -97,7 +97,12 @@ pub async fn handle<P: Push>(
                     return;
                 }
             };
-            reply(push, connection_id, &ServerMessage::Error(&frame.about(&message))).await;
+            reply(
+                push,
+                connection_id,
+                &ServerMessage::Error(&frame.about(&message)),
+            )
+            .await;
         }
     }
     .instrument(span)
@@ -124,8 +129,16 @@ async fn dispatch<P: Push>(
             epoch,
             id,
         } => {
-            actions::subscribe::run(sender, app, push, channel, *since, epoch.as_deref(), id.as_ref())
-                .await
+            actions::subscribe::run(
+                sender,
+                app,
+                push,
+                channel,
+                *since,
+                epoch.as_deref(),
+                id.as_ref(),
+            )
+            .await
         }
         ClientMessage::Unsubscribe { channel, id } => {
             actions::unsubscribe(sender, app, push, channel, id.as_ref()).await
@@ -192,7 +205,10 @@ mod tests {
         World {
             app: App { store, settings },
             push: RecordingPush::new(),
-            alice: identity("alice", json!({"chat:*": ["subscribe", "publish", "history"], "news": ["subscribe"]})),
+            alice: identity(
+                "alice",
+                json!({"chat:*": ["subscribe", "publish", "history"], "news": ["subscribe"]}),
+            ),
         }
     }
 
@@ -208,9 +224,13 @@ mod tests {
 
         async fn send_as(&self, connection_id: &str, who: &Identity, body: &str) -> Vec<Value> {
             self.push.clear();
-            let response = handle(events::message(connection_id, who, body), &self.app, &self.push)
-                .await
-                .unwrap();
+            let response = handle(
+                events::message(connection_id, who, body),
+                &self.app,
+                &self.push,
+            )
+            .await
+            .unwrap();
             assert_eq!(response.status_code, 200);
             self.push.frames(connection_id)
         }
@@ -277,7 +297,11 @@ mod tests {
         assert_eq!(conflict[0]["code"], "conflict");
         assert_eq!(conflict[0]["seq"], 1, "tells the head");
         assert_eq!(conflict[0]["id"], "m2");
-        assert_eq!(all_items(&w.app.store).await.len(), before, "nothing written");
+        assert_eq!(
+            all_items(&w.app.store).await.len(),
+            before,
+            "nothing written"
+        );
         let ok = w
             .send(json!({"action": "publish", "channel": "chat:a", "id": "m2", "data": 2, "expectSeq": 1}))
             .await;
@@ -289,20 +313,32 @@ mod tests {
         let w = world().await;
         let mut epoch = Value::Null;
         for i in 1..=5 {
-            epoch = w.publish("chat:lobby", &format!("m{i}"), json!({"n": i})).await["epoch"].clone();
+            epoch = w
+                .publish("chat:lobby", &format!("m{i}"), json!({"n": i}))
+                .await["epoch"]
+                .clone();
         }
         let frames = w
             .send(json!({"action": "subscribe", "channel": "chat:lobby", "since": 2, "epoch": epoch, "id": "s1"}))
             .await;
         let seqs: Vec<&Value> = frames[..3].iter().map(|f| &f["seq"]).collect();
         assert_eq!(seqs, [3, 4, 5]);
-        assert!(frames[..3].iter().all(|f| f["type"] == "delta" && f["from"] == "alice"));
+        assert!(
+            frames[..3]
+                .iter()
+                .all(|f| f["type"] == "delta" && f["from"] == "alice")
+        );
         assert_eq!(frames[0]["data"], json!({"n": 3}));
         assert_eq!(
             frames[3],
             json!({"type": "subscribed", "channel": "chat:lobby", "seq": 5, "epoch": epoch, "recovered": true, "id": "s1"})
         );
-        let (subscribers, _) = w.app.store.subscribers_page("chat:lobby", None).await.unwrap();
+        let (subscribers, _) = w
+            .app
+            .store
+            .subscribers_page("chat:lobby", None)
+            .await
+            .unwrap();
         assert_eq!(subscribers, [CONN]);
     }
 
@@ -313,9 +349,7 @@ mod tests {
             w.publish("chat:lobby", &format!("m{i}"), json!(i)).await;
         }
         let epoch = w.app.store.head("chat:lobby").await.unwrap().epoch.unwrap();
-        let subscribe = |since: u64, epoch: &str| {
-            json!({"action": "subscribe", "channel": "chat:lobby", "since": since, "epoch": epoch})
-        };
+        let subscribe = |since: u64, epoch: &str| json!({"action": "subscribe", "channel": "chat:lobby", "since": since, "epoch": epoch});
 
         let wrong_epoch = w.send(subscribe(2, "not-the-epoch")).await;
         assert_eq!(wrong_epoch.len(), 1, "no deltas from another epoch");
@@ -329,16 +363,36 @@ mod tests {
         assert_eq!(ahead[0]["recovered"], false);
 
         let up_to_date = w.send(subscribe(5, &epoch)).await;
-        assert_eq!(up_to_date, [json!({"type": "subscribed", "channel": "chat:lobby", "seq": 5, "epoch": epoch, "recovered": true})]);
+        assert_eq!(
+            up_to_date,
+            [
+                json!({"type": "subscribed", "channel": "chat:lobby", "seq": 5, "epoch": epoch, "recovered": true})
+            ]
+        );
 
-        let plain = w.send(json!({"action": "subscribe", "channel": "chat:quiet"})).await;
-        assert_eq!(plain, [json!({"type": "subscribed", "channel": "chat:quiet", "seq": 0})]);
-        let fresh = w.send(json!({"action": "subscribe", "channel": "chat:quiet", "since": 0})).await;
-        assert_eq!(fresh[0]["recovered"], true, "nothing was ever missed on an empty channel");
-        let stale = w
-            .send(json!({"action": "subscribe", "channel": "chat:quiet", "since": 3, "epoch": "old"}))
+        let plain = w
+            .send(json!({"action": "subscribe", "channel": "chat:quiet"}))
             .await;
-        assert_eq!(stale[0]["recovered"], false, "history of that epoch is gone");
+        assert_eq!(
+            plain,
+            [json!({"type": "subscribed", "channel": "chat:quiet", "seq": 0})]
+        );
+        let fresh = w
+            .send(json!({"action": "subscribe", "channel": "chat:quiet", "since": 0}))
+            .await;
+        assert_eq!(
+            fresh[0]["recovered"], true,
+            "nothing was ever missed on an empty channel"
+        );
+        let stale = w
+            .send(
+                json!({"action": "subscribe", "channel": "chat:quiet", "since": 3, "epoch": "old"}),
+            )
+            .await;
+        assert_eq!(
+            stale[0]["recovered"], false,
+            "history of that epoch is gone"
+        );
     }
 
     #[tokio::test]
@@ -354,10 +408,22 @@ mod tests {
         assert_eq!(page[0]["seq"], 5);
         assert_eq!(page[0]["more"], true);
         assert_eq!(page[0]["id"], "h");
-        let seqs: Vec<&Value> = page[0]["deltas"].as_array().unwrap().iter().map(|d| &d["seq"]).collect();
+        let seqs: Vec<&Value> = page[0]["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["seq"])
+            .collect();
         assert_eq!(seqs, [2, 3]);
-        let rest = w.send(json!({"action": "history", "channel": "chat:lobby", "since": 3})).await;
-        let seqs: Vec<&Value> = rest[0]["deltas"].as_array().unwrap().iter().map(|d| &d["seq"]).collect();
+        let rest = w
+            .send(json!({"action": "history", "channel": "chat:lobby", "since": 3}))
+            .await;
+        let seqs: Vec<&Value> = rest[0]["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["seq"])
+            .collect();
         assert_eq!(seqs, [4, 5]);
         assert_eq!(rest[0]["more"], false);
     }
@@ -369,7 +435,9 @@ mod tests {
         for i in 1..=10 {
             w.publish("chat:big", &format!("m{i}"), json!(big)).await;
         }
-        let page = w.send(json!({"action": "history", "channel": "chat:big", "since": 0})).await;
+        let page = w
+            .send(json!({"action": "history", "channel": "chat:big", "since": 0}))
+            .await;
         let text = page[0].to_string();
         assert!(text.len() < 128 * 1024, "page is {} bytes", text.len());
         assert_eq!(page[0]["more"], true);
@@ -381,18 +449,39 @@ mod tests {
         let w = world().await;
         let before = all_items(&w.app.store).await.len();
         for (body, action) in [
-            (json!({"action": "publish", "channel": "news", "id": "m", "data": 1}), "publish"),
-            (json!({"action": "history", "channel": "news", "since": 0}), "history"),
-            (json!({"action": "subscribe", "channel": "secret"}), "subscribe"),
-            (json!({"action": "subscribe", "channel": "user:bob"}), "subscribe"),
+            (
+                json!({"action": "publish", "channel": "news", "id": "m", "data": 1}),
+                "publish",
+            ),
+            (
+                json!({"action": "history", "channel": "news", "since": 0}),
+                "history",
+            ),
+            (
+                json!({"action": "subscribe", "channel": "secret"}),
+                "subscribe",
+            ),
+            (
+                json!({"action": "subscribe", "channel": "user:bob"}),
+                "subscribe",
+            ),
         ] {
             let frames = w.send(body).await;
             assert_eq!(frames[0]["code"], "forbidden", "{frames:?}");
             assert!(frames[0]["message"].as_str().unwrap().contains(action));
         }
-        assert_eq!(all_items(&w.app.store).await.len(), before, "nothing written");
-        let own = w.send(json!({"action": "subscribe", "channel": "user:alice"})).await;
-        assert_eq!(own[0]["type"], "subscribed", "a personal channel is readable by its owner");
+        assert_eq!(
+            all_items(&w.app.store).await.len(),
+            before,
+            "nothing written"
+        );
+        let own = w
+            .send(json!({"action": "subscribe", "channel": "user:alice"}))
+            .await;
+        assert_eq!(
+            own[0]["type"], "subscribed",
+            "a personal channel is readable by its owner"
+        );
     }
 
     #[tokio::test]
@@ -422,7 +511,9 @@ mod tests {
         let w = world().await;
         let mut expired = w.alice.clone();
         expired.exp = clock::now_secs() - 1;
-        let frames = w.send_as(CONN, &expired, r#"{"action":"ping","id":"p"}"#).await;
+        let frames = w
+            .send_as(CONN, &expired, r#"{"action":"ping","id":"p"}"#)
+            .await;
         assert_eq!(frames[0]["code"], "forbidden");
         assert_eq!(frames[0]["id"], "p");
     }
@@ -431,27 +522,57 @@ mod tests {
     async fn subscriptions_per_connection_are_limited() {
         let w = world_with(&[("MAX_SUBSCRIPTIONS", "2")]).await;
         for channel in ["chat:1", "chat:2"] {
-            assert_eq!(w.send(json!({"action": "subscribe", "channel": channel})).await[0]["type"], "subscribed");
+            assert_eq!(
+                w.send(json!({"action": "subscribe", "channel": channel}))
+                    .await[0]["type"],
+                "subscribed"
+            );
         }
-        let again = w.send(json!({"action": "subscribe", "channel": "chat:2"})).await;
-        assert_eq!(again[0]["type"], "subscribed", "re-subscribing is not a new subscription");
-        let third = w.send(json!({"action": "subscribe", "channel": "chat:3"})).await;
+        let again = w
+            .send(json!({"action": "subscribe", "channel": "chat:2"}))
+            .await;
+        assert_eq!(
+            again[0]["type"], "subscribed",
+            "re-subscribing is not a new subscription"
+        );
+        let third = w
+            .send(json!({"action": "subscribe", "channel": "chat:3"}))
+            .await;
         assert_eq!(third[0]["code"], "bad_request");
-        assert!(third[0]["message"].as_str().unwrap().contains("(2, MAX_SUBSCRIPTIONS)"));
-        w.send(json!({"action": "unsubscribe", "channel": "chat:1"})).await;
-        assert_eq!(w.send(json!({"action": "subscribe", "channel": "chat:3"})).await[0]["type"], "subscribed");
+        assert!(
+            third[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("(2, MAX_SUBSCRIPTIONS)")
+        );
+        w.send(json!({"action": "unsubscribe", "channel": "chat:1"}))
+            .await;
+        assert_eq!(
+            w.send(json!({"action": "subscribe", "channel": "chat:3"}))
+                .await[0]["type"],
+            "subscribed"
+        );
     }
 
     #[tokio::test]
     async fn unsubscribe_stops_delivery_and_ping_answers() {
         let w = world().await;
-        w.send(json!({"action": "subscribe", "channel": "chat:a"})).await;
-        let frames = w.send(json!({"action": "unsubscribe", "channel": "chat:a", "id": "u"})).await;
-        assert_eq!(frames, [json!({"type": "unsubscribed", "channel": "chat:a", "id": "u"})]);
+        w.send(json!({"action": "subscribe", "channel": "chat:a"}))
+            .await;
+        let frames = w
+            .send(json!({"action": "unsubscribe", "channel": "chat:a", "id": "u"}))
+            .await;
+        assert_eq!(
+            frames,
+            [json!({"type": "unsubscribed", "channel": "chat:a", "id": "u"})]
+        );
         let (subscribers, _) = w.app.store.subscribers_page("chat:a", None).await.unwrap();
         assert!(subscribers.is_empty());
         let pong = w.send(json!({"action": "ping", "id": "p1"})).await;
-        assert_eq!(pong, [json!({"type": "pong", "connectionId": CONN, "id": "p1"})]);
+        assert_eq!(
+            pong,
+            [json!({"type": "pong", "connectionId": CONN, "id": "p1"})]
+        );
     }
 
     #[tokio::test]

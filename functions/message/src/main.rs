@@ -26,7 +26,9 @@ async fn main() -> Result<(), Error> {
     let (app, push, sdk) = (&app, &push, &sdk);
     run(service_fn(move |event: LambdaEvent<_>| async move {
         let push = push
-            .get_or_init(|| async { ManagementApi::new(sdk, &handler::endpoint_of(&event.payload)) })
+            .get_or_init(|| async {
+                ManagementApi::new(sdk, &handler::endpoint_of(&event.payload))
+            })
             .await;
         handler::handle(event.payload, app, push).await
     }))

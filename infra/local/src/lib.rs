@@ -7,14 +7,20 @@
 //! - [`template`]: reads `template.yaml` (functions, routes, authorizer, stream trigger,
 //!   table) and creates the table in DynamoDB Local.
 //! - [`invoke`]: the `Invoke` trait and Lambda's ways of failing.
+//! - [`events`]: the payloads API Gateway sends to WebSocket integrations and authorizers.
+//! - [`gateway`]: the WebSocket endpoint and the Management API.
 //! - [`runtime`]: a local Lambda Runtime API; runs function binaries as processes, a pool
 //!   of instances per function.
 //! - [`filter`]: Lambda event filtering (`FilterCriteria` patterns).
 //! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, retries,
 //!   bisecting, on-failure records).
+//! - [`stack`]: wires it all together from the template; `main.rs` is its command line.
 
+pub mod events;
 pub mod filter;
+pub mod gateway;
 pub mod invoke;
 pub mod runtime;
+pub mod stack;
 pub mod streams;
 pub mod template;

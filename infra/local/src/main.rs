@@ -1,1 +1,203 @@
-fn main() {}
+//! `deltacast-local`: runs the whole stack on this machine (`make dev`), or prints a
+//! development token (`make token`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use deltacast_local::gateway::ManagementFaults;
+use deltacast_local::runtime::FunctionFaults;
+use deltacast_local::stack::{DEV_JWT_SECRET, Stack, StackOptions, dev_token};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "deltacast's local stack: API Gateway WebSockets, Lambda and the stream trigger on one machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the stack until Ctrl-C.
+    Serve(Box<Serve>),
+    /// Print a development token with every capability on every channel.
+    Token {
+        /// The token's `sub`.
+        #[arg(long, default_value = "alice")]
+        user: String,
+        /// The signing secret (the local stack's default unless `JwtSecret` is set).
+        #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
+        secret: String,
+        /// Validity in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Address to listen on; 0.0.0.0 lets phones on the same network connect.
+    #[arg(long, env = "DELTACAST_BIND", default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Port for WebSockets and the Management API.
+    #[arg(long, env = "DELTACAST_PORT", default_value_t = 3001)]
+    port: u16,
+    /// The SAM template.
+    #[arg(long, default_value = "template.yaml")]
+    template: PathBuf,
+    /// DynamoDB Local's endpoint.
+    #[arg(
+        long,
+        env = "DYNAMODB_ENDPOINT",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    dynamodb: String,
+    /// Table name.
+    #[arg(long, env = "TABLE_NAME", default_value = "deltacast")]
+    table: String,
+    /// Folder with the function binaries.
+    #[arg(long, default_value = "target/debug")]
+    functions_dir: PathBuf,
+    /// Template parameter, NAME=VALUE (repeatable), e.g. RetentionSeconds=3600.
+    #[arg(long = "parameter", value_parser = key_value)]
+    parameters: Vec<(String, String)>,
+    /// Extra function environment variable, NAME=VALUE (repeatable), e.g. FANOUT_CONCURRENCY=64.
+    #[arg(long = "env", value_parser = key_value)]
+    env: Vec<(String, String)>,
+    /// Milliseconds between stream polls of an idle shard.
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 100)]
+    poll_interval_ms: u64,
+    /// Seconds without traffic before a connection is closed.
+    #[arg(long, default_value_t = 600)]
+    idle_timeout_secs: u64,
+    /// Seconds before any connection is closed.
+    #[arg(long, default_value_t = 7200)]
+    max_connection_secs: u64,
+    /// Instances per function at most.
+    #[arg(long, default_value_t = 10)]
+    max_instances: usize,
+    /// Where stream batches given up on are recorded.
+    #[arg(long, default_value = ".local/stream-failures.jsonl")]
+    on_failure_file: PathBuf,
+    /// Fault injection: share of Management API posts answered 410.
+    #[arg(long, default_value_t = 0.0)]
+    fault_gone_rate: f64,
+    /// Fault injection: share of Management API posts answered 429.
+    #[arg(long, default_value_t = 0.0)]
+    fault_throttle_rate: f64,
+    /// Fault injection: share of Management API posts answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    fault_error_rate: f64,
+    /// Fault injection: milliseconds added to every Management API post.
+    #[arg(long, default_value_t = 0)]
+    fault_latency_ms: u64,
+    /// Fault injection: share of invocations whose instance is killed mid-invocation.
+    #[arg(long, default_value_t = 0.0)]
+    fault_crash_rate: f64,
+    /// Fault injection: share of stream batches delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    fault_duplicate_batch_rate: f64,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token {
+            user,
+            secret,
+            hours,
+        } => {
+            println!(
+                "{}",
+                dev_token(&secret, &user, Duration::from_secs(hours * 3600))
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve(serve) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+                }))
+                .with_target(false)
+                .init();
+            match run(serve).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("deltacast-local: {err}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
+    let serve = *serve;
+    let root = std::env::current_dir()?;
+    let mut options = StackOptions::new(root);
+    options.template = serve.template;
+    options.bind = SocketAddr::new(serve.bind, serve.port);
+    options.dynamodb_endpoint = serve.dynamodb;
+    options.table_name = serve.table;
+    options.functions_dir = serve.functions_dir;
+    options.parameters = serve.parameters.into_iter().collect();
+    let mut env: BTreeMap<String, String> = serve.env.into_iter().collect();
+    if let Ok(level) = std::env::var("RUST_LOG") {
+        env.entry("RUST_LOG".into()).or_insert(level);
+    }
+    options.env = env;
+    options.poll_interval = Duration::from_millis(serve.poll_interval_ms);
+    options.gateway.idle_timeout = Duration::from_secs(serve.idle_timeout_secs);
+    options.gateway.max_connection_duration = Duration::from_secs(serve.max_connection_secs);
+    options.gateway.faults = ManagementFaults {
+        gone_rate: serve.fault_gone_rate,
+        throttle_rate: serve.fault_throttle_rate,
+        error_rate: serve.fault_error_rate,
+        latency: Duration::from_millis(serve.fault_latency_ms),
+    };
+    options.max_instances = serve.max_instances;
+    options.on_failure_path = serve.on_failure_file;
+    options.function_faults = FunctionFaults {
+        crash_rate: serve.fault_crash_rate,
+    };
+    options.duplicate_batch_rate = serve.fault_duplicate_batch_rate;
+
+    let stack = Stack::start(options).await?;
+    let host = match serve.bind {
+        IpAddr::V4(ip) if ip.is_unspecified() => "<this machine's address>".to_owned(),
+        ip => ip.to_string(),
+    };
+    let url = format!("ws://{host}:{}/local", stack.address.port());
+    let token = dev_token(&stack.jwt_secret, "alice", Duration::from_secs(24 * 3600));
+    println!();
+    println!("  deltacast is running");
+    println!("  WebSocket URL:   {url}?token=<JWT>");
+    println!("  Management API:  {}", stack.management_endpoint);
+    println!("  Token (alice, every capability, 24 h; `make token USER=bob` for others):");
+    println!("  {token}");
+    println!();
+    println!("  Try it:  websocat '{url}?token={token}'");
+    println!("           {{\"action\":\"subscribe\",\"channel\":\"chat:lobby\"}}");
+    println!();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("shutting down");
+    stack.shutdown().await;
+    Ok(())
+}

@@ -114,6 +114,9 @@ pub struct StackSpec {
     pub routes: BTreeMap<String, String>,
     /// The `$connect` authorizer's function, if any.
     pub authorizer: Option<String>,
+    /// The authorizer's `IdentitySource` entries (e.g. `route.request.querystring.token`);
+    /// a handshake that lacks one is refused with 401 without invoking the authorizer.
+    pub identity_sources: Vec<String>,
     /// Stream event sources.
     pub stream_triggers: Vec<StreamTrigger>,
     /// The table.
@@ -196,7 +199,9 @@ impl StackSpec {
                     .and_then(Value::as_mapping)
                 {
                     for (name, value) in vars {
-                        let name = name.as_str().ok_or_else(|| shape(format!("{id}: bad variable name")))?;
+                        let name = name
+                            .as_str()
+                            .ok_or_else(|| shape(format!("{id}: bad variable name")))?;
                         environment.insert(name.to_owned(), env_value(value));
                     }
                 }
@@ -206,12 +211,17 @@ impl StackSpec {
                 FunctionSpec {
                     logical_id: id.clone(),
                     binary,
-                    timeout: Duration::from_secs(prop("Timeout").and_then(number).unwrap_or(3.0) as u64),
+                    timeout: Duration::from_secs(
+                        prop("Timeout").and_then(number).unwrap_or(3.0) as u64
+                    ),
                     memory_mb: prop("MemorySize").and_then(number).unwrap_or(128.0) as u64,
                     environment,
                 },
             );
-            if let Some(events) = props.and_then(|p| p.get("Events")).and_then(Value::as_mapping) {
+            if let Some(events) = props
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping)
+            {
                 for (_, event) in events {
                     if event.get("Type").and_then(Value::as_str) == Some("DynamoDB") {
                         stream_triggers.push(stream_trigger(&id, event.get("Properties"))?);
@@ -227,7 +237,9 @@ impl StackSpec {
 
         let api = by_type("AWS::ApiGatewayV2::Api")
             .find(|(_, r)| {
-                r.get("Properties").and_then(|p| p.get("ProtocolType")).and_then(Value::as_str)
+                r.get("Properties")
+                    .and_then(|p| p.get("ProtocolType"))
+                    .and_then(Value::as_str)
                     == Some("WEBSOCKET")
             })
             .ok_or_else(|| shape("no WEBSOCKET AWS::ApiGatewayV2::Api"))?
@@ -260,7 +272,11 @@ impl StackSpec {
             let integration = target
                 .strip_prefix("integrations/")
                 .map(|t| t.trim_start_matches("${").trim_end_matches('}'))
-                .ok_or_else(|| shape(format!("{id}: Target must be integrations/${{Integration}}")))?;
+                .ok_or_else(|| {
+                    shape(format!(
+                        "{id}: Target must be integrations/${{Integration}}"
+                    ))
+                })?;
             let function = integrations
                 .get(integration)
                 .ok_or_else(|| shape(format!("{id}: integration {integration} has no function")))?;
@@ -269,23 +285,40 @@ impl StackSpec {
                 authorizer_ids.push(intrinsic_text(authorizer));
             }
         }
+        let mut identity_sources = Vec::new();
         let authorizer = match authorizer_ids.first() {
             None => None,
             Some(id) => {
                 let resource = resources
                     .get(id.as_str())
                     .ok_or_else(|| shape(format!("authorizer {id} is not a resource")))?;
+                if let Some(sources) = resource
+                    .get("Properties")
+                    .and_then(|p| p.get("IdentitySource"))
+                    .and_then(Value::as_sequence)
+                {
+                    identity_sources = sources.iter().filter_map(scalar).collect();
+                }
                 let uri = resource
                     .get("Properties")
                     .and_then(|p| p.get("AuthorizerUri"))
                     .ok_or_else(|| shape(format!("authorizer {id} has no AuthorizerUri")))?;
-                Some(function_in_uri(uri).ok_or_else(|| shape(format!("authorizer {id}: no function in its URI")))?)
+                Some(
+                    function_in_uri(uri)
+                        .ok_or_else(|| shape(format!("authorizer {id}: no function in its URI")))?,
+                )
             }
         };
 
-        for function in routes.values().chain(&authorizer).chain(stream_triggers.iter().map(|t| &t.function)) {
+        for function in routes
+            .values()
+            .chain(&authorizer)
+            .chain(stream_triggers.iter().map(|t| &t.function))
+        {
             if !functions.contains_key(function) {
-                return Err(shape(format!("{function} is used but is not an AWS::Serverless::Function")));
+                return Err(shape(format!(
+                    "{function} is used but is not an AWS::Serverless::Function"
+                )));
             }
         }
         Ok(Self {
@@ -293,6 +326,7 @@ impl StackSpec {
             route_selection_expression,
             routes,
             authorizer,
+            identity_sources,
             stream_triggers,
             table,
             table_logical_id,
@@ -302,7 +336,11 @@ impl StackSpec {
 
     /// The environment a function runs with locally: the template's variables resolved
     /// against `local`, then `local.overrides`.
-    pub fn environment(&self, function: &str, local: &LocalValues) -> Result<BTreeMap<String, String>, TemplateError> {
+    pub fn environment(
+        &self,
+        function: &str,
+        local: &LocalValues,
+    ) -> Result<BTreeMap<String, String>, TemplateError> {
         let spec = self
             .functions
             .get(function)
@@ -341,7 +379,11 @@ impl StackSpec {
 impl TableSpec {
     /// Creates the table (stream and TTL included) unless it exists. Returns whether it
     /// was created.
-    pub async fn create(&self, client: &Client, name: &str) -> Result<bool, aws_sdk_dynamodb::Error> {
+    pub async fn create(
+        &self,
+        client: &Client,
+        name: &str,
+    ) -> Result<bool, aws_sdk_dynamodb::Error> {
         match client.describe_table().table_name(name).send().await {
             Ok(_) => return Ok(false),
             Err(err) => {
@@ -402,7 +444,8 @@ impl TableSpec {
 }
 
 fn stream_trigger(function: &str, props: Option<&Value>) -> Result<StreamTrigger, TemplateError> {
-    let props = props.ok_or_else(|| shape(format!("{function}: DynamoDB event has no Properties")))?;
+    let props =
+        props.ok_or_else(|| shape(format!("{function}: DynamoDB event has no Properties")))?;
     let get = |name: &str| props.get(name);
     let mut filters = Vec::new();
     if let Some(list) = get("FilterCriteria")
@@ -420,19 +463,29 @@ fn stream_trigger(function: &str, props: Option<&Value>) -> Result<StreamTrigger
             );
         }
     }
-    let record_age = get("MaximumRecordAgeInSeconds").and_then(number).unwrap_or(-1.0);
+    let record_age = get("MaximumRecordAgeInSeconds")
+        .and_then(number)
+        .unwrap_or(-1.0);
     Ok(StreamTrigger {
         function: function.to_owned(),
         batch_size: get("BatchSize").and_then(number).unwrap_or(100.0) as usize,
         batching_window: Duration::from_secs_f64(
-            get("MaximumBatchingWindowInSeconds").and_then(number).unwrap_or(0.0),
+            get("MaximumBatchingWindowInSeconds")
+                .and_then(number)
+                .unwrap_or(0.0),
         ),
         maximum_retry_attempts: get("MaximumRetryAttempts").and_then(number).unwrap_or(-1.0) as i64,
         maximum_record_age: (record_age >= 0.0).then(|| Duration::from_secs_f64(record_age)),
-        bisect_on_error: get("BisectBatchOnFunctionError").and_then(Value::as_bool).unwrap_or(false),
+        bisect_on_error: get("BisectBatchOnFunctionError")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         report_batch_item_failures: get("FunctionResponseTypes")
             .and_then(Value::as_sequence)
-            .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures"))),
+            .is_some_and(|types| {
+                types
+                    .iter()
+                    .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+            }),
         starting_position: get("StartingPosition")
             .and_then(Value::as_str)
             .unwrap_or("LATEST")
@@ -444,20 +497,21 @@ fn stream_trigger(function: &str, props: Option<&Value>) -> Result<StreamTrigger
 
 fn table_spec(id: &str, props: Option<&Value>) -> Result<TableSpec, TemplateError> {
     let props = props.ok_or_else(|| shape(format!("{id} has no Properties")))?;
-    let pairs = |list: &str, name: &str, value: &str| -> Result<Vec<(String, String)>, TemplateError> {
-        props
-            .get(list)
-            .and_then(Value::as_sequence)
-            .ok_or_else(|| shape(format!("{id} has no {list}")))?
-            .iter()
-            .map(|entry| {
-                let field = |f: &str| entry.get(f).and_then(Value::as_str).map(str::to_owned);
-                field(name)
-                    .zip(field(value))
-                    .ok_or_else(|| shape(format!("{id}: malformed {list} entry")))
-            })
-            .collect()
-    };
+    let pairs =
+        |list: &str, name: &str, value: &str| -> Result<Vec<(String, String)>, TemplateError> {
+            props
+                .get(list)
+                .and_then(Value::as_sequence)
+                .ok_or_else(|| shape(format!("{id} has no {list}")))?
+                .iter()
+                .map(|entry| {
+                    let field = |f: &str| entry.get(f).and_then(Value::as_str).map(str::to_owned);
+                    field(name)
+                        .zip(field(value))
+                        .ok_or_else(|| shape(format!("{id}: malformed {list} entry")))
+                })
+                .collect()
+        };
     let ttl = props.get("TimeToLiveSpecification");
     Ok(TableSpec {
         attributes: pairs("AttributeDefinitions", "AttributeName", "AttributeType")?,
@@ -495,8 +549,12 @@ fn number(value: &Value) -> Option<f64> {
 fn env_value(value: &Value) -> EnvValue {
     match value {
         Value::Tagged(tagged) if tagged.tag == "Ref" => EnvValue::Ref(intrinsic_text(value)),
-        Value::Mapping(m) if m.len() == 1 && m.contains_key("Ref") => EnvValue::Ref(intrinsic_text(value)),
-        Value::Tagged(_) | Value::Mapping(_) | Value::Sequence(_) => EnvValue::Intrinsic(format!("{value:?}")),
+        Value::Mapping(m) if m.len() == 1 && m.contains_key("Ref") => {
+            EnvValue::Ref(intrinsic_text(value))
+        }
+        Value::Tagged(_) | Value::Mapping(_) | Value::Sequence(_) => {
+            EnvValue::Intrinsic(format!("{value:?}"))
+        }
         other => EnvValue::Literal(scalar(other).unwrap_or_default()),
     }
 }
@@ -508,11 +566,9 @@ fn intrinsic_text(value: &Value) -> String {
             let TaggedValue { value, .. } = tagged.as_ref();
             intrinsic_text(value)
         }
-        Value::Mapping(m) if m.len() == 1 => m
-            .values()
-            .next()
-            .map(intrinsic_text)
-            .unwrap_or_default(),
+        Value::Mapping(m) if m.len() == 1 => {
+            m.values().next().map(intrinsic_text).unwrap_or_default()
+        }
         Value::Sequence(items) => items.first().map(intrinsic_text).unwrap_or_default(),
         other => scalar(other).unwrap_or_default(),
     }
@@ -545,8 +601,16 @@ mod tests {
         assert_eq!(spec.authorizer.as_deref(), Some("AuthorizerFunction"));
         let fanout = &spec.functions["FanoutFunction"];
         assert_eq!(fanout.binary, "fanout");
-        assert_eq!(fanout.timeout, Duration::from_secs(60), "function setting wins");
-        assert_eq!(spec.functions["ConnectFunction"].timeout, Duration::from_secs(10), "global applies");
+        assert_eq!(
+            fanout.timeout,
+            Duration::from_secs(60),
+            "function setting wins"
+        );
+        assert_eq!(
+            spec.functions["ConnectFunction"].timeout,
+            Duration::from_secs(10),
+            "global applies"
+        );
     }
 
     #[test]
@@ -559,14 +623,19 @@ mod tests {
         assert_eq!(trigger.parallelization_factor, 1);
         assert_eq!(
             trigger.filters,
-            [serde_json::json!({"eventName": ["INSERT"], "dynamodb": {"Keys": {"sk": {"S": [{"prefix": "d#"}]}}}})]
+            [
+                serde_json::json!({"eventName": ["INSERT"], "dynamodb": {"Keys": {"sk": {"S": [{"prefix": "d#"}]}}}})
+            ]
         );
     }
 
     #[test]
     fn reads_the_table() {
         let table = spec().table;
-        assert_eq!(table.key_schema, [("pk".into(), "HASH".into()), ("sk".into(), "RANGE".into())]);
+        assert_eq!(
+            table.key_schema,
+            [("pk".into(), "HASH".into()), ("sk".into(), "RANGE".into())]
+        );
         assert_eq!(table.stream_view_type.as_deref(), Some("NEW_IMAGE"));
         assert_eq!(table.ttl_attribute.as_deref(), Some("ttl"));
     }
@@ -577,7 +646,10 @@ mod tests {
         let local = LocalValues {
             table_name: "local-table".into(),
             parameters: BTreeMap::from([("JwtSecret".into(), "s".repeat(32))]),
-            overrides: BTreeMap::from([("MANAGEMENT_ENDPOINT".into(), "http://127.0.0.1:3001".into())]),
+            overrides: BTreeMap::from([(
+                "MANAGEMENT_ENDPOINT".into(),
+                "http://127.0.0.1:3001".into(),
+            )]),
         };
         let env = spec.environment("MessageFunction", &local).unwrap();
         assert_eq!(env["TABLE_NAME"], "local-table");
@@ -591,7 +663,9 @@ mod tests {
             table_name: "t".into(),
             ..LocalValues::default()
         };
-        let err = spec.environment("AuthorizerFunction", &missing).unwrap_err();
+        let err = spec
+            .environment("AuthorizerFunction", &missing)
+            .unwrap_err();
         assert!(err.to_string().contains("JwtSecret"), "{err}");
         let err = spec.environment("FanoutFunction", &missing).unwrap_err();
         assert!(err.to_string().contains("MANAGEMENT_ENDPOINT"), "{err}");

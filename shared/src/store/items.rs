@@ -14,8 +14,8 @@
 //! Every item that names a connection lives under `c#<connectionId>` or is listed there
 //! (the `s#` items), so removing a connection is one Query on its own partition.
 
-use serde::{Deserialize, Serialize};
 use crate::protocol::{Delta, Payload};
+use serde::{Deserialize, Serialize};
 
 /// Partition key of a connection's items.
 pub fn connection_pk(connection_id: &str) -> String {
@@ -206,7 +206,15 @@ mod tests {
     fn delta_keys_sort_by_seq() {
         let mut keys: Vec<String> = [10, 9, 100, 1].iter().map(|s| delta_sk("e", *s)).collect();
         keys.sort();
-        assert_eq!(keys, ["d#e#000000000001", "d#e#000000000009", "d#e#000000000010", "d#e#000000000100"]);
+        assert_eq!(
+            keys,
+            [
+                "d#e#000000000001",
+                "d#e#000000000009",
+                "d#e#000000000010",
+                "d#e#000000000100"
+            ]
+        );
     }
 
     #[test]

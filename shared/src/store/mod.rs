@@ -233,12 +233,18 @@ impl Store {
             ("seen".to_owned(), n(new.connected_at)),
             ("ttl".to_owned(), n(ttl)),
         ]);
-        self.write_batch(vec![put_request(serde_dynamo::to_item(meta)?), put_request(live)])
-            .await
+        self.write_batch(vec![
+            put_request(serde_dynamo::to_item(meta)?),
+            put_request(live),
+        ])
+        .await
     }
 
     /// Reads a connection's main item.
-    pub async fn connection(&self, connection_id: &str) -> Result<Option<ConnectionItem>, StoreError> {
+    pub async fn connection(
+        &self,
+        connection_id: &str,
+    ) -> Result<Option<ConnectionItem>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -378,9 +384,16 @@ impl Store {
     }
 
     /// Removes a subscription (both sides); a no-op when there is none.
-    pub async fn unsubscribe(&self, connection_id: &str, channel: &Channel) -> Result<(), StoreError> {
+    pub async fn unsubscribe(
+        &self,
+        connection_id: &str,
+        channel: &Channel,
+    ) -> Result<(), StoreError> {
         self.write_batch(vec![
-            delete_request(&channel_pk(channel.as_str()), &subscription_sk(connection_id)),
+            delete_request(
+                &channel_pk(channel.as_str()),
+                &subscription_sk(connection_id),
+            ),
             delete_request(
                 &connection_pk(connection_id),
                 &subscription_sk(channel.as_str()),
@@ -469,10 +482,12 @@ impl Store {
             .await
             .map_err(dynamo)?;
         let now = clock::now_secs();
-        let newest = out
-            .items()
-            .first()
-            .map(|item| (number(item, "seq").unwrap_or(0), number(item, "ttl").unwrap_or(0)));
+        let newest = out.items().first().map(|item| {
+            (
+                number(item, "seq").unwrap_or(0),
+                number(item, "ttl").unwrap_or(0),
+            )
+        });
         let live = match newest {
             // History starts over once the newest delta has expired.
             Some((_, ttl)) if ttl <= now => None,
@@ -540,7 +555,12 @@ impl Store {
         }
     }
 
-    async fn delta(&self, channel: &str, epoch: &str, seq: u64) -> Result<Option<DeltaItem>, StoreError> {
+    async fn delta(
+        &self,
+        channel: &str,
+        epoch: &str,
+        seq: u64,
+    ) -> Result<Option<DeltaItem>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -628,7 +648,11 @@ impl Store {
             }
             held = Some(lease);
 
-            if fresh && !self.start_epoch(channel, &epoch, state.recorded.as_deref()).await? {
+            if fresh
+                && !self
+                    .start_epoch(channel, &epoch, state.recorded.as_deref())
+                    .await?
+            {
                 continue;
             }
 
@@ -642,11 +666,9 @@ impl Store {
                 data: new.data.clone(),
             };
             let ttl = delta.ts / 1000 + self.lifetimes.retention.as_secs();
-            let item = serde_dynamo::to_item(DeltaItem::new(&delta, ttl)).map_err(StoreError::from)?;
-            if self
-                .put_if_absent(item)
-                .await?
-            {
+            let item =
+                serde_dynamo::to_item(DeltaItem::new(&delta, ttl)).map_err(StoreError::from)?;
+            if self.put_if_absent(item).await? {
                 debug!(channel, seq, "delta stored");
                 return Ok(Published {
                     seq,
@@ -736,7 +758,11 @@ impl Store {
             ep: epoch.into(),
             at: clock::now_ms(),
         })?;
-        let mut request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
         request = match previous {
             Some(previous) => request
                 .condition_expression("ep = :previous")
@@ -790,7 +816,10 @@ impl Store {
                     .unwrap_or_default();
                 attempt += 1;
                 if attempt > 8 && !pending.is_empty() {
-                    warn!(unprocessed = pending.len(), "batch write still unprocessed after retries");
+                    warn!(
+                        unprocessed = pending.len(),
+                        "batch write still unprocessed after retries"
+                    );
                 }
             }
         }

@@ -34,7 +34,11 @@ impl ActionError {
 }
 
 /// Refuses the action unless the sender's capabilities allow it on `channel`.
-pub fn authorize(sender: &Sender<'_>, action: Action, channel: &Channel) -> Result<(), ActionError> {
+pub fn authorize(
+    sender: &Sender<'_>,
+    action: Action,
+    channel: &Channel,
+) -> Result<(), ActionError> {
     if sender.identity.may(action, channel) {
         Ok(())
     } else {
@@ -46,7 +50,11 @@ pub fn authorize(sender: &Sender<'_>, action: Action, channel: &Channel) -> Resu
 }
 
 /// Posts one frame to the sender.
-pub async fn send<P: Push>(push: &P, sender: &Sender<'_>, message: &ServerMessage<'_>) -> Result<(), ActionError> {
+pub async fn send<P: Push>(
+    push: &P,
+    sender: &Sender<'_>,
+    message: &ServerMessage<'_>,
+) -> Result<(), ActionError> {
     Ok(push.post(sender.connection_id, &message.to_json()).await?)
 }
 
@@ -69,7 +77,9 @@ pub async fn ping<P: Push>(
     push: &P,
     id: Option<&MessageId>,
 ) -> Result<(), ActionError> {
-    app.store.touch(sender.connection_id, clock::now_ms()).await?;
+    app.store
+        .touch(sender.connection_id, clock::now_ms())
+        .await?;
     send(
         push,
         sender,

@@ -37,15 +37,24 @@ pub async fn run<P: Push>(
                 epoch: head.epoch,
                 ..ErrorFrame::new(
                     ErrorCode::Conflict,
-                    format!("expectSeq is {}, but the channel's head is {}", expect_seq.unwrap_or(0), head.seq),
+                    format!(
+                        "expectSeq is {}, but the channel's head is {}",
+                        expect_seq.unwrap_or(0),
+                        head.seq
+                    ),
                 )
             })),
-            PublishError::InProgress | PublishError::Contended => {
-                ActionError::refused(ErrorCode::Internal, format!("{err}; retry with the same id"))
-            }
+            PublishError::InProgress | PublishError::Contended => ActionError::refused(
+                ErrorCode::Internal,
+                format!("{err}; retry with the same id"),
+            ),
             PublishError::Store(err) => err.into(),
         })?;
-    info!(seq = published.seq, duplicate = published.duplicate, "published");
+    info!(
+        seq = published.seq,
+        duplicate = published.duplicate,
+        "published"
+    );
     send(
         push,
         sender,

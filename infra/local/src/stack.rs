@@ -1,0 +1,377 @@
+//! Wires the local stack together from `template.yaml`: the table in DynamoDB Local, a
+//! pool of real function processes per function, the gateway in front of them, and the
+//! stream trigger behind them. `make dev` runs it through `main.rs`; the end-to-end tests
+//! start it in-process on free ports.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::Credentials;
+use futures::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::gateway::{Gateway, GatewayConfig, Routes};
+use crate::runtime::{Function, FunctionConfig, FunctionFaults};
+use crate::streams::{PollOptions, run_trigger};
+use crate::template::{LocalValues, StackSpec, TemplateError};
+
+/// The secret local tokens are signed with unless `JwtSecret` is given.
+pub const DEV_JWT_SECRET: &str = "deltacast-local-dev-secret-not-for-production";
+
+/// What to run, and where.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// The SAM template.
+    pub template: PathBuf,
+    /// Where the gateway listens (port 0: a free port).
+    pub bind: SocketAddr,
+    /// DynamoDB Local's endpoint.
+    pub dynamodb_endpoint: String,
+    /// The table's local name.
+    pub table_name: String,
+    /// Where the function binaries are (`target/debug`, `target/release`).
+    pub functions_dir: PathBuf,
+    /// Template parameters (`JwtSecret` defaults to [`DEV_JWT_SECRET`]).
+    pub parameters: BTreeMap<String, String>,
+    /// Variables added to every function's environment (after the template's).
+    pub env: BTreeMap<String, String>,
+    /// Gateway behaviour (stage, timeouts, Management API faults).
+    pub gateway: GatewayConfig,
+    /// Pause between stream polls of an idle shard.
+    pub poll_interval: Duration,
+    /// Where stream batches that were given up on are recorded.
+    pub on_failure_path: PathBuf,
+    /// Instances per function at most.
+    pub max_instances: usize,
+    /// Function instance faults.
+    pub function_faults: FunctionFaults,
+    /// Probability that a stream batch is delivered twice.
+    pub duplicate_batch_rate: f64,
+}
+
+impl StackOptions {
+    /// Defaults for a checkout at `root`: port 3001, DynamoDB Local on 8000, debug builds.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            template: root.join("template.yaml"),
+            bind: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            dynamodb_endpoint: "http://127.0.0.1:8000".into(),
+            table_name: "deltacast".into(),
+            functions_dir: root.join("target/debug"),
+            parameters: BTreeMap::new(),
+            env: BTreeMap::new(),
+            gateway: GatewayConfig::default(),
+            poll_interval: Duration::from_millis(100),
+            on_failure_path: root.join(".local/stream-failures.jsonl"),
+            max_instances: 10,
+            function_faults: FunctionFaults::default(),
+            duplicate_batch_rate: 0.0,
+        }
+    }
+
+    /// The `JwtSecret` the authorizer gets.
+    pub fn jwt_secret(&self) -> &str {
+        self.parameters
+            .get("JwtSecret")
+            .map(String::as_str)
+            .unwrap_or(DEV_JWT_SECRET)
+    }
+}
+
+/// The stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The template is unusable.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// DynamoDB Local did not answer or refused.
+    #[error("DynamoDB Local at {endpoint}: {message}")]
+    DynamoDb {
+        /// Its endpoint.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A function binary is missing.
+    #[error("{0} is missing: build the functions first (`cargo build --bins` or `make build`)")]
+    MissingBinary(PathBuf),
+    /// The gateway could not listen.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
+    /// The readiness probe failed.
+    #[error("the stack started but a test connection failed: {0}")]
+    NotReady(String),
+}
+
+/// A running local stack.
+pub struct Stack {
+    gateway: Gateway<Function>,
+    functions: BTreeMap<String, Function>,
+    triggers: Vec<JoinHandle<()>>,
+    stop_triggers: CancellationToken,
+    /// The gateway's address.
+    pub address: SocketAddr,
+    /// The WebSocket URL (stage `local`).
+    pub url: String,
+    /// The Management API endpoint.
+    pub management_endpoint: String,
+    /// The table.
+    pub table_name: String,
+    /// The secret tokens must be signed with.
+    pub jwt_secret: String,
+}
+
+/// SDK configuration for DynamoDB Local.
+pub async fn local_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "deltacast-local",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+impl Stack {
+    /// Creates the table if needed, starts the functions, the gateway and the stream
+    /// trigger, and returns once a test connection has gone through.
+    pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+        let spec = StackSpec::load(&options.template)?;
+        let sdk = local_sdk_config(&options.dynamodb_endpoint).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let dynamo_error = |err: aws_sdk_dynamodb::Error| StackError::DynamoDb {
+            endpoint: options.dynamodb_endpoint.clone(),
+            message: aws_smithy_types_display(&err),
+        };
+        if spec
+            .table
+            .create(&dynamodb, &options.table_name)
+            .await
+            .map_err(dynamo_error)?
+        {
+            info!(table = options.table_name, "created table");
+        }
+
+        let listener = tokio::net::TcpListener::bind(options.bind)
+            .await
+            .map_err(|source| crate::gateway::GatewayError {
+                address: options.bind,
+                source,
+            })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| crate::gateway::GatewayError {
+                address: options.bind,
+                source,
+            })?;
+        let management_endpoint = format!("http://{address}");
+        let jwt_secret = options.jwt_secret().to_owned();
+
+        let mut parameters = options.parameters.clone();
+        parameters
+            .entry("JwtSecret".into())
+            .or_insert_with(|| jwt_secret.clone());
+        let mut overrides = BTreeMap::from([
+            (
+                "MANAGEMENT_ENDPOINT".to_owned(),
+                management_endpoint.clone(),
+            ),
+            (
+                "AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
+                options.dynamodb_endpoint.clone(),
+            ),
+            ("AWS_ACCESS_KEY_ID".to_owned(), "local".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "local".to_owned()),
+            ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+        ]);
+        overrides.extend(options.env.clone());
+        let local = LocalValues {
+            table_name: options.table_name.clone(),
+            parameters,
+            overrides,
+        };
+
+        let mut functions = BTreeMap::new();
+        for (id, function) in &spec.functions {
+            let binary = options.functions_dir.join(&function.binary);
+            if !binary.is_file() {
+                return Err(StackError::MissingBinary(binary));
+            }
+            functions.insert(
+                id.clone(),
+                Function::new(FunctionConfig {
+                    name: id.clone(),
+                    binary,
+                    env: spec.environment(id, &local)?,
+                    timeout: function.timeout,
+                    memory_mb: function.memory_mb,
+                    max_instances: options.max_instances,
+                    faults: options.function_faults.clone(),
+                }),
+            );
+        }
+
+        let routes = Routes {
+            selection_expression: spec.route_selection_expression.clone(),
+            routes: spec
+                .routes
+                .iter()
+                .map(|(key, id)| (key.clone(), functions[id].clone()))
+                .collect(),
+            authorizer: spec.authorizer.as_ref().map(|id| functions[id].clone()),
+            identity_sources: spec.identity_sources.clone(),
+        };
+        let gateway = Gateway::serve(listener, routes, options.gateway.clone())?;
+
+        let stop_triggers = CancellationToken::new();
+        let mut triggers = Vec::new();
+        if !spec.stream_triggers.is_empty() {
+            let stream_arn = dynamodb
+                .describe_table()
+                .table_name(&options.table_name)
+                .send()
+                .await
+                .map_err(|e| dynamo_error(e.into()))?
+                .table
+                .and_then(|t| t.latest_stream_arn)
+                .ok_or_else(|| StackError::DynamoDb {
+                    endpoint: options.dynamodb_endpoint.clone(),
+                    message: format!("table {} has no stream", options.table_name),
+                })?;
+            let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+            for trigger in &spec.stream_triggers {
+                let invoker = functions[&trigger.function].clone();
+                let poll = PollOptions {
+                    poll_interval: options.poll_interval,
+                    on_failure_path: options.on_failure_path.clone(),
+                    duplicate_batch_rate: options.duplicate_batch_rate,
+                    region: "us-east-1".into(),
+                };
+                let (streams, arn, trigger, token) = (
+                    streams.clone(),
+                    stream_arn.clone(),
+                    trigger.clone(),
+                    stop_triggers.clone(),
+                );
+                let function = trigger.function.clone();
+                triggers.push(tokio::spawn(async move {
+                    if let Err(err) = run_trigger(streams, arn, trigger, invoker, poll, token).await
+                    {
+                        warn!(function, error = %err, "stream trigger stopped");
+                    }
+                }));
+            }
+        }
+
+        let stack = Self {
+            url: format!("ws://{address}/local"),
+            management_endpoint,
+            table_name: options.table_name.clone(),
+            jwt_secret,
+            address,
+            gateway,
+            functions,
+            triggers,
+            stop_triggers,
+        };
+        if let Err(err) = stack.probe().await {
+            stack.shutdown().await;
+            return Err(StackError::NotReady(err));
+        }
+        Ok(stack)
+    }
+
+    /// Opens a connection with a fresh token, pings, and closes: proves that the
+    /// authorizer, `$connect`, `$default` and `$disconnect` all work.
+    pub async fn probe(&self) -> Result<(), String> {
+        let token = dev_token(&self.jwt_secret, "deltacast-probe", Duration::from_secs(60));
+        let url = format!("{}?token={token}", self.url);
+        let (mut socket, _) = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| format!("handshake: {e}"))?;
+        socket
+            .send(Message::text(
+                json!({"action": "ping", "id": "probe"}).to_string(),
+            ))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let reply = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .map_err(|_| "no pong within 30 s".to_owned())?;
+        let text = match reply {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            other => return Err(format!("unexpected reply {other:?}")),
+        };
+        if !text.contains("\"pong\"") {
+            return Err(format!("unexpected reply {text}"));
+        }
+        let _ = socket.close(None).await;
+        Ok(())
+    }
+
+    /// The gateway (connection counts, stats).
+    pub fn gateway(&self) -> &Gateway<Function> {
+        &self.gateway
+    }
+
+    /// The running functions by logical id.
+    pub fn functions(&self) -> &BTreeMap<String, Function> {
+        &self.functions
+    }
+
+    /// Closes every connection, stops the trigger and every function instance.
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        self.stop_triggers.cancel();
+        for trigger in self.triggers {
+            let _ = trigger.await;
+        }
+        for function in self.functions.values() {
+            function.shutdown().await;
+        }
+    }
+}
+
+fn aws_smithy_types_display(err: &aws_sdk_dynamodb::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// A token for local development: every capability on every channel.
+pub fn dev_token(secret: &str, sub: &str, valid_for: Duration) -> String {
+    let claims = json!({
+        "sub": sub,
+        "exp": deltacast::clock::now_secs() + valid_for.as_secs(),
+        "channels": {"*": ["subscribe", "publish", "history", "presence"]},
+    });
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("claims serialise")
+}
