@@ -5,7 +5,16 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::protocol::FrameLimits;
+use crate::protocol::{FrameLimits, MAX_CHANNEL_LEN, MAX_ID_LEN};
+
+/// A token bucket: `per_second` tokens refill continuously, up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub per_second: f64,
+    /// Bucket size: how many may come at once.
+    pub burst: f64,
+}
 
 /// A configuration variable is missing or unusable. Functions fail their init with it,
 /// so a misconfigured deployment is loud at the first invocation.
@@ -90,8 +99,11 @@ pub struct Settings {
     pub history_default_limit: u32,
     /// `MAX_SUBSCRIPTIONS` (100): channels one connection may subscribe to.
     pub max_subscriptions: u32,
-    /// `MAX_FRAME_BYTES` (32768), `MAX_DATA_BYTES` (24576), `HISTORY_MAX_LIMIT` (1000).
+    /// `MAX_FRAME_BYTES` (32768), `MAX_DATA_BYTES` (24576), `HISTORY_MAX_LIMIT` (1000),
+    /// `MAX_CHANNEL_LENGTH` (128), `MAX_ID_LENGTH` (64).
     pub frame_limits: FrameLimits,
+    /// `RATE_LIMIT_PER_SECOND` (20) and `RATE_LIMIT_BURST` (50): publishes per connection.
+    pub publish_rate: RateLimit,
     /// `PUBLISH_LEASE_MS` (15000): how long an unfinished publish holds its id before a
     /// retry may take it over; longer than the message function's timeout.
     pub publish_lease: Duration,
@@ -123,6 +135,29 @@ impl Settings {
             });
         }
         let history_max_limit = env.positive("HISTORY_MAX_LIMIT", 1000)? as u32;
+        let max_channel_len = env.positive("MAX_CHANNEL_LENGTH", MAX_CHANNEL_LEN as u64)? as usize;
+        if max_channel_len > MAX_CHANNEL_LEN {
+            return Err(ConfigError::Invalid {
+                name: "MAX_CHANNEL_LENGTH",
+                reason: format!("the protocol allows at most {MAX_CHANNEL_LEN}"),
+            });
+        }
+        let max_id_len = env.positive("MAX_ID_LENGTH", MAX_ID_LEN as u64)? as usize;
+        if max_id_len > MAX_ID_LEN {
+            return Err(ConfigError::Invalid {
+                name: "MAX_ID_LENGTH",
+                reason: format!("the protocol allows at most {MAX_ID_LEN}"),
+            });
+        }
+        let per_second: f64 = env.number("RATE_LIMIT_PER_SECOND", 20.0)?;
+        let burst: f64 = env.number("RATE_LIMIT_BURST", 50.0)?;
+        if !(per_second > 0.0 && per_second.is_finite() && burst >= 1.0 && burst.is_finite()) {
+            return Err(ConfigError::Invalid {
+                name: "RATE_LIMIT_PER_SECOND",
+                reason: "the rate must be positive and the burst at least 1 (RATE_LIMIT_BURST)"
+                    .into(),
+            });
+        }
         Ok(Self {
             table_name: env.required("TABLE_NAME")?,
             retention: Duration::from_secs(env.positive("RETENTION_SECONDS", 86_400)?),
@@ -135,7 +170,10 @@ impl Settings {
                 max_frame_bytes,
                 max_data_bytes,
                 max_history_limit: history_max_limit,
+                max_channel_len,
+                max_id_len,
             },
+            publish_rate: RateLimit { per_second, burst },
             publish_lease: Duration::from_millis(env.positive("PUBLISH_LEASE_MS", 15_000)?),
             management_endpoint: env.optional("MANAGEMENT_ENDPOINT"),
             fanout_concurrency: env.positive("FANOUT_CONCURRENCY", 256)? as usize,

@@ -22,6 +22,10 @@ pub struct FrameLimits {
     pub max_data_bytes: usize,
     /// Largest `limit` a `history` request may ask for.
     pub max_history_limit: u32,
+    /// Longest channel name (at most [`MAX_CHANNEL_LEN`]).
+    pub max_channel_len: usize,
+    /// Longest message or request id (at most [`MAX_ID_LEN`]).
+    pub max_id_len: usize,
 }
 
 impl Default for FrameLimits {
@@ -30,13 +34,15 @@ impl Default for FrameLimits {
             max_frame_bytes: 32 * 1024,
             max_data_bytes: 24 * 1024,
             max_history_limit: 1000,
+            max_channel_len: MAX_CHANNEL_LEN,
+            max_id_len: MAX_ID_LEN,
         }
     }
 }
 
-/// Longest channel name.
+/// Longest channel name the protocol allows.
 pub const MAX_CHANNEL_LEN: usize = 128;
-/// Longest message or request id.
+/// Longest message or request id the protocol allows.
 pub const MAX_ID_LEN: usize = 64;
 /// Longest epoch string a client may send back.
 pub const MAX_EPOCH_LEN: usize = 64;
@@ -49,9 +55,15 @@ pub struct Channel(String);
 impl Channel {
     /// Validates `name` as a channel name.
     pub fn parse(name: &str) -> Result<Self, String> {
-        if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
+        Self::parse_within(name, MAX_CHANNEL_LEN)
+    }
+
+    /// Validates `name` as a channel name of at most `max` characters.
+    pub fn parse_within(name: &str, max: usize) -> Result<Self, String> {
+        let max = max.min(MAX_CHANNEL_LEN);
+        if name.is_empty() || name.len() > max {
             return Err(format!(
-                "channel name must be 1 to {MAX_CHANNEL_LEN} characters, got {}",
+                "channel name must be 1 to {max} characters, got {}",
                 name.len()
             ));
         }
@@ -88,9 +100,15 @@ pub struct MessageId(String);
 impl MessageId {
     /// Validates `id` as a message or request id.
     pub fn parse(id: &str) -> Result<Self, String> {
-        if id.is_empty() || id.len() > MAX_ID_LEN {
+        Self::parse_within(id, MAX_ID_LEN)
+    }
+
+    /// Validates `id` as a message or request id of at most `max` characters.
+    pub fn parse_within(id: &str, max: usize) -> Result<Self, String> {
+        let max = max.min(MAX_ID_LEN);
+        if id.is_empty() || id.len() > max {
             return Err(format!(
-                "id must be 1 to {MAX_ID_LEN} characters, got {}",
+                "id must be 1 to {max} characters, got {}",
                 id.len()
             ));
         }
@@ -302,7 +320,7 @@ impl RawFrame<'_> {
         let id = self
             .id
             .as_deref()
-            .map(MessageId::parse)
+            .map(|id| MessageId::parse_within(id, limits.max_id_len))
             .transpose()
             .map_err(|e| bad(format!("invalid `id`: {e}")))?;
         if action == "ping" {
@@ -310,7 +328,8 @@ impl RawFrame<'_> {
         }
         let channel = match self.channel.as_deref() {
             None => return Err(bad(format!("missing field `channel` in {action}"))),
-            Some(c) => Channel::parse(c).map_err(|e| bad(format!("invalid `channel`: {e}")))?,
+            Some(c) => Channel::parse_within(c, limits.max_channel_len)
+                .map_err(|e| bad(format!("invalid `channel`: {e}")))?,
         };
         match action {
             "subscribe" => {
@@ -748,7 +767,20 @@ mod tests {
             max_frame_bytes: 200,
             max_data_bytes: 10,
             max_history_limit: 50,
+            max_channel_len: 8,
+            max_id_len: 4,
         };
+        let e = ClientMessage::parse(r#"{"action":"subscribe","channel":"123456789"}"#, &limits)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid `channel`: channel name must be 1 to 8 characters, got 9"
+        );
+        let e = ClientMessage::parse(r#"{"action":"ping","id":"12345"}"#, &limits).unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid `id`: id must be 1 to 4 characters, got 5"
+        );
         let big = format!(r#"{{"action":"ping","id":"{}"}}"#, "x".repeat(300));
         let e = ClientMessage::parse(&big, &limits).unwrap_err();
         assert_eq!(e.code, ErrorCode::TooLarge);

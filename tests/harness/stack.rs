@@ -115,6 +115,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// Wraps a socket opened by the test itself (custom headers, subprotocols).
+    pub fn from_socket(socket: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { socket }
+    }
+
     /// Sends a JSON frame.
     pub async fn send(&mut self, frame: Value) {
         self.send_text(&frame.to_string()).await;

@@ -1,5 +1,9 @@
 //! Turns a `$connect` authorizer request into an Allow policy carrying the caller's
 //! identity, a Deny (HTTP 403), or `Unauthorized` (HTTP 401).
+//!
+//! The token is read from the `token` query parameter, or, for browsers (which cannot set
+//! headers on a WebSocket), from the `Sec-WebSocket-Protocol` header as
+//! `deltacast.v1, bearer.<JWT>`. The query parameter wins when both are present.
 
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest,
@@ -13,6 +17,25 @@ use tracing::{info, warn};
 
 /// The query-string parameter that carries the token.
 pub const TOKEN_PARAMETER: &str = "token";
+/// The prefix of the subprotocol entry that carries the token.
+pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// The token of a handshake: the query parameter, else a `bearer.` subprotocol entry.
+fn token_of(request: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> &str {
+    if let Some(token) = request.query_string_parameters.first(TOKEN_PARAMETER)
+        && !token.is_empty()
+    {
+        return token;
+    }
+    request
+        .headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|entry| entry.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))
+        .unwrap_or_default()
+}
 
 /// The handshake is refused with HTTP 401: API Gateway answers 401 when the authorizer
 /// fails with exactly the message `Unauthorized`.
@@ -30,16 +53,12 @@ impl From<Unauthorized> for Diagnostic {
 }
 
 /// Verifies the request's token.
-pub fn handle(
+pub async fn handle(
     request: ApiGatewayCustomAuthorizerRequestTypeRequest,
     verifier: &JwtVerifier,
 ) -> Result<ApiGatewayCustomAuthorizerResponse, Unauthorized> {
     let method_arn = request.method_arn.clone().unwrap_or_default();
-    let token = request
-        .query_string_parameters
-        .first(TOKEN_PARAMETER)
-        .unwrap_or_default();
-    match verifier.verify(token) {
+    match verifier.verify(token_of(&request)).await {
         Ok(identity) => {
             info!(sub = %identity.sub, "connection allowed");
             let mut response = policy(&identity.sub, IamPolicyEffect::Allow, &method_arn);
@@ -88,6 +107,7 @@ mod tests {
             &JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET", TEST_SECRET.to_owned())]))
                 .unwrap(),
         )
+        .unwrap()
     }
 
     /// The fixture is the request API Gateway sends for `$connect`, with `token` set.
@@ -108,10 +128,10 @@ mod tests {
         serde_json::from_value(event).unwrap()
     }
 
-    #[test]
-    fn allows_a_valid_token_and_passes_the_identity_on() {
+    #[tokio::test]
+    async fn allows_a_valid_token_and_passes_the_identity_on() {
         let token = sign(json!({"sub": "alice", "channels": {"chat:*": ["subscribe"]}}));
-        let response = handle(request(Some(&token)), &verifier()).unwrap();
+        let response = handle(request(Some(&token)), &verifier()).await.unwrap();
         assert_eq!(response.principal_id.as_deref(), Some("alice"));
         let statement = &response.policy_document.statement[0];
         assert_eq!(statement.effect, IamPolicyEffect::Allow);
@@ -129,24 +149,85 @@ mod tests {
         assert_eq!(identity.sub, "alice");
     }
 
-    #[test]
-    fn refuses_missing_and_invalid_tokens_with_unauthorized() {
-        assert!(handle(request(None), &verifier()).is_err());
-        assert!(handle(request(Some("garbage")), &verifier()).is_err());
+    #[tokio::test]
+    async fn refuses_missing_and_invalid_tokens_with_unauthorized() {
+        assert!(handle(request(None), &verifier()).await.is_err());
+        assert!(handle(request(Some("garbage")), &verifier()).await.is_err());
         let expired = sign(json!({"sub": "alice", "exp": 1_000_000}));
-        assert!(handle(request(Some(&expired)), &verifier()).is_err());
+        assert!(handle(request(Some(&expired)), &verifier()).await.is_err());
         let diagnostic = Diagnostic::from(Unauthorized);
         assert_eq!(diagnostic.error_message, "Unauthorized");
     }
 
-    #[test]
-    fn denies_genuine_tokens_with_bad_claims() {
+    #[tokio::test]
+    async fn denies_genuine_tokens_with_bad_claims() {
         let token = sign(json!({"sub": "alice", "channels": {"chat:*": ["launch"]}}));
-        let response = handle(request(Some(&token)), &verifier()).unwrap();
+        let response = handle(request(Some(&token)), &verifier()).await.unwrap();
         assert_eq!(
             response.policy_document.statement[0].effect,
             IamPolicyEffect::Deny
         );
         assert_eq!(response.context, Value::Null);
+    }
+
+    #[tokio::test]
+    async fn reads_the_token_from_the_subprotocol_header() {
+        let token = sign(json!({"sub": "bob"}));
+        let mut event = request(None);
+        event.headers.insert(
+            "sec-websocket-protocol",
+            format!("deltacast.v1, bearer.{token}").parse().unwrap(),
+        );
+        let response = handle(event.clone(), &verifier()).await.unwrap();
+        assert_eq!(response.principal_id.as_deref(), Some("bob"));
+        event
+            .headers
+            .insert("sec-websocket-protocol", "deltacast.v1".parse().unwrap());
+        assert!(
+            handle(event, &verifier()).await.is_err(),
+            "no bearer entry, no token"
+        );
+    }
+
+    #[tokio::test]
+    async fn never_logs_the_token() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // Other test threads run without a subscriber. With a second dispatcher alive,
+        // tracing asks each thread's own subscriber instead of caching one answer for all
+        // (tokio-rs/tracing#3611).
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let good = sign(json!({"sub": "alice"}));
+        let expired = sign(json!({"sub": "alice", "exp": 1_000_000}));
+        let denied = sign(json!({"sub": "alice", "channels": {"x": ["nope"]}}));
+        for token in [&good, &expired, &denied] {
+            let _ = handle(request(Some(token)), &verifier()).await;
+        }
+        let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("connection allowed"),
+            "the capture works: {logged}"
+        );
+        for token in [&good, &expired, &denied] {
+            let signature = token.rsplit('.').next().unwrap();
+            assert!(!logged.contains(signature), "a token reached the logs");
+        }
     }
 }

@@ -10,10 +10,10 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     deltacast::telemetry::init();
-    let verifier = JwtVerifier::new(&JwtConfig::from_env(&Env::from_process())?);
+    let verifier = JwtVerifier::new(&JwtConfig::from_env(&Env::from_process())?)?;
     let verifier = &verifier;
     run(service_fn(move |event: LambdaEvent<_>| async move {
-        handler::handle(event.payload, verifier)
+        handler::handle(event.payload, verifier).await
     }))
     .await
 }

@@ -1,10 +1,16 @@
-//! Stores a connection: id, user, capabilities, connected-at, last-seen and TTL.
+//! Stores a connection: id, user, capabilities, connected-at, last-seen and TTL, and
+//! echoes the `deltacast.v1` subprotocol when the client offered it (browsers send their
+//! token as `Sec-WebSocket-Protocol: deltacast.v1, bearer.<JWT>`, and a handshake that
+//! offers subprotocols must get one of them back).
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use deltacast::auth::Identity;
 use deltacast::clock;
 use deltacast::store::{NewConnection, Store, StoreError};
 use tracing::{error, info};
+
+/// The subprotocol deltacast speaks.
+pub const SUBPROTOCOL: &str = "deltacast.v1";
 
 /// Stores the connection; answers 200, or 401 when the request carries no identity (the
 /// route is not behind the authorizer).
@@ -36,7 +42,21 @@ pub async fn handle(
         })
         .await?;
     info!(connection_id, sub = %identity.sub, "connected");
-    Ok(status(200))
+    let mut response = status(200);
+    let offered = request
+        .headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|entry| entry.trim() == SUBPROTOCOL);
+    if offered {
+        response.headers.insert(
+            "sec-websocket-protocol",
+            aws_lambda_events::http::HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok(response)
 }
 
 /// A response with only a status code.
@@ -75,5 +95,21 @@ mod tests {
         request.request_context.authorizer.fields.clear();
         assert_eq!(handle(request, &store).await.unwrap().status_code, 401);
         assert!(store.connection("conn-2").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn echoes_the_deltacast_subprotocol_only() {
+        let store = fresh_store().await;
+        let mut request = events::connect("conn-3", "alice", "{}");
+        request.headers.insert(
+            "sec-websocket-protocol",
+            "deltacast.v1, bearer.abc.def.ghi".parse().unwrap(),
+        );
+        let response = handle(request, &store).await.unwrap();
+        assert_eq!(response.headers["sec-websocket-protocol"], "deltacast.v1");
+        let plain = handle(events::connect("conn-4", "alice", "{}"), &store)
+            .await
+            .unwrap();
+        assert!(plain.headers.get("sec-websocket-protocol").is_none());
     }
 }

@@ -30,6 +30,8 @@ pub struct Sender<'a> {
     pub identity: Identity,
     /// When the connection opened, Unix ms.
     pub connected_at: u64,
+    /// When API Gateway received the frame (`requestTimeEpoch`), Unix ms.
+    pub received_at: u64,
 }
 
 /// The Management API endpoint of the API and stage a request came through.
@@ -82,6 +84,10 @@ pub async fn handle<P: Push>(
         connection_id,
         identity,
         connected_at: u64::try_from(context.connected_at).unwrap_or(0),
+        received_at: u64::try_from(context.request_time_epoch)
+            .ok()
+            .filter(|at| *at > 0)
+            .unwrap_or_else(clock::now_ms),
     };
     async {
         if let Err(err) = dispatch(&message, &sender, app, push).await {
@@ -607,5 +613,68 @@ mod tests {
         seqs.sort();
         assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "six ids, six gap-free seqs");
         assert_eq!(w.delta_items().await, 6, "duplicates stored nothing");
+    }
+
+    #[tokio::test]
+    async fn publishes_are_rate_limited_per_connection_and_refusals_write_nothing() {
+        let w = world_with(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "3")]).await;
+        for i in 1..=3 {
+            assert_eq!(
+                w.publish("chat:a", &format!("m{i}"), json!(i)).await["type"],
+                "ack"
+            );
+        }
+        let before = all_items(&w.app.store).await;
+        let refused = w.publish("chat:a", "m4", json!(4)).await;
+        assert_eq!(refused["code"], "rate_limited");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("1 per second, bursts of 3")
+        );
+        assert_eq!(all_items(&w.app.store).await, before, "nothing written");
+        let pong = w.send(json!({"action": "ping", "id": "p"})).await;
+        assert_eq!(pong[0]["type"], "pong", "still connected and served");
+
+        // Another connection has a bucket of its own.
+        w.app
+            .store
+            .put_connection(&events::new_connection("conn-B", "bob"))
+            .await
+            .unwrap();
+        let bob = identity("bob", json!({"*": ["publish"]}));
+        let frames = w
+            .send_as(
+                "conn-B",
+                &bob,
+                &json!({"action": "publish", "channel": "chat:a", "id": "b1", "data": 1})
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(frames[0]["type"], "ack");
+    }
+
+    #[tokio::test]
+    async fn the_bucket_refills_by_arrival_time() {
+        let w = world_with(&[("RATE_LIMIT_PER_SECOND", "10"), ("RATE_LIMIT_BURST", "1")]).await;
+        let frame = |id: &str| {
+            json!({"action": "publish", "channel": "chat:a", "id": id, "data": 1}).to_string()
+        };
+        let at = |ms: u64, body: String| {
+            let mut request = events::message(CONN, &w.alice, &body);
+            request.request_context.request_time_epoch = ms as i64;
+            request
+        };
+        let t0 = clock::now_ms();
+        for (ms, id, expected) in [
+            (t0, "a", "ack"),
+            (t0 + 50, "b", "error"),
+            (t0 + 100, "c", "ack"),
+        ] {
+            w.push.clear();
+            handle(at(ms, frame(id)), &w.app, &w.push).await.unwrap();
+            assert_eq!(w.push.frames(CONN)[0]["type"], expected, "publish {id}");
+        }
     }
 }

@@ -102,6 +102,8 @@ pub struct GatewayStats {
     pub frames_in: AtomicU64,
     /// Management API posts delivered.
     pub posts: AtomicU64,
+    /// Connections closed whose `$disconnect` has run (succeeded or not).
+    pub disconnected: AtomicU64,
 }
 
 enum Outbound {
@@ -709,6 +711,7 @@ async fn finish<F: Invoke + Clone + 'static>(
             warn!(connection_id = connection.info.connection_id, error = %err, "$disconnect failed");
         }
     }
+    shared.stats.disconnected.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Routes one frame to its function, without waiting for it.
@@ -950,6 +953,26 @@ mod tests {
         assert_eq!(handshake.query["token"], ["a b c="]);
         assert_eq!(handshake.query["x"], ["1", "2"]);
         assert_eq!(handshake.headers["X-Forwarded-For"], ["127.0.0.1"]);
+    }
+
+    #[test]
+    fn identity_sources_must_be_present() {
+        let handshake = Handshake {
+            headers: BTreeMap::from([("Authorization".into(), vec!["Bearer x".into()])]),
+            query: BTreeMap::from([("token".into(), vec!["".into()])]),
+        };
+        assert!(has_identity_source(
+            "route.request.header.authorization",
+            &handshake
+        ));
+        assert!(
+            !has_identity_source("route.request.querystring.token", &handshake),
+            "empty"
+        );
+        assert!(!has_identity_source(
+            "route.request.header.X-Missing",
+            &handshake
+        ));
     }
 
     #[test]

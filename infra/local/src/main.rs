@@ -181,16 +181,20 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
         ip => ip.to_string(),
     };
     let url = format!("ws://{host}:{}/local", stack.address.port());
-    let token = dev_token(&stack.jwt_secret, "alice", Duration::from_secs(24 * 3600));
     println!();
     println!("  deltacast is running");
     println!("  WebSocket URL:   {url}?token=<JWT>");
     println!("  Management API:  {}", stack.management_endpoint);
-    println!("  Token (alice, every capability, 24 h; `make token USER=bob` for others):");
-    println!("  {token}");
-    println!();
-    println!("  Try it:  websocat '{url}?token={token}'");
-    println!("           {{\"action\":\"subscribe\",\"channel\":\"chat:lobby\"}}");
+    if stack.signs_tokens {
+        let token = dev_token(&stack.jwt_secret, "alice", Duration::from_secs(24 * 3600));
+        println!("  Token (alice, every capability, 24 h; `make token USER=bob` for others):");
+        println!("  {token}");
+        println!();
+        println!("  Try it:  websocat '{url}?token={token}'");
+        println!("           {{\"action\":\"subscribe\",\"channel\":\"chat:lobby\"}}");
+    } else {
+        println!("  Tokens: signed by your identity provider (JwtJwksUrl)");
+    }
     println!();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -127,6 +127,8 @@ pub struct Stack {
     pub table_name: String,
     /// The secret tokens must be signed with.
     pub jwt_secret: String,
+    /// Whether tokens are HS256 with `jwt_secret` (else they come from a JWKS).
+    pub signs_tokens: bool,
 }
 
 /// SDK configuration for DynamoDB Local.
@@ -179,6 +181,10 @@ impl Stack {
             })?;
         let management_endpoint = format!("http://{address}");
         let jwt_secret = options.jwt_secret().to_owned();
+        let signs_tokens = options
+            .parameters
+            .get("JwtAlgorithm")
+            .is_none_or(|algorithm| algorithm == "HS256");
 
         let mut parameters = options.parameters.clone();
         parameters
@@ -197,6 +203,8 @@ impl Stack {
             ("AWS_SECRET_ACCESS_KEY".to_owned(), "local".to_owned()),
             ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
             ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+            // Plain text logs; the gateway re-emits them with the function's name.
+            ("NO_COLOR".to_owned(), "1".to_owned()),
         ]);
         overrides.extend(options.env.clone());
         let local = LocalValues {
@@ -282,6 +290,7 @@ impl Stack {
             management_endpoint,
             table_name: options.table_name.clone(),
             jwt_secret,
+            signs_tokens,
             address,
             gateway,
             functions,
@@ -295,9 +304,27 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Opens a connection with a fresh token, pings, and closes: proves that the
-    /// authorizer, `$connect`, `$default` and `$disconnect` all work.
+    /// Opens a connection with a fresh token, pings, closes, and waits for its
+    /// `$disconnect`: proves that the authorizer, `$connect`, `$default` and `$disconnect`
+    /// all work. When tokens come from an identity provider (RS256/ES256) the stack cannot
+    /// sign one, so it checks that the authorizer refuses a handshake without a token.
     pub async fn probe(&self) -> Result<(), String> {
+        if !self.signs_tokens {
+            return match tokio_tungstenite::connect_async(self.url.as_str()).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                    if response.status() == 401 =>
+                {
+                    Ok(())
+                }
+                Err(err) => Err(format!("a handshake without a token: {err}")),
+                Ok(_) => Err("a handshake without a token was accepted".into()),
+            };
+        }
+        let disconnected = self
+            .gateway
+            .stats()
+            .disconnected
+            .load(std::sync::atomic::Ordering::Relaxed);
         let token = dev_token(&self.jwt_secret, "deltacast-probe", Duration::from_secs(60));
         let url = format!("{}?token={token}", self.url);
         let (mut socket, _) = tokio::time::timeout(
@@ -324,6 +351,19 @@ impl Stack {
             return Err(format!("unexpected reply {text}"));
         }
         let _ = socket.close(None).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self
+            .gateway
+            .stats()
+            .disconnected
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == disconnected
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err("$disconnect did not run within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 

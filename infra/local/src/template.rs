@@ -663,10 +663,11 @@ mod tests {
             table_name: "t".into(),
             ..LocalValues::default()
         };
-        let err = spec
-            .environment("AuthorizerFunction", &missing)
-            .unwrap_err();
-        assert!(err.to_string().contains("JwtSecret"), "{err}");
+        let defaults = spec.environment("AuthorizerFunction", &missing).unwrap();
+        assert_eq!(
+            defaults["JWT_ALGORITHM"], "HS256",
+            "parameter defaults apply"
+        );
         let err = spec.environment("FanoutFunction", &missing).unwrap_err();
         assert!(err.to_string().contains("MANAGEMENT_ENDPOINT"), "{err}");
     }

@@ -31,6 +31,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, Select,
 use tracing::{debug, warn};
 
 use crate::clock;
+use crate::config::RateLimit;
 use crate::protocol::{Channel, Delta, MessageId, Payload};
 use items::{
     ClaimItem, ConnectionItem, DELTA_PREFIX, DeltaItem, EPOCH_SK, EpochItem, LIVE_SK, META_SK,
@@ -320,6 +321,78 @@ impl Store {
         let removed = requests.len();
         self.write_batch(requests).await?;
         Ok(removed)
+    }
+
+    /// Takes one token from the connection's publish bucket as of `at_ms` (when the frame
+    /// reached API Gateway, not when it is processed). Returns `false` when the bucket is
+    /// empty, and then writes nothing. The bucket lives on the connection's liveness item,
+    /// so every function instance shares it and it goes with the connection; accepted
+    /// publishes also refresh `seen`. Concurrent frames are serialised with a version
+    /// condition.
+    pub async fn take_publish_token(
+        &self,
+        connection_id: &str,
+        at_ms: u64,
+        limit: RateLimit,
+    ) -> Result<bool, StoreError> {
+        let pk = connection_pk(connection_id);
+        for attempt in 0..8 {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(LIVE_SK))
+                .projection_expression("tk, tat, rv")
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(dynamo)?
+                .item;
+            let Some(item) = item else {
+                // The connection is gone or never stored: nothing to limit or write.
+                warn!(connection_id, "no liveness item; publish not rate limited");
+                return Ok(true);
+            };
+            let version = number(&item, "rv").unwrap_or(0);
+            let previous = match (decimal(&item, "tk"), number(&item, "tat")) {
+                (Some(tokens), Some(at)) => Bucket { tokens, at_ms: at },
+                _ => Bucket::full(limit, at_ms),
+            };
+            let Some(next) = previous.take(limit, at_ms) else {
+                return Ok(false);
+            };
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(LIVE_SK))
+                .update_expression("SET tk = :tk, tat = :tat, rv = :next, seen = :seen")
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(rv) OR rv = :rv)",
+                )
+                .expression_attribute_values(
+                    ":tk",
+                    AttributeValue::N(format!("{:.3}", next.tokens)),
+                )
+                .expression_attribute_values(":tat", n(next.at_ms))
+                .expression_attribute_values(":rv", n(version))
+                .expression_attribute_values(":next", n(version + 1))
+                .expression_attribute_values(":seen", n(clock::now_ms()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(err) if is_update_condition_failure(&err) => continue,
+                Err(err) => return Err(dynamo(err)),
+            }
+        }
+        // Lost every race: other frames of this connection are taking the tokens.
+        Ok(false)
     }
 
     // ----- subscriptions -----------------------------------------------------------
@@ -827,6 +900,36 @@ impl Store {
     }
 }
 
+/// A token bucket's state: tokens left as of `at_ms`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    /// Tokens left.
+    pub tokens: f64,
+    /// When they were counted, Unix ms.
+    pub at_ms: u64,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn full(limit: RateLimit, at_ms: u64) -> Self {
+        Self {
+            tokens: limit.burst,
+            at_ms,
+        }
+    }
+
+    /// The bucket after taking one token at `at_ms`, or `None` when it is empty. Frames
+    /// may be processed out of arrival order; time never runs backwards here.
+    pub fn take(self, limit: RateLimit, at_ms: u64) -> Option<Self> {
+        let elapsed = at_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
+        let tokens = (self.tokens + elapsed * limit.per_second).min(limit.burst);
+        (tokens >= 1.0).then(|| Self {
+            tokens: tokens - 1.0,
+            at_ms: at_ms.max(self.at_ms),
+        })
+    }
+}
+
 struct ChannelState {
     /// The epoch item's value, live or not.
     recorded: Option<String>,
@@ -883,6 +986,10 @@ fn number(item: &Item, name: &str) -> Option<u64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
+fn decimal(item: &Item, name: &str) -> Option<f64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
 fn put_request(item: Item) -> WriteRequest {
     WriteRequest::builder()
         .put_request(
@@ -904,4 +1011,59 @@ fn delete_request(pk: &str, sk: &str) -> WriteRequest {
                 .expect("key is set"),
         )
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: RateLimit = RateLimit {
+        per_second: 20.0,
+        burst: 50.0,
+    };
+
+    #[test]
+    fn a_full_bucket_allows_the_burst_then_the_rate() {
+        let mut bucket = Bucket::full(LIMIT, 0);
+        for _ in 0..50 {
+            bucket = bucket.take(LIMIT, 0).expect("within the burst");
+        }
+        assert!(
+            bucket.take(LIMIT, 0).is_none(),
+            "the 51st at once is refused"
+        );
+        assert!(
+            bucket.take(LIMIT, 49).is_none(),
+            "not yet a whole token back"
+        );
+        let bucket = bucket
+            .take(LIMIT, 50)
+            .expect("one token after 50 ms at 20/s");
+        assert!(bucket.take(LIMIT, 50).is_none());
+    }
+
+    #[test]
+    fn refill_is_capped_at_the_burst_and_time_never_goes_back() {
+        let idle = Bucket {
+            tokens: 0.0,
+            at_ms: 0,
+        }
+        .take(LIMIT, 3_600_000)
+        .unwrap();
+        assert_eq!(idle.tokens, 49.0);
+        let late = Bucket {
+            tokens: 5.0,
+            at_ms: 1000,
+        }
+        .take(LIMIT, 400)
+        .unwrap();
+        assert_eq!(
+            late,
+            Bucket {
+                tokens: 4.0,
+                at_ms: 1000
+            },
+            "an earlier frame refills nothing"
+        );
+    }
 }

@@ -21,6 +21,20 @@ pub async fn run<P: Push>(
     expect_seq: Option<u64>,
 ) -> Result<(), ActionError> {
     authorize(sender, Action::Publish, channel)?;
+    let limit = app.settings.publish_rate;
+    if !app
+        .store
+        .take_publish_token(sender.connection_id, sender.received_at, limit)
+        .await?
+    {
+        return Err(ActionError::refused(
+            ErrorCode::RateLimited,
+            format!(
+                "publish rate limit reached: {} per second, bursts of {} (RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST)",
+                limit.per_second, limit.burst
+            ),
+        ));
+    }
     let published = app
         .store
         .publish(NewDelta {

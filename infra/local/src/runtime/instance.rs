@@ -620,12 +620,33 @@ async fn forward_lines(
             continue;
         }
         let function = &shared.config.name;
-        match stream {
-            Stream::Stdout => info!(function = %function, instance, "{line}"),
-            Stream::Stderr => warn!(function = %function, instance, "{line}"),
+        let (level, text) = function_log_line(line);
+        match (level, stream) {
+            ("ERROR", _) => tracing::error!(function = %function, instance, "{text}"),
+            ("WARN", _) | (_, Stream::Stderr) => warn!(function = %function, instance, "{text}"),
+            ("DEBUG" | "TRACE", _) => tracing::debug!(function = %function, instance, "{text}"),
+            _ => info!(function = %function, instance, "{text}"),
         }
         last = Some(line.to_owned());
     }
+}
+
+/// Splits a function's text log line (`lambda_runtime`'s default format, no colours) into
+/// its level and its message, dropping the per-invocation span prefix (the gateway logs
+/// the request id on its own invocation line).
+fn function_log_line(line: &str) -> (&str, &str) {
+    let trimmed = line.trim_start();
+    let (level, rest) = match trimmed.split_once(char::is_whitespace) {
+        Some((word, rest)) if matches!(word, "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR") => {
+            (word, rest.trim_start())
+        }
+        _ => return ("", line),
+    };
+    let rest = match rest.strip_prefix("Lambda runtime invoke{") {
+        Some(after) => after.split_once("}: ").map_or(rest, |(_, message)| message),
+        None => rest,
+    };
+    (level, rest)
 }
 
 /// Reads one line into `line`, keeping at most `cap` bytes of it (the rest of a longer
@@ -652,5 +673,25 @@ async fn read_line_capped(
         if complete {
             return Ok(consumed);
         }
+    }
+}
+
+#[cfg(test)]
+mod log_line_tests {
+    use super::function_log_line;
+
+    #[test]
+    fn keeps_the_level_and_drops_the_invocation_span() {
+        assert_eq!(
+            function_log_line(
+                r#" INFO Lambda runtime invoke{requestId="r" xrayTraceId="t"}: connected connection_id="c""#
+            ),
+            ("INFO", r#"connected connection_id="c""#)
+        );
+        assert_eq!(
+            function_log_line("ERROR storage failed"),
+            ("ERROR", "storage failed")
+        );
+        assert_eq!(function_log_line("plain text"), ("", "plain text"));
     }
 }

@@ -1,0 +1,467 @@
+//! JWT verification. The algorithm is fixed by configuration (`JWT_ALGORITHM`); a token's
+//! own `alg` header never chooses how it is verified, so `none`, and HMAC tokens made
+//! with an RSA public key as the secret, are refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::jwks::JwksCache;
+use super::{AuthError, Capabilities, Identity};
+use crate::config::{ConfigError, Env};
+
+/// Longest accepted `sub` claim (it travels in every delta's `from`).
+pub const MAX_SUB_LEN: usize = 128;
+/// Shortest accepted HS256 secret.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The claims deltacast reads from a token. `sub` and `exp` are required; they are
+/// optional here so that their absence is reported as such.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Claims {
+    /// The user.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Expiry, Unix seconds.
+    #[serde(default)]
+    pub exp: Option<u64>,
+    /// Capabilities: channel pattern → actions.
+    #[serde(default)]
+    pub channels: BTreeMap<String, Vec<String>>,
+}
+
+/// The one algorithm tokens must be signed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret (`JWT_SECRET`).
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256, keys from a JWKS (`JWT_JWKS_URL`).
+    Rs256,
+    /// ECDSA P-256 with SHA-256, keys from a JWKS (`JWT_JWKS_URL`).
+    Es256,
+}
+
+impl JwtAlgorithm {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "HS256" => Some(Self::Hs256),
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            _ => None,
+        }
+    }
+
+    pub(super) fn jsonwebtoken(self) -> Algorithm {
+        match self {
+            Self::Hs256 => Algorithm::HS256,
+            Self::Rs256 => Algorithm::RS256,
+            Self::Es256 => Algorithm::ES256,
+        }
+    }
+}
+
+/// Where verification keys come from.
+#[derive(Clone)]
+enum KeyConfig {
+    Secret(Vec<u8>),
+    Jwks { url: String, max_age: Duration },
+}
+
+/// How tokens are verified; read from the environment.
+#[derive(Clone)]
+pub struct JwtConfig {
+    algorithm: JwtAlgorithm,
+    keys: KeyConfig,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_seconds: u64,
+}
+
+impl fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = match &self.keys {
+            KeyConfig::Secret(_) => "secret <redacted>".to_owned(),
+            KeyConfig::Jwks { url, .. } => format!("jwks {url}"),
+        };
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field("keys", &keys)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_seconds", &self.leeway_seconds)
+            .finish()
+    }
+}
+
+impl JwtConfig {
+    /// Reads `JWT_ALGORITHM` (HS256, RS256 or ES256; default HS256), `JWT_SECRET` (HS256,
+    /// at least 32 bytes), `JWT_JWKS_URL` and `JWT_JWKS_CACHE_SECONDS` (RS256/ES256,
+    /// default 3600), `JWT_ISSUER`, `JWT_AUDIENCE` and `JWT_LEEWAY_SECONDS` (default 30).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let name = env
+            .optional("JWT_ALGORITHM")
+            .unwrap_or_else(|| "HS256".into());
+        let algorithm = JwtAlgorithm::parse(&name).ok_or_else(|| ConfigError::Invalid {
+            name: "JWT_ALGORITHM",
+            reason: format!("{name:?} is not one of HS256, RS256, ES256"),
+        })?;
+        let keys = match algorithm {
+            JwtAlgorithm::Hs256 => {
+                let secret = env.required("JWT_SECRET")?;
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(ConfigError::Invalid {
+                        name: "JWT_SECRET",
+                        reason: format!(
+                            "must be at least {MIN_SECRET_BYTES} bytes, got {}",
+                            secret.len()
+                        ),
+                    });
+                }
+                KeyConfig::Secret(secret.into_bytes())
+            }
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+                let url = env.required("JWT_JWKS_URL")?;
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError::Invalid {
+                        name: "JWT_JWKS_URL",
+                        reason: "must be an http(s) URL".into(),
+                    });
+                }
+                KeyConfig::Jwks {
+                    url,
+                    max_age: Duration::from_secs(env.number("JWT_JWKS_CACHE_SECONDS", 3600)?),
+                }
+            }
+        };
+        Ok(Self {
+            algorithm,
+            keys,
+            issuer: env.optional("JWT_ISSUER"),
+            audience: env.optional("JWT_AUDIENCE"),
+            leeway_seconds: env.number("JWT_LEEWAY_SECONDS", 30)?,
+        })
+    }
+}
+
+enum Keys {
+    Secret(DecodingKey),
+    Jwks(Box<JwksCache>),
+}
+
+/// Verifies tokens; built once per process, so JWKS keys are cached across invocations.
+pub struct JwtVerifier {
+    algorithm: Algorithm,
+    keys: Keys,
+    validation: Validation,
+}
+
+impl JwtVerifier {
+    /// A verifier for `config`.
+    pub fn new(config: &JwtConfig) -> Result<Self, ConfigError> {
+        let algorithm = config.algorithm.jsonwebtoken();
+        let mut validation = Validation::new(algorithm);
+        let mut required = vec!["exp", "sub"];
+        required.extend(config.issuer.as_ref().map(|_| "iss"));
+        required.extend(config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
+        validation.leeway = config.leeway_seconds;
+        validation.validate_nbf = true;
+        match &config.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let keys = match &config.keys {
+            KeyConfig::Secret(secret) => Keys::Secret(DecodingKey::from_secret(secret)),
+            KeyConfig::Jwks { url, max_age } => Keys::Jwks(Box::new(JwksCache::new(
+                url.clone(),
+                config.algorithm,
+                *max_age,
+            )?)),
+        };
+        Ok(Self {
+            algorithm,
+            keys,
+            validation,
+        })
+    }
+
+    /// Verifies `token` and returns who it identifies.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Unauthorized(describe(e.kind())))?;
+        if header.alg != self.algorithm {
+            return Err(AuthError::Unauthorized("algorithm not accepted".into()));
+        }
+        let jwks_key;
+        let key = match &self.keys {
+            Keys::Secret(key) => key,
+            Keys::Jwks(cache) => {
+                jwks_key = cache.key(header.kid.as_deref()).await?;
+                &jwks_key
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| AuthError::Unauthorized(describe(e.kind())))?;
+        let claims = data.claims;
+        let (Some(sub), Some(exp)) = (claims.sub, claims.exp) else {
+            return Err(AuthError::Unauthorized(
+                "missing claim `sub` or `exp`".into(),
+            ));
+        };
+        if sub.is_empty() || sub.len() > MAX_SUB_LEN {
+            return Err(AuthError::Denied(format!(
+                "`sub` must be 1 to {MAX_SUB_LEN} characters"
+            )));
+        }
+        let capabilities = Capabilities::from_claim(claims.channels).map_err(AuthError::Denied)?;
+        Ok(Identity {
+            sub,
+            capabilities,
+            exp,
+        })
+    }
+}
+
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "expired".into(),
+        ErrorKind::ImmatureSignature => "not yet valid (nbf)".into(),
+        ErrorKind::InvalidSignature => "bad signature".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "algorithm not accepted".into()
+        }
+        ErrorKind::InvalidIssuer => "wrong issuer".into(),
+        ErrorKind::InvalidAudience => "wrong audience".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("missing claim `{claim}`"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("malformed claim `{claim}`"),
+        ErrorKind::Json(_) => "malformed claims".into(),
+        _ => "malformed token".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::{Value, json};
+
+    const SECRET: &str = "a-test-secret-that-is-long-enough-32";
+
+    fn config(pairs: &[(&str, &str)]) -> JwtConfig {
+        JwtConfig::from_env(&Env::from_pairs(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        ))
+        .unwrap()
+    }
+
+    fn hs256() -> JwtVerifier {
+        JwtVerifier::new(&config(&[("JWT_SECRET", SECRET)])).unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn sign(claims: Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepts_a_valid_token() {
+        let token = sign(
+            json!({"sub": "alice", "exp": now() + 60, "channels": {"chat:*": ["subscribe", "publish"]}}),
+        );
+        let identity = hs256().verify(&token).await.unwrap();
+        assert_eq!(identity.sub, "alice");
+        assert!(
+            identity
+                .capabilities
+                .grants("chat:lobby", super::super::Action::Publish)
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_expired_forged_and_incomplete_tokens() {
+        let verifier = hs256();
+        let expired = sign(json!({"sub": "a", "exp": now() - 3600}));
+        assert_eq!(
+            verifier.verify(&expired).await,
+            Err(AuthError::Unauthorized("expired".into()))
+        );
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "a", "exp": now() + 60}),
+            &EncodingKey::from_secret(b"another-secret-that-is-long-enough-too"),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&forged).await,
+            Err(AuthError::Unauthorized("bad signature".into()))
+        );
+        let no_sub = sign(json!({"exp": now() + 60}));
+        assert_eq!(
+            verifier.verify(&no_sub).await,
+            Err(AuthError::Unauthorized("missing claim `sub`".into()))
+        );
+        let no_exp = sign(json!({"sub": "a"}));
+        assert_eq!(
+            verifier.verify(&no_exp).await,
+            Err(AuthError::Unauthorized("missing claim `exp`".into()))
+        );
+        let early = sign(json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}));
+        assert_eq!(
+            verifier.verify(&early).await,
+            Err(AuthError::Unauthorized("not yet valid (nbf)".into()))
+        );
+        assert_eq!(verifier.verify("").await, Err(AuthError::Missing));
+        assert!(matches!(
+            verifier.verify("not.a.jwt").await,
+            Err(AuthError::Unauthorized(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn tolerates_small_clock_skew() {
+        let verifier = JwtVerifier::new(&config(&[
+            ("JWT_SECRET", SECRET),
+            ("JWT_LEEWAY_SECONDS", "60"),
+        ]))
+        .unwrap();
+        let just_expired = sign(json!({"sub": "a", "exp": now() - 20}));
+        verifier.verify(&just_expired).await.unwrap();
+        let strict = JwtVerifier::new(&config(&[
+            ("JWT_SECRET", SECRET),
+            ("JWT_LEEWAY_SECONDS", "0"),
+        ]))
+        .unwrap();
+        assert!(strict.verify(&just_expired).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn refuses_alg_none_and_other_algorithms() {
+        let verifier = hs256();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = b64.encode(json!({"sub": "a", "exp": now() + 60}).to_string());
+        for alg in ["none", "None", "RS256", "HS512", "ES256"] {
+            let header = b64.encode(json!({"alg": alg, "typ": "JWT"}).to_string());
+            for signature in ["", "c2ln"] {
+                let token = format!("{header}.{claims}.{signature}");
+                assert!(
+                    matches!(
+                        verifier.verify(&token).await,
+                        Err(AuthError::Unauthorized(_))
+                    ),
+                    "alg {alg} with signature {signature:?} was accepted"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_issuer_and_audience_when_configured() {
+        let verifier = JwtVerifier::new(&config(&[
+            ("JWT_SECRET", SECRET),
+            ("JWT_ISSUER", "https://issuer"),
+            ("JWT_AUDIENCE", "deltacast"),
+        ]))
+        .unwrap();
+        let good = sign(
+            json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "deltacast"}),
+        );
+        verifier.verify(&good).await.unwrap();
+        let wrong_iss = sign(
+            json!({"sub": "a", "exp": now() + 60, "iss": "https://other", "aud": "deltacast"}),
+        );
+        assert_eq!(
+            verifier.verify(&wrong_iss).await,
+            Err(AuthError::Unauthorized("wrong issuer".into()))
+        );
+        let wrong_aud =
+            sign(json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "x"}));
+        assert_eq!(
+            verifier.verify(&wrong_aud).await,
+            Err(AuthError::Unauthorized("wrong audience".into()))
+        );
+        let missing_iss = sign(json!({"sub": "a", "exp": now() + 60, "aud": "deltacast"}));
+        assert!(verifier.verify(&missing_iss).await.is_err());
+        let missing_aud = sign(json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer"}));
+        assert!(verifier.verify(&missing_aud).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn denies_genuine_tokens_with_unacceptable_claims() {
+        let verifier = hs256();
+        let bad_cap = sign(json!({"sub": "a", "exp": now() + 60, "channels": {"chat": ["write"]}}));
+        assert!(matches!(
+            verifier.verify(&bad_cap).await,
+            Err(AuthError::Denied(_))
+        ));
+        let bad_pattern =
+            sign(json!({"sub": "a", "exp": now() + 60, "channels": {"a*b": ["subscribe"]}}));
+        assert!(matches!(
+            verifier.verify(&bad_pattern).await,
+            Err(AuthError::Denied(_))
+        ));
+        let long_sub = sign(json!({"sub": "x".repeat(129), "exp": now() + 60}));
+        assert!(matches!(
+            verifier.verify(&long_sub).await,
+            Err(AuthError::Denied(_))
+        ));
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let err = |pairs: &[(&str, &str)]| {
+            JwtConfig::from_env(&Env::from_pairs(
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            ))
+            .unwrap_err()
+        };
+        assert!(matches!(
+            err(&[("JWT_SECRET", "short")]),
+            ConfigError::Invalid {
+                name: "JWT_SECRET",
+                ..
+            }
+        ));
+        assert_eq!(err(&[]), ConfigError::Missing("JWT_SECRET"));
+        assert!(matches!(
+            err(&[("JWT_ALGORITHM", "none")]),
+            ConfigError::Invalid {
+                name: "JWT_ALGORITHM",
+                ..
+            }
+        ));
+        assert_eq!(
+            err(&[("JWT_ALGORITHM", "RS256")]),
+            ConfigError::Missing("JWT_JWKS_URL")
+        );
+        assert!(matches!(
+            err(&[
+                ("JWT_ALGORITHM", "ES256"),
+                ("JWT_JWKS_URL", "file:///etc/passwd")
+            ]),
+            ConfigError::Invalid {
+                name: "JWT_JWKS_URL",
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,441 @@
+//! Security and bad input, end to end over the local stack: every kind of bad frame,
+//! token and size answered with its error code, the connection still usable and the
+//! table unchanged; capabilities enforced on every path a delta can take; tokens in the
+//! subprotocol header; JWKS-verified tokens; per-connection rate limits.
+
+use deltacast_tests::stack::{Client, TestStack, start_stack, start_stack_with};
+use deltacast_tests::{all_items, tokens};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// The table's items, sorted, for before/after comparisons.
+async fn snapshot(t: &TestStack) -> Vec<String> {
+    let mut items: Vec<String> = all_items(&t.store)
+        .await
+        .iter()
+        .map(|item| {
+            let mut fields: Vec<String> = item.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            fields.sort();
+            fields.join(",")
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_frame_gets_its_error_and_changes_nothing() {
+    let t = start_stack().await;
+    let token = t.token(
+        "alice",
+        json!({"chat:*": ["subscribe", "publish", "history"]}),
+    );
+    let mut alice = t.connect(&token).await.expect("connects");
+    alice
+        .request(
+            json!({"action": "subscribe", "channel": "chat:a"}),
+            "subscribed",
+        )
+        .await;
+    let long_channel = format!("chat:{}", "c".repeat(130));
+    let long_id = "i".repeat(65);
+    let big_data = "x".repeat(25 * 1024);
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("{not json".into(), "bad_request", "not valid JSON"),
+        ("[1,2,3]".into(), "bad_request", "JSON object"),
+        ("\"ping\"".into(), "bad_request", "JSON object"),
+        (
+            r#"{"channel":"chat:a"}"#.into(),
+            "bad_request",
+            "missing field `action`",
+        ),
+        (
+            r#"{"action":"teleport"}"#.into(),
+            "bad_request",
+            "unknown action",
+        ),
+        (r#"{"action":7}"#.into(), "bad_request", "invalid type"),
+        (
+            r#"{"action":"subscribe"}"#.into(),
+            "bad_request",
+            "missing field `channel`",
+        ),
+        (
+            r#"{"action":"subscribe","channel":"has space"}"#.into(),
+            "bad_request",
+            "invalid `channel`",
+        ),
+        (
+            json!({"action": "subscribe", "channel": long_channel}).to_string(),
+            "bad_request",
+            "1 to 128 characters",
+        ),
+        (
+            r#"{"action":"subscribe","channel":"chat:a","since":-3}"#.into(),
+            "bad_request",
+            "invalid value",
+        ),
+        (
+            r#"{"action":"subscribe","channel":"chat:a","epoch":"e"}"#.into(),
+            "bad_request",
+            "`epoch` needs `since`",
+        ),
+        (
+            r#"{"action":"subscribe","channel":"chat:a","extra":1}"#.into(),
+            "bad_request",
+            "unknown field `extra`",
+        ),
+        (
+            r#"{"action":"ping","id":"bad id!"}"#.into(),
+            "bad_request",
+            "invalid `id`",
+        ),
+        (
+            json!({"action": "ping", "id": long_id}).to_string(),
+            "bad_request",
+            "1 to 64 characters",
+        ),
+        (
+            r#"{"action":"publish","channel":"chat:a","data":1}"#.into(),
+            "bad_request",
+            "idempotency key",
+        ),
+        (
+            r#"{"action":"publish","channel":"chat:a","id":"m"}"#.into(),
+            "bad_request",
+            "missing field `data`",
+        ),
+        (
+            r#"{"action":"publish","channel":"chat:a","id":"m","data":1,"expectSeq":"one"}"#.into(),
+            "bad_request",
+            "invalid type",
+        ),
+        (
+            json!({"action": "publish", "channel": "chat:a", "id": "m", "data": big_data})
+                .to_string(),
+            "too_large",
+            "the limit is 24576 bytes",
+        ),
+        (
+            r#"{"action":"history","channel":"chat:a"}"#.into(),
+            "bad_request",
+            "missing field `since`",
+        ),
+        (
+            r#"{"action":"history","channel":"chat:a","since":0,"limit":0}"#.into(),
+            "bad_request",
+            "must be 1 to 1000",
+        ),
+        (
+            r#"{"action":"history","channel":"chat:a","since":0,"limit":5000}"#.into(),
+            "bad_request",
+            "must be 1 to 1000",
+        ),
+        (
+            r#"{"action":"publish","channel":"news","id":"m","data":1}"#.into(),
+            "forbidden",
+            "publish on news",
+        ),
+        (
+            r#"{"action":"history","channel":"news","since":0}"#.into(),
+            "forbidden",
+            "history on news",
+        ),
+        (
+            r#"{"action":"subscribe","channel":"news","since":0}"#.into(),
+            "forbidden",
+            "subscribe on news",
+        ),
+    ];
+    let before = snapshot(&t).await;
+    for (frame, code, needle) in &cases {
+        alice.send_text(frame).await;
+        let error = alice.next_of("error").await;
+        assert_eq!(error["code"], *code, "{frame} → {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{frame} → {message:?} should mention {needle:?}"
+        );
+    }
+    assert_eq!(
+        snapshot(&t).await,
+        before,
+        "rejected frames changed the table"
+    );
+    let pong = alice
+        .request(json!({"action": "ping", "id": "still-here"}), "pong")
+        .await;
+    assert_eq!(pong["id"], "still-here", "the connection is still usable");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_is_refused_at_the_handshake() {
+    let t = start_stack().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let unsigned = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(json!({"sub": "mallory", "exp": now + 60}).to_string())
+        )
+    };
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &json!({"sub": "mallory", "exp": now + 60}),
+        &EncodingKey::from_secret(tokens::TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let cases: Vec<(String, u16)> = vec![
+        (String::new(), 401),
+        ("garbage".into(), 401),
+        (unsigned, 401),
+        (hs512, 401),
+        (
+            tokens::sign_with(
+                json!({"sub": "mallory"}),
+                "an-entirely-different-secret-of-32-bytes",
+            ),
+            401,
+        ),
+        (tokens::sign(json!({"sub": "alice", "exp": now - 600})), 401),
+        (
+            tokens::sign(json!({"sub": "alice", "exp": now + 600, "nbf": now + 300})),
+            401,
+        ),
+        (tokens::sign(json!({"exp": now + 60})), 401),
+        (
+            tokens::sign(json!({"sub": "alice", "channels": {"chat:*": ["admin"]}})),
+            403,
+        ),
+        (
+            tokens::sign(json!({"sub": "alice", "channels": {"a*b": ["subscribe"]}})),
+            403,
+        ),
+        (tokens::sign(json!({"sub": "x".repeat(129)})), 403),
+    ];
+    for (token, status) in cases {
+        let refused = t.connect(&token).await.err();
+        assert_eq!(refused.map(|r| r.status), Some(status), "token {token:?}");
+    }
+    assert_eq!(t.stack.gateway().open_connections(), 0);
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_never_sees_a_channel_it_may_not_read() {
+    let t = start_stack().await;
+    let reader = t.token("reader", json!({"public:*": ["subscribe", "history"]}));
+    let mut reader = t.connect(&reader).await.expect("connects");
+    let mut writer = t.connect_as("writer").await;
+    writer
+        .request(
+            json!({"action": "publish", "channel": "private:x", "id": "s1", "data": "secret"}),
+            "ack",
+        )
+        .await;
+
+    for frame in [
+        json!({"action": "subscribe", "channel": "private:x"}),
+        json!({"action": "subscribe", "channel": "private:x", "since": 0}),
+        json!({"action": "history", "channel": "private:x", "since": 0}),
+        json!({"action": "subscribe", "channel": "user:writer"}),
+    ] {
+        let error = reader.request(frame.clone(), "error").await;
+        assert_eq!(error["code"], "forbidden", "{frame}");
+    }
+    reader
+        .request(
+            json!({"action": "subscribe", "channel": "public:x"}),
+            "subscribed",
+        )
+        .await;
+    let own = reader
+        .request(
+            json!({"action": "subscribe", "channel": "user:reader"}),
+            "subscribed",
+        )
+        .await;
+    assert_eq!(own["channel"], "user:reader");
+
+    // "private:x" sorts before "public:x": had it been delivered, it would come first.
+    writer
+        .request(
+            json!({"action": "publish", "channel": "private:x", "id": "s2", "data": "secret"}),
+            "ack",
+        )
+        .await;
+    writer
+        .request(
+            json!({"action": "publish", "channel": "public:x", "id": "p1", "data": "hello"}),
+            "ack",
+        )
+        .await;
+    let first = reader.next().await.expect("a frame");
+    assert_eq!(first["channel"], "public:x", "{first}");
+    assert_eq!(first["data"], "hello");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_can_send_the_token_as_a_subprotocol() {
+    let t = start_stack().await;
+    let token = t.token("alice", json!({"*": ["subscribe"]}));
+    let mut request = t.stack.url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(&format!("deltacast.v1, bearer.{token}")).unwrap(),
+    );
+    let (socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("handshake");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "deltacast.v1");
+    let mut client = Client::from_socket(socket);
+    client
+        .request(json!({"action": "subscribe", "channel": "x"}), "subscribed")
+        .await;
+
+    let mut request = t.stack.url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("deltacast.v1, bearer.forged"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!(
+            "forged subprotocol token accepted: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_an_identity_provider_are_verified_against_its_jwks() {
+    let pem = std::fs::read(
+        deltacast_tests::workspace_root().join("tests/fixtures/keys/rsa-test-key.pem"),
+    )
+    .unwrap();
+    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+    let mut jwk =
+        serde_json::to_value(Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap()).unwrap();
+    jwk["kid"] = json!("idp-1");
+    let jwks = json!({"keys": [jwk]});
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || async move { axum::Json(jwks) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let t = start_stack_with(|options| {
+        options
+            .parameters
+            .insert("JwtAlgorithm".into(), "RS256".into());
+        options.parameters.insert("JwtJwksUrl".into(), url.clone());
+        options
+            .parameters
+            .insert("JwtIssuer".into(), "https://idp.example".into());
+    })
+    .await;
+    let claims = json!({"sub": "carol", "exp": jsonwebtoken::get_current_timestamp() + 300,
+                        "iss": "https://idp.example", "channels": {"*": ["subscribe"]}});
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("idp-1".into());
+    let good = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let mut carol = t
+        .connect(&good)
+        .await
+        .expect("RS256 token from the JWKS connects");
+    carol.request(json!({"action": "ping"}), "pong").await;
+
+    let hs = tokens::sign(json!({"sub": "carol", "iss": "https://idp.example"}));
+    assert_eq!(
+        t.connect(&hs).await.err().map(|r| r.status),
+        Some(401),
+        "HS256 refused when RS256 is pinned"
+    );
+    let mut wrong_issuer = claims.clone();
+    wrong_issuer["iss"] = json!("https://evil.example");
+    let forged = jsonwebtoken::encode(&header, &wrong_issuer, &key).unwrap();
+    assert_eq!(t.connect(&forged).await.err().map(|r| r.status), Some(401));
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_limited_without_hurting_others() {
+    let t = start_stack_with(|options| {
+        options
+            .env
+            .insert("RATE_LIMIT_PER_SECOND".into(), "5".into());
+        options.env.insert("RATE_LIMIT_BURST".into(), "10".into());
+    })
+    .await;
+    let mut flooder = t.connect_as("flooder").await;
+    let mut calm = t.connect_as("calm").await;
+    let mut watcher = t.connect_as("watcher").await;
+    watcher
+        .request(
+            json!({"action": "subscribe", "channel": "room"}),
+            "subscribed",
+        )
+        .await;
+
+    const FLOOD: usize = 60;
+    for i in 0..FLOOD {
+        flooder
+            .send(json!({"action": "publish", "channel": "room", "id": format!("f{i}"), "data": i}))
+            .await;
+    }
+    for i in 0..3 {
+        let ack = calm
+            .request(json!({"action": "publish", "channel": "room", "id": format!("c{i}"), "data": "calm"}), "ack")
+            .await;
+        assert!(ack["seq"].as_u64().is_some());
+    }
+    let (mut acks, mut limited) = (0, 0);
+    while acks + limited < FLOOD {
+        let frame = flooder.next().await.expect("a reply per publish");
+        match (frame["type"].as_str(), frame["code"].as_str()) {
+            (Some("ack"), _) => acks += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            other => panic!("unexpected {other:?}: {frame}"),
+        }
+    }
+    assert!(limited > 0, "the flood was not limited");
+    assert!(
+        (10..FLOOD).contains(&acks),
+        "{acks} acks: the burst and some refill go through"
+    );
+    let pong = flooder
+        .request(json!({"action": "ping", "id": "alive"}), "pong")
+        .await;
+    assert_eq!(pong["id"], "alive", "the flooder stays connected");
+
+    // Every accepted publish is a delta; refused ones stored nothing.
+    let deltas = all_items(&t.store)
+        .await
+        .iter()
+        .filter(|item| item["sk"].as_s().unwrap().starts_with("d#"))
+        .count();
+    assert_eq!(deltas, acks + 3);
+    let mut seen = 0;
+    while seen < acks + 3 {
+        let delta = watcher.next_of("delta").await;
+        seen += 1;
+        assert!(delta["seq"].as_u64().unwrap() <= (acks + 3) as u64);
+    }
+    t.shutdown().await;
+}
