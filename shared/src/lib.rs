@@ -11,6 +11,7 @@
 //! - [`store`]: the single DynamoDB table: connections, subscriptions, deltas, publish
 //!   claims; [`store::items`] documents the keys.
 //! - [`push`]: delivering frames through the API Gateway Management API, with retries.
+//! - [`stream`]: reading deltas out of DynamoDB Streams records.
 //! - [`config`]: settings from environment variables.
 //! - [`aws`]: SDK configuration, loaded once per process.
 //! - [`telemetry`]: logging setup.
@@ -23,4 +24,5 @@ pub mod config;
 pub mod protocol;
 pub mod push;
 pub mod store;
+pub mod stream;
 pub mod telemetry;

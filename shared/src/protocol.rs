@@ -839,4 +839,150 @@ mod tests {
             r#"{"type":"unsubscribed","channel":"chat"}"#
         );
     }
+
+    /// Property tests over the parser: generated frames, valid and broken, never panic
+    /// it, and whatever it accepts is valid. `PROPTEST_CASES` raises the case count.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        const ACTIONS: [&str; 6] = [
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "history",
+            "ping",
+            "shout",
+        ];
+        const FIELDS: [&str; 9] = [
+            "action",
+            "channel",
+            "id",
+            "since",
+            "epoch",
+            "limit",
+            "expectSeq",
+            "data",
+            "junk",
+        ];
+
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                "\\PC{0,24}".prop_map(Value::from),
+                "[a-z]{1,8}:[A-Za-z0-9_.@-]{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map("[a-z]{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A value for `field`: usually plausible, sometimes anything at all.
+        fn value_for(field: &'static str) -> BoxedStrategy<Value> {
+            let plausible: BoxedStrategy<Value> = match field {
+                "action" => prop::sample::select(&ACTIONS[..])
+                    .prop_map(Value::from)
+                    .boxed(),
+                "channel" => "[A-Za-z0-9_:.@-]{0,130}".prop_map(Value::from).boxed(),
+                "id" | "epoch" => "[A-Za-z0-9_:.-]{0,66}".prop_map(Value::from).boxed(),
+                "since" | "limit" | "expectSeq" => (0u64..2000).prop_map(Value::from).boxed(),
+                _ => any_json().boxed(),
+            };
+            prop_oneof![4 => plausible, 1 => any_json()].boxed()
+        }
+
+        fn frame() -> impl Strategy<Value = Value> {
+            let fields: Vec<BoxedStrategy<Option<(&'static str, Value)>>> = FIELDS
+                .iter()
+                .map(|field| {
+                    prop::option::weighted(0.6, value_for(field).prop_map(move |v| (*field, v)))
+                        .boxed()
+                })
+                .collect();
+            fields.prop_map(|pairs| {
+                Value::Object(
+                    pairs
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect::<Map<String, Value>>(),
+                )
+            })
+        }
+
+        fn check(frame: &str) {
+            let limits = FrameLimits::default();
+            match ClientMessage::parse(frame, &limits) {
+                Ok(message) => {
+                    if let Some(channel) = message.channel() {
+                        Channel::parse(channel.as_str()).expect("accepted channels are valid");
+                    }
+                    if let Some(id) = message.id() {
+                        MessageId::parse(id.as_str()).expect("accepted ids are valid");
+                    }
+                    if let ClientMessage::Publish { data, .. } = &message {
+                        assert!(data.get().len() <= limits.max_data_bytes);
+                        serde_json::from_str::<Value>(data.get()).expect("data is JSON");
+                    }
+                }
+                Err(error) => {
+                    assert!(matches!(
+                        error.code,
+                        ErrorCode::BadRequest | ErrorCode::TooLarge
+                    ));
+                    assert!(!error.message.is_empty());
+                    assert!(
+                        error.message.len() < 400,
+                        "error echoes too much: {}",
+                        error.message
+                    );
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics_the_parser(text in "\\PC{0,300}") {
+                check(&text);
+            }
+
+            #[test]
+            fn generated_frames_are_accepted_only_when_valid(frame in frame()) {
+                check(&frame.to_string());
+            }
+
+            #[test]
+            fn valid_publishes_round_trip(
+                channel in "[A-Za-z0-9_:.@-]{1,128}",
+                id in "[A-Za-z0-9_:.-]{1,64}",
+                data in any_json(),
+                expect in prop::option::of(0u64..100),
+            ) {
+                let mut frame = json!({"action": "publish", "channel": channel, "id": id, "data": data});
+                if let Some(x) = expect {
+                    frame["expectSeq"] = json!(x);
+                }
+                let parsed = ClientMessage::parse(&frame.to_string(), &FrameLimits::default()).unwrap();
+                let ClientMessage::Publish { channel: c, id: i, data: d, expect_seq } = parsed else {
+                    panic!("not a publish");
+                };
+                prop_assert_eq!(c.as_str(), channel.as_str());
+                prop_assert_eq!(i.as_str(), id.as_str());
+                // Byte for byte: the payload is never re-encoded (and so never rounded).
+                prop_assert_eq!(d.get(), data.to_string());
+                prop_assert_eq!(expect_seq, expect);
+            }
+        }
+    }
 }

@@ -15,8 +15,8 @@ use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use deltacast::protocol::Delta;
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
-use deltacast::store::items::DeltaItem;
 use deltacast::store::{Store, StoreError};
+use deltacast::stream::{StreamDelta, delta_of};
 use futures::{StreamExt, stream};
 use tracing::{error, info, warn};
 
@@ -178,17 +178,9 @@ fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
     let mut seen: HashMap<(String, u64, String), ()> = HashMap::new();
     for record in records {
         let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
-        if record.event_name != "INSERT" {
-            continue;
-        }
-        if !DeltaItem::is_delta_key(&record.change.keys) {
-            continue;
-        }
-        let delta = DeltaItem::from_image(record.change.new_image)
-            .map_err(|e| e.to_string())
-            .and_then(|item| Delta::try_from(item).map_err(|e| e.to_string()));
-        match delta {
-            Ok(delta) => {
+        match delta_of(record) {
+            StreamDelta::NotADelta => {}
+            StreamDelta::Delta(delta) => {
                 // A record delivered twice in one batch is sent once.
                 if seen
                     .insert((delta.channel.clone(), delta.seq, delta.epoch.clone()), ())
@@ -203,7 +195,9 @@ fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
                     frame,
                 });
             }
-            Err(reason) => error!(sequence_number, %reason, "skipping undecodable stream record"),
+            StreamDelta::Malformed(reason) => {
+                error!(sequence_number, %reason, "skipping undecodable stream record")
+            }
         }
     }
     pending

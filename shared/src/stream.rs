@@ -1,0 +1,133 @@
+//! Reading deltas out of DynamoDB Streams records, the fan-out's input. Anything that is
+//! not a new delta item is told apart from a delta item that cannot be read, so the
+//! fan-out can skip the first silently and log the second, and never stop the stream on
+//! either.
+
+use aws_lambda_events::dynamodb::EventRecord;
+
+use crate::protocol::Delta;
+use crate::store::items::DeltaItem;
+
+/// What a stream record holds.
+#[derive(Debug, PartialEq)]
+pub enum StreamDelta {
+    /// Not an INSERT of a delta item (the trigger's filter should have dropped it).
+    NotADelta,
+    /// A new delta.
+    Delta(Delta),
+    /// A delta item that cannot be read; why.
+    Malformed(String),
+}
+
+/// Reads one record.
+pub fn delta_of(record: EventRecord) -> StreamDelta {
+    if record.event_name != "INSERT" || !DeltaItem::is_delta_key(&record.change.keys) {
+        return StreamDelta::NotADelta;
+    }
+    match DeltaItem::from_image(record.change.new_image) {
+        Err(err) => StreamDelta::Malformed(err.to_string()),
+        Ok(item) => match Delta::try_from(item) {
+            Ok(delta) => StreamDelta::Delta(delta),
+            Err(err) => StreamDelta::Malformed(err.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn record(event_name: &str, sk: Value, image: Value) -> EventRecord {
+        serde_json::from_value(json!({
+            "eventID": "1", "eventName": event_name, "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1794384942,
+                "Keys": {"pk": {"S": "h#c"}, "sk": sk},
+                "NewImage": image,
+                "SequenceNumber": "100", "SizeBytes": 10, "StreamViewType": "NEW_IMAGE"
+            }
+        }))
+        .expect("a stream record")
+    }
+
+    fn image(seq: Value, data: Value) -> Value {
+        json!({"pk": {"S": "h#chat"}, "sk": {"S": "d#e#000000000001"}, "seq": seq, "ep": {"S": "e"},
+               "id": {"S": "m"}, "from": {"S": "alice"}, "ts": {"N": "5"}, "data": data, "ttl": {"N": "9"}})
+    }
+
+    #[test]
+    fn reads_new_deltas_and_tells_the_rest_apart() {
+        let sk = json!({"S": "d#e#000000000001"});
+        let good = image(json!({"N": "1"}), json!({"S": "{\"a\":1}"}));
+        let StreamDelta::Delta(delta) = delta_of(record("INSERT", sk.clone(), good.clone())) else {
+            panic!("a delta")
+        };
+        assert_eq!(
+            (delta.channel.as_str(), delta.seq, delta.data.get()),
+            ("chat", 1, "{\"a\":1}")
+        );
+        assert_eq!(
+            delta_of(record("MODIFY", sk.clone(), good.clone())),
+            StreamDelta::NotADelta
+        );
+        assert_eq!(
+            delta_of(record("INSERT", json!({"S": "s#conn"}), good)),
+            StreamDelta::NotADelta
+        );
+        let not_json = image(json!({"N": "1"}), json!({"S": "{oops"}));
+        assert!(matches!(
+            delta_of(record("INSERT", sk.clone(), not_json)),
+            StreamDelta::Malformed(_)
+        ));
+        let text_seq = image(json!({"S": "one"}), json!({"S": "1"}));
+        assert!(matches!(
+            delta_of(record("INSERT", sk, text_seq)),
+            StreamDelta::Malformed(_)
+        ));
+    }
+
+    fn attribute() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            "\\PC{0,12}".prop_map(|s| json!({"S": s})),
+            any::<i64>().prop_map(|n| json!({"N": n.to_string()})),
+            "[0-9.e+-]{0,8}".prop_map(|n| json!({"N": n})),
+            any::<bool>().prop_map(|b| json!({"BOOL": b})),
+            Just(json!({"NULL": true})),
+            prop::collection::vec(any::<u8>(), 0..6).prop_map(|bytes| {
+                use base64::Engine;
+                json!({"B": base64::engine::general_purpose::STANDARD.encode(bytes)})
+            }),
+        ];
+        leaf.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(|l| json!({"L": l})),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| json!({"M": m})),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever a delta item's attributes hold, decoding never panics, and a decoded
+        /// delta's frame is valid JSON.
+        #[test]
+        fn arbitrary_images_never_panic_the_decoder(
+            fields in prop::collection::btree_map(
+                prop::sample::select(vec!["pk", "sk", "seq", "ep", "id", "from", "ts", "data", "ttl", "x"]),
+                attribute(),
+                0..10,
+            ),
+            insert in any::<bool>(),
+        ) {
+            let image = Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+            let name = if insert { "INSERT" } else { "REMOVE" };
+            if let StreamDelta::Delta(delta) = delta_of(record(name, json!({"S": "d#x#1"}), image)) {
+                let frame: Value = serde_json::from_str(&delta.to_frame()).expect("frames are JSON");
+                prop_assert_eq!(frame["seq"].as_u64(), Some(delta.seq));
+            }
+        }
+    }
+}
