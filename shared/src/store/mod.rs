@@ -27,7 +27,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, Select, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConsumedCapacity, DeleteRequest, PutRequest, ReturnConsumedCapacity, Select,
+    WriteRequest,
+};
 use tracing::{debug, warn};
 
 use crate::clock;
@@ -92,6 +95,78 @@ pub struct Store {
     client: Client,
     table: String,
     lifetimes: Lifetimes,
+    meter: Option<CapacityMeter>,
+}
+
+/// Adds up the capacity DynamoDB reports (`ReturnConsumedCapacity: TOTAL`) for a store's
+/// requests, for the cost figures of `make bench`. Failed conditional writes are not
+/// reported by DynamoDB, so they are not counted.
+#[derive(Clone, Debug, Default)]
+pub struct CapacityMeter(std::sync::Arc<std::sync::Mutex<Capacity>>);
+
+/// Capacity units consumed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Capacity {
+    /// Read capacity units.
+    pub read_units: f64,
+    /// Write capacity units.
+    pub write_units: f64,
+}
+
+impl CapacityMeter {
+    /// The units consumed so far.
+    pub fn total(&self) -> Capacity {
+        *self.0.lock().expect("meter lock")
+    }
+
+    /// Starts again from zero.
+    pub fn reset(&self) {
+        *self.0.lock().expect("meter lock") = Capacity::default();
+    }
+
+    fn add(&self, consumed: &[&ConsumedCapacity], write: bool) {
+        let mut total = self.0.lock().expect("meter lock");
+        for c in consumed {
+            let units = c.capacity_units().unwrap_or(0.0);
+            if write {
+                total.write_units += units;
+            } else {
+                total.read_units += units;
+            }
+        }
+    }
+}
+
+/// Outputs that report consumed capacity, and whether their operation writes.
+trait Consumed {
+    const WRITES: bool;
+    fn consumed(&self) -> Vec<&ConsumedCapacity>;
+}
+
+macro_rules! consumed_one {
+    ($($output:ty => $writes:expr),*) => {$(
+        impl Consumed for $output {
+            const WRITES: bool = $writes;
+            fn consumed(&self) -> Vec<&ConsumedCapacity> {
+                self.consumed_capacity().into_iter().collect()
+            }
+        }
+    )*};
+}
+
+consumed_one!(
+    aws_sdk_dynamodb::operation::get_item::GetItemOutput => false,
+    aws_sdk_dynamodb::operation::query::QueryOutput => false,
+    aws_sdk_dynamodb::operation::put_item::PutItemOutput => true,
+    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput => true,
+    aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput => true
+);
+
+impl Consumed for aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput {
+    const WRITES: bool = true;
+    fn consumed(&self) -> Vec<&ConsumedCapacity> {
+        self.consumed_capacity().iter().collect()
+    }
 }
 
 /// A new connection, as the `$connect` route stores it.
@@ -196,7 +271,21 @@ impl Store {
             client,
             table: table.into(),
             lifetimes,
+            meter: None,
         }
+    }
+
+    /// The same store, adding the capacity of its requests to `meter`.
+    pub fn with_meter(mut self, meter: CapacityMeter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    fn measured<T: Consumed>(&self, out: T) -> T {
+        if let Some(meter) = &self.meter {
+            meter.add(&out.consumed(), T::WRITES);
+        }
+        out
     }
 
     /// The DynamoDB client.
@@ -250,12 +339,14 @@ impl Store {
             .client
             .get_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key("pk", s(connection_pk(connection_id)))
             .key("sk", s(META_SK))
             .consistent_read(true)
             .send()
             .await
-            .map_err(dynamo)?;
+            .map_err(dynamo)
+            .map(|out| self.measured(out))?;
         out.item
             .map(serde_dynamo::from_item)
             .transpose()
@@ -268,6 +359,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key("pk", s(connection_pk(connection_id)))
             .key("sk", s(LIVE_SK))
             .update_expression("SET seen = :now")
@@ -276,7 +368,10 @@ impl Store {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                self.measured(out);
+                Ok(())
+            }
             Err(err) if is_update_condition_failure(&err) => Ok(()),
             Err(err) => Err(dynamo(err)),
         }
@@ -293,6 +388,7 @@ impl Store {
                 .client
                 .query()
                 .table_name(&self.table)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(&pk))
                 .projection_expression("pk, sk")
@@ -300,7 +396,8 @@ impl Store {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(dynamo)?;
+                .map_err(dynamo)
+                .map(|out| self.measured(out))?;
             for item in out.items() {
                 let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else {
                     continue;
@@ -344,13 +441,15 @@ impl Store {
                 .client
                 .get_item()
                 .table_name(&self.table)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .key("pk", s(&pk))
                 .key("sk", s(LIVE_SK))
                 .projection_expression("tk, tat, rv")
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(dynamo)?
+                .map_err(dynamo)
+                .map(|out| self.measured(out))?
                 .item;
             let Some(item) = item else {
                 // The connection is gone or never stored: nothing to limit or write.
@@ -369,6 +468,7 @@ impl Store {
                 .client
                 .update_item()
                 .table_name(&self.table)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .key("pk", s(&pk))
                 .key("sk", s(LIVE_SK))
                 .update_expression("SET tk = :tk, tat = :tat, rv = :next, seen = :seen")
@@ -386,7 +486,10 @@ impl Store {
                 .send()
                 .await;
             match result {
-                Ok(_) => return Ok(true),
+                Ok(out) => {
+                    self.measured(out);
+                    return Ok(true);
+                }
                 Err(err) if is_update_condition_failure(&err) => continue,
                 Err(err) => return Err(dynamo(err)),
             }
@@ -413,19 +516,22 @@ impl Store {
             .client
             .get_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key("pk", s(&conn_pk))
             .key("sk", s(&marker_sk))
             .projection_expression("pk")
             .consistent_read(true)
             .send()
             .await
-            .map_err(dynamo)?;
+            .map_err(dynamo)
+            .map(|out| self.measured(out))?;
         let already = existing.item.is_some();
         if !already {
             let count = self
                 .client
                 .query()
                 .table_name(&self.table)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
                 .expression_attribute_values(":pk", s(&conn_pk))
                 .expression_attribute_values(":s", s(SUBSCRIPTION_PREFIX))
@@ -433,7 +539,8 @@ impl Store {
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(dynamo)?
+                .map_err(dynamo)
+                .map(|out| self.measured(out))?
                 .count;
             if count >= max_subscriptions as i32 {
                 return Err(SubscribeError::TooMany(max_subscriptions));
@@ -486,6 +593,7 @@ impl Store {
             .client
             .query()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
             .expression_attribute_values(":pk", s(channel_pk(channel)))
             .expression_attribute_values(":s", s(SUBSCRIPTION_PREFIX))
@@ -495,7 +603,8 @@ impl Store {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(dynamo)?;
+            .map_err(dynamo)
+            .map(|out| self.measured(out))?;
         let ids = out
             .items()
             .iter()
@@ -524,12 +633,14 @@ impl Store {
             .client
             .get_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key("pk", s(&pk))
             .key("sk", s(EPOCH_SK))
             .consistent_read(true)
             .send()
             .await
-            .map_err(dynamo)?
+            .map_err(dynamo)
+            .map(|out| self.measured(out))?
             .item
             .map(serde_dynamo::from_item::<_, EpochItem>)
             .transpose()?;
@@ -543,6 +654,7 @@ impl Store {
             .client
             .query()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
             .expression_attribute_values(":pk", s(&pk))
             .expression_attribute_values(":d", s(format!("{DELTA_PREFIX}{}#", epoch.ep)))
@@ -553,7 +665,8 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(dynamo)?;
+            .map_err(dynamo)
+            .map(|out| self.measured(out))?;
         let now = clock::now_secs();
         let newest = out.items().first().map(|item| {
             (
@@ -595,6 +708,7 @@ impl Store {
                 .client
                 .query()
                 .table_name(&self.table)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                 .expression_attribute_values(":pk", s(channel_pk(channel)))
                 .expression_attribute_values(":from", s(delta_sk(epoch, after.saturating_add(1))))
@@ -604,7 +718,8 @@ impl Store {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(dynamo)?;
+                .map_err(dynamo)
+                .map(|out| self.measured(out))?;
             for item in out.items.unwrap_or_default() {
                 let item: DeltaItem = serde_dynamo::from_item(item)?;
                 if item.expired(now) {
@@ -638,12 +753,14 @@ impl Store {
             .client
             .get_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key("pk", s(channel_pk(channel)))
             .key("sk", s(delta_sk(epoch, seq)))
             .consistent_read(true)
             .send()
             .await
-            .map_err(dynamo)?;
+            .map_err(dynamo)
+            .map(|out| self.measured(out))?;
         Ok(out.item.map(serde_dynamo::from_item).transpose()?)
     }
 
@@ -652,12 +769,14 @@ impl Store {
             .client
             .get_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key("pk", s(channel_pk(channel)))
             .key("sk", s(claim_sk(id)))
             .consistent_read(true)
             .send()
             .await
-            .map_err(dynamo)?;
+            .map_err(dynamo)
+            .map(|out| self.measured(out))?;
         let claim: Option<ClaimItem> = out.item.map(serde_dynamo::from_item).transpose()?;
         Ok(claim.filter(|c| c.ttl > clock::now_secs()))
     }
@@ -781,6 +900,7 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .set_item(Some(serde_dynamo::to_item(claim)?))
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":now", n(clock::now_secs()));
@@ -791,7 +911,10 @@ impl Store {
             None => request.condition_expression("attribute_not_exists(pk) OR #ttl < :now"),
         };
         match request.send().await {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                self.measured(out);
+                Ok(true)
+            }
             Err(err) if is_put_condition_failure(&err) => Ok(false),
             Err(err) => Err(dynamo(err)),
         }
@@ -803,6 +926,7 @@ impl Store {
             .client
             .delete_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .key("pk", s(channel_pk(channel)))
             .key("sk", s(claim_sk(id)))
             .condition_expression("lease = :lease")
@@ -810,7 +934,10 @@ impl Store {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                self.measured(out);
+                Ok(())
+            }
             Err(err) => match err.into_service_error() {
                 aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_) => Ok(()),
                 other => Err(StoreError::Dynamo(Box::new(other.into()))),
@@ -835,6 +962,7 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .set_item(Some(item));
         request = match previous {
             Some(previous) => request
@@ -843,7 +971,10 @@ impl Store {
             None => request.condition_expression("attribute_not_exists(pk)"),
         };
         match request.send().await {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                self.measured(out);
+                Ok(true)
+            }
             Err(err) if is_put_condition_failure(&err) => Ok(false),
             Err(err) => Err(dynamo(err)),
         }
@@ -854,12 +985,16 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                self.measured(out);
+                Ok(true)
+            }
             Err(err) if is_put_condition_failure(&err) => Ok(false),
             Err(err) => Err(dynamo(err)),
         }
@@ -879,10 +1014,12 @@ impl Store {
                 let out = self
                     .client
                     .batch_write_item()
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .request_items(&self.table, pending)
                     .send()
                     .await
-                    .map_err(dynamo)?;
+                    .map_err(dynamo)
+                    .map(|out| self.measured(out))?;
                 pending = out
                     .unprocessed_items
                     .and_then(|mut m| m.remove(&self.table))

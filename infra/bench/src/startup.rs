@@ -1,0 +1,1 @@
+//! Start-up time, memory and package size of the function binaries.
