@@ -14,7 +14,7 @@ BIND ?= 127.0.0.1
 USER ?= alice
 TEMPLATE_REGION := us-east-1
 
-.PHONY: help dev test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean
+.PHONY: help dev test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -74,3 +74,34 @@ deploy: sam-build ## sam deploy --guided (needs AWS credentials)
 clean: ## Remove build output and local installs
 	cargo clean
 	rm -rf .local .aws-sam
+
+# Fuzzing: cargo-fuzz (libFuzzer) on the stable toolchain. `--sanitizer none` keeps every
+# rustc flag stable (-Cpasses=sancov-module and -Cllvm-args=-sanitizer-coverage-*), so no
+# nightly and no RUSTC_BOOTSTRAP. Each target starts from a copy of its checked-in seeds
+# (tests/corpus/TARGET) in fuzz/corpus/TARGET; crashes land in fuzz/artifacts/TARGET/ and
+# libFuzzer's output in fuzz/artifacts/TARGET.log.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := frame stream_record capabilities
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := .local/cargo/bin/cargo-fuzz
+
+$(CARGO_FUZZ):
+	cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root .local/cargo
+
+fuzz: $(CARGO_FUZZ) ## Fuzz each target for FUZZ_SECONDS seconds (default 60): make fuzz FUZZ_SECONDS=600
+	@set -uo pipefail; export PATH="$(CURDIR)/.local/cargo/bin:$$PATH"; failed=; \
+	cargo fuzz build --sanitizer none || exit 1; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t; \
+	  cp tests/corpus/$$t/* fuzz/corpus/$$t/; \
+	  log=fuzz/artifacts/$$t.log; \
+	  echo "== $$t: $(FUZZ_SECONDS)s (log: $$log)"; \
+	  if cargo fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) \
+	       -timeout=10 -print_final_stats=1 > $$log 2>&1; then \
+	    grep -a -E '^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs|^stat::' $$log; \
+	  else \
+	    failed="$$failed $$t"; \
+	    grep -a -A3 -E 'panicked at|^SUMMARY|^Failing input:' $$log | cut -c1-300; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi

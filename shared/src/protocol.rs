@@ -239,13 +239,20 @@ impl ClientMessage {
             )));
         }
         let raw: RawFrame<'_> = match serde_json::from_str(frame) {
+            // Serde also reads a struct from an array, field by field in order.
+            Ok(_) if frame.trim_start().starts_with('[') => {
+                return Err(Box::new(ErrorFrame::new(
+                    ErrorCode::BadRequest,
+                    "frame must be a JSON object",
+                )));
+            }
             Ok(raw) => raw,
             Err(err) => return Err(Box::new(explain_parse_error(frame, &err))),
         };
         let reply_id = raw.id.as_deref().and_then(|id| MessageId::parse(id).ok());
         let channel_hint = raw.channel.as_deref().and_then(|c| Channel::parse(c).ok());
         raw.validate(limits).map_err(|(code, message)| {
-            let mut error = ErrorFrame::new(code, message);
+            let mut error = ErrorFrame::new(code, brief(message));
             error.id = reply_id;
             error.channel = channel_hint;
             Box::new(error)
@@ -449,7 +456,7 @@ fn explain_parse_error(frame: &str, err: &serde_json::Error) -> ErrorFrame {
             message.truncate(end);
         }
     }
-    let mut error = ErrorFrame::new(ErrorCode::BadRequest, message);
+    let mut error = ErrorFrame::new(ErrorCode::BadRequest, brief(message));
     error.id = object
         .get("id")
         .and_then(|v| v.as_str())
@@ -459,6 +466,19 @@ fn explain_parse_error(frame: &str, err: &serde_json::Error) -> ErrorFrame {
         .and_then(|v| v.as_str())
         .and_then(|c| Channel::parse(c).ok());
     error
+}
+
+/// Longest error message sent back for a refused frame, in characters.
+const MAX_ERROR_MESSAGE_CHARS: usize = 256;
+
+/// Cuts a message that quotes the frame (an unknown action or field, a mistyped value)
+/// to [`MAX_ERROR_MESSAGE_CHARS`], so a client's huge input is never echoed back whole.
+fn brief(mut message: String) -> String {
+    if let Some((at, _)) = message.char_indices().nth(MAX_ERROR_MESSAGE_CHARS) {
+        message.truncate(at);
+        message.push('…');
+    }
+    message
 }
 
 /// Why a request failed, as on the wire.
@@ -984,5 +1004,70 @@ mod tests {
                 prop_assert_eq!(expect_seq, expect);
             }
         }
+    }
+}
+
+/// Frames found by `fuzz/` (the `frame` target); the inputs it found are kept in
+/// `tests/corpus/frame/crash-*`.
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    #[test]
+    fn error_messages_do_not_echo_huge_input() {
+        let long = "x".repeat(1000);
+        for frame in [
+            format!(r#"{{"{long}":"ping"}}"#),
+            format!(r#"{{"action":"{long}"}}"#),
+            format!(r#"{{"action":"history","channel":"a","since":"{long}"}}"#),
+            r#"{"action":"ping","since":1e308}"#.to_owned(),
+        ] {
+            let e = ClientMessage::parse(&frame, &FrameLimits::default()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(
+                e.message.chars().count() <= MAX_ERROR_MESSAGE_CHARS + 1,
+                "{} characters: {}",
+                e.message.chars().count(),
+                e.message
+            );
+        }
+        let e = ClientMessage::parse(
+            &format!(r#"{{"action":"{long}"}}"#),
+            &FrameLimits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.starts_with("unknown action \"xxx") && e.message.ends_with('…'),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn arrays_are_not_frames() {
+        for frame in [r#"["ping"]"#, r#" ["subscribe", "r1", "chat"]"#] {
+            let e = ClientMessage::parse(frame, &FrameLimits::default()).unwrap_err();
+            assert_eq!(e.message, "frame must be a JSON object", "{frame}");
+        }
+    }
+
+    /// The checked-in fuzz corpus (`tests/corpus/frame/`), replayed on every test run.
+    #[test]
+    fn the_fuzz_corpus_parses_without_panicking() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/frame");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(dir).expect("the corpus exists") {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(frame) = std::str::from_utf8(&bytes)
+                && let Err(error) = ClientMessage::parse(frame, &FrameLimits::default())
+            {
+                assert!(matches!(
+                    error.code,
+                    ErrorCode::BadRequest | ErrorCode::TooLarge
+                ));
+            }
+            replayed += 1;
+        }
+        assert!(replayed >= 10, "only {replayed} corpus files");
     }
 }

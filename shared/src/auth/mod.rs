@@ -310,4 +310,25 @@ mod tests {
         stringly.remove("caps");
         assert!(Identity::from_context(&stringly).is_err());
     }
+
+    /// The checked-in fuzz corpus (`tests/corpus/capabilities/`: a claim, a NUL byte, a
+    /// channel), replayed on every run.
+    #[test]
+    fn the_fuzz_corpus_evaluates_without_panicking() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/capabilities");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(dir).expect("the corpus exists") {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let mut parts = bytes.splitn(2, |b| *b == 0);
+            let claim = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            let channel = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            if let Ok(capabilities) = Capabilities::from_json(&claim) {
+                for action in Action::ALL {
+                    capabilities.grants(&channel, action);
+                }
+            }
+            replayed += 1;
+        }
+        assert!(replayed >= 10, "only {replayed} corpus files");
+    }
 }
