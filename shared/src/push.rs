@@ -13,7 +13,7 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
 /// Why a frame was not delivered.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PushError {
     /// The connection no longer exists (HTTP 410).
     #[error("connection is gone")]

@@ -7,7 +7,7 @@ use deltacast::auth::Identity;
 use deltacast::clock;
 use deltacast::config::Settings;
 use deltacast::protocol::{ClientMessage, ErrorCode, ErrorFrame, ServerMessage};
-use deltacast::push::{Push, PushError};
+use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
 use deltacast::store::Store;
 use lambda_runtime::Error;
 use tracing::{Instrument, debug, error, info_span, warn};
@@ -22,6 +22,16 @@ pub struct App {
     pub settings: Settings,
 }
 
+impl App {
+    /// The retry policy for replies (`PUSH_RETRY_ATTEMPTS`, `PUSH_RETRY_BASE_MS`).
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.settings.push_attempts,
+            base: self.settings.push_backoff_base,
+        }
+    }
+}
+
 /// Who sent a frame, and when.
 pub struct Sender<'a> {
     /// API Gateway's connection id.
@@ -32,6 +42,8 @@ pub struct Sender<'a> {
     pub connected_at: u64,
     /// When API Gateway received the frame (`requestTimeEpoch`), Unix ms.
     pub received_at: u64,
+    /// How hard to try each reply.
+    pub retry: RetryPolicy,
 }
 
 /// The Management API endpoint of the API and stage a request came through.
@@ -60,7 +72,7 @@ pub async fn handle<P: Push>(
         Err(reason) => {
             error!(connection_id, %reason, "message without a verified identity");
             let frame = ErrorFrame::new(ErrorCode::Forbidden, "connection is not authenticated");
-            reply(push, connection_id, &ServerMessage::Error(&frame)).await;
+            reply(push, connection_id, &ServerMessage::Error(&frame), app.retry()).await;
             return Ok(response);
         }
     };
@@ -69,7 +81,7 @@ pub async fn handle<P: Push>(
         Ok(message) => message,
         Err(frame) => {
             debug!(connection_id, code = ?frame.code, "bad frame");
-            reply(push, connection_id, &ServerMessage::Error(&frame)).await;
+            reply(push, connection_id, &ServerMessage::Error(&frame), app.retry()).await;
             return Ok(response);
         }
     };
@@ -88,6 +100,7 @@ pub async fn handle<P: Push>(
             .ok()
             .filter(|at| *at > 0)
             .unwrap_or_else(clock::now_ms),
+        retry: app.retry(),
     };
     async {
         if let Err(err) = dispatch(&message, &sender, app, push).await {
@@ -107,6 +120,7 @@ pub async fn handle<P: Push>(
                 push,
                 connection_id,
                 &ServerMessage::Error(&frame.about(&message)),
+                sender.retry,
             )
             .await;
         }
@@ -165,9 +179,14 @@ async fn dispatch<P: Push>(
     }
 }
 
-/// Sends a frame to a connection; failures are logged, never raised.
-pub async fn reply<P: Push>(push: &P, connection_id: &str, message: &ServerMessage<'_>) {
-    match push.post(connection_id, &message.to_json()).await {
+/// Sends a frame to a connection, with retries; failures are logged, never raised.
+pub async fn reply<P: Push>(
+    push: &P,
+    connection_id: &str,
+    message: &ServerMessage<'_>,
+    retry: RetryPolicy,
+) {
+    match post_with_retry(push, connection_id, &message.to_json(), retry).await {
         Ok(()) | Err(PushError::Gone) => {}
         Err(err) => warn!(connection_id, error = %err, "reply failed"),
     }
@@ -676,6 +695,26 @@ mod tests {
             handle(at(ms, frame(id)), &w.app, &w.push).await.unwrap();
             assert_eq!(w.push.frames(CONN)[0]["type"], expected, "publish {id}");
         }
+    }
+
+    #[tokio::test]
+    async fn catch_up_survives_failed_posts_and_never_goes_silent() {
+        let w = world_with(&[("PUSH_RETRY_BASE_MS", "1")]).await;
+        for i in 1..=3 {
+            w.publish("chat:a", &format!("m{i}"), json!(i)).await;
+        }
+        let subscribe = json!({"action": "subscribe", "channel": "chat:a", "since": 0});
+        w.push.fail_next(CONN, vec![PushError::Failed("500".into()), PushError::Throttled]);
+        let frames = w.send(subscribe.clone()).await;
+        assert_eq!(frames.len(), 4, "three deltas and subscribed, after retries: {frames:?}");
+        assert_eq!(frames[3]["recovered"], true);
+
+        // A delta that cannot be delivered at all: the client still hears `subscribed`.
+        w.push.fail_next(CONN, vec![PushError::Failed("500".into()); 5]);
+        let frames = w.send(subscribe).await;
+        let last = frames.last().expect("a reply");
+        assert_eq!(last["type"], "subscribed");
+        assert_eq!(last["recovered"], false);
     }
 
     /// Frames generated from the protocol's grammar, valid and broken, dispatched against

@@ -262,7 +262,8 @@ pub struct DeltaPage {
     pub more: bool,
 }
 
-const MAX_PUBLISH_ATTEMPTS: u32 = 12;
+/// Attempts at a publish: enough for dozens of publishers racing on one channel.
+const MAX_PUBLISH_ATTEMPTS: u32 = 32;
 
 impl Store {
     /// A store on `table` using `client`.
@@ -787,8 +788,11 @@ impl Store {
         let id = new.id.as_str();
         // The lease of the claim this call holds, once it holds one.
         let mut held: Option<u64> = None;
+        // Waiting helps when another attempt holds the id or won a race for the claim or
+        // the epoch; a seq lost to another message is retried at once with a fresh head.
+        let mut pause = false;
         for attempt in 0..MAX_PUBLISH_ATTEMPTS {
-            if attempt > 0 {
+            if std::mem::take(&mut pause) {
                 tokio::time::sleep(backoff(attempt)).await;
             }
             // Who else is working on this id?
@@ -809,6 +813,7 @@ impl Store {
                     if attempt + 1 == MAX_PUBLISH_ATTEMPTS {
                         return Err(PublishError::InProgress);
                     }
+                    pause = true;
                     continue;
                 }
                 stale_lease = Some(claim.lease);
@@ -836,6 +841,7 @@ impl Store {
                 .await?
             {
                 held = None;
+                pause = true;
                 continue;
             }
             held = Some(lease);
@@ -845,6 +851,7 @@ impl Store {
                     .start_epoch(channel, &epoch, state.recorded.as_deref())
                     .await?
             {
+                pause = true;
                 continue;
             }
 

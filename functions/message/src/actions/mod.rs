@@ -7,7 +7,7 @@ pub mod subscribe;
 use deltacast::auth::Action;
 use deltacast::clock;
 use deltacast::protocol::{Channel, ErrorCode, ErrorFrame, MessageId, ServerMessage};
-use deltacast::push::{Push, PushError};
+use deltacast::push::{Push, PushError, post_with_retry};
 use deltacast::store::StoreError;
 
 use crate::handler::{App, Sender};
@@ -49,13 +49,14 @@ pub fn authorize(
     }
 }
 
-/// Posts one frame to the sender.
+/// Posts one frame to the sender, retrying throttling and transient failures as the
+/// fan-out does (a lost reply would leave the client waiting).
 pub async fn send<P: Push>(
     push: &P,
     sender: &Sender<'_>,
     message: &ServerMessage<'_>,
 ) -> Result<(), ActionError> {
-    Ok(push.post(sender.connection_id, &message.to_json()).await?)
+    Ok(post_with_retry(push, sender.connection_id, &message.to_json(), sender.retry).await?)
 }
 
 /// `unsubscribe`: removes the subscription (a no-op when there is none).

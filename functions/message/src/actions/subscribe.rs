@@ -3,7 +3,8 @@
 
 use deltacast::auth::Action;
 use deltacast::protocol::{Channel, ErrorCode, MessageId, ServerMessage};
-use deltacast::push::Push;
+use deltacast::push::{Push, PushError};
+use tracing::warn;
 use deltacast::store::{Head, SubscribeError};
 
 use super::{ActionError, authorize, send};
@@ -91,9 +92,18 @@ async fn catch_up<P: Push>(
         .iter()
         .zip(since + 1..)
         .all(|(delta, expected)| delta.seq == expected);
-    let complete = page.deltas.last().is_some_and(|d| d.seq >= head.seq) && !page.more;
+    let mut complete = page.deltas.last().is_some_and(|d| d.seq >= head.seq) && !page.more;
     for delta in &page.deltas {
-        send(push, sender, &ServerMessage::Delta(delta)).await?;
+        match send(push, sender, &ServerMessage::Delta(delta)).await {
+            Ok(()) => {}
+            Err(ActionError::Push(PushError::Gone)) => return Err(PushError::Gone.into()),
+            Err(err) => {
+                // The client gets `subscribed` with `recovered: false` rather than silence.
+                warn!(error = %err, seq = delta.seq, "catch-up interrupted");
+                complete = false;
+                break;
+            }
+        }
     }
     Ok(contiguous && complete)
 }
