@@ -9,6 +9,7 @@
 //! parallel.
 
 pub mod events;
+pub mod load;
 pub mod push;
 pub mod stack;
 pub mod tokens;
