@@ -43,6 +43,15 @@ test: dynamodb-local template-lint ## Run every test (DynamoDB Local is started 
 	cargo build --workspace --bins --examples; \
 	DELTACAST_TEST_DYNAMODB=http://127.0.0.1:$$port cargo test --workspace --no-fail-fast
 
+BENCH_ARGS ?=
+bench: dynamodb-local ## Measure start-up, memory, size, fan-out, latency, cost and loss (target/bench/)
+	cargo build --release --bins --examples
+	@set -euo pipefail; \
+	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
+	$(DDB) start $$port; \
+	trap '$(DDB) stop '$$port EXIT; \
+	target/release/deltacast-bench run --dynamodb http://127.0.0.1:$$port $(BENCH_ARGS)
+
 lint: fmt template-lint ## cargo fmt --check, clippy -D warnings, template checks
 	cargo clippy --workspace --all-targets -- -D warnings
 

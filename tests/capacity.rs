@@ -18,8 +18,19 @@ async fn metered() -> (Store, CapacityMeter) {
     (fresh_store().await.with_meter(meter.clone()), meter)
 }
 
-async fn publish(store: &Store, connection: &str, channel: &Channel, id: &str, data: &Payload) -> u64 {
-    assert!(store.take_publish_token(connection, deltacast::clock::now_ms(), RATE).await.unwrap());
+async fn publish(
+    store: &Store,
+    connection: &str,
+    channel: &Channel,
+    id: &str,
+    data: &Payload,
+) -> u64 {
+    assert!(
+        store
+            .take_publish_token(connection, deltacast::clock::now_ms(), RATE)
+            .await
+            .unwrap()
+    );
     let id = MessageId::parse(id).unwrap();
     store
         .publish(NewDelta {
@@ -37,31 +48,47 @@ async fn publish(store: &Store, connection: &str, channel: &Channel, id: &str, d
 #[tokio::test]
 async fn a_publish_of_a_small_delta_writes_three_units() {
     let (store, meter) = metered().await;
-    store.put_connection(&events::new_connection("c1", "alice")).await.unwrap();
+    store
+        .put_connection(&events::new_connection("c1", "alice"))
+        .await
+        .unwrap();
     let channel = Channel::parse("chat:cost").unwrap();
     let data = Payload::from_json(format!("\"{}\"", "x".repeat(700))).unwrap();
 
     meter.reset();
     publish(&store, "c1", &channel, "m1", &data).await;
     let first = meter.total();
-    assert_eq!(first.write_units, 4.0, "bucket + claim + delta + the new epoch item");
+    assert_eq!(
+        first.write_units, 4.0,
+        "bucket + claim + delta + the new epoch item"
+    );
 
     meter.reset();
     publish(&store, "c1", &channel, "m2", &data).await;
     let steady = meter.total();
     assert_eq!(steady.write_units, 3.0, "bucket + claim + delta");
-    assert_eq!(steady.read_units, 4.0, "bucket, claim, epoch and newest delta, strongly consistent");
+    assert_eq!(
+        steady.read_units, 4.0,
+        "bucket, claim, epoch and newest delta, strongly consistent"
+    );
 
     let big = Payload::from_json(format!("\"{}\"", "x".repeat(2500))).unwrap();
     meter.reset();
     publish(&store, "c1", &channel, "m3", &big).await;
-    assert_eq!(meter.total().write_units, 5.0, "a ~2.6 KB delta bills 3 units");
+    assert_eq!(
+        meter.total().write_units,
+        5.0,
+        "a ~2.6 KB delta bills 3 units"
+    );
 }
 
 #[tokio::test]
 async fn a_duplicate_publish_writes_nothing() {
     let (store, meter) = metered().await;
-    store.put_connection(&events::new_connection("c1", "alice")).await.unwrap();
+    store
+        .put_connection(&events::new_connection("c1", "alice"))
+        .await
+        .unwrap();
     let channel = Channel::parse("chat:dup").unwrap();
     let data = Payload::from_json("1".into()).unwrap();
     let id = MessageId::parse("same").unwrap();
@@ -84,7 +111,13 @@ async fn reading_a_channels_subscribers_costs_little_per_delivery() {
     let channel = Channel::parse("chat:fan").unwrap();
     for i in 0..100 {
         store
-            .subscribe(&format!("conn-{i:04}"), "user", &channel, deltacast::clock::now_ms(), 100)
+            .subscribe(
+                &format!("conn-{i:04}"),
+                "user",
+                &channel,
+                deltacast::clock::now_ms(),
+                100,
+            )
             .await
             .unwrap();
     }
@@ -92,5 +125,8 @@ async fn reading_a_channels_subscribers_costs_little_per_delivery() {
     let (ids, next) = store.subscribers_page("chat:fan", None).await.unwrap();
     assert_eq!((ids.len(), next), (100, None));
     let per_delivery = meter.total().read_units / 100.0;
-    assert!(per_delivery <= 0.05, "{per_delivery} read units per delivery");
+    assert!(
+        per_delivery <= 0.05,
+        "{per_delivery} read units per delivery"
+    );
 }

@@ -295,6 +295,8 @@ pub struct LatencyMs {
     pub mean: f64,
     /// Samples (live deliveries).
     pub count: u64,
+    /// The distribution: the latency at each percent from 1 to 100, ms (for plots).
+    pub percentiles: Vec<f64>,
 }
 
 /// Rates over the publish phase.
@@ -2318,6 +2320,13 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         max: ms(histogram.max()),
         mean: histogram.mean() / 1000.0,
         count: histogram.len(),
+        percentiles: if histogram.is_empty() {
+            Vec::new()
+        } else {
+            (1..=100)
+                .map(|p| ms(histogram.value_at_quantile(f64::from(p) / 100.0)))
+                .collect()
+        },
     };
 
     report.publishes_sent = totals.publishes_sent;

@@ -72,7 +72,13 @@ pub async fn handle<P: Push>(
         Err(reason) => {
             error!(connection_id, %reason, "message without a verified identity");
             let frame = ErrorFrame::new(ErrorCode::Forbidden, "connection is not authenticated");
-            reply(push, connection_id, &ServerMessage::Error(&frame), app.retry()).await;
+            reply(
+                push,
+                connection_id,
+                &ServerMessage::Error(&frame),
+                app.retry(),
+            )
+            .await;
             return Ok(response);
         }
     };
@@ -81,7 +87,13 @@ pub async fn handle<P: Push>(
         Ok(message) => message,
         Err(frame) => {
             debug!(connection_id, code = ?frame.code, "bad frame");
-            reply(push, connection_id, &ServerMessage::Error(&frame), app.retry()).await;
+            reply(
+                push,
+                connection_id,
+                &ServerMessage::Error(&frame),
+                app.retry(),
+            )
+            .await;
             return Ok(response);
         }
     };
@@ -704,13 +716,21 @@ mod tests {
             w.publish("chat:a", &format!("m{i}"), json!(i)).await;
         }
         let subscribe = json!({"action": "subscribe", "channel": "chat:a", "since": 0});
-        w.push.fail_next(CONN, vec![PushError::Failed("500".into()), PushError::Throttled]);
+        w.push.fail_next(
+            CONN,
+            vec![PushError::Failed("500".into()), PushError::Throttled],
+        );
         let frames = w.send(subscribe.clone()).await;
-        assert_eq!(frames.len(), 4, "three deltas and subscribed, after retries: {frames:?}");
+        assert_eq!(
+            frames.len(),
+            4,
+            "three deltas and subscribed, after retries: {frames:?}"
+        );
         assert_eq!(frames[3]["recovered"], true);
 
         // A delta that cannot be delivered at all: the client still hears `subscribed`.
-        w.push.fail_next(CONN, vec![PushError::Failed("500".into()); 5]);
+        w.push
+            .fail_next(CONN, vec![PushError::Failed("500".into()); 5]);
         let frames = w.send(subscribe).await;
         let last = frames.last().expect("a reply");
         assert_eq!(last["type"], "subscribed");

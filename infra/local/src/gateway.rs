@@ -121,6 +121,8 @@ struct Connection {
 struct Shared<F> {
     routes: Routes<F>,
     config: GatewayConfig,
+    /// The Management API faults in force (they can change while running).
+    faults: std::sync::RwLock<ManagementFaults>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     stats: GatewayStats,
     shutdown: CancellationToken,
@@ -168,6 +170,7 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
         })?;
         let shared = Arc::new(Shared {
             routes,
+            faults: std::sync::RwLock::new(config.faults.clone()),
             config,
             connections: Mutex::new(HashMap::new()),
             stats: GatewayStats::default(),
@@ -210,6 +213,39 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
     /// How many connections are open.
     pub fn open_connections(&self) -> usize {
         self.shared.connections.lock().expect("lock").len()
+    }
+
+    /// The ids of the open connections.
+    pub fn connection_ids(&self) -> Vec<String> {
+        self.shared
+            .connections
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Changes the Management API faults from now on.
+    pub fn set_faults(&self, faults: ManagementFaults) {
+        *self.shared.faults.write().expect("faults lock") = faults;
+    }
+
+    /// Queues a text frame for a connection without going through the Management API
+    /// (the benchmark's ceiling for raw WebSocket sends). Returns whether it exists.
+    pub fn send(&self, connection_id: &str, text: &str) -> bool {
+        let connection = self
+            .shared
+            .connections
+            .lock()
+            .expect("lock")
+            .get(connection_id)
+            .cloned();
+        connection.is_some_and(|c| {
+            c.outbound
+                .send(Outbound::Frame(Message::text(text.to_owned())))
+                .is_ok()
+        })
     }
 
     /// Closes every connection (each gets its `$disconnect`) and stops listening.
@@ -826,7 +862,7 @@ async fn manage<F: Invoke + Clone + 'static>(
     let connection = shared.connections.lock().expect("lock").get(&id).cloned();
     match parts.method.as_str() {
         "POST" => {
-            let faults = &shared.config.faults;
+            let faults = shared.faults.read().expect("faults lock").clone();
             if !faults.latency.is_zero() {
                 tokio::time::sleep(faults.latency).await;
             }

@@ -4,8 +4,8 @@
 use deltacast::auth::Action;
 use deltacast::protocol::{Channel, ErrorCode, MessageId, ServerMessage};
 use deltacast::push::{Push, PushError};
-use tracing::warn;
 use deltacast::store::{Head, SubscribeError};
+use tracing::warn;
 
 use super::{ActionError, authorize, send};
 use crate::handler::{App, Sender};

@@ -148,6 +148,7 @@ pub(super) async fn start(shared: &Arc<Shared>, id: u64, job: Job) -> Result<Ins
     };
     debug!(function = %config.name, instance = id, pid = child.id(), api = %address, "instance started");
     shared.record(|stats| stats.instances_started += 1);
+    shared.record_pid(id, child.id());
 
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(forward_lines(stdout, shared.clone(), id, Stream::Stdout));
@@ -263,6 +264,10 @@ struct Pending {
 struct Running {
     job: Job,
     delivered_at: Instant,
+    /// `delivered_at` on the wall clock, for [`FunctionStats::invocation_log`].
+    ///
+    /// [`FunctionStats::invocation_log`]: super::FunctionStats::invocation_log
+    delivered_wall: SystemTime,
     deadline: Instant,
     /// Fault injection killed the process; its answers no longer count.
     doomed: bool,
@@ -370,7 +375,7 @@ impl Task {
                             error_type: error.error_type,
                             error_message: error.error_message,
                         });
-                        self.settle(running.job, running.delivered_at, result, true);
+                        self.settle_running(running, result, true);
                     }
                     running => {
                         self.running = running;
@@ -410,7 +415,8 @@ impl Task {
             return;
         };
         let timeout = self.shared.config.timeout;
-        let deadline_ms = (SystemTime::now() + timeout)
+        let delivered_wall = SystemTime::now();
+        let deadline_ms = (delivered_wall + timeout)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {
                 u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
@@ -443,9 +449,17 @@ impl Task {
         self.running = Some(Running {
             job: pending.job,
             delivered_at: now,
+            delivered_wall,
             deadline: now + timeout,
             doomed,
         });
+    }
+
+    /// Settles the invocation the process fetched, and logs it.
+    fn settle_running(&self, running: Running, result: Result<Value, InvokeError>, reusable: bool) {
+        self.shared
+            .record_invocation(running.delivered_wall, running.delivered_at.elapsed());
+        self.settle(running.job, running.delivered_at, result, reusable);
     }
 
     fn settle(&self, job: Job, since: Instant, result: Result<Value, InvokeError>, reusable: bool) {
@@ -468,6 +482,7 @@ impl Task {
             }
         }
         self.server.abort();
+        self.shared.record_pid(self.id, None);
         let running = self.running.take();
         let pending = self.pending.take();
         match end {
@@ -478,7 +493,7 @@ impl Task {
                 }
                 if let Some(running) = running {
                     let crashed = InvokeError::Crashed(status.clone());
-                    self.settle(running.job, running.delivered_at, Err(crashed), false);
+                    self.settle_running(running, Err(crashed), false);
                 }
                 if let Some(pending) = pending {
                     let error = if self.initialized {
@@ -518,13 +533,13 @@ impl Task {
             End::Timeout => {
                 if let Some(running) = running {
                     let timeout = InvokeError::Timeout(self.shared.config.timeout);
-                    self.settle(running.job, running.delivered_at, Err(timeout), false);
+                    self.settle_running(running, Err(timeout), false);
                 }
             }
             End::Shutdown | End::Discarded => {
                 let stopped = || InvokeError::Unavailable("the function was shut down".to_owned());
                 if let Some(running) = running {
-                    self.settle(running.job, running.delivered_at, Err(stopped()), false);
+                    self.settle_running(running, Err(stopped()), false);
                 }
                 if let Some(pending) = pending {
                     self.settle(pending.job, pending.accepted_at, Err(stopped()), false);

@@ -50,7 +50,7 @@ use std::{
     future::Future,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use axum::body::Bytes;
@@ -64,6 +64,8 @@ use crate::invoke::{Invoke, InvokeError};
 
 /// How many init durations [`FunctionStats`] keeps (the most recent ones).
 const MAX_INIT_SAMPLES: usize = 1024;
+/// How many invocations [`FunctionStats::invocation_log`] keeps (the most recent ones).
+const MAX_LOGGED_INVOCATIONS: usize = 4096;
 /// How many instances one invocation tries before giving up (instances that died while
 /// idle are found out only when they are given a job).
 const MAX_ATTEMPTS: usize = 4;
@@ -110,6 +112,12 @@ pub struct FunctionStats {
     pub crashes: u64,
     /// Init durations (spawn to first `next`) of the most recent instances, oldest first.
     pub init_durations: Vec<Duration>,
+    /// Process ids of the instances that exist now (idle, busy or starting), oldest first.
+    pub pids: Vec<u32>,
+    /// The most recent invocations that reached a process: when the process fetched the
+    /// event (wall clock) and how long it took to answer, fail or die, in the order they
+    /// ended. Invocations that never reached a process are not listed.
+    pub invocation_log: Vec<(SystemTime, Duration)>,
 }
 
 /// A function: a pool of instances of one binary. Clones share the pool.
@@ -123,14 +131,29 @@ pub struct Function {
 struct Shared {
     config: FunctionConfig,
     arn: Arc<str>,
-    stats: Mutex<FunctionStats>,
+    record: Mutex<Record>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
+/// What [`Function::stats`] reports, kept in the shapes that are cheap to update.
+#[derive(Default)]
+struct Record {
+    /// Counters and init durations; `pids` and `invocation_log` are filled in snapshots.
+    stats: FunctionStats,
+    /// Live instances: instance number to process id.
+    pids: BTreeMap<u64, u32>,
+    /// See [`FunctionStats::invocation_log`].
+    invocations: VecDeque<(SystemTime, Duration)>,
+}
+
 impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn record(&self, update: impl FnOnce(&mut FunctionStats)) {
-        update(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+        update(&mut self.lock().stats);
     }
 
     fn record_init(&self, init: Duration) {
@@ -140,6 +163,24 @@ impl Shared {
             }
             stats.init_durations.push(init);
         });
+    }
+
+    /// Instance `instance` runs as process `pid`, or (`None`) is gone.
+    fn record_pid(&self, instance: u64, pid: Option<u32>) {
+        let mut record = self.lock();
+        match pid {
+            Some(pid) => record.pids.insert(instance, pid),
+            None => record.pids.remove(&instance),
+        };
+    }
+
+    /// An invocation that the process fetched at `started` ended after `duration`.
+    fn record_invocation(&self, started: SystemTime, duration: Duration) {
+        let mut record = self.lock();
+        if record.invocations.len() >= MAX_LOGGED_INVOCATIONS {
+            record.invocations.pop_front();
+        }
+        record.invocations.push_back((started, duration));
     }
 }
 
@@ -186,7 +227,7 @@ impl Function {
         let shared = Arc::new(Shared {
             config,
             arn: arn.into(),
-            stats: Mutex::default(),
+            record: Mutex::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -223,12 +264,17 @@ impl Function {
 
     /// A snapshot of the function's counters.
     pub fn stats(&self) -> FunctionStats {
-        self.inner
-            .shared
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let record = self.inner.shared.lock();
+        FunctionStats {
+            pids: record.pids.values().copied().collect(),
+            invocation_log: record.invocations.iter().copied().collect(),
+            ..record.stats.clone()
+        }
+    }
+
+    /// Process ids of the instances that exist now, oldest first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.inner.shared.lock().pids.values().copied().collect()
     }
 }
 

@@ -123,6 +123,38 @@ async fn echo_round_trip_then_warm_reuse() {
 }
 
 #[tokio::test]
+async fn stats_name_live_processes_and_log_invocations() {
+    bounded(async {
+        // GIVEN a function with no instance
+        let function = Function::new(config("LoggedFunction"));
+        assert!(function.pids().is_empty());
+        let before = SystemTime::now();
+
+        // WHEN it is invoked twice, the first invocation taking 200 ms, and once with an error
+        let first = function.invoke(json!({ "sleep_ms": 200 })).await;
+        let second = function.invoke(json!({ "echo": 1 })).await;
+        let failed = function.invoke(json!({ "error": "no" })).await;
+        assert!(failed.is_err());
+
+        // THEN the one live process is named, and the three invocations are logged in order
+        let stats = function.stats();
+        assert_eq!(stats.pids, vec![pid(&first)]);
+        assert_eq!(function.pids(), vec![pid(&second)]);
+        let log = &stats.invocation_log;
+        assert_eq!(log.len(), 3);
+        assert!(log[0].0 >= before);
+        assert!(log[0].1 >= Duration::from_millis(200));
+        assert!(log[1].0 >= log[0].0 + log[0].1);
+        assert!(log[2].0 >= log[1].0);
+        // AND once the function is shut down no process is listed
+        function.shutdown().await;
+        assert!(function.stats().pids.is_empty());
+        assert_eq!(function.stats().invocation_log.len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_process_gets_lambda_headers_and_environment() {
     bounded(async {
         // GIVEN a function with its own environment, and a variable set in the gateway
