@@ -11,7 +11,8 @@ PY_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2
 DYNAMODB_PORT ?= 8000
 PORT ?= 3001
 BIND ?= 127.0.0.1
-USER ?= alice
+# USER is usually set in the environment; only a USER=... on the command line counts here.
+TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),alice)
 TEMPLATE_REGION := us-east-1
 
 .PHONY: help dev test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
@@ -30,7 +31,7 @@ dev: build dynamodb-local ## Run the whole stack locally (WebSocket on ws://127.
 	  --dynamodb http://127.0.0.1:$(DYNAMODB_PORT) $(DEV_ARGS)
 
 token: ## Print a development token: make token USER=bob
-	@cargo run -q -p deltacast-local -- token --user $(USER)
+	@cargo run -q -p deltacast-local -- token --user $(TOKEN_USER)
 
 dynamodb-local: ## Install DynamoDB Local (and Java 17 if missing)
 	@$(DDB) install
@@ -74,8 +75,9 @@ lambda: tools ## Build deployable Lambda zips with cargo-lambda (arm64, release)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
 	  --bin authorizer --bin connect --bin disconnect --bin message --bin fanout
 
-sam-build: tools ## sam build (cargo-lambda build method)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam build --beta-features
+SAM_ARGS ?=
+sam-build: tools ## sam build (cargo-lambda build method); SAM_ARGS="--parameter-overrides Architecture=x86_64"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam build --beta-features $(SAM_ARGS)
 
 deploy: sam-build ## sam deploy --guided (needs AWS credentials)
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam deploy --guided
