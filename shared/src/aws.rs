@@ -68,6 +68,32 @@ pub fn store(sdk: &SdkConfig, settings: &Settings) -> Store {
     )
 }
 
+/// A pooled hyper client with rustls and the system's trust roots, for the calls made
+/// without the SDK (Management API posts, JWKS). Plain `http://` is allowed for local
+/// endpoints. Loading the roots is the slow part, so build it on first use.
+pub(crate) fn hyper_client<B>() -> std::io::Result<HyperClient<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+/// What [`hyper_client`] builds.
+pub(crate) type HyperClient<B> = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    B,
+>;
+
 /// The SDK's default HTTPS client — hyper 1 with rustls on aws-lc, the system's trust
 /// roots, proxies from the environment — whose trust roots load on first use.
 fn https_client() -> SharedHttpClient {

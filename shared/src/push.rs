@@ -21,10 +21,6 @@ use aws_sigv4::sign::v4::SigningParams;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::{Mutex, OnceCell};
 
@@ -40,9 +36,13 @@ pub enum PushError {
     /// The frame is over API Gateway's 128 KB limit.
     #[error("frame too large")]
     TooLarge,
-    /// The caller may not post to this connection (HTTP 403).
+    /// The caller may not post to this connection (HTTP 403): the function's role or
+    /// the endpoint is wrong, so every post fails alike.
     #[error("forbidden")]
     Forbidden,
+    /// Any other 4xx: this request is wrong and sending it again cannot help.
+    #[error("post rejected: {0}")]
+    Rejected(String),
     /// Anything else: a 5xx, a timeout, a network error.
     #[error("post failed: {0}")]
     Failed(String),
@@ -76,7 +76,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Longest a post may take before it counts as failed (and may be retried).
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = crate::aws::HyperClient<Full<Bytes>>;
 
 /// The API Gateway Management API of one API stage.
 pub struct ManagementApi {
@@ -124,14 +124,8 @@ impl ManagementApi {
     async fn client(&self) -> Result<&HttpClient, PushError> {
         self.client
             .get_or_try_init(|| async {
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_native_roots()
-                    .map_err(|e| PushError::Failed(format!("no TLS root certificates: {e}")))?
-                    .https_or_http()
-                    .enable_http1()
-                    .enable_http2()
-                    .build();
-                Ok(Client::builder(TokioExecutor::new()).build(connector))
+                crate::aws::hyper_client()
+                    .map_err(|e| PushError::Failed(format!("no TLS root certificates: {e}")))
             })
             .await
     }
@@ -219,7 +213,14 @@ fn classify(status: u16, kind: &str) -> PushError {
         ("LimitExceededException", _) | (_, 429) => PushError::Throttled,
         ("PayloadTooLargeException", _) | (_, 413) => PushError::TooLarge,
         ("ForbiddenException", _) | (_, 403) => PushError::Forbidden,
-        (kind, status) => PushError::Failed(format!("HTTP {status} {kind}").trim_end().to_owned()),
+        (kind, status) => {
+            let what = format!("HTTP {status} {kind}").trim_end().to_owned();
+            if (400..500).contains(&status) {
+                PushError::Rejected(what)
+            } else {
+                PushError::Failed(what)
+            }
+        }
     }
 }
 
@@ -402,7 +403,13 @@ mod tests {
             api.post("c", "f").await,
             Err(PushError::Failed(_))
         ));
-        let api = ManagementApi::new(&sdk_config(), "http://127.0.0.1:9/prod");
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let api = ManagementApi::new(&sdk_config(), &format!("http://127.0.0.1:{port}/prod"));
         assert!(
             matches!(api.post("c", "f").await, Err(PushError::Failed(_))),
             "nothing listens"
@@ -425,6 +432,12 @@ mod tests {
             other,
             PushError::Failed("HTTP 500 InternalServerErrorException".into())
         );
+        let bad = classify(400, "BadRequestException");
+        assert_eq!(
+            bad,
+            PushError::Rejected("HTTP 400 BadRequestException".into())
+        );
+        assert!(!bad.retryable(), "a wrong request stays wrong");
     }
 
     #[test]

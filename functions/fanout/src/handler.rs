@@ -1,12 +1,20 @@
 //! Delivers a batch of stream records (new delta items) to subscribers.
 //!
 //! DynamoDB Streams orders records per item only, and every delta is its own item, so the
-//! batch is sorted by (channel, seq) here and each connection gets its deltas of a channel
-//! one after another, in seq order. Connections are served concurrently, up to
-//! `concurrency` posts in flight. A post that keeps failing after its retries marks its
-//! delta (and the connection's later ones) failed; those records are reported in
-//! `batchItemFailures`, Lambda retries from the lowest one, and clients drop the
-//! duplicates by seq. A connection that answers 410 is removed with its subscriptions.
+//! batch is sorted by (channel, epoch, seq) here (epochs in the order they first appear)
+//! and each connection gets its deltas of a channel one after another, in seq order.
+//! Connections are served concurrently, up to `concurrency` posts in flight.
+//!
+//! What a failed post means for its record:
+//! - 410: the connection is gone; it is removed with its subscriptions, nothing fails.
+//! - 429, 5xx, timeouts: retried with backoff; if it still fails, its delta (and the
+//!   connection's later ones) are reported in `batchItemFailures`. Lambda retries from
+//!   the first of them, and clients drop the re-sent seqs.
+//! - 403: the function may not post at all (role or endpoint misconfigured), so the
+//!   record fails too and ends up in the on-failure queue rather than being dropped.
+//! - Any other 4xx (a frame over the limit, a malformed request): sending it again cannot
+//!   help and would hold up the shard, so it is logged and skipped for that connection;
+//!   the client sees a seq gap and fetches `history`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -34,6 +42,8 @@ pub struct Fanout<P> {
 
 /// One delta of the batch, with the stream record it came from.
 struct Pending {
+    /// The record's place in the batch, which is stream order.
+    position: usize,
     sequence_number: String,
     delta: Delta,
     frame: String,
@@ -41,10 +51,15 @@ struct Pending {
 
 /// What happened to one connection's share of the batch.
 enum Outcome {
-    Delivered(usize),
+    /// Delivered this many; skipped this many that can never be delivered.
+    Delivered(usize, usize),
     Gone,
-    /// Delivered this many, then failed on the next one.
-    Failed(usize, PushError),
+    /// Delivered `delivered`, then failed on the delta at `from` in the connection's list.
+    Failed {
+        delivered: usize,
+        from: usize,
+        error: PushError,
+    },
 }
 
 impl<P: Push> Fanout<P> {
@@ -52,8 +67,17 @@ impl<P: Push> Fanout<P> {
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let started = Instant::now();
         let mut pending = decode(event.records);
-        pending.sort_by(|a, b| {
-            (a.delta.channel.as_str(), a.delta.seq).cmp(&(b.delta.channel.as_str(), b.delta.seq))
+        // A channel's history can start over (a new epoch, seqs from 1) between two of
+        // its records; the new epoch's deltas come after the old one's in the stream.
+        let mut epoch_order: HashMap<(String, String), usize> = HashMap::new();
+        for p in &pending {
+            epoch_order
+                .entry((p.delta.channel.clone(), p.delta.epoch.clone()))
+                .or_insert(p.position);
+        }
+        pending.sort_by_cached_key(|p| {
+            let epoch = epoch_order[&(p.delta.channel.clone(), p.delta.epoch.clone())];
+            (p.delta.channel.clone(), epoch, p.delta.seq)
         });
 
         // connection id → its deltas (indexes into `pending`), channel by channel in seq order.
@@ -91,20 +115,27 @@ impl<P: Push> Fanout<P> {
             .collect()
             .await;
 
-        let (mut delivered, mut gone, mut failures) = (0usize, 0usize, 0usize);
+        let (mut delivered, mut skipped, mut gone, mut failures) = (0usize, 0, 0, 0);
         let mut dead = Vec::new();
         for (connection, deltas, outcome) in outcomes {
             match outcome {
-                Outcome::Delivered(n) => delivered += n,
+                Outcome::Delivered(n, s) => {
+                    delivered += n;
+                    skipped += s;
+                }
                 Outcome::Gone => {
                     gone += 1;
                     dead.push(connection);
                 }
-                Outcome::Failed(n, err) => {
+                Outcome::Failed {
+                    delivered: n,
+                    from,
+                    error,
+                } => {
                     delivered += n;
                     failures += 1;
-                    warn!(connection_id = connection, error = %err, "delivery failed after retries");
-                    failed.extend(&deltas[n..]);
+                    warn!(connection_id = connection, %error, "delivery failed after retries");
+                    failed.extend(&deltas[from..]);
                 }
             }
         }
@@ -119,12 +150,9 @@ impl<P: Push> Fanout<P> {
             .await;
 
         let mut response = DynamoDbEventResponse::default();
+        // In stream order, so the first failure is the record Lambda resumes from.
         let mut failed: Vec<usize> = failed.into_iter().collect();
-        failed.sort_by(|a, b| {
-            pending[*a]
-                .sequence_number
-                .cmp(&pending[*b].sequence_number)
-        });
+        failed.sort_by_key(|i| pending[*i].position);
         response.batch_item_failures = failed
             .into_iter()
             .map(|i| {
@@ -136,6 +164,7 @@ impl<P: Push> Fanout<P> {
         info!(
             deltas = pending.len(),
             delivered,
+            skipped,
             gone,
             failed_connections = failures,
             failed_records = response.batch_item_failures.len(),
@@ -159,15 +188,32 @@ impl<P: Push> Fanout<P> {
     }
 
     async fn deliver(&self, connection: &str, deltas: &[usize], pending: &[Pending]) -> Outcome {
+        let mut skipped = 0;
         for (n, index) in deltas.iter().enumerate() {
-            match post_with_retry(&self.push, connection, &pending[*index].frame, self.retry).await
-            {
+            let delta = &pending[*index];
+            match post_with_retry(&self.push, connection, &delta.frame, self.retry).await {
                 Ok(()) => {}
                 Err(PushError::Gone) => return Outcome::Gone,
-                Err(err) => return Outcome::Failed(n, err),
+                Err(err @ (PushError::TooLarge | PushError::Rejected(_))) => {
+                    error!(
+                        connection_id = connection,
+                        channel = delta.delta.channel,
+                        seq = delta.delta.seq,
+                        error = %err,
+                        "delta cannot be delivered to this connection; skipped"
+                    );
+                    skipped += 1;
+                }
+                Err(error) => {
+                    return Outcome::Failed {
+                        delivered: n - skipped,
+                        from: n,
+                        error,
+                    };
+                }
             }
         }
-        Outcome::Delivered(deltas.len())
+        Outcome::Delivered(deltas.len() - skipped, skipped)
     }
 }
 
@@ -175,21 +221,19 @@ impl<P: Push> Fanout<P> {
 /// record cannot block the stream.
 fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
     let mut pending = Vec::with_capacity(records.len());
-    let mut seen: HashMap<(String, u64, String), ()> = HashMap::new();
-    for record in records {
+    let mut seen: HashSet<(String, u64, String)> = HashSet::new();
+    for (position, record) in records.into_iter().enumerate() {
         let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
         match delta_of(record) {
             StreamDelta::NotADelta => {}
             StreamDelta::Delta(delta) => {
                 // A record delivered twice in one batch is sent once.
-                if seen
-                    .insert((delta.channel.clone(), delta.seq, delta.epoch.clone()), ())
-                    .is_some()
-                {
+                if !seen.insert((delta.channel.clone(), delta.seq, delta.epoch.clone())) {
                     continue;
                 }
                 let frame = delta.to_frame();
                 pending.push(Pending {
+                    position,
                     sequence_number,
                     delta,
                     frame,
@@ -368,6 +412,91 @@ mod tests {
             seqs(&fanout.push.frames("ok")).len(),
             2,
             "other connections are unaffected"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delta_that_can_never_be_delivered_is_skipped_for_that_connection() {
+        let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
+        // seq 1 (posted first) is refused as a bad request; seq 2 goes through.
+        fanout.push.fail_next(
+            "c1",
+            vec![PushError::Rejected("HTTP 400 BadRequestException".into())],
+        );
+        let response = fanout.handle(events::stream_batch()).await;
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "a request that cannot succeed must not hold up the shard"
+        );
+        assert_eq!(
+            seqs(&fanout.push.frames("c1")),
+            [("chat:lobby".to_owned(), 2)]
+        );
+        assert_eq!(fanout.push.attempts("c1"), 2, "no retry of a rejected post");
+    }
+
+    #[tokio::test]
+    async fn forbidden_posts_fail_their_records_in_stream_order() {
+        let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
+        fanout.push.fail_next("c1", vec![PushError::Forbidden]);
+        let response = fanout.handle(events::stream_batch()).await;
+        // seq 1 failed, so seq 2 after it is not sent either; the batch lists seq 2's
+        // record first, so that is where Lambda must resume.
+        assert_eq!(
+            failed_ids(&response),
+            [
+                "4421584500000000017450439092",
+                "4421584600000000017450439093"
+            ]
+        );
+        assert!(fanout.push.frames("c1").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_epoch_is_sent_after_the_old_one() {
+        let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
+        let batch: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                deltacast_tests::workspace_root().join("tests/fixtures/stream-batch.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let record = |epoch: &str, seq: u64| {
+            let mut record = batch["Records"][0].clone();
+            let sk = json!({"S": format!("d#{epoch}#{seq:012}")});
+            record["dynamodb"]["Keys"]["sk"] = sk.clone();
+            record["dynamodb"]["NewImage"]["sk"] = sk;
+            record["dynamodb"]["NewImage"]["ep"] = json!({"S": epoch});
+            record["dynamodb"]["NewImage"]["seq"] = json!({"N": seq.to_string()});
+            record
+        };
+        // The old epoch's last delta, then the history starting over.
+        let records = vec![
+            record("zz-old", 9),
+            record("aa-new", 1),
+            record("aa-new", 2),
+        ];
+        let response = fanout.handle(events::stream_event(records)).await;
+        assert!(response.batch_item_failures.is_empty());
+        let sent: Vec<(String, u64)> = fanout
+            .push
+            .frames("c1")
+            .iter()
+            .map(|f| {
+                (
+                    f["epoch"].as_str().unwrap().to_owned(),
+                    f["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("zz-old".to_owned(), 9),
+                ("aa-new".to_owned(), 1),
+                ("aa-new".to_owned(), 2)
+            ]
         );
     }
 

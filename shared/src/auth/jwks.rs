@@ -9,22 +9,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 use tracing::{info, warn};
 
 use super::AuthError;
 use super::jwt::JwtAlgorithm;
-use crate::config::ConfigError;
 
 /// Shortest time between two refreshes caused by unknown key ids.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Shortest time between two attempts while the key server fails, so an outage costs one
+/// slow connect per interval rather than every connect waiting for [`FETCH_TIMEOUT`].
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Longest a JWKS request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS document accepted.
@@ -33,6 +31,8 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 struct State {
     keys: Vec<(Option<String>, DecodingKey)>,
     fetched: Option<Instant>,
+    /// Last fetch that failed.
+    failed: Option<Instant>,
     /// Last refresh caused by an unknown key id.
     unknown_kid_refresh: Option<Instant>,
 }
@@ -42,37 +42,25 @@ pub(super) struct JwksCache {
     url: String,
     algorithm: JwtAlgorithm,
     max_age: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: OnceCell<crate::aws::HyperClient<Empty<Bytes>>>,
     state: Mutex<State>,
 }
 
 impl JwksCache {
-    /// A cache for `url`; nothing is fetched yet.
-    pub(super) fn new(
-        url: String,
-        algorithm: JwtAlgorithm,
-        max_age: Duration,
-    ) -> Result<Self, ConfigError> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| ConfigError::Invalid {
-                name: "JWT_JWKS_URL",
-                reason: format!("no TLS root certificates: {e}"),
-            })?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Ok(Self {
+    /// A cache for `url`; nothing is fetched (or loaded) yet.
+    pub(super) fn new(url: String, algorithm: JwtAlgorithm, max_age: Duration) -> Self {
+        Self {
             url,
             algorithm,
             max_age,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: OnceCell::new(),
             state: Mutex::new(State {
                 keys: Vec::new(),
                 fetched: None,
+                failed: None,
                 unknown_kid_refresh: None,
             }),
-        })
+        }
     }
 
     /// The key for a token's `kid` (a token without `kid` is accepted only when the set
@@ -80,7 +68,10 @@ impl JwksCache {
     pub(super) async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, AuthError> {
         let mut state = self.state.lock().await;
         let stale = state.fetched.is_none_or(|at| at.elapsed() >= self.max_age);
-        if stale {
+        let failing = state
+            .failed
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE);
+        if stale && !failing {
             self.refresh(&mut state).await;
         }
         if let Some(key) = find(&state.keys, kid) {
@@ -89,7 +80,7 @@ impl JwksCache {
         let may_refresh = state
             .unknown_kid_refresh
             .is_none_or(|at| at.elapsed() >= MIN_REFRESH_INTERVAL);
-        if kid.is_some() && !stale && may_refresh {
+        if kid.is_some() && !stale && !failing && may_refresh {
             state.unknown_kid_refresh = Some(Instant::now());
             self.refresh(&mut state).await;
             if let Some(key) = find(&state.keys, kid) {
@@ -115,15 +106,24 @@ impl JwksCache {
                 info!(url = self.url, keys = keys.len(), "fetched signing keys");
                 state.keys = keys;
                 state.fetched = Some(Instant::now());
+                state.failed = None;
             }
-            Err(reason) => warn!(url = self.url, %reason, "could not fetch signing keys"),
+            Err(reason) => {
+                warn!(url = self.url, %reason, "could not fetch signing keys");
+                state.failed = Some(Instant::now());
+            }
         }
     }
 
     async fn fetch(&self) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
         let uri: hyper::Uri = self.url.parse().map_err(|e| format!("bad URL: {e}"))?;
+        let client = self
+            .client
+            .get_or_try_init(|| async { crate::aws::hyper_client() })
+            .await
+            .map_err(|e| format!("no TLS root certificates: {e}"))?;
         let request = async {
-            let response = self.client.get(uri).await.map_err(|e| e.to_string())?;
+            let response = client.get(uri).await.map_err(|e| e.to_string())?;
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status()));
             }
@@ -365,7 +365,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_jwks_refuses_tokens() {
-        let verifier = verifier("RS256", "http://127.0.0.1:9/jwks.json");
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let verifier = verifier("RS256", &format!("http://127.0.0.1:{port}/jwks.json"));
         let key = rsa("rsa-test-key.pem");
         assert_eq!(
             verifier
@@ -374,6 +380,39 @@ mod tests {
             Err(AuthError::Unauthorized(
                 "signing keys are unavailable".into()
             ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_key_server_is_not_asked_again_on_every_connect() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { axum::http::StatusCode::SERVICE_UNAVAILABLE }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let verifier = verifier("RS256", &url);
+        let key = rsa("rsa-test-key.pem");
+        for kid in ["k1", "k2", "k3"] {
+            assert_eq!(
+                verifier
+                    .verify(&token(&key, Algorithm::RS256, Some(kid), claims()))
+                    .await,
+                Err(AuthError::Unauthorized(
+                    "signing keys are unavailable".into()
+                ))
+            );
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "one attempt per RETRY_AFTER_FAILURE, whatever the key ids"
         );
     }
 

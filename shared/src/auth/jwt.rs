@@ -184,7 +184,7 @@ impl JwtVerifier {
                 url.clone(),
                 config.algorithm,
                 *max_age,
-            )?)),
+            ))),
         };
         Ok(Self {
             algorithm,
