@@ -46,6 +46,9 @@ pub const MAX_CHANNEL_LEN: usize = 128;
 pub const MAX_ID_LEN: usize = 64;
 /// Longest epoch string a client may send back.
 pub const MAX_EPOCH_LEN: usize = 64;
+/// Highest seq a channel can reach (delta sort keys hold 12 digits), and so the highest
+/// `since` or `expectSeq` a client may send.
+pub const MAX_SEQ: u64 = 999_999_999_999;
 
 /// A validated channel name: 1–128 characters of `A-Za-z0-9_-:.@`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -322,6 +325,11 @@ impl RawFrame<'_> {
         ] {
             if present && !allowed.contains(&name) {
                 return Err(bad(format!("field `{name}` is not allowed in {action}")));
+            }
+        }
+        for (name, seq) in [("since", self.since), ("expectSeq", self.expect_seq)] {
+            if seq.is_some_and(|seq| seq > MAX_SEQ) {
+                return Err(bad(format!("invalid `{name}`: must be at most {MAX_SEQ}")));
             }
         }
         let id = self
@@ -738,6 +746,53 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn seqs_beyond_the_largest_are_refused() {
+        for (frame, field) in [
+            (
+                r#"{"action":"subscribe","channel":"a","since":1000000000000,"id":"r1"}"#,
+                "since",
+            ),
+            (
+                r#"{"action":"history","channel":"a","since":18446744073709551615,"id":"r1"}"#,
+                "since",
+            ),
+            (
+                r#"{"action":"publish","channel":"a","id":"r1","data":1,"expectSeq":1000000000000}"#,
+                "expectSeq",
+            ),
+        ] {
+            let e = error(frame);
+            assert_eq!(e.code, ErrorCode::BadRequest, "{frame}");
+            assert_eq!(
+                e.message,
+                format!("invalid `{field}`: must be at most 999999999999")
+            );
+            assert_eq!(e.id.unwrap().as_str(), "r1", "echoes the id");
+        }
+        assert!(matches!(
+            parse(r#"{"action":"history","channel":"a","since":999999999999}"#).unwrap(),
+            ClientMessage::History { since: MAX_SEQ, .. }
+        ));
+        assert!(matches!(
+            parse(r#"{"action":"subscribe","channel":"a","since":999999999999}"#).unwrap(),
+            ClientMessage::Subscribe {
+                since: Some(MAX_SEQ),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(
+                r#"{"action":"publish","channel":"a","id":"m","data":1,"expectSeq":999999999999}"#
+            )
+            .unwrap(),
+            ClientMessage::Publish {
+                expect_seq: Some(MAX_SEQ),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -107,7 +107,12 @@ pub async fn handle<P: Push>(
     let sender = Sender {
         connection_id,
         identity,
-        connected_at: u64::try_from(context.connected_at).unwrap_or(0),
+        // As `$connect` does: a missing `connectedAt` must not date the connection (and
+        // so its subscriptions' expiry) to 1970.
+        connected_at: u64::try_from(context.connected_at)
+            .ok()
+            .filter(|at| *at > 0)
+            .unwrap_or_else(clock::now_ms),
         received_at: u64::try_from(context.request_time_epoch)
             .ok()
             .filter(|at| *at > 0)
@@ -215,6 +220,15 @@ mod tests {
     use serde_json::{Value, json};
 
     const CONN: &str = "conn-A";
+
+    type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+    /// The table's items but the connections' liveness items, which hold the rate-limit
+    /// buckets: a publish that reaches storage takes a token even when it is refused.
+    fn except_live(mut items: Vec<Item>) -> Vec<Item> {
+        items.retain(|item| !item["sk"].as_s().is_ok_and(|sk| sk == "live"));
+        items
+    }
 
     struct World {
         app: App,
@@ -326,7 +340,7 @@ mod tests {
             .send(json!({"action": "publish", "channel": "chat:a", "id": "m1", "data": 1, "expectSeq": 0}))
             .await;
         assert_eq!(ok[0]["seq"], 1);
-        let before = all_items(&w.app.store).await.len();
+        let before = all_items(&w.app.store).await;
         let conflict = w
             .send(json!({"action": "publish", "channel": "chat:a", "id": "m2", "data": 2, "expectSeq": 0}))
             .await;
@@ -334,10 +348,11 @@ mod tests {
         assert_eq!(conflict[0]["code"], "conflict");
         assert_eq!(conflict[0]["seq"], 1, "tells the head");
         assert_eq!(conflict[0]["id"], "m2");
+        // The conflict took a rate-limit token (the `live` item); nothing else changed.
         assert_eq!(
-            all_items(&w.app.store).await.len(),
-            before,
-            "nothing written"
+            except_live(all_items(&w.app.store).await),
+            except_live(before),
+            "nothing written but the token"
         );
         let ok = w
             .send(json!({"action": "publish", "channel": "chat:a", "id": "m2", "data": 2, "expectSeq": 1}))
@@ -466,6 +481,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn history_from_the_head_or_beyond_is_an_empty_page() {
+        let w = world().await;
+        let epoch = w.publish("chat:lobby", "m1", json!(1)).await["epoch"].clone();
+        w.publish("chat:lobby", "m2", json!(2)).await;
+        for since in [2, 3, 999_999_999_999u64] {
+            let page = w
+                .send(json!({"action": "history", "channel": "chat:lobby", "since": since}))
+                .await;
+            assert_eq!(
+                page,
+                [
+                    json!({"type": "history", "channel": "chat:lobby", "epoch": epoch, "seq": 2, "deltas": [], "more": false})
+                ],
+                "since {since}"
+            );
+        }
+        let too_far = w
+            .send(json!({"action": "history", "channel": "chat:lobby", "since": 1_000_000_000_000u64, "id": "h"}))
+            .await;
+        assert_eq!(
+            too_far,
+            [
+                json!({"type": "error", "code": "bad_request", "message": "invalid `since`: must be at most 999999999999", "id": "h", "channel": "chat:lobby"})
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_without_connected_at_subscribes_as_of_now() {
+        // GIVEN a frame whose request context lacks `connectedAt`
+        let w = world().await;
+        let mut request = events::message(
+            CONN,
+            &w.alice,
+            &json!({"action": "subscribe", "channel": "chat:a"}).to_string(),
+        );
+        request.request_context.connected_at = 0;
+        // WHEN it subscribes
+        handle(request, &w.app, &w.push).await.unwrap();
+        assert_eq!(w.push.frames(CONN)[0]["type"], "subscribed");
+        // THEN the subscription lives from now on, and fan-out sees it
+        let (subscribers, _) = w.app.store.subscribers_page("chat:a", None).await.unwrap();
+        assert_eq!(subscribers, [CONN]);
+        let ttl: u64 = all_items(&w.app.store)
+            .await
+            .iter()
+            .find(|item| item["sk"].as_s().is_ok_and(|sk| sk == "s#chat:a"))
+            .expect("the connection-side subscription item")["ttl"]
+            .as_n()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ttl > clock::now_secs() + 3600, "ttl {ttl}");
+    }
+
+    #[tokio::test]
     async fn history_pages_stay_under_the_message_limit() {
         let w = world().await;
         let big = "x".repeat(20 * 1024);
@@ -484,7 +555,7 @@ mod tests {
     #[tokio::test]
     async fn capabilities_are_checked_on_every_action() {
         let w = world().await;
-        let before = all_items(&w.app.store).await.len();
+        let before = all_items(&w.app.store).await;
         for (body, action) in [
             (
                 json!({"action": "publish", "channel": "news", "id": "m", "data": 1}),
@@ -507,11 +578,8 @@ mod tests {
             assert_eq!(frames[0]["code"], "forbidden", "{frames:?}");
             assert!(frames[0]["message"].as_str().unwrap().contains(action));
         }
-        assert_eq!(
-            all_items(&w.app.store).await.len(),
-            before,
-            "nothing written"
-        );
+        // Refused before the rate limit: not even a token is taken.
+        assert_eq!(all_items(&w.app.store).await, before, "nothing written");
         let own = w
             .send(json!({"action": "subscribe", "channel": "user:alice"}))
             .await;
@@ -524,7 +592,7 @@ mod tests {
     #[tokio::test]
     async fn bad_frames_are_answered_and_write_nothing() {
         let w = world().await;
-        let before = all_items(&w.app.store).await.len();
+        let before = all_items(&w.app.store).await;
         for body in [
             "not json",
             "[]",
@@ -532,6 +600,9 @@ mod tests {
             r#"{"action":"publish","channel":"chat:a","data":1}"#,
             r#"{"action":"publish","channel":"bad channel","id":"m","data":1}"#,
             r#"{"action":"subscribe","channel":"chat:a","since":"yesterday"}"#,
+            r#"{"action":"subscribe","channel":"chat:a","since":1000000000000}"#,
+            r#"{"action":"history","channel":"chat:a","since":1000000000000}"#,
+            r#"{"action":"publish","channel":"chat:a","id":"m","data":1,"expectSeq":1000000000000}"#,
         ] {
             let frames = w.send_as(CONN, &w.alice, body).await;
             assert_eq!(frames.len(), 1);
@@ -540,7 +611,7 @@ mod tests {
         }
         let big = json!({"action": "publish", "channel": "chat:a", "id": "m", "data": "x".repeat(25 * 1024)});
         assert_eq!(w.send(big).await[0]["code"], "too_large");
-        assert_eq!(all_items(&w.app.store).await.len(), before);
+        assert_eq!(all_items(&w.app.store).await, before, "nothing written");
     }
 
     #[tokio::test]
@@ -836,14 +907,8 @@ mod tests {
                         let mut after = all_items(&w.app.store).await;
                         let mut before = before;
                         if last["code"] == "conflict" {
-                            let live = |item: &HashMap<
-                                String,
-                                aws_sdk_dynamodb::types::AttributeValue,
-                            >| {
-                                item["sk"].as_s().is_ok_and(|sk| sk == "live")
-                            };
-                            after.retain(|item| !live(item));
-                            before.retain(|item| !live(item));
+                            after = except_live(after);
+                            before = except_live(before);
                         }
                         prop_assert_eq!(after, before, "refused {} but wrote", body);
                     }

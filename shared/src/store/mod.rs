@@ -13,6 +13,11 @@
 //! 5. writes the delta at `head+1` with `attribute_not_exists`, so each seq is taken
 //!    once. A lost race re-reads the head and moves the claim.
 //!
+//! The SDK retries a write whose response was lost (a timeout, a 5xx), and the retry of
+//! a write that took effect fails its own condition. So a refused claim or delta write
+//! asks for the item in the way: when it is this call's claim, or this message's delta
+//! at that seq, the write counts as done rather than lost.
+//!
 //! A seq exists exactly when its delta item does, so there are no gaps, and the claim
 //! serialises attempts on one id, so there are no duplicates. A claim whose lease ran out
 //! without a delta (its writer crashed) is taken over by the next retry. The common path
@@ -26,16 +31,18 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConsumedCapacity, DeleteRequest, PutRequest, ReturnConsumedCapacity, Select,
-    WriteRequest,
+    AttributeValue, ConsumedCapacity, DeleteRequest, PutRequest, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, Select, WriteRequest,
 };
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::clock;
 use crate::config::RateLimit;
-use crate::protocol::{Channel, Delta, MessageId, Payload};
+use crate::protocol::{Channel, Delta, MAX_SEQ, MessageId, Payload};
 use items::{
     ClaimItem, ConnectionItem, DELTA_PREFIX, DeltaItem, EPOCH_SK, EpochItem, LIVE_SK, META_SK,
     MalformedItem, SUBSCRIPTION_PREFIX, channel_pk, claim_sk, connection_pk, delta_sk,
@@ -56,12 +63,20 @@ pub enum StoreError {
     /// An item could not be converted.
     #[error("item conversion failed: {0}")]
     Conversion(#[from] serde_dynamo::Error),
+    /// A batch write left items unprocessed (DynamoDB kept throttling) after every retry.
+    #[error("batch write left {items} item(s) unprocessed after {attempts} attempts")]
+    Unprocessed {
+        /// How many items of the batch stayed unprocessed.
+        items: usize,
+        /// How many times the batch was sent.
+        attempts: u32,
+    },
 }
 
 impl From<StoreError> for lambda_runtime::Diagnostic {
     fn from(err: StoreError) -> Self {
         let error_type = match &err {
-            StoreError::Dynamo(_) => "Store.Unavailable",
+            StoreError::Dynamo(_) | StoreError::Unprocessed { .. } => "Store.Unavailable",
             StoreError::Malformed(_) | StoreError::Conversion(_) => "Store.Malformed",
         };
         Self {
@@ -264,6 +279,14 @@ pub struct DeltaPage {
 
 /// Attempts at a publish: enough for dozens of publishers racing on one channel.
 const MAX_PUBLISH_ATTEMPTS: u32 = 32;
+
+/// How long a publish waits for another attempt's live lease on its id before answering
+/// [`PublishError::InProgress`]: well inside the message function's 10 s timeout.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Times a batch is sent before its unprocessed items are given up on (under 3 s of
+/// backoff in all).
+const MAX_BATCH_ATTEMPTS: u32 = 10;
 
 impl Store {
     /// A store on `table` using `client`.
@@ -659,7 +682,7 @@ impl Store {
             .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
             .expression_attribute_values(":pk", s(&pk))
             .expression_attribute_values(":d", s(format!("{DELTA_PREFIX}{}#", epoch.ep)))
-            .projection_expression("seq, #ttl")
+            .projection_expression("sk, seq, #ttl")
             .expression_attribute_names("#ttl", "ttl")
             .scan_index_forward(false)
             .limit(1)
@@ -669,12 +692,13 @@ impl Store {
             .map_err(dynamo)
             .map(|out| self.measured(out))?;
         let now = clock::now_secs();
-        let newest = out.items().first().map(|item| {
-            (
-                number(item, "seq").unwrap_or(0),
-                number(item, "ttl").unwrap_or(0),
-            )
-        });
+        let newest = match out.items().first() {
+            Some(item) => Some((
+                required_number(item, &pk, "seq")?,
+                required_number(item, &pk, "ttl")?,
+            )),
+            None => None,
+        };
         let live = match newest {
             // History starts over once the newest delta has expired.
             Some((_, ttl)) if ttl <= now => None,
@@ -700,6 +724,10 @@ impl Store {
         max_bytes: usize,
     ) -> Result<DeltaPage, StoreError> {
         let mut page = DeltaPage::default();
+        if after >= MAX_SEQ {
+            // No seq follows; the key range below would be empty (and invalid).
+            return Ok(page);
+        }
         let mut bytes = 0usize;
         let now = clock::now_secs();
         let mut start: Option<Item> = None;
@@ -713,7 +741,7 @@ impl Store {
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                 .expression_attribute_values(":pk", s(channel_pk(channel)))
                 .expression_attribute_values(":from", s(delta_sk(epoch, after.saturating_add(1))))
-                .expression_attribute_values(":to", s(delta_sk(epoch, 999_999_999_999)))
+                .expression_attribute_values(":to", s(delta_sk(epoch, MAX_SEQ)))
                 .consistent_read(true)
                 .limit(want)
                 .set_exclusive_start_key(start.take())
@@ -791,6 +819,7 @@ impl Store {
         // Waiting helps when another attempt holds the id or won a race for the claim or
         // the epoch; a seq lost to another message is retried at once with a fresh head.
         let mut pause = false;
+        let started = Instant::now();
         for attempt in 0..MAX_PUBLISH_ATTEMPTS {
             if std::mem::take(&mut pause) {
                 tokio::time::sleep(backoff(attempt)).await;
@@ -810,7 +839,9 @@ impl Store {
                     });
                 }
                 if claim.lease > clock::now_ms() {
-                    if attempt + 1 == MAX_PUBLISH_ATTEMPTS {
+                    // Bounded by time, not attempts: the caller must answer before the
+                    // function times out.
+                    if started.elapsed() >= LEASE_WAIT || attempt + 1 == MAX_PUBLISH_ATTEMPTS {
                         return Err(PublishError::InProgress);
                     }
                     pause = true;
@@ -867,7 +898,7 @@ impl Store {
             let ttl = delta.ts / 1000 + self.lifetimes.retention.as_secs();
             let item =
                 serde_dynamo::to_item(DeltaItem::new(&delta, ttl)).map_err(StoreError::from)?;
-            if self.put_if_absent(item).await? {
+            if self.put_delta(item, id, &epoch, seq).await? {
                 debug!(channel, seq, "delta stored");
                 return Ok(Published {
                     seq,
@@ -906,9 +937,7 @@ impl Store {
         let mut request = self
             .client
             .put_item()
-            .table_name(&self.table)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .set_item(Some(serde_dynamo::to_item(claim)?))
+            .set_item(Some(serde_dynamo::to_item(&claim)?))
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":now", n(clock::now_secs()));
         request = match previous_lease {
@@ -917,13 +946,14 @@ impl Store {
                 .expression_attribute_values(":previous", n(previous)),
             None => request.condition_expression("attribute_not_exists(pk) OR #ttl < :now"),
         };
-        match request.send().await {
-            Ok(out) => {
-                self.measured(out);
-                Ok(true)
-            }
-            Err(err) if is_put_condition_failure(&err) => Ok(false),
-            Err(err) => Err(dynamo(err)),
+        match self.put_unless_refused(request).await? {
+            Put::Written => Ok(true),
+            // A retry by the SDK (after a timeout or a 5xx) of a write that took effect
+            // finds this very claim; it is held, not lost to another attempt.
+            Put::Refused(Some(found)) => Ok(
+                serde_dynamo::from_item::<_, ClaimItem>(found).is_ok_and(|found| found == claim)
+            ),
+            Put::Refused(None) => Ok(false),
         }
     }
 
@@ -987,34 +1017,81 @@ impl Store {
         }
     }
 
-    async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
-        let result = self
+    /// Writes the delta of message `id` at `seq` unless the seq is taken. Returns whether
+    /// the seq holds this message's delta, which is also the case when the SDK retried
+    /// (after a timeout or a 5xx) a write that had taken effect: the retry then finds
+    /// its own delta.
+    async fn put_delta(
+        &self,
+        item: Item,
+        id: &str,
+        epoch: &str,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let request = self
             .client
             .put_item()
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)");
+        match self.put_unless_refused(request).await? {
+            Put::Written => Ok(true),
+            Put::Refused(Some(found)) => {
+                let text = |name: &str| found.get(name).and_then(|v| v.as_s().ok());
+                let ours = text("id").is_some_and(|found| found == id)
+                    && text("ep").is_some_and(|found| found == epoch)
+                    && number(&found, "seq") == Some(seq);
+                if ours {
+                    debug!(seq, "the delta at this seq is already this message's");
+                }
+                Ok(ours)
+            }
+            Put::Refused(None) => Ok(false),
+        }
+    }
+
+    /// Sends a conditional put; a failed condition returns the item found in its place.
+    async fn put_unless_refused(&self, request: PutItemFluentBuilder) -> Result<Put, StoreError> {
+        let result = request
             .table_name(&self.table)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(out) => {
                 self.measured(out);
-                Ok(true)
+                Ok(Put::Written)
             }
-            Err(err) if is_put_condition_failure(&err) => Ok(false),
-            Err(err) => Err(dynamo(err)),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    Ok(Put::Refused(failed.item().cloned()))
+                }
+                _ => Err(dynamo(err)),
+            },
         }
     }
 
     // ----- batches -----------------------------------------------------------------
 
-    /// Writes requests in batches of 25, retrying unprocessed items with backoff.
+    /// Writes requests in batches of 25, retrying unprocessed items with backoff, and
+    /// fails with [`StoreError::Unprocessed`] when some stay unprocessed after
+    /// [`MAX_BATCH_ATTEMPTS`] sends.
     async fn write_batch(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         for chunk in requests.chunks(25) {
             let mut pending = chunk.to_vec();
             let mut attempt = 0;
             while !pending.is_empty() {
+                if attempt == MAX_BATCH_ATTEMPTS {
+                    warn!(
+                        unprocessed = pending.len(),
+                        attempts = attempt,
+                        "batch write given up"
+                    );
+                    return Err(StoreError::Unprocessed {
+                        items: pending.len(),
+                        attempts: attempt,
+                    });
+                }
                 if attempt > 0 {
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -1032,12 +1109,6 @@ impl Store {
                     .and_then(|mut m| m.remove(&self.table))
                     .unwrap_or_default();
                 attempt += 1;
-                if attempt > 8 && !pending.is_empty() {
-                    warn!(
-                        unprocessed = pending.len(),
-                        "batch write still unprocessed after retries"
-                    );
-                }
             }
         }
         Ok(())
@@ -1072,6 +1143,14 @@ impl Bucket {
             at_ms: at_ms.max(self.at_ms),
         })
     }
+}
+
+/// What a conditional put did.
+enum Put {
+    /// The item was written.
+    Written,
+    /// The condition failed; the item in the way, when there was one.
+    Refused(Option<Item>),
 }
 
 struct ChannelState {
@@ -1128,6 +1207,19 @@ fn n(value: u64) -> AttributeValue {
 
 fn number(item: &Item, name: &str) -> Option<u64> {
     item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// A number attribute the item cannot do without; `pk` names the item in the error.
+fn required_number(item: &Item, pk: &str, name: &str) -> Result<u64, MalformedItem> {
+    number(item, name).ok_or_else(|| MalformedItem {
+        key: format!(
+            "{pk}/{}",
+            item.get("sk")
+                .and_then(|v| v.as_s().ok())
+                .map_or("?", |sk| sk)
+        ),
+        reason: format!("`{name}` is missing or not a whole number"),
+    })
 }
 
 fn decimal(item: &Item, name: &str) -> Option<f64> {
@@ -1209,5 +1301,415 @@ mod tests {
             },
             "an earlier frame refills nothing"
         );
+    }
+
+    /// The store against DynamoDB Local (named by `DELTACAST_TEST_DYNAMODB`, as `make
+    /// test` sets it), each test on a table of its own. Lost responses and throttled
+    /// batches are simulated with SDK interceptors, so the SDK's own retries run as they
+    /// would against AWS.
+    mod dynamodb_local {
+        use super::*;
+        use aws_sdk_dynamodb::config::interceptors::{
+            BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
+            BeforeTransmitInterceptorContextRef,
+        };
+        use aws_sdk_dynamodb::config::retry::RetryConfig;
+        use aws_sdk_dynamodb::config::{
+            BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
+            SharedInterceptor,
+        };
+        use aws_sdk_dynamodb::error::BoxError;
+        use aws_sdk_dynamodb::operation::put_item::PutItemInput;
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        const CHANNEL: &str = "chat:lobby";
+
+        fn lifetimes() -> Lifetimes {
+            Lifetimes {
+                retention: Duration::from_secs(86_400),
+                connection_ttl: Duration::from_secs(3 * 3600),
+                publish_lease: Duration::from_secs(15),
+            }
+        }
+
+        /// A store on a fresh table, its client carrying `interceptor`.
+        async fn store_with(interceptor: Option<SharedInterceptor>) -> Store {
+            let endpoint = std::env::var("DELTACAST_TEST_DYNAMODB").unwrap_or_else(|_| {
+                panic!(
+                    "DELTACAST_TEST_DYNAMODB is not set: run the tests with `make test`, which starts DynamoDB Local"
+                )
+            });
+            let mut config = aws_sdk_dynamodb::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("local", "local", None, None, "test"))
+                .endpoint_url(endpoint)
+                .retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(3)
+                        .with_initial_backoff(Duration::from_millis(5)),
+                );
+            if let Some(interceptor) = interceptor {
+                config.push_interceptor(interceptor);
+            }
+            let client = Client::from_conf(config.build());
+            let table = format!("store-{:016x}", rand::random::<u64>());
+            let key = |name: &str, kind| {
+                (
+                    AttributeDefinition::builder()
+                        .attribute_name(name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .unwrap(),
+                    KeySchemaElement::builder()
+                        .attribute_name(name)
+                        .key_type(kind)
+                        .build()
+                        .unwrap(),
+                )
+            };
+            let (pk, pk_schema) = key("pk", KeyType::Hash);
+            let (sk, sk_schema) = key("sk", KeyType::Range);
+            client
+                .create_table()
+                .table_name(&table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(pk)
+                .attribute_definitions(sk)
+                .key_schema(pk_schema)
+                .key_schema(sk_schema)
+                .send()
+                .await
+                .expect("table created");
+            Store::new(client, table, lifetimes())
+        }
+
+        async fn store() -> Store {
+            store_with(None).await
+        }
+
+        fn intercepted(interceptor: impl Intercept + 'static) -> Option<SharedInterceptor> {
+            Some(SharedInterceptor::new(interceptor))
+        }
+
+        async fn items(store: &Store) -> Vec<Item> {
+            let out = store
+                .client()
+                .scan()
+                .table_name(store.table())
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("scan");
+            out.items.unwrap_or_default()
+        }
+
+        async fn deltas(store: &Store) -> Vec<Item> {
+            items(store)
+                .await
+                .into_iter()
+                .filter(|item| item["sk"].as_s().unwrap().starts_with(DELTA_PREFIX))
+                .collect()
+        }
+
+        async fn publish(store: &Store, id: &str) -> Result<Published, PublishError> {
+            let channel = Channel::parse(CHANNEL).unwrap();
+            let id = MessageId::parse(id).unwrap();
+            let data = Payload::from_json("1".into()).unwrap();
+            store
+                .publish(NewDelta {
+                    channel: &channel,
+                    id: &id,
+                    from: "alice",
+                    data: &data,
+                    expect_seq: None,
+                })
+                .await
+        }
+
+        /// Answers the first PutItem whose sort key starts with `prefix` with a 500
+        /// after DynamoDB has written it, as a lost response would: the SDK then sends
+        /// the same request again.
+        #[derive(Debug, Clone)]
+        struct LoseFirstResponse {
+            prefix: &'static str,
+            armed: Arc<AtomicBool>,
+            fired: Arc<AtomicBool>,
+        }
+
+        impl LoseFirstResponse {
+            fn to(prefix: &'static str) -> Self {
+                Self {
+                    prefix,
+                    armed: Arc::default(),
+                    fired: Arc::default(),
+                }
+            }
+        }
+
+        impl Intercept for LoseFirstResponse {
+            fn name(&self) -> &'static str {
+                "LoseFirstResponse"
+            }
+
+            fn read_before_execution(
+                &self,
+                context: &BeforeSerializationInterceptorContextRef<'_>,
+                _: &mut ConfigBag,
+            ) -> Result<(), BoxError> {
+                let target = context
+                    .input()
+                    .downcast_ref::<PutItemInput>()
+                    .and_then(|input| input.item()?.get("sk")?.as_s().ok())
+                    .is_some_and(|sk| sk.starts_with(self.prefix));
+                if target && !self.fired.swap(true, Ordering::SeqCst) {
+                    self.armed.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+
+            fn modify_before_deserialization(
+                &self,
+                context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+                _: &RuntimeComponents,
+                _: &mut ConfigBag,
+            ) -> Result<(), BoxError> {
+                if self.armed.swap(false, Ordering::SeqCst) {
+                    *context.response_mut() = Response::new(
+                        StatusCode::try_from(500)?,
+                        SdkBody::from(
+                            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"response lost"}"#,
+                        ),
+                    );
+                }
+                Ok(())
+            }
+        }
+
+        /// Reports every item of every BatchWriteItem as unprocessed, as sustained
+        /// throttling would.
+        #[derive(Debug, Clone, Default)]
+        struct Throttle {
+            request: Arc<Mutex<Option<serde_json::Value>>>,
+            calls: Arc<AtomicU32>,
+        }
+
+        impl Intercept for Throttle {
+            fn name(&self) -> &'static str {
+                "Throttle"
+            }
+
+            fn read_before_transmit(
+                &self,
+                context: &BeforeTransmitInterceptorContextRef<'_>,
+                _: &RuntimeComponents,
+                _: &mut ConfigBag,
+            ) -> Result<(), BoxError> {
+                let body: serde_json::Value =
+                    serde_json::from_slice(context.request().body().bytes().unwrap_or_default())?;
+                *self.request.lock().unwrap() = body.get("RequestItems").cloned();
+                Ok(())
+            }
+
+            fn modify_before_deserialization(
+                &self,
+                context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+                _: &RuntimeComponents,
+                _: &mut ConfigBag,
+            ) -> Result<(), BoxError> {
+                if let Some(items) = self.request.lock().unwrap().take() {
+                    self.calls.fetch_add(1, Ordering::SeqCst);
+                    let body = serde_json::json!({ "UnprocessedItems": items });
+                    *context.response_mut() =
+                        Response::new(StatusCode::try_from(200)?, SdkBody::from(body.to_string()));
+                }
+                Ok(())
+            }
+        }
+
+        #[tokio::test]
+        async fn a_retried_delta_write_that_took_effect_is_acked_once() {
+            // GIVEN a client whose first delta write succeeds but loses its response
+            let lose = LoseFirstResponse::to(DELTA_PREFIX);
+            let store = store_with(intercepted(lose.clone())).await;
+            // WHEN a message is published
+            let published = publish(&store, "m1").await.expect("published");
+            // THEN the SDK's retry found the message's own delta: one delta, the first seq
+            assert!(lose.fired.load(Ordering::SeqCst), "no response was lost");
+            assert_eq!(published.seq, 1);
+            assert!(!published.duplicate);
+            let stored = deltas(&store).await;
+            assert_eq!(stored.len(), 1, "{stored:?}");
+            assert_eq!(stored[0]["id"].as_s().unwrap(), "m1");
+            assert_eq!(stored[0]["ep"].as_s().unwrap(), &published.epoch);
+            // and the next message follows it
+            assert_eq!(publish(&store, "m2").await.unwrap().seq, 2);
+        }
+
+        #[tokio::test]
+        async fn a_delta_of_this_message_at_the_seq_is_its_write_and_another_is_not() {
+            let store = store().await;
+            let delta = |id: &str| Delta {
+                channel: CHANNEL.into(),
+                seq: 1,
+                epoch: "e1".into(),
+                id: id.into(),
+                from: "alice".into(),
+                ts: clock::now_ms(),
+                data: Payload::from_json("1".into()).unwrap(),
+            };
+            let item =
+                |id: &str| serde_dynamo::to_item(DeltaItem::new(&delta(id), u64::MAX / 2)).unwrap();
+            assert!(store.put_delta(item("m1"), "m1", "e1", 1).await.unwrap());
+            // The same message again at the same seq (a retried write): its own delta.
+            assert!(store.put_delta(item("m1"), "m1", "e1", 1).await.unwrap());
+            // Another message: the seq is taken.
+            assert!(!store.put_delta(item("m2"), "m2", "e1", 1).await.unwrap());
+            let stored = deltas(&store).await;
+            assert_eq!(stored.len(), 1);
+            assert_eq!(stored[0]["id"].as_s().unwrap(), "m1");
+        }
+
+        #[tokio::test]
+        async fn a_retried_claim_write_that_took_effect_is_held() {
+            // GIVEN a client whose first claim write succeeds but loses its response
+            let lose = LoseFirstResponse::to("m#");
+            let store = store_with(intercepted(lose.clone())).await;
+            // WHEN a message is published
+            let published = publish(&store, "m1").await.expect("not InProgress");
+            // THEN the claim was recognised as this call's own, and the delta stored once
+            assert!(lose.fired.load(Ordering::SeqCst), "no response was lost");
+            assert_eq!(published.seq, 1);
+            assert_eq!(deltas(&store).await.len(), 1);
+        }
+
+        #[tokio::test]
+        async fn a_live_foreign_claim_answers_in_progress() {
+            // GIVEN another attempt at m1 holding a live lease, its delta not yet written
+            let store = store().await;
+            let claim = ClaimItem {
+                pk: channel_pk(CHANNEL),
+                sk: claim_sk("m1"),
+                ep: "e1".into(),
+                seq: 1,
+                lease: clock::now_ms() + 60_000,
+                ttl: clock::now_secs() + 3600,
+            };
+            store
+                .client()
+                .put_item()
+                .table_name(store.table())
+                .set_item(Some(serde_dynamo::to_item(&claim).unwrap()))
+                .send()
+                .await
+                .unwrap();
+            let before = items(&store).await;
+            // WHEN m1 is published again
+            let result = publish(&store, "m1").await;
+            // THEN the caller hears InProgress, and nothing was written
+            assert!(
+                matches!(result, Err(PublishError::InProgress)),
+                "{result:?}"
+            );
+            assert_eq!(items(&store).await, before);
+        }
+
+        #[tokio::test]
+        async fn a_batch_that_stays_unprocessed_is_given_up() {
+            let throttle = Throttle::default();
+            let store = store_with(intercepted(throttle.clone())).await;
+            let result = store
+                .put_connection(&NewConnection {
+                    connection_id: "c1",
+                    sub: "alice",
+                    capabilities: "{}",
+                    token_exp: clock::now_secs() + 3600,
+                    connected_at: clock::now_ms(),
+                    source_ip: None,
+                })
+                .await;
+            match result {
+                Err(err @ StoreError::Unprocessed { items: 2, attempts }) => {
+                    assert_eq!(attempts, MAX_BATCH_ATTEMPTS);
+                    assert_eq!(
+                        err.to_string(),
+                        format!(
+                            "batch write left 2 item(s) unprocessed after {MAX_BATCH_ATTEMPTS} attempts"
+                        )
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(throttle.calls.load(Ordering::SeqCst), MAX_BATCH_ATTEMPTS);
+        }
+
+        #[tokio::test]
+        async fn a_malformed_newest_delta_is_an_error_not_seq_zero() {
+            let store = store().await;
+            let epoch = EpochItem {
+                pk: channel_pk(CHANNEL),
+                sk: EPOCH_SK.into(),
+                ep: "e1".into(),
+                at: clock::now_ms(),
+            };
+            let mut delta: Item = serde_dynamo::to_item(DeltaItem::new(
+                &Delta {
+                    channel: CHANNEL.into(),
+                    seq: 4,
+                    epoch: "e1".into(),
+                    id: "m4".into(),
+                    from: "alice".into(),
+                    ts: clock::now_ms(),
+                    data: Payload::from_json("1".into()).unwrap(),
+                },
+                clock::now_secs() + 3600,
+            ))
+            .unwrap();
+            delta.insert("seq".into(), s("four"));
+            for item in [serde_dynamo::to_item(epoch).unwrap(), delta] {
+                store
+                    .client()
+                    .put_item()
+                    .table_name(store.table())
+                    .set_item(Some(item))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            match store.head(CHANNEL).await {
+                Err(StoreError::Malformed(err)) => {
+                    assert_eq!(err.key, format!("h#{CHANNEL}/d#e1#000000000004"));
+                    assert!(err.reason.contains("`seq`"), "{}", err.reason);
+                }
+                other => panic!("{other:?}"),
+            }
+            let result = publish(&store, "m5").await;
+            assert!(
+                matches!(result, Err(PublishError::Store(StoreError::Malformed(_)))),
+                "{result:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn nothing_follows_the_largest_seq() {
+            let store = store().await;
+            let published = publish(&store, "m1").await.unwrap();
+            let page = store
+                .deltas_after(CHANNEL, &published.epoch, MAX_SEQ, 10, usize::MAX)
+                .await
+                .expect("an empty page, not a storage error");
+            assert!(page.deltas.is_empty() && !page.more);
+            let page = store
+                .deltas_after(CHANNEL, &published.epoch, 0, 10, usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(page.deltas.len(), 1);
+        }
     }
 }

@@ -26,6 +26,8 @@ pub async fn run<P: Push>(
     let head = app.store.head(channel.as_str()).await?;
     let limit = limit.unwrap_or(app.settings.history_default_limit) as usize;
     let page = match head.epoch.as_deref() {
+        // Nothing follows the head: an empty page, without asking storage.
+        Some(_) if since >= head.seq => DeltaPage::default(),
         Some(epoch) => {
             app.store
                 .deltas_after(channel.as_str(), epoch, since, limit, PAGE_BYTES)
