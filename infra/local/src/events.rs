@@ -36,7 +36,8 @@ pub struct Handshake {
 /// The local API id, in ARNs and `requestContext.apiId`.
 pub const API_ID: &str = "local";
 
-fn request_id() -> String {
+/// A request id in API Gateway's shape: 16 characters of base64.
+pub fn request_id() -> String {
     let bytes: [u8; 12] = rand::random();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -121,12 +122,23 @@ pub fn authorizer_request(info: &ConnectionInfo, handshake: &Handshake, received
 }
 
 /// The authorizer block later events carry: the authorizer's context plus `principalId`.
+/// API Gateway hands context numbers and booleans on as strings (`1` arrives as `"1"`,
+/// `true` as `"true"`), so functions must not rely on their JSON types.
 pub fn authorizer_block(
     principal_id: &str,
     context: &Map<String, Value>,
     latency_ms: u64,
 ) -> Map<String, Value> {
-    let mut block = context.clone();
+    let mut block: Map<String, Value> = context
+        .iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            (key.clone(), Value::String(text))
+        })
+        .collect();
     block.insert("principalId".into(), Value::from(principal_id));
     block.insert("integrationLatency".into(), Value::from(latency_ms));
     block
@@ -252,8 +264,14 @@ mod tests {
             "arn:aws:execute-api:us-east-1:000000000000:local/local/$connect"
         );
 
-        let context = Map::from_iter([("sub".to_owned(), Value::from("alice"))]);
+        let context = Map::from_iter([
+            ("sub".to_owned(), Value::from("alice")),
+            ("exp".to_owned(), Value::from(1794388530u64)),
+            ("admin".to_owned(), Value::from(false)),
+        ]);
         let block = authorizer_block("alice", &context, 3);
+        assert_eq!(block["exp"], "1794388530", "numbers arrive as strings");
+        assert_eq!(block["admin"], "false", "so do booleans");
         let connect: ApiGatewayWebsocketProxyRequest =
             serde_json::from_value(self::connect(&info, &handshake, Some(&block), 2)).unwrap();
         assert_eq!(connect.request_context.authorizer.fields["sub"], "alice");

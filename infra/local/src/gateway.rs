@@ -7,6 +7,10 @@
 //! writes whatever is queued for it — replies posted through the Management API by any
 //! function. Limits are API Gateway's: frames over 32 KB and messages over 128 KB close
 //! the connection with 1009, and idle and total-lifetime timeouts close it with 1001.
+//!
+//! A connection leaves the Management API's view (posts answer 410) the moment the gateway
+//! decides to close it, before the closing handshake and `$disconnect` run, so no post is
+//! acknowledged for a frame that will never be sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -19,19 +23,20 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::any;
 use deltacast::clock;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::events::{self, ConnectionInfo, Handshake};
@@ -41,6 +46,12 @@ use crate::invoke::{Invoke, InvokeError};
 pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 /// API Gateway's largest message (client or Management API).
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+/// Frames queued for one connection at most (see [`GatewayConfig::max_queued_frames`]).
+pub const MAX_QUEUED_FRAMES: usize = 1_000;
+/// How long a closing handshake may take before the socket is dropped anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long [`Gateway::shutdown`] waits for connections to close and run `$disconnect`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Management API fault injection, for tests of the fan-out's retries (all off by default).
 #[derive(Clone, Debug, Default)]
@@ -64,6 +75,11 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Close a connection this long after it opened (API Gateway: 2 hours).
     pub max_connection_duration: Duration,
+    /// Frames waiting to be written to one connection at most. A post beyond them is
+    /// answered 429 `LimitExceededException`, the throttling a client that reads too slowly
+    /// meets in AWS, which senders already retry with backoff (rather than 410, which
+    /// would make them forget a connection that is still there).
+    pub max_queued_frames: usize,
     /// Management API faults.
     pub faults: ManagementFaults,
 }
@@ -74,6 +90,7 @@ impl Default for GatewayConfig {
             default_stage: "local".into(),
             idle_timeout: Duration::from_secs(600),
             max_connection_duration: Duration::from_secs(7200),
+            max_queued_frames: MAX_QUEUED_FRAMES,
             faults: ManagementFaults::default(),
         }
     }
@@ -106,16 +123,56 @@ pub struct GatewayStats {
     pub disconnected: AtomicU64,
 }
 
-enum Outbound {
-    Frame(Message),
-    Close(u16, &'static str),
+/// A close the gateway asks of a connection's task: code and reason.
+type CloseRequest = (u16, &'static str);
+
+/// Why a frame could not be queued for a connection.
+enum QueueError {
+    /// The connection is closing or closed.
+    Gone,
+    /// Its queue is full.
+    Full,
 }
 
 struct Connection {
     info: ConnectionInfo,
     authorizer: Option<Map<String, Value>>,
     last_active: AtomicU64,
-    outbound: mpsc::UnboundedSender<Outbound>,
+    /// Frames for the client, at most [`GatewayConfig::max_queued_frames`]; the task closes
+    /// the receiver as soon as it decides to close.
+    outbound: mpsc::Sender<Message>,
+    /// Set once by DELETE; the task then sends this close frame. Kept apart from
+    /// `outbound` so that a full queue cannot hold a close back.
+    close: watch::Sender<Option<CloseRequest>>,
+}
+
+impl Connection {
+    /// Whether frames may still be queued: nobody has decided to close it.
+    fn is_open(&self) -> bool {
+        self.close.borrow().is_none() && !self.outbound.is_closed()
+    }
+
+    /// Queues a frame for the client.
+    fn push(&self, message: Message) -> Result<(), QueueError> {
+        if !self.is_open() {
+            return Err(QueueError::Gone);
+        }
+        self.outbound.try_send(message).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => QueueError::Full,
+            mpsc::error::TrySendError::Closed(_) => QueueError::Gone,
+        })
+    }
+
+    /// Asks the connection's task to close with `code`; the first request wins.
+    fn request_close(&self, code: u16, reason: &'static str) {
+        self.close.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some((code, reason));
+            }
+            first
+        });
+    }
 }
 
 struct Shared<F> {
@@ -123,9 +180,33 @@ struct Shared<F> {
     config: GatewayConfig,
     /// The Management API faults in force (they can change while running).
     faults: std::sync::RwLock<ManagementFaults>,
+    /// Open connections: the ones the Management API knows.
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     stats: GatewayStats,
-    shutdown: CancellationToken,
+    /// Handshakes in progress, connection tasks and route invocations, which shutdown
+    /// waits for.
+    tasks: TaskTracker,
+    /// Cancelled when shutdown starts: handshakes are refused, connections close.
+    stopping: CancellationToken,
+    /// Cancelled once connections are closed: the HTTP server stops.
+    stop_server: CancellationToken,
+}
+
+impl<F> Shared<F> {
+    /// The connection `id` if the Management API may still use it.
+    fn open_connection(&self, id: &str) -> Option<Arc<Connection>> {
+        self.connections
+            .lock()
+            .expect("lock")
+            .get(id)
+            .filter(|connection| connection.is_open())
+            .cloned()
+    }
+
+    /// Takes the connection out of the Management API's view.
+    fn detach(&self, id: &str) -> Option<Arc<Connection>> {
+        self.connections.lock().expect("lock").remove(id)
+    }
 }
 
 /// A running gateway.
@@ -145,6 +226,19 @@ pub struct GatewayError {
     pub source: std::io::Error,
 }
 
+/// Binds `address` (port 0 picks a free port) for [`Gateway::serve`]; returns the
+/// listener and the address it listens on, for callers that need the port first.
+pub async fn bind(
+    address: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), GatewayError> {
+    let error = |source| GatewayError { address, source };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
+}
+
 impl<F: Invoke + Clone + 'static> Gateway<F> {
     /// Listens on `address` (port 0 picks a free port) and serves until shut down.
     pub async fn start(
@@ -152,13 +246,11 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
         routes: Routes<F>,
         config: GatewayConfig,
     ) -> Result<Self, GatewayError> {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| GatewayError { address, source })?;
+        let (listener, _) = bind(address).await?;
         Self::serve(listener, routes, config)
     }
 
-    /// Serves on an already bound listener (so callers can learn the port first).
+    /// Serves on an already bound listener (see [`bind`]).
     pub fn serve(
         listener: tokio::net::TcpListener,
         routes: Routes<F>,
@@ -174,16 +266,18 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
             config,
             connections: Mutex::new(HashMap::new()),
             stats: GatewayStats::default(),
-            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            stop_server: CancellationToken::new(),
         });
         let app = Router::new()
             .route("/@connections/{id}", any(management::<F>))
             .route("/{stage}/@connections/{id}", any(management_on_stage::<F>))
             .route("/", any(upgrade_default::<F>))
             .route("/{stage}", any(upgrade_on_stage::<F>))
-            .fallback(post(|| async { StatusCode::NOT_FOUND }))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found") })
             .with_state(shared.clone());
-        let token = shared.shutdown.clone();
+        let token = shared.stop_server.clone();
         let server = tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(err) = axum::serve(listener, service)
@@ -232,45 +326,31 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
     }
 
     /// Queues a text frame for a connection without going through the Management API
-    /// (the benchmark's ceiling for raw WebSocket sends). Returns whether it exists.
+    /// (the benchmark's ceiling for raw WebSocket sends). Returns whether it was queued:
+    /// false when the connection is gone or its queue is full.
     pub fn send(&self, connection_id: &str, text: &str) -> bool {
-        let connection = self
-            .shared
-            .connections
-            .lock()
-            .expect("lock")
-            .get(connection_id)
-            .cloned();
-        connection.is_some_and(|c| {
-            c.outbound
-                .send(Outbound::Frame(Message::text(text.to_owned())))
-                .is_ok()
-        })
+        self.shared
+            .open_connection(connection_id)
+            .is_some_and(|c| c.push(Message::text(text.to_owned())).is_ok())
     }
 
-    /// Closes every connection (each gets its `$disconnect`) and stops listening.
+    /// Refuses new handshakes, closes every connection with 1001, waits (at most 5 s) for
+    /// each to finish its closing handshake and its `$disconnect`, and stops listening.
+    /// The Management API keeps answering until then, for functions that still post.
     pub async fn shutdown(self) {
-        let open: Vec<Arc<Connection>> = self
-            .shared
-            .connections
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
-        for connection in &open {
-            let _ = connection
-                .outbound
-                .send(Outbound::Close(1001, "Going away"));
+        self.shared.stopping.cancel();
+        self.shared.connections.lock().expect("lock").clear();
+        self.shared.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                unfinished = self.shared.tasks.len(),
+                "connections still closing after {SHUTDOWN_TIMEOUT:?}"
+            );
         }
-        // Give the connections a moment to run their $disconnect.
-        for _ in 0..50 {
-            if self.shared.connections.lock().expect("lock").is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.shared.shutdown.cancel();
+        self.shared.stop_server.cancel();
         let _ = self.server.await;
     }
 }
@@ -347,6 +427,7 @@ fn refuse(shared: &Shared<impl Sized>, status: StatusCode, why: &str) -> Respons
     let body = match status {
         StatusCode::UNAUTHORIZED => "Unauthorized",
         StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
         _ => "Internal server error",
     };
     (status, body).into_response()
@@ -372,6 +453,16 @@ async fn upgrade<F: Invoke + Clone + 'static>(
     mut parts: Parts,
     stage: String,
 ) -> Response {
+    // Counts as a task until the connection's own task is spawned, so that shutdown
+    // waits for handshakes in progress too.
+    let _handshake = shared.tasks.token();
+    if shared.stopping.is_cancelled() {
+        return refuse(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is shutting down",
+        );
+    }
     let received_at = clock::now_ms();
     let Some((accept, on_upgrade)) = websocket_request(&mut parts) else {
         return (
@@ -459,13 +550,14 @@ async fn upgrade<F: Invoke + Clone + 'static>(
                 );
             }
             Ok(response) => {
-                let status = response
-                    .get("statusCode")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(200) as u16;
-                if !(200..300).contains(&status) {
-                    let status =
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let Some(status) = connect_status(&response) else {
+                    return refuse(
+                        &shared,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("$connect answered statusCode {}", response["statusCode"]),
+                    );
+                };
+                if !status.is_success() {
                     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                     info!(status = status.as_u16(), "handshake refused by $connect");
                     return status.into_response();
@@ -475,19 +567,26 @@ async fn upgrade<F: Invoke + Clone + 'static>(
                         HeaderName::from_bytes(name.as_bytes()),
                         HeaderValue::from_str(&value),
                     ) {
-                        extra_headers.insert(name, value);
+                        if passes_to_client(&name) {
+                            extra_headers.insert(name, value);
+                        } else {
+                            debug!(header = %name, "$connect response header dropped");
+                        }
                     }
                 }
             }
         }
     }
 
-    let (outbound, queue) = mpsc::unbounded_channel();
+    let (outbound, queue) = mpsc::channel(shared.config.max_queued_frames.max(1));
+    // Made before the connection is visible, so that a DELETE in the meantime is seen.
+    let (close, close_requests) = watch::channel(None);
     let connection = Arc::new(Connection {
         info,
         authorizer,
         last_active: AtomicU64::new(received_at),
         outbound,
+        close,
     });
     shared
         .connections
@@ -505,7 +604,8 @@ async fn upgrade<F: Invoke + Clone + 'static>(
         connection_id = connection.info.connection_id,
         principal, "connected"
     );
-    tokio::spawn(async move {
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig::default()
@@ -517,7 +617,7 @@ async fn upgrade<F: Invoke + Clone + 'static>(
                     Some(config),
                 )
                 .await;
-                serve(shared, connection, socket, queue).await;
+                serve(shared, connection, socket, queue, close_requests).await;
             }
             Err(err) => {
                 warn!(error = %err, "upgrade failed after $connect");
@@ -614,6 +714,42 @@ fn read_policy(response: &Value) -> Result<(String, Map<String, Value>), (Status
     Ok((principal, context))
 }
 
+/// The status a `$connect` response asks for: 200 when it names none; `None` when its
+/// `statusCode` is no final HTTP status, which API Gateway treats as a function error
+/// (informational statuses cannot end a handshake either).
+fn connect_status(response: &Value) -> Option<StatusCode> {
+    match response.get("statusCode") {
+        None | Some(Value::Null) => Some(StatusCode::OK),
+        Some(code) => code
+            .as_u64()
+            .filter(|code| (200..=599).contains(code))
+            .and_then(|code| StatusCode::from_u16(code as u16).ok()),
+    }
+}
+
+/// Whether a `$connect` response header reaches the client: `Sec-WebSocket-Protocol` and
+/// the like do; hop-by-hop headers and the handshake's own do not, as they would break the
+/// upgrade (and extensions are never negotiated here).
+fn passes_to_client(name: &HeaderName) -> bool {
+    const WITHHELD: [&str; 14] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "sec-websocket-accept",
+        "sec-websocket-extensions",
+        "sec-websocket-key",
+        "sec-websocket-version",
+    ];
+    !WITHHELD.contains(&name.as_str())
+}
+
 fn response_headers(response: &Value) -> Vec<(String, String)> {
     let mut headers = Vec::new();
     if let Some(Value::Object(map)) = response.get("headers") {
@@ -630,107 +766,190 @@ fn response_headers(response: &Value) -> Vec<(String, String)> {
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// How a connection's loop ended.
+enum Ending {
+    /// The client sent a close frame (tungstenite has queued the reply).
+    ByClient { status: u16, reason: String },
+    /// The gateway closes: send this close frame, then wait for the client's.
+    ByGateway {
+        code: u16,
+        reason: &'static str,
+        /// The read side is unusable (the rest of an oversized frame is still unread).
+        unreadable: bool,
+    },
+    /// The socket failed or the client went away without a close frame.
+    Abnormal,
+}
+
+impl Ending {
+    fn by_gateway(code: u16, reason: &'static str) -> Self {
+        Self::ByGateway {
+            code,
+            reason,
+            unreadable: false,
+        }
+    }
+
+    /// The status and reason `$disconnect` reports.
+    fn disconnect_status(&self) -> (u16, String) {
+        match self {
+            Self::ByClient { status, reason } => (*status, reason.clone()),
+            Self::ByGateway { code, reason, .. } => (*code, (*reason).to_owned()),
+            Self::Abnormal => (1006, "Connection closed abnormally".to_owned()),
+        }
+    }
+}
+
+/// How long a connection opened at `connected_at` may still live at `now` (Unix ms): the
+/// maximum lifetime counts from the handshake, as in API Gateway, not from the upgrade.
+fn lifetime_left(connected_at: u64, now: u64, max: Duration) -> Duration {
+    max.saturating_sub(Duration::from_millis(now.saturating_sub(connected_at)))
+}
+
 async fn serve<F: Invoke + Clone + 'static>(
     shared: Arc<Shared<F>>,
     connection: Arc<Connection>,
     mut socket: Socket,
-    mut queue: mpsc::UnboundedReceiver<Outbound>,
+    mut queue: mpsc::Receiver<Message>,
+    mut close_requests: watch::Receiver<Option<CloseRequest>>,
 ) {
     let id = connection.info.connection_id.clone();
-    let lifetime = tokio::time::sleep(shared.config.max_connection_duration);
+    let lifetime = tokio::time::sleep(lifetime_left(
+        connection.info.connected_at,
+        clock::now_ms(),
+        shared.config.max_connection_duration,
+    ));
     tokio::pin!(lifetime);
-    let closing = |code: u16, reason: &'static str| (code, reason.to_owned(), Some((code, reason)));
-    // (status for $disconnect, reason, close frame still to send)
-    let (status, reason, close) = loop {
+    let close_request = |requests: &mut watch::Receiver<Option<CloseRequest>>| {
+        let (code, reason) = requests.borrow_and_update().unwrap_or((1001, "Going away"));
+        Ending::by_gateway(code, reason)
+    };
+    let ending = loop {
         let idle_for = Duration::from_millis(
             clock::now_ms().saturating_sub(connection.last_active.load(Ordering::Relaxed)),
         );
         let idle_left = shared.config.idle_timeout.saturating_sub(idle_for);
         tokio::select! {
             frame = socket.next() => match frame {
-                None => break (1006, "Connection closed abnormally".to_owned(), None),
+                None => break Ending::Abnormal,
                 Some(Ok(Message::Text(text))) => route(&shared, &connection, text.as_bytes(), false),
                 Some(Ok(Message::Binary(bytes))) => route(&shared, &connection, &bytes, true),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                     connection.last_active.store(clock::now_ms(), Ordering::Relaxed);
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    // tungstenite answers the close frame itself.
                     break match frame {
-                        Some(f) => (u16::from(f.code), f.reason.to_string(), None),
-                        None => (1005, "Client closed without a status".to_owned(), None),
+                        Some(f) => Ending::ByClient { status: u16::from(f.code), reason: f.reason.to_string() },
+                        None => Ending::ByClient { status: 1005, reason: "Client closed without a status".to_owned() },
                     };
                 }
                 Some(Err(tungstenite::Error::Capacity(err))) => {
                     debug!(connection_id = id, error = %err, "frame over the limit");
-                    break closing(1009, "Message too big");
+                    break Ending::ByGateway { code: 1009, reason: "Message too big", unreadable: true };
                 }
                 Some(Err(err)) => {
                     debug!(connection_id = id, error = %err, "socket read failed");
-                    break (1006, "Connection closed abnormally".to_owned(), None);
+                    break Ending::Abnormal;
                 }
             },
-            out = queue.recv() => match out {
-                Some(Outbound::Frame(message)) => {
-                    if socket.send(message).await.is_err() {
-                        break (1006, "Connection closed abnormally".to_owned(), None);
-                    }
+            message = queue.recv() => {
+                // The sender lives in `connection`, so the queue never ends here.
+                let Some(message) = message else { break Ending::by_gateway(1001, "Going away") };
+                // A client that does not read must not hold a DELETE or shutdown back.
+                tokio::select! {
+                    sent = socket.send(message) => if sent.is_err() { break Ending::Abnormal },
+                    _ = close_requests.changed() => break close_request(&mut close_requests),
+                    _ = shared.stopping.cancelled() => break Ending::by_gateway(1001, "Going away"),
                 }
-                Some(Outbound::Close(code, reason)) => break closing(code, reason),
-                None => break closing(1001, "Going away"),
-            },
+            }
+            _ = close_requests.changed() => break close_request(&mut close_requests),
+            _ = shared.stopping.cancelled() => break Ending::by_gateway(1001, "Going away"),
             _ = tokio::time::sleep(idle_left) => {
                 if clock::now_ms().saturating_sub(connection.last_active.load(Ordering::Relaxed))
                     >= shared.config.idle_timeout.as_millis() as u64
                 {
-                    break closing(1001, "Going away");
+                    break Ending::by_gateway(1001, "Going away");
                 }
             }
-            _ = &mut lifetime => break closing(1001, "Going away"),
+            _ = &mut lifetime => break Ending::by_gateway(1001, "Going away"),
         }
     };
-    if let Some((code, text)) = close {
-        let frame = CloseFrame {
-            code: code.into(),
-            reason: text.into(),
-        };
-        if socket.send(Message::Close(Some(frame))).await.is_ok() {
-            // Read what the client still sends (the rest of an oversized frame, its
-            // close reply) so that closing the socket does not reset the connection
-            // before the client has read the close frame.
-            let mut scratch = vec![0u8; 16 * 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    // From here on the Management API answers 410: nothing it accepts could be sent.
+    shared.detach(&id);
+    queue.close();
+    let _ = tokio::time::timeout(
+        CLOSE_TIMEOUT,
+        close_handshake(&mut socket, &mut queue, &ending),
+    )
+    .await;
+    drop(socket);
+    let (status, reason) = ending.disconnect_status();
+    debug!(connection_id = id, status, "socket closed");
+    finish(&shared, &connection, status, &reason).await;
+}
+
+/// Completes the closing handshake so that the client sees a clean close, then closes the
+/// TCP connection from this side (as RFC 6455 asks of servers).
+async fn close_handshake(
+    socket: &mut Socket,
+    queue: &mut mpsc::Receiver<Message>,
+    ending: &Ending,
+) {
+    match ending {
+        Ending::Abnormal => return,
+        Ending::ByClient { .. } => {
+            // tungstenite only queues its reply to the client's close frame; reading on
+            // writes it, and then ends the stream.
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+        Ending::ByGateway {
+            code,
+            reason,
+            unreadable,
+        } => {
+            // Frames the Management API accepted before the close go out ahead of it.
+            while let Ok(message) = queue.try_recv() {
+                if socket.feed(message).await.is_err() {
+                    return;
+                }
+            }
+            let frame = CloseFrame {
+                code: (*code).into(),
+                reason: (*reason).into(),
+            };
+            if socket.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            if *unreadable {
+                // The client's close reply sits behind bytes that cannot be parsed: end
+                // the write side so that the client finishes the close, and read whatever
+                // arrives until it hangs up (closing with unread data would reset the
+                // connection before the client has read the close frame).
+                let _ = socket.get_mut().shutdown().await;
+                let mut scratch = vec![0u8; 16 * 1024];
                 while socket
                     .get_mut()
                     .read(&mut scratch)
                     .await
                     .is_ok_and(|n| n > 0)
                 {}
-            })
-            .await;
+                return;
+            }
+            // Until the client's close reply: then tungstenite ends the stream.
+            while let Some(Ok(_)) = socket.next().await {}
         }
     }
-    drop(socket);
-    debug!(connection_id = id, status, "socket closed");
-    finish(&shared, &connection, status, &reason).await;
+    let _ = socket.get_mut().shutdown().await;
 }
 
-/// Removes the connection and invokes `$disconnect`, once.
+/// Runs `$disconnect` for a connection whose socket is closed; called once per connection.
 async fn finish<F: Invoke + Clone + 'static>(
     shared: &Shared<F>,
     connection: &Connection,
     status: u16,
     reason: &str,
 ) {
-    let removed = shared
-        .connections
-        .lock()
-        .expect("lock")
-        .remove(&connection.info.connection_id)
-        .is_some();
-    if !removed {
-        return;
-    }
+    shared.detach(&connection.info.connection_id);
     info!(
         connection_id = connection.info.connection_id,
         status, reason, "disconnected"
@@ -768,10 +987,8 @@ fn route<F: Invoke + Clone + 'static>(
             .unwrap_or_else(|| "$default".to_owned())
     };
     let Some(function) = shared.routes.routes.get(&key).cloned() else {
-        let reply = json!({"message": "Forbidden", "connectionId": connection.info.connection_id, "requestId": events::connection_id()});
-        let _ = connection
-            .outbound
-            .send(Outbound::Frame(Message::Text(reply.to_string().into())));
+        let reply = json!({"message": "Forbidden", "connectionId": connection.info.connection_id, "requestId": events::request_id()});
+        let _ = connection.push(Message::text(reply.to_string()));
         return;
     };
     let event = events::message(
@@ -783,13 +1000,11 @@ fn route<F: Invoke + Clone + 'static>(
         received_at,
     );
     let connection = connection.clone();
-    tokio::spawn(async move {
+    shared.tasks.spawn(async move {
         if let Err(err) = function.invoke(event).await {
             warn!(connection_id = connection.info.connection_id, route = key, error = %err, "route failed");
-            let reply = json!({"message": "Internal server error", "connectionId": connection.info.connection_id, "requestId": events::connection_id()});
-            let _ = connection
-                .outbound
-                .send(Outbound::Frame(Message::Text(reply.to_string().into())));
+            let reply = json!({"message": "Internal server error", "connectionId": connection.info.connection_id, "requestId": events::request_id()});
+            let _ = connection.push(Message::text(reply.to_string()));
         }
     });
 }
@@ -859,7 +1074,6 @@ async fn manage<F: Invoke + Clone + 'static>(
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    let connection = shared.connections.lock().expect("lock").get(&id).cloned();
     match parts.method.as_str() {
         "POST" => {
             let faults = shared.faults.read().expect("faults lock").clone();
@@ -884,7 +1098,7 @@ async fn manage<F: Invoke + Clone + 'static>(
                     "injected fault",
                 );
             }
-            let Some(connection) = connection else {
+            let Some(connection) = shared.open_connection(&id) else {
                 return gone();
             };
             if body.len() > MAX_MESSAGE_BYTES {
@@ -898,14 +1112,24 @@ async fn manage<F: Invoke + Clone + 'static>(
                 Ok(text) => Message::Text(text.into()),
                 Err(err) => Message::Binary(err.into_bytes().into()),
             };
-            if connection.outbound.send(Outbound::Frame(message)).is_err() {
-                return gone();
+            match connection.push(message) {
+                Ok(()) => {}
+                Err(QueueError::Gone) => return gone(),
+                // The client reads more slowly than it is written to: throttle, as AWS
+                // does, so that the sender backs off and retries.
+                Err(QueueError::Full) => {
+                    return service_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "LimitExceededException",
+                        "too many frames waiting for this connection",
+                    );
+                }
             }
             shared.stats.posts.fetch_add(1, Ordering::Relaxed);
             StatusCode::OK.into_response()
         }
         "GET" => {
-            let Some(connection) = connection else {
+            let Some(connection) = shared.open_connection(&id) else {
                 return gone();
             };
             let mut identity = Map::new();
@@ -929,13 +1153,12 @@ async fn manage<F: Invoke + Clone + 'static>(
                 .into_response()
         }
         "DELETE" => {
-            let Some(connection) = connection else {
+            // Gone for the Management API at once; its task closes the socket and then
+            // runs $disconnect, as in AWS.
+            let Some(connection) = shared.detach(&id).filter(|c| c.is_open()) else {
                 return gone();
             };
-            // As in AWS: close the socket; the connection's task then runs $disconnect.
-            let _ = connection
-                .outbound
-                .send(Outbound::Close(1000, "Connection deleted"));
+            connection.request_close(1000, "Connection deleted");
             StatusCode::NO_CONTENT.into_response()
         }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
@@ -1009,6 +1232,60 @@ mod tests {
             "route.request.header.X-Missing",
             &handshake
         ));
+    }
+
+    #[test]
+    fn the_lifetime_counts_from_the_handshake() {
+        let max = Duration::from_secs(10);
+        assert_eq!(lifetime_left(1_000, 1_000, max), max);
+        assert_eq!(lifetime_left(1_000, 4_000, max), Duration::from_secs(7));
+        assert_eq!(
+            lifetime_left(1_000, 20_000, max),
+            Duration::ZERO,
+            "already over"
+        );
+        assert_eq!(lifetime_left(5_000, 1_000, max), max, "clock went back");
+    }
+
+    #[test]
+    fn connect_status_codes_must_be_final_http_statuses() {
+        let status = |response: Value| connect_status(&response);
+        assert_eq!(status(json!({})), Some(StatusCode::OK));
+        assert_eq!(
+            status(json!({"statusCode": 204})),
+            Some(StatusCode::NO_CONTENT)
+        );
+        assert_eq!(
+            status(json!({"statusCode": 403})),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(json!({"statusCode": 599})).map(|s| s.as_u16()),
+            Some(599)
+        );
+        // 65736 as u16 would be 200: a function error, not an accepted handshake.
+        assert_eq!(status(json!({"statusCode": 65_736})), None);
+        assert_eq!(status(json!({"statusCode": 600})), None);
+        assert_eq!(status(json!({"statusCode": 101})), None);
+        assert_eq!(status(json!({"statusCode": -1})), None);
+        assert_eq!(status(json!({"statusCode": "200"})), None);
+    }
+
+    #[test]
+    fn connect_headers_cannot_touch_the_handshake() {
+        let passes = |name: &'static str| passes_to_client(&HeaderName::from_static(name));
+        assert!(passes("sec-websocket-protocol"));
+        assert!(passes("x-request-id"));
+        for name in [
+            "upgrade",
+            "connection",
+            "sec-websocket-accept",
+            "sec-websocket-extensions",
+            "transfer-encoding",
+            "content-length",
+        ] {
+            assert!(!passes(name), "{name}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -18,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::gateway::{Gateway, GatewayConfig, Routes};
+use crate::gateway::{self, Gateway, GatewayConfig, Routes};
 use crate::runtime::{Function, FunctionConfig, FunctionFaults};
 use crate::streams::{PollOptions, run_trigger};
 use crate::template::{LocalValues, StackSpec, TemplateError};
@@ -156,7 +157,7 @@ impl Stack {
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let dynamo_error = |err: aws_sdk_dynamodb::Error| StackError::DynamoDb {
             endpoint: options.dynamodb_endpoint.clone(),
-            message: aws_smithy_types_display(&err),
+            message: DisplayErrorContext(&err).to_string(),
         };
         if spec
             .table
@@ -167,18 +168,27 @@ impl Stack {
             info!(table = options.table_name, "created table");
         }
 
-        let listener = tokio::net::TcpListener::bind(options.bind)
-            .await
-            .map_err(|source| crate::gateway::GatewayError {
-                address: options.bind,
-                source,
-            })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| crate::gateway::GatewayError {
-                address: options.bind,
-                source,
-            })?;
+        // Everything that can fail happens before the gateway serves, so a failed start
+        // leaves nothing listening (the probe, the one later step, shuts it down).
+        let stream_arn = if spec.stream_triggers.is_empty() {
+            None
+        } else {
+            let arn = dynamodb
+                .describe_table()
+                .table_name(&options.table_name)
+                .send()
+                .await
+                .map_err(|e| dynamo_error(e.into()))?
+                .table
+                .and_then(|t| t.latest_stream_arn)
+                .ok_or_else(|| StackError::DynamoDb {
+                    endpoint: options.dynamodb_endpoint.clone(),
+                    message: format!("table {} has no stream", options.table_name),
+                })?;
+            Some(arn)
+        };
+
+        let (listener, address) = gateway::bind(options.bind).await?;
         let management_endpoint = format!("http://{address}");
         let jwt_secret = options.jwt_secret().to_owned();
         let signs_tokens = options
@@ -247,19 +257,7 @@ impl Stack {
 
         let stop_triggers = CancellationToken::new();
         let mut triggers = Vec::new();
-        if !spec.stream_triggers.is_empty() {
-            let stream_arn = dynamodb
-                .describe_table()
-                .table_name(&options.table_name)
-                .send()
-                .await
-                .map_err(|e| dynamo_error(e.into()))?
-                .table
-                .and_then(|t| t.latest_stream_arn)
-                .ok_or_else(|| StackError::DynamoDb {
-                    endpoint: options.dynamodb_endpoint.clone(),
-                    message: format!("table {} has no stream", options.table_name),
-                })?;
+        if let Some(stream_arn) = stream_arn {
             let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
             for trigger in &spec.stream_triggers {
                 let invoker = functions[&trigger.function].clone();
@@ -377,7 +375,8 @@ impl Stack {
         &self.functions
     }
 
-    /// Closes every connection, stops the trigger and every function instance.
+    /// Closes every connection and waits for its `$disconnect` (at most 5 s), then stops
+    /// the trigger and every function instance.
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
         self.stop_triggers.cancel();
@@ -388,17 +387,6 @@ impl Stack {
             function.shutdown().await;
         }
     }
-}
-
-fn aws_smithy_types_display(err: &aws_sdk_dynamodb::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// A token for local development: every capability on every channel.
