@@ -3,11 +3,12 @@
 //!
 //! # Design
 //! [`run_trigger`] is one task that owns the mapping. Every second it lists the stream's
-//! shards (DescribeStream, all pages) and starts reading each new shard once its parent
-//! is finished (or no longer listed), so records of one item are delivered in order
-//! across shard roll-overs. `StartingPosition` applies to the shards present at start:
-//! with `LATEST`, open shards are read from their tip and closed ones skipped; shards
-//! that appear later are read from `TRIM_HORIZON`, like Lambda does.
+//! shards (DescribeStream, all pages, while the shards are being read) and starts reading
+//! each new shard once its parent is finished (or no longer listed), so records of one
+//! item are delivered in order across shard roll-overs. A finished shard is forgotten
+//! once the listing no longer has it (trimmed away). `StartingPosition` applies to the
+//! shards present at start: with `LATEST`, open shards are read from their tip and closed
+//! ones skipped; shards that appear later are read from `TRIM_HORIZON`, like Lambda does.
 //!
 //! Each shard is read by its own future (all polled by the trigger's task, so the
 //! invoker is only borrowed): a `reader` turns the shard into filtered batches, and
@@ -366,28 +367,15 @@ struct Trigger<'a, S, I> {
 }
 
 impl<S: ShardSource, I: Invoke> Trigger<'_, S, I> {
-    /// Discovers shards and reads them, forever (the caller stops it).
+    /// Discovers shards and reads them, forever (the caller stops it). The listing is one
+    /// more branch of the `select!`, so a slow DescribeStream never pauses the readers.
     async fn run(&self) -> Result<(), StreamError> {
         let mut shards: BTreeMap<String, Shard> = BTreeMap::new();
         let mut reading: FuturesUnordered<BoxFuture<'_, String>> = FuturesUnordered::new();
+        let mut listing: Option<BoxFuture<'_, Result<Vec<ShardInfo>, SourceError>>> = None;
         let mut discovered = false;
         let mut next_discovery = Instant::now();
         loop {
-            if Instant::now() >= next_discovery {
-                match self.source.shards(self.stream_arn).await {
-                    Ok(listed) => {
-                        self.learn(&mut shards, listed, !discovered);
-                        discovered = true;
-                    }
-                    Err(SourceError::NotFound(_)) => {
-                        return Err(StreamError::StreamNotFound(self.stream_arn.to_owned()));
-                    }
-                    Err(err) => {
-                        warn!(stream_arn = self.stream_arn, error = %err, "DescribeStream failed; will try again")
-                    }
-                }
-                next_discovery = Instant::now() + DISCOVERY_INTERVAL;
-            }
             for shard_id in ready(&shards) {
                 if let Some(shard) = shards.get_mut(&shard_id) {
                     shard.state = ShardState::Reading;
@@ -400,14 +388,35 @@ impl<S: ShardSource, I: Invoke> Trigger<'_, S, I> {
                         shard.state = ShardState::Finished;
                     }
                 }
-                _ = tokio::time::sleep_until(next_discovery) => {}
+                listed = async { Some(listing.as_mut()?.await) }, if listing.is_some() => {
+                    listing = None;
+                    next_discovery = Instant::now() + DISCOVERY_INTERVAL;
+                    match listed {
+                        Some(Ok(listed)) => {
+                            self.learn(&mut shards, listed, !discovered);
+                            discovered = true;
+                        }
+                        Some(Err(SourceError::NotFound(_))) => {
+                            return Err(StreamError::StreamNotFound(self.stream_arn.to_owned()));
+                        }
+                        Some(Err(err)) => {
+                            warn!(stream_arn = self.stream_arn, error = %err, "DescribeStream failed; will try again")
+                        }
+                        None => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(next_discovery), if listing.is_none() => {
+                    listing = Some(Box::pin(self.source.shards(self.stream_arn)));
+                }
             }
         }
     }
 
-    /// Adds newly listed shards. At the first listing `StartingPosition` applies: with
-    /// `LATEST`, closed shards hold nothing new and are done already.
+    /// Adds newly listed shards, and forgets finished ones that are no longer listed. At the
+    /// first listing `StartingPosition` applies: with `LATEST`, closed shards hold nothing
+    /// new and are done already.
     fn learn(&self, shards: &mut BTreeMap<String, Shard>, listed: Vec<ShardInfo>, at_start: bool) {
+        forget_trimmed(shards, &listed);
         for info in listed {
             if shards.contains_key(&info.id) {
                 continue;
@@ -456,6 +465,19 @@ impl<S: ShardSource, I: Invoke> Trigger<'_, S, I> {
         debug!(shard_id, "shard finished");
         shard_id
     }
+}
+
+/// Drops the finished shards that `listed` no longer has: trimmed away, they will not come
+/// back. (A finished shard still listed is kept, or it would be read again.) A child whose
+/// parent is forgotten is ready, as one whose parent is finished. An empty listing is
+/// not trusted to forget anything: forgotten shards that came back would be read again.
+fn forget_trimmed(shards: &mut BTreeMap<String, Shard>, listed: &[ShardInfo]) {
+    if listed.is_empty() {
+        return;
+    }
+    shards.retain(|id, shard| {
+        shard.state != ShardState::Finished || listed.iter().any(|info| info.id == *id)
+    });
 }
 
 /// Shards waiting whose parent is finished or unknown (trimmed away).

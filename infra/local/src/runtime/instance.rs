@@ -38,7 +38,7 @@ use super::{
 use crate::invoke::InvokeError;
 
 /// How long a new process may take to ask for its first event (Lambda's init limit).
-const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longer log lines are cut: a process cannot make the gateway buffer without bound.
 const MAX_LOG_LINE: usize = 16 * 1024;
 /// How long to wait, after an exit, for the last stderr line to be read.
@@ -146,9 +146,10 @@ pub(super) async fn start(shared: &Arc<Shared>, id: u64, job: Job) -> Result<Ins
             });
         }
     };
-    debug!(function = %config.name, instance = id, pid = child.id(), api = %address, "instance started");
+    let pid = child.id();
+    debug!(function = %config.name, instance = id, pid, api = %address, "instance started");
     shared.record(|stats| stats.instances_started += 1);
-    shared.record_pid(id, child.id());
+    shared.record_pid(id, pid);
 
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(forward_lines(stdout, shared.clone(), id, Stream::Stdout));
@@ -163,6 +164,7 @@ pub(super) async fn start(shared: &Arc<Shared>, id: u64, job: Job) -> Result<Ins
         shared: shared.clone(),
         id,
         child,
+        pid,
         calls: api_calls,
         jobs: incoming_jobs,
         server,
@@ -171,9 +173,11 @@ pub(super) async fn start(shared: &Arc<Shared>, id: u64, job: Job) -> Result<Ins
         initialized: false,
         init_error: None,
         parked: None,
+        // The timeout starts when the event is fetched: init has a limit of its own.
         pending: Some(Pending {
             job,
             accepted_at: spawned_at,
+            deadline: None,
         }),
         running: None,
     };
@@ -258,6 +262,9 @@ fn lambda_env(
 struct Pending {
     job: Job,
     accepted_at: Instant,
+    /// When the invocation times out, if its clock has started: an initialised instance
+    /// accepted it, so the process owes a `next` and the time it takes counts.
+    deadline: Option<Instant>,
 }
 
 /// A job whose event the process has fetched.
@@ -279,7 +286,7 @@ enum End {
     Exited(io::Result<ExitStatus>),
     /// The runtime reported `/init/error`.
     InitFailed,
-    /// The running invocation passed its deadline.
+    /// The invocation passed its deadline, running or waiting for the process's `next`.
     Timeout,
     /// The process did not ask for an event within [`INIT_TIMEOUT`].
     InitTimeout,
@@ -293,6 +300,9 @@ struct Task {
     shared: Arc<Shared>,
     id: u64,
     child: Child,
+    /// The process's id, which is also its process group's (see [`spawn`]); kept because
+    /// `child` forgets it once the process is reaped.
+    pid: Option<u32>,
     calls: mpsc::Receiver<ApiCall>,
     jobs: mpsc::Receiver<Job>,
     server: JoinHandle<()>,
@@ -323,7 +333,7 @@ impl Task {
                     None => break End::Discarded,
                 },
                 () = sleep_until(deadline) => {
-                    break if self.running.is_some() { End::Timeout } else { End::InitTimeout };
+                    break if self.initialized { End::Timeout } else { End::InitTimeout };
                 }
                 () = self.shared.shutdown.cancelled() => break End::Shutdown,
             }
@@ -332,10 +342,11 @@ impl Task {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        match &self.running {
-            Some(running) => Some(running.deadline),
-            None if !self.initialized => Some(self.spawned_at + INIT_TIMEOUT),
-            None => None,
+        match (&self.running, &self.pending) {
+            (Some(running), _) => Some(running.deadline),
+            (None, _) if !self.initialized => Some(self.spawned_at + INIT_TIMEOUT),
+            (None, Some(pending)) => pending.deadline,
+            (None, None) => None,
         }
     }
 
@@ -399,9 +410,15 @@ impl Task {
     }
 
     fn accept(&mut self, job: Job) {
+        let accepted_at = Instant::now();
         self.pending = Some(Pending {
             job,
-            accepted_at: Instant::now(),
+            accepted_at,
+            // A runtime that hangs instead of asking for its next event cannot hold the
+            // invocation for ever: the function's timeout runs from here.
+            deadline: self
+                .initialized
+                .then(|| accepted_at + self.shared.config.timeout),
         });
         self.deliver();
     }
@@ -414,9 +431,10 @@ impl Task {
         let (Some(pending), Some(parked)) = (self.pending.take(), self.parked.take()) else {
             return;
         };
-        let timeout = self.shared.config.timeout;
+        let now = Instant::now();
         let delivered_wall = SystemTime::now();
-        let deadline_ms = (delivered_wall + timeout)
+        let deadline = pending.deadline.unwrap_or(now + self.shared.config.timeout);
+        let deadline_ms = (delivered_wall + deadline.saturating_duration_since(now))
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {
                 u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
@@ -432,7 +450,6 @@ impl Task {
             self.pending = Some(pending);
             return;
         }
-        let now = Instant::now();
         let crash_rate = self.shared.config.faults.crash_rate;
         let doomed = crash_rate > 0.0 && rand::random::<f64>() < crash_rate;
         if doomed {
@@ -450,7 +467,7 @@ impl Task {
             job: pending.job,
             delivered_at: now,
             delivered_wall,
-            deadline: now + timeout,
+            deadline,
             doomed,
         });
     }
@@ -475,6 +492,10 @@ impl Task {
 
     async fn finish(mut self, end: End) {
         self.jobs.close();
+        // Whatever the runtime started goes too. Before the process is reaped its id still
+        // names the group; after an exit the group's id stays reserved while any member
+        // lives, and killing an empty group fails harmlessly.
+        kill_group(self.pid);
         if !matches!(end, End::Exited(_)) {
             // kill() also reaps the process; an error means it is already gone.
             if let Err(error) = self.child.kill().await {
@@ -531,9 +552,18 @@ impl Task {
                 }
             }
             End::Timeout => {
+                let timeout = || InvokeError::Timeout(self.shared.config.timeout);
                 if let Some(running) = running {
-                    let timeout = InvokeError::Timeout(self.shared.config.timeout);
-                    self.settle_running(running, Err(timeout), false);
+                    self.settle_running(running, Err(timeout()), false);
+                }
+                if let Some(pending) = pending {
+                    warn!(
+                        function = %self.shared.config.name,
+                        instance = self.id,
+                        request_id = %pending.job.request_id,
+                        "the runtime did not ask for its next event within the function's timeout"
+                    );
+                    self.settle(pending.job, pending.accepted_at, Err(timeout()), false);
                 }
             }
             End::Shutdown | End::Discarded => {
@@ -586,6 +616,27 @@ fn describe(status: &io::Result<ExitStatus>) -> String {
         Err(error) => format!("cannot wait for the process: {error}"),
     }
 }
+
+/// Sends `SIGKILL` to the process group `pid` leads (on Linux every instance leads its
+/// own, see [`spawn`]); elsewhere instances share the gateway's group and only the process
+/// itself is killed, by the caller.
+#[cfg(target_os = "linux")]
+fn kill_group(pid: Option<u32>) {
+    let Some(group) = pid.and_then(|pid| libc::pid_t::try_from(pid).ok()) else {
+        return;
+    };
+    if group <= 1 {
+        return;
+    }
+    // SAFETY: killpg has no memory-safety preconditions; the group is one this gateway
+    // created, and a group that no longer exists makes it fail with ESRCH.
+    unsafe {
+        libc::killpg(group, libc::SIGKILL);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_group(_pid: Option<u32>) {}
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

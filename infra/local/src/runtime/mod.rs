@@ -20,6 +20,11 @@
 //! An invocation takes an idle instance (the most recently used, as Lambda tends to), or
 //! the right to start a new one if the limit allows, or else queues. Whoever releases an instance — or the slot of a discarded one — hands it
 //! straight to the first waiter, so the queue is FIFO and nobody is woken for nothing.
+//! Lambda throttles at once where this queues; the queue is bounded instead: an
+//! invocation that waits longer than one instance can hold a job (Lambda's init limit plus
+//! the function's timeout) fails with Lambda's throttling error
+//! (`TooManyRequestsException: Rate Exceeded.`, as [`InvokeError::Unavailable`], which the
+//! stream trigger retries like a throttle).
 //! Instances stay warm after a response or a handler error, and are discarded after a
 //! timeout, a crash or a failed init. Idle instances are not reaped: they live until
 //! shutdown, and `max_instances` bounds them.
@@ -36,7 +41,8 @@
 //! Not modelled: memory limits (`memory_mb` is only reported to the function), response
 //! streaming (answered with a `Runtime.StreamingNotSupported` error), SnapStart. The
 //! init phase has Lambda's 10 s limit, separate from the function's timeout, which starts
-//! when the process fetches the event.
+//! when a warm instance accepts the invocation, or when a new instance's process fetches
+//! it: a runtime that never asks for its next event cannot hold an invocation past it.
 
 mod api;
 mod instance;
@@ -69,6 +75,9 @@ const MAX_LOGGED_INVOCATIONS: usize = 4096;
 /// How many instances one invocation tries before giving up (instances that died while
 /// idle are found out only when they are given a job).
 const MAX_ATTEMPTS: usize = 4;
+/// How Lambda words a throttled invocation; the start of the [`InvokeError::Unavailable`]
+/// message of an invocation that waited too long for an instance.
+const THROTTLED: &str = "TooManyRequestsException: Rate Exceeded.";
 
 /// How to run a function: its binary, environment and limits.
 #[derive(Clone, Debug)]
@@ -80,7 +89,8 @@ pub struct FunctionConfig {
     pub binary: PathBuf,
     /// The function's environment, already resolved.
     pub env: BTreeMap<String, String>,
-    /// How long one invocation may run, from the moment the process fetches the event.
+    /// How long one invocation may run: from the moment a warm instance accepts it, or a
+    /// new instance's process fetches it.
     pub timeout: Duration,
     /// Reported to the function as `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; not enforced.
     pub memory_mb: u64,
@@ -110,6 +120,9 @@ pub struct FunctionStats {
     pub timeouts: u64,
     /// Invocations whose process exited or was killed before answering.
     pub crashes: u64,
+    /// Invocations that waited for an instance longer than the queue allows, and failed
+    /// with Lambda's throttling error.
+    pub throttles: u64,
     /// Init durations (spawn to first `next`) of the most recent instances, oldest first.
     pub init_durations: Vec<Duration>,
     /// Process ids of the instances that exist now (idle, busy or starting), oldest first.
@@ -187,6 +200,8 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     pool: Mutex<Pool>,
+    /// How long an invocation may wait for an instance before it is throttled.
+    queue_limit: Duration,
 }
 
 impl Drop for Inner {
@@ -220,6 +235,12 @@ enum Slot {
 impl Function {
     /// A function with no instance yet; instances start on demand.
     pub fn new(config: FunctionConfig) -> Self {
+        let queue_limit = instance::INIT_TIMEOUT.saturating_add(config.timeout);
+        Self::with_queue_limit(config, queue_limit)
+    }
+
+    /// A function whose invocations wait at most `queue_limit` for an instance.
+    fn with_queue_limit(config: FunctionConfig, queue_limit: Duration) -> Self {
         let arn = format!(
             "arn:aws:lambda:us-east-1:000000000000:function:{}",
             config.name
@@ -235,6 +256,7 @@ impl Function {
             inner: Arc::new(Inner {
                 shared,
                 pool: Mutex::default(),
+                queue_limit,
             }),
         }
     }
@@ -314,7 +336,7 @@ impl Inner {
     }
 
     async fn invoke(self: Arc<Self>, event: Value) -> Result<Value, InvokeError> {
-        let request_id = request_id();
+        let request_id = uuid_v4();
         self.shared.record(|stats| stats.invocations += 1);
         let report = match serde_json::to_vec(&event) {
             Ok(event) => self.run(&request_id, Bytes::from(event)).await,
@@ -330,6 +352,9 @@ impl Inner {
             Err(InvokeError::Function { .. } | InvokeError::Init { .. }) => stats.errors += 1,
             Err(InvokeError::Timeout(_)) => stats.timeouts += 1,
             Err(InvokeError::Crashed(_)) => stats.crashes += 1,
+            Err(InvokeError::Unavailable(message)) if message.starts_with(THROTTLED) => {
+                stats.throttles += 1;
+            }
             Ok(_) | Err(InvokeError::Unavailable(_)) => {}
         });
         let duration_ms = duration.as_millis() as u64;
@@ -398,10 +423,11 @@ impl Inner {
         )))
     }
 
-    /// An idle instance, the right to start one, or a place in the queue.
+    /// An idle instance, the right to start one, or a place in the queue for at most
+    /// `queue_limit` (then the invocation is throttled).
     async fn acquire(&self) -> Result<Slot, InvokeError> {
         let stopped = || InvokeError::Unavailable(format!("{} was shut down", self.name()));
-        let waiter = {
+        let mut waiter = {
             let mut pool = self.pool();
             if pool.closed {
                 return Err(stopped());
@@ -420,7 +446,32 @@ impl Inner {
             pool.waiters.push_back(waiter);
             slot
         };
-        waiter.await.map_err(|_| stopped())
+        if let Ok(slot) = tokio::time::timeout(self.queue_limit, &mut waiter).await {
+            return slot.map_err(|_| stopped());
+        }
+        // `release` hands slots out under the pool's lock: holding it, a slot either has
+        // arrived or never will, since the closed receiver makes `release` pass it on.
+        let mut pool = self.pool();
+        waiter.close();
+        if let Ok(slot) = waiter.try_recv() {
+            return Ok(slot);
+        }
+        pool.waiters.retain(|waiter| !waiter.is_closed());
+        let queued = pool.waiters.len();
+        drop(pool);
+        warn!(
+            function = %self.name(),
+            waited_ms = self.queue_limit.as_millis() as u64,
+            max_instances = self.shared.config.max_instances,
+            queued,
+            "invocation throttled: no instance became free"
+        );
+        Err(InvokeError::Unavailable(format!(
+            "{THROTTLED} No instance of {} became free within {:.1} s (max_instances {}).",
+            self.name(),
+            self.queue_limit.as_secs_f64(),
+            self.shared.config.max_instances.max(1)
+        )))
     }
 
     /// Gives an instance (or the slot of a discarded one) to the first waiter, or back to
@@ -450,12 +501,14 @@ fn outcome(error: &InvokeError) -> &'static str {
         InvokeError::Init { .. } => "init_error",
         InvokeError::Timeout(_) => "timeout",
         InvokeError::Crashed(_) => "crashed",
+        InvokeError::Unavailable(message) if message.starts_with(THROTTLED) => "throttled",
         InvokeError::Unavailable(_) => "unavailable",
     }
 }
 
-/// A request id in UUID v4 form, as Lambda's.
-fn request_id() -> String {
+/// A random UUID (version 4), the form of Lambda's request ids; also used by the stream
+/// trigger's on-failure records.
+pub(crate) fn uuid_v4() -> String {
     let mut bytes: [u8; 16] = rand::random();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;

@@ -1,6 +1,7 @@
 //! Starting function processes so that none outlives the gateway.
 //!
-//! Three layers: the instance's task kills and reaps its process on every way out,
+//! Three layers: the instance's task kills the process's group (on Linux) and reaps the
+//! process on every way out,
 //! `kill_on_drop` covers a task that is dropped instead, and on Linux
 //! `PR_SET_PDEATHSIG(SIGKILL)` covers a gateway that is itself killed with `SIGKILL`.
 //!

@@ -347,12 +347,13 @@ async fn a_timeout_kills_the_instance_and_the_next_invocation_gets_a_fresh_one()
         let started = tokio::time::Instant::now();
         let timed_out = function.invoke(json!({ "sleep_ms": 10_000 })).await;
 
-        // THEN it times out on time, the process is gone, and a new one serves next
+        // THEN it times out, well before the handler's sleep ends; the process is gone, and
+        // a new one serves next
         assert_eq!(
             timed_out,
             Err(InvokeError::Timeout(Duration::from_millis(500)))
         );
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(started.elapsed() < Duration::from_secs(8));
         assert!(
             !alive(before),
             "the timed-out process {before} still exists"
@@ -468,8 +469,9 @@ async fn shutdown_leaves_no_process_and_fails_what_was_in_flight() {
         let started = tokio::time::Instant::now();
         function.shutdown().await;
 
-        // THEN every process is gone, the busy invocation failed, and later ones do too
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // THEN every process is gone (the busy one well before its 10 s sleep ends), the busy
+        // invocation failed, and later ones do too
+        assert!(started.elapsed() < Duration::from_secs(8));
         for pid in pids {
             assert!(!alive(pid), "process {pid} outlived the shutdown");
         }
@@ -600,6 +602,8 @@ async fn the_processes_output_and_each_invocation_are_logged() {
 
 /// Set in the gateway process of [`instances_die_with_a_sigkilled_gateway`]: the probe's path.
 const GATEWAY_PROBE: &str = "DELTACAST_RUNTIME_TEST_GATEWAY_PROBE";
+/// What the probe of [`gateway_for_the_sigkill_test`] logs once it is in its handler.
+const IN_HANDLER: &str = "the probe is in its handler";
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
@@ -659,6 +663,19 @@ async fn gateway_for_the_sigkill_test() {
     let Some(probe) = std::env::var_os(GATEWAY_PROBE) else {
         return;
     };
+    // The instance's output is forwarded to `tracing`: that is how the gateway learns that
+    // the probe is in its handler. (This process runs this test alone.)
+    let captured = Captured::default();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer({
+                let captured = captured.clone();
+                move || captured.clone()
+            })
+            .finish(),
+    )
+    .expect("the gateway process's only subscriber");
     let mut config = config_for("OrphanFunction", probe.into());
     config.max_instances = 1;
     config.timeout = TEST_LIMIT;
@@ -668,9 +685,18 @@ async fn gateway_for_the_sigkill_test() {
     // idle one would: its `next` fails and lambda_runtime exits).
     tokio::spawn({
         let function = function.clone();
-        async move { function.invoke(json!({ "sleep_ms": 60_000 })).await }
+        async move {
+            function
+                .invoke(json!({ "log": IN_HANDLER, "sleep_ms": 60_000 }))
+                .await
+        }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    bounded(async {
+        while !captured.text().contains(IN_HANDLER) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     println!("instance pid {instance}");
     std::io::stdout().flush().expect("stdout");
     // Killed long before this ends.
@@ -683,6 +709,11 @@ const SCRIPT: &str = "DELTACAST_RUNTIME_TEST_SCRIPT";
 /// A function binary that runs [`scripted_runtime`] of this test binary: a runtime that
 /// speaks raw HTTP, to reach what `lambda_runtime` never sends.
 fn scripted_function(name: &str, script: &str) -> Function {
+    Function::new(scripted_config(name, script))
+}
+
+/// The configuration of [`scripted_function`].
+fn scripted_config(name: &str, script: &str) -> FunctionConfig {
     static WRAPPER: OnceLock<PathBuf> = OnceLock::new();
     let wrapper = WRAPPER.get_or_init(|| {
         use std::os::unix::fs::PermissionsExt;
@@ -703,7 +734,7 @@ fn scripted_function(name: &str, script: &str) -> Function {
     });
     let mut config = config_for(name, wrapper.clone());
     config.env.insert(SCRIPT.to_owned(), script.to_owned());
-    Function::new(config)
+    config
 }
 
 /// One HTTP/1.1 exchange over a fresh connection: status, lower-cased head, body.
@@ -768,6 +799,30 @@ fn scripted_runtime() {
             expect(status == 202, 10);
             std::thread::sleep(TEST_LIMIT);
         }
+        // Never asks for an event: the instance stays in its init.
+        "hang_init" => std::thread::sleep(TEST_LIMIT),
+        // Answers its first event, then hangs instead of asking for the next one.
+        "hang_after_response" => {
+            let (id, _) = next_event();
+            let (status, _, _) = http("POST", &invocation(&id, "response"), &[], "{}");
+            expect(status == 202, 17);
+            std::thread::sleep(TEST_LIMIT);
+        }
+        // Starts a process of its own for every event and answers with its pid.
+        "grandchild" => loop {
+            let (id, _) = next_event();
+            let child = std::process::Command::new("sleep")
+                .arg(TEST_LIMIT.as_secs().to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            expect(child.is_ok(), 18);
+            let pid = child.map_or(0, |child| child.id());
+            let body = json!({ "grandchild": pid }).to_string();
+            let (status, _, _) = http("POST", &invocation(&id, "response"), &[], &body);
+            expect(status == 202, 19);
+        },
         "protocol" => loop {
             let (id, event) = next_event();
             match event["step"].as_u64() {
@@ -847,4 +902,119 @@ async fn the_runtime_api_answers_what_lambda_runtime_never_sends() {
         function.shutdown().await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_runtime_that_never_asks_for_its_next_event_times_out() {
+    bounded(async {
+        // GIVEN a warm instance whose runtime answered its first event, then hung instead of
+        // asking for the next one
+        let mut config = scripted_config("HungFunction", "hang_after_response");
+        config.timeout = Duration::from_secs(1);
+        config.max_instances = 1;
+        let function = Function::new(config);
+        assert_eq!(function.invoke(json!({})).await, Ok(json!({})));
+        let hung = function.pids();
+        assert_eq!(hung.len(), 1);
+
+        // WHEN it is given the next invocation
+        let timed_out = function.invoke(json!({})).await;
+
+        // THEN the invocation times out (instead of waiting for ever), and the instance is
+        // killed
+        assert_eq!(timed_out, Err(InvokeError::Timeout(Duration::from_secs(1))));
+        assert!(!alive(hung[0]), "the hung process {} still exists", hung[0]);
+        let stats = function.stats();
+        assert_eq!((stats.timeouts, stats.instances_started), (1, 1));
+        assert!(function.pids().is_empty());
+        function.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invocation_that_waits_too_long_for_an_instance_is_throttled() {
+    bounded(async {
+        // GIVEN a function of one instance, held by a runtime that never finishes its init
+        // (the init limit, 10 s, frees it), and a queue limit of half a second
+        let mut config = scripted_config("ThrottledFunction", "hang_init");
+        config.max_instances = 1;
+        let function = Function::with_queue_limit(config, Duration::from_millis(500));
+        let holder = tokio::spawn({
+            let function = function.clone();
+            async move { function.invoke(json!({})).await }
+        });
+        while function.stats().instances_started == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // WHEN a second invocation arrives
+        let throttled = function.invoke(json!({})).await;
+
+        // THEN it fails with Lambda's throttling error, and leaves no waiter behind
+        assert!(
+            matches!(&throttled, Err(InvokeError::Unavailable(message))
+                if message.starts_with("TooManyRequestsException: Rate Exceeded.")),
+            "{throttled:?}"
+        );
+        assert_eq!(function.stats().throttles, 1);
+        assert!(function.inner.pool().waiters.is_empty());
+        function.shutdown().await;
+        holder
+            .await
+            .expect("the holding invocation")
+            .expect_err("never initialised");
+    })
+    .await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn processes_an_instance_started_die_with_it() {
+    bounded(async {
+        // GIVEN an instance whose runtime started a process of its own
+        let function = scripted_function("ForkingFunction", "grandchild");
+        let response = function.invoke(json!({})).await.expect("a response");
+        let grandchild = response["grandchild"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|&pid| pid > 0)
+            .expect("the grandchild's pid");
+        assert!(alive(grandchild));
+
+        // WHEN the function shuts down
+        function.shutdown().await;
+
+        // THEN that process is killed too (it is in the instance's process group)
+        for _ in 0..500 {
+            if !alive(grandchild) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("process {grandchild}, started by an instance, outlived it");
+    })
+    .await;
+}
+
+#[test]
+fn request_ids_are_random_version_4_uuids() {
+    let id = super::uuid_v4();
+    let groups: Vec<&str> = id.split('-').collect();
+    assert_eq!(
+        groups.iter().map(|group| group.len()).collect::<Vec<_>>(),
+        [8, 4, 4, 4, 12],
+        "{id}"
+    );
+    assert!(
+        id.chars()
+            .all(|c| c == '-' || matches!(c, '0'..='9' | 'a'..='f')),
+        "{id}"
+    );
+    assert!(groups[2].starts_with('4'), "version 4: {id}");
+    assert!(
+        groups[3].starts_with(['8', '9', 'a', 'b']),
+        "RFC 4122 variant: {id}"
+    );
+    assert_ne!(id, super::uuid_v4());
 }

@@ -17,12 +17,14 @@
 //! - After `MaximumRetryAttempts` retries (-1: no limit), or once records are older than
 //!   `MaximumRecordAgeInSeconds` (checked before every attempt, so records that are too
 //!   old are never sent), Lambda gives up on them, reports them to the on-failure
-//!   destination and moves on.
-//! - A function that cannot be invoked at all ([`InvokeError::Unavailable`]) is like a
-//!   throttle in AWS: retried until the records age out, without counting.
+//!   destination and moves on. Without a maximum age (-1), or with one past it, records
+//!   still expire with the stream's 24 hour retention: that is where even unlimited
+//!   retries end.
+//! - A function that cannot be invoked at all ([`InvokeError::Unavailable`], a throttle
+//!   included) is like a throttle in AWS: retried until the records age out, without
+//!   counting.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -37,6 +39,8 @@ use crate::template::StreamTrigger;
 
 /// The longest pause between two attempts at the same records.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long DynamoDB Streams keeps a record: the oldest a record can be when delivered.
+pub(crate) const STREAM_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Everything one shard's deliveries need.
 pub(crate) struct Delivery<'a, I> {
@@ -153,23 +157,25 @@ impl<I: Invoke> Delivery<'_, I> {
             invocations: 0,
             last_response: None,
         }]);
+        let max_age = self
+            .trigger
+            .maximum_record_age
+            .map_or(STREAM_RETENTION, |age| age.min(STREAM_RETENTION));
         let mut unavailable = 0;
         while let Some(mut attempt) = queue.pop_front() {
-            if let Some(max_age) = self.trigger.maximum_record_age {
-                let now = Utc::now();
-                let expired = attempt
-                    .records
-                    .iter()
-                    .take_while(|r| r.age(now) > max_age)
-                    .count();
-                if expired > 0 {
-                    let rest = attempt.records.split_off(expired);
-                    self.give_up(&attempt, Condition::RecordAgeExceeded);
-                    if rest.is_empty() {
-                        continue;
-                    }
-                    attempt.records = rest;
+            let now = Utc::now();
+            let expired = attempt
+                .records
+                .iter()
+                .take_while(|r| r.age(now) > max_age)
+                .count();
+            if expired > 0 {
+                let rest = attempt.records.split_off(expired);
+                self.give_up(&attempt, Condition::RecordAgeExceeded).await;
+                if rest.is_empty() {
+                    continue;
                 }
+                attempt.records = rest;
             }
 
             let outcome = self.invoke(&attempt).await;
@@ -235,7 +241,8 @@ impl<I: Invoke> Delivery<'_, I> {
             tokio::time::sleep(backoff(self.options.poll_interval, retries)).await;
             queue.push_front(Attempt { retries, ..attempt });
         } else {
-            self.give_up(&attempt, Condition::RetryAttemptsExhausted);
+            self.give_up(&attempt, Condition::RetryAttemptsExhausted)
+                .await;
         }
     }
 
@@ -297,7 +304,7 @@ impl<I: Invoke> Delivery<'_, I> {
         );
     }
 
-    fn give_up(&self, attempt: &Attempt, condition: Condition) {
+    async fn give_up(&self, attempt: &Attempt, condition: Condition) {
         let records = &attempt.records;
         self.stats.add_given_up(records.len());
         let message = Discard {
@@ -319,7 +326,7 @@ impl<I: Invoke> Delivery<'_, I> {
             on_failure = %message,
             "gave up on stream records"
         );
-        if let Err(err) = on_failure::append(Path::new(&self.options.on_failure_path), &message) {
+        if let Err(err) = on_failure::append(&self.options.on_failure_path, &message).await {
             error!(
                 path = %self.options.on_failure_path.display(),
                 error = %err,

@@ -62,7 +62,7 @@ impl Discard<'_> {
         };
         let mut message = json!({
             "requestContext": {
-                "requestId": request_id(),
+                "requestId": crate::runtime::uuid_v4(),
                 "functionArn": self.function_arn,
                 "condition": self.condition.as_str(),
                 "approximateInvokeCount": self.invoke_count,
@@ -90,14 +90,22 @@ impl Discard<'_> {
     }
 }
 
-/// Appends `message` as one line. A single `write_all` of the whole line to a file opened
-/// for appending, so a trigger stopped mid-way never leaves half a line.
-pub(crate) fn append(path: &Path, message: &Value) -> std::io::Result<()> {
+/// Appends `message` as one line, on a blocking thread. A single `write_all` of the whole
+/// line to a file opened for appending, and a blocking task runs to its end even when the
+/// trigger is stopped mid-way: never half a line.
+pub(crate) async fn append(path: &Path, message: &Value) -> std::io::Result<()> {
+    let path = path.to_owned();
+    let mut line = message.to_string();
+    line.push('\n');
+    tokio::task::spawn_blocking(move || append_line(&path, &line))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut line = message.to_string();
-    line.push('\n');
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -113,21 +121,6 @@ pub(crate) fn function_arn(region: &str, stream_arn: &str, function: &str) -> St
         .filter(|account| !account.is_empty())
         .unwrap_or("000000000000");
     format!("arn:aws:lambda:{region}:{account}:function:{function}")
-}
-
-/// A version-4-style UUID.
-fn request_id() -> String {
-    let bits: u128 = rand::random();
-    let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 #[cfg(test)]
@@ -201,13 +194,13 @@ mod tests {
         assert!(message.get("responseContext").is_none());
     }
 
-    #[test]
-    fn lines_are_appended() {
+    #[tokio::test]
+    async fn lines_are_appended() {
         let dir =
             std::env::temp_dir().join(format!("deltacast-on-failure-{:x}", rand::random::<u64>()));
         let path = dir.join("nested").join("failures.jsonl");
-        append(&path, &json!({"a": 1})).unwrap();
-        append(&path, &json!({"b": 2})).unwrap();
+        append(&path, &json!({"a": 1})).await.unwrap();
+        append(&path, &json!({"b": 2})).await.unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"a\":1}\n{\"b\":2}\n"

@@ -30,6 +30,8 @@ struct State {
     reply: Mutex<Option<Value>>,
     /// Invocations to refuse as unavailable before working.
     unavailable: AtomicU32,
+    /// Invocations refused as unavailable so far.
+    refusals: AtomicU32,
 }
 
 impl TestFunction {
@@ -57,6 +59,11 @@ impl TestFunction {
         self
     }
 
+    /// How many invocations were refused as unavailable.
+    pub fn refusals(&self) -> u32 {
+        self.0.refusals.load(Ordering::SeqCst)
+    }
+
     /// The sort keys of each invocation's records.
     pub fn calls(&self) -> Vec<Vec<String>> {
         self.0.calls.lock().unwrap().clone()
@@ -81,6 +88,7 @@ impl Invoke for TestFunction {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if refused {
+            self.0.refusals.fetch_add(1, Ordering::SeqCst);
             return Err(InvokeError::Unavailable("scripted".into()));
         }
         let decoded: aws_lambda_events::dynamodb::Event = serde_json::from_value(event.clone())

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::function::{TestFunction, eventually, options, trigger};
 use crate::streams::record::tests::sdk_record;
 use crate::streams::source::{Page, Position, ShardInfo, ShardSource, SourceError};
-use crate::streams::{PollOptions, StreamError, TriggerStats, run};
+use crate::streams::{
+    PollOptions, Shard, ShardState, StreamError, TriggerStats, forget_trimmed, run,
+};
 use crate::template::StreamTrigger;
 
 const ARN: &str = "arn:aws:dynamodb:ddblocal:000000000000:table/t/stream/x";
@@ -29,6 +31,10 @@ struct ScriptedStream {
     expire_next: AtomicBool,
     reads: AtomicU32,
     missing: AtomicBool,
+    /// DescribeStream calls from now on never answer.
+    hang_listings: AtomicBool,
+    /// DescribeStream calls that are hanging.
+    hung_listings: AtomicU32,
     next_sequence: AtomicU32,
 }
 
@@ -85,6 +91,10 @@ impl ShardSource for ScriptedStream {
     async fn shards(&self, _stream_arn: &str) -> Result<Vec<ShardInfo>, SourceError> {
         if self.missing.load(Ordering::SeqCst) {
             return Err(SourceError::NotFound("no such stream".into()));
+        }
+        if self.hang_listings.load(Ordering::SeqCst) {
+            self.hung_listings.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
         Ok(self
             .shards
@@ -155,7 +165,10 @@ impl ShardSource for ScriptedStream {
     }
 }
 
-/// Runs the trigger over `stream` until `done` holds (or 5 s pass), then stops it.
+/// Hang guard of the waits in these tests; a passing test never comes near it.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs the trigger over `stream` until `done` holds (or 30 s pass), then stops it.
 async fn run_until(
     stream: &ScriptedStream,
     trigger: &StreamTrigger,
@@ -169,7 +182,7 @@ async fn run_until(
     let trigger_task = run(stream, ARN, trigger, function, options, &shutdown, stats);
     let test = async {
         script().await;
-        let finished = eventually(Duration::from_secs(5), &done).await;
+        let finished = eventually(Duration::from_secs(30), &done).await;
         shutdown.cancel();
         finished
     };
@@ -240,11 +253,7 @@ async fn latest_reads_only_new_records_and_later_shards_from_the_trim_horizon() 
         &options(),
         &stats,
         async || {
-            assert!(
-                eventually(Duration::from_secs(2), || stats.counts().shards_started
-                    == 1)
-                .await
-            );
+            assert!(eventually(WAIT, || stats.counts().shards_started == 1).await);
             stream.write("shard-1", "after-start");
             // Roll over: shard-1 closes, shard-2 takes the writes.
             stream.close("shard-1");
@@ -280,16 +289,10 @@ async fn an_expired_iterator_is_replaced_after_the_last_record_read() {
         &options(),
         &stats,
         async || {
-            assert!(eventually(Duration::from_secs(2), || function.delivered().len() == 1).await);
+            assert!(eventually(WAIT, || function.delivered().len() == 1).await);
             stream.expire_next.store(true, Ordering::SeqCst);
             let reads = stream.reads.load(Ordering::SeqCst);
-            assert!(
-                eventually(Duration::from_secs(2), || stream
-                    .reads
-                    .load(Ordering::SeqCst)
-                    > reads + 1)
-                .await
-            );
+            assert!(eventually(WAIT, || stream.reads.load(Ordering::SeqCst) > reads + 1).await);
             stream.write("shard-1", "b");
         },
         || function.delivered().len() >= 2,
@@ -317,7 +320,7 @@ async fn the_batching_window_gathers_records() {
     let function = TestFunction::default();
     let trigger = StreamTrigger {
         batch_size: 10,
-        batching_window: Duration::from_millis(300),
+        batching_window: Duration::from_secs(3),
         ..trigger()
     };
     let stats = TriggerStats::new();
@@ -328,14 +331,12 @@ async fn the_batching_window_gathers_records() {
         &options(),
         &stats,
         async || {
-            assert!(
-                eventually(Duration::from_secs(2), || stats.counts().shards_started
-                    == 1)
-                .await
-            );
+            assert!(eventually(WAIT, || stats.counts().shards_started == 1).await);
+            // Each record is read by a GetRecords of its own before the next is written.
             for sk in ["a", "b", "c"] {
                 stream.write("shard-1", sk);
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                let reads = stream.reads.load(Ordering::SeqCst);
+                assert!(eventually(WAIT, || stream.reads.load(Ordering::SeqCst) > reads).await);
             }
         },
         || function.delivered().len() == 3,
@@ -346,6 +347,62 @@ async fn the_batching_window_gathers_records() {
         function.calls(),
         [vec!["a", "b", "c"]],
         "one batch, not three"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_shard_listing_does_not_pause_the_readers() {
+    let stream = ScriptedStream::default();
+    stream.add_shard("shard-1", None);
+    stream.write("shard-1", "a");
+    let function = TestFunction::default();
+    let stats = TriggerStats::new();
+    let done = run_until(
+        &stream,
+        &trigger(),
+        &function,
+        &options(),
+        &stats,
+        async || {
+            assert!(eventually(WAIT, || function.delivered().len() == 1).await);
+            // The next DescribeStream (a second later) never answers.
+            stream.hang_listings.store(true, Ordering::SeqCst);
+            assert!(eventually(WAIT, || stream.hung_listings.load(Ordering::SeqCst) > 0).await);
+            stream.write("shard-1", "b");
+        },
+        || function.delivered().len() >= 2,
+    )
+    .await;
+    assert!(done, "{:?}", function.calls());
+    assert_eq!(function.delivered(), ["a", "b"]);
+}
+
+#[test]
+fn finished_shards_are_forgotten_once_no_longer_listed() {
+    let shard = |state| Shard {
+        parent: None,
+        start: Position::TrimHorizon,
+        state,
+    };
+    let mut shards = BTreeMap::from([
+        ("trimmed".to_owned(), shard(ShardState::Finished)),
+        ("closed".to_owned(), shard(ShardState::Finished)),
+        ("reading".to_owned(), shard(ShardState::Reading)),
+        ("waiting".to_owned(), shard(ShardState::Waiting)),
+    ]);
+    let listed = |id: &str| ShardInfo {
+        id: id.to_owned(),
+        parent: None,
+        closed: true,
+    };
+    forget_trimmed(&mut shards, &[]);
+    assert_eq!(shards.len(), 4, "an empty listing forgets nothing");
+    forget_trimmed(&mut shards, &[listed("closed")]);
+    assert_eq!(
+        shards.keys().collect::<Vec<_>>(),
+        ["closed", "reading", "waiting"],
+        "a finished shard still listed is kept, or it would be read again; unfinished \
+         ones are kept until their readers are done"
     );
 }
 
@@ -442,36 +499,38 @@ async fn settings_lambda_would_refuse_are_errors() {
 }
 
 #[tokio::test]
-async fn shutdown_interrupts_a_slow_retry() {
+async fn shutdown_interrupts_a_long_wait() {
+    // GIVEN a trigger that has read its shard to the tip and waits 10 s (the poll
+    // interval) before it reads again. (Retry backoffs are capped at a second, too short
+    // to tell apart from a slow machine.)
     let stream = ScriptedStream::default();
     stream.add_shard("shard-1", None);
-    stream.write("shard-1", "poison");
+    stream.write("shard-1", "a");
     let function = TestFunction::default();
-    function.poison("poison");
-    let trigger = StreamTrigger {
-        maximum_retry_attempts: -1,
-        ..trigger()
-    };
     let options = PollOptions {
         poll_interval: Duration::from_secs(10),
         ..options()
     };
+    let trigger = trigger();
     let shutdown = CancellationToken::new();
     let stats = TriggerStats::new();
     let running = run(
         &stream, ARN, &trigger, &function, &options, &shutdown, &stats,
     );
     let stop = async {
-        assert!(eventually(Duration::from_secs(2), || !function.calls().is_empty()).await);
-        // Now in the first retry's backoff (a second: the poll interval, capped).
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(eventually(WAIT, || function.delivered().len() == 1).await);
+        // The read after the record's found nothing: now in the 10 s wait.
+        assert!(eventually(WAIT, || stream.reads.load(Ordering::SeqCst) >= 2).await);
+        // WHEN it is stopped
         shutdown.cancel();
         tokio::time::Instant::now()
     };
     let (result, cancelled_at) = tokio::join!(running, stop);
+
+    // THEN it stops without waiting for the end of the wait
     assert!(result.is_ok());
     assert!(
-        cancelled_at.elapsed() < Duration::from_millis(200),
+        cancelled_at.elapsed() < Duration::from_secs(5),
         "stopped in {:?}",
         cancelled_at.elapsed()
     );
