@@ -183,6 +183,12 @@ async fn unsubscribing_stops_delivery() {
     .await;
     let delta = alice.next_of("delta").await;
     assert_eq!(delta["channel"], "b:live");
+    // Nothing of a:muted came before, nor is anything of it still on its way.
+    let late = alice.drain().await;
+    assert!(late.iter().all(|f| f["channel"] != "a:muted"), "{late:?}");
+    let (subscribers, _) = t.store.subscribers_page("a:muted", None).await.unwrap();
+    let id = alice.connection_id().await;
+    assert!(!subscribers.contains(&id), "the subscription is gone");
     t.shutdown().await;
 }
 

@@ -280,6 +280,15 @@ async fn a_client_never_sees_a_channel_it_may_not_read() {
     let first = reader.next().await.expect("a frame");
     assert_eq!(first["channel"], "public:x", "{first}");
     assert_eq!(first["data"], "hello");
+    // Nor is any of it still on its way, and the reader never became a subscriber.
+    let late = reader.drain().await;
+    assert!(late.iter().all(|f| f["channel"] != "private:x"), "{late:?}");
+    let (subscribers, _) = t.store.subscribers_page("private:x", None).await.unwrap();
+    let id = reader.connection_id().await;
+    assert!(
+        !subscribers.contains(&id),
+        "refused subscribes store nothing"
+    );
     t.shutdown().await;
 }
 
@@ -424,13 +433,17 @@ async fn a_flooding_client_is_limited_without_hurting_others() {
         .await;
     assert_eq!(pong["id"], "alive", "the flooder stays connected");
 
-    // Every accepted publish is a delta; refused ones stored nothing.
-    let deltas = all_items(&t.store)
-        .await
-        .iter()
-        .filter(|item| item["sk"].as_s().unwrap().starts_with("d#"))
-        .count();
-    assert_eq!(deltas, acks + 3);
+    // Every accepted publish is a delta and a claim; refused ones stored neither (their
+    // only trace is the bucket on the flooder's liveness item, which they read).
+    let items = all_items(&t.store).await;
+    let count = |prefix: &str| {
+        items
+            .iter()
+            .filter(|item| item["sk"].as_s().unwrap().starts_with(prefix))
+            .count()
+    };
+    assert_eq!(count("d#"), acks + 3);
+    assert_eq!(count("m#"), acks + 3);
     let mut seen = 0;
     while seen < acks + 3 {
         let delta = watcher.next_of("delta").await;

@@ -168,6 +168,20 @@ impl Client {
         self.next_of(kind).await
     }
 
+    /// Every frame that arrives before the answer to a `ping` sent now: what the server
+    /// had already sent this connection, replies and deltas alike.
+    pub async fn drain(&mut self) -> Vec<Value> {
+        self.send(json!({"action": "ping", "id": "drain"})).await;
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.next().await.expect("socket closed while draining");
+            if frame["type"] == "pong" && frame["id"] == "drain" {
+                return frames;
+            }
+            frames.push(frame);
+        }
+    }
+
     /// This connection's id (asks with `ping`).
     pub async fn connection_id(&mut self) -> String {
         let pong = self.request(json!({"action": "ping"}), "pong").await;
