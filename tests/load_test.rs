@@ -358,7 +358,8 @@ fn mock_config(url: String) -> LoadConfig {
     config.away_min = Duration::from_millis(50);
     config.away_max = Duration::from_millis(200);
     config.gap_timeout = Duration::from_millis(100);
-    config.settle_timeout = Duration::from_secs(5);
+    // A hang guard: a healthy run settles in well under a second.
+    config.settle_timeout = Duration::from_secs(20);
     config.max_run_time = Some(Duration::from_secs(30));
     config.seed = Some(3);
     config
@@ -418,8 +419,10 @@ async fn the_generator_notices_a_lost_delta() {
     })
     .await;
 
-    // WHEN the generator runs against it
-    let report = run(mock_config(url)).await.expect("valid");
+    // WHEN the generator runs against it (this run can only end by timing out)
+    let mut config = mock_config(url);
+    config.settle_timeout = Duration::from_secs(5);
+    let report = run(config).await.expect("valid");
 
     // THEN the report fails: every client is stuck before seq 7 of each channel
     println!("{report}");

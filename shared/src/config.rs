@@ -71,10 +71,15 @@ impl Env {
         }
     }
 
-    /// A positive numeric variable with a default.
-    fn positive(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+    /// A positive whole-number variable with a default; a value too large for `T` is
+    /// refused by the parse (never truncated).
+    fn positive<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialEq + From<u8>,
+        T::Err: std::fmt::Display,
+    {
         let value = self.number(name, default)?;
-        if value == 0 {
+        if value == T::from(0) {
             return Err(ConfigError::Invalid {
                 name,
                 reason: "must be greater than 0".into(),
@@ -126,23 +131,23 @@ impl Settings {
 
     /// Reads the settings from `env`.
     pub fn from(env: &Env) -> Result<Self, ConfigError> {
-        let max_data_bytes = env.positive("MAX_DATA_BYTES", 24 * 1024)? as usize;
-        let max_frame_bytes = env.positive("MAX_FRAME_BYTES", 32 * 1024)? as usize;
+        let max_data_bytes = env.positive::<usize>("MAX_DATA_BYTES", 24 * 1024)?;
+        let max_frame_bytes = env.positive::<usize>("MAX_FRAME_BYTES", 32 * 1024)?;
         if max_data_bytes > 30 * 1024 {
             return Err(ConfigError::Invalid {
                 name: "MAX_DATA_BYTES",
                 reason: "a delta must fit one 32 KB API Gateway frame with its envelope; use at most 30720".into(),
             });
         }
-        let history_max_limit = env.positive("HISTORY_MAX_LIMIT", 1000)? as u32;
-        let max_channel_len = env.positive("MAX_CHANNEL_LENGTH", MAX_CHANNEL_LEN as u64)? as usize;
+        let history_max_limit = env.positive::<u32>("HISTORY_MAX_LIMIT", 1000)?;
+        let max_channel_len = env.positive("MAX_CHANNEL_LENGTH", MAX_CHANNEL_LEN)?;
         if max_channel_len > MAX_CHANNEL_LEN {
             return Err(ConfigError::Invalid {
                 name: "MAX_CHANNEL_LENGTH",
                 reason: format!("the protocol allows at most {MAX_CHANNEL_LEN}"),
             });
         }
-        let max_id_len = env.positive("MAX_ID_LENGTH", MAX_ID_LEN as u64)? as usize;
+        let max_id_len = env.positive("MAX_ID_LENGTH", MAX_ID_LEN)?;
         if max_id_len > MAX_ID_LEN {
             return Err(ConfigError::Invalid {
                 name: "MAX_ID_LENGTH",
@@ -162,10 +167,11 @@ impl Settings {
             table_name: env.required("TABLE_NAME")?,
             retention: Duration::from_secs(env.positive("RETENTION_SECONDS", 86_400)?),
             connection_ttl: Duration::from_secs(env.positive("CONNECTION_TTL_SECONDS", 10_800)?),
-            catchup_limit: env.positive("CATCHUP_LIMIT", 500)? as u32,
-            history_default_limit: (env.positive("HISTORY_DEFAULT_LIMIT", 100)? as u32)
+            catchup_limit: env.positive::<u32>("CATCHUP_LIMIT", 500)?,
+            history_default_limit: env
+                .positive::<u32>("HISTORY_DEFAULT_LIMIT", 100)?
                 .min(history_max_limit),
-            max_subscriptions: env.positive("MAX_SUBSCRIPTIONS", 100)? as u32,
+            max_subscriptions: env.positive::<u32>("MAX_SUBSCRIPTIONS", 100)?,
             frame_limits: FrameLimits {
                 max_frame_bytes,
                 max_data_bytes,
@@ -176,8 +182,8 @@ impl Settings {
             publish_rate: RateLimit { per_second, burst },
             publish_lease: Duration::from_millis(env.positive("PUBLISH_LEASE_MS", 15_000)?),
             management_endpoint: env.optional("MANAGEMENT_ENDPOINT"),
-            fanout_concurrency: env.positive("FANOUT_CONCURRENCY", 256)? as usize,
-            push_attempts: env.positive("PUSH_RETRY_ATTEMPTS", 5)? as u32,
+            fanout_concurrency: env.positive::<usize>("FANOUT_CONCURRENCY", 256)?,
+            push_attempts: env.positive::<u32>("PUSH_RETRY_ATTEMPTS", 5)?,
             push_backoff_base: Duration::from_millis(env.positive("PUSH_RETRY_BASE_MS", 25)?),
         })
     }
@@ -224,5 +230,17 @@ mod tests {
             ("MAX_DATA_BYTES", "40000".to_owned()),
         ]);
         assert!(Settings::from(&env).is_err());
+        // 2^32 would have wrapped to 0 in a u32; it is refused instead.
+        let env = Env::from_pairs([
+            ("TABLE_NAME", "t".to_owned()),
+            ("MAX_SUBSCRIPTIONS", "4294967296".to_owned()),
+        ]);
+        assert!(matches!(
+            Settings::from(&env).unwrap_err(),
+            ConfigError::Invalid {
+                name: "MAX_SUBSCRIPTIONS",
+                ..
+            }
+        ));
     }
 }

@@ -241,11 +241,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     fn delay(&self, retry: u32) -> Duration {
-        let cap = self
-            .base
-            .saturating_mul(1 << retry.min(16))
-            .min(Duration::from_secs(2));
-        cap.mul_f64(rand::random::<f64>())
+        crate::clock::full_jitter(self.base, Duration::from_secs(2), retry)
     }
 }
 

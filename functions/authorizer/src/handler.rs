@@ -10,15 +10,13 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
-use deltacast::auth::{AuthError, JwtVerifier};
+use deltacast::auth::{AuthError, BEARER_PROTOCOL_PREFIX, JwtVerifier, offered_subprotocols};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 use tracing::{info, warn};
 
 /// The query-string parameter that carries the token.
 pub const TOKEN_PARAMETER: &str = "token";
-/// The prefix of the subprotocol entry that carries the token.
-pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
 
 /// The token of a handshake: the query parameter, else a `bearer.` subprotocol entry.
 fn token_of(request: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> &str {
@@ -27,13 +25,8 @@ fn token_of(request: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> &str {
     {
         return token;
     }
-    request
-        .headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .find_map(|entry| entry.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))
+    offered_subprotocols(&request.headers)
+        .find_map(|entry| entry.strip_prefix(BEARER_PROTOCOL_PREFIX))
         .unwrap_or_default()
 }
 

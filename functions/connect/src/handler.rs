@@ -4,13 +4,10 @@
 //! offers subprotocols must get one of them back).
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use deltacast::auth::Identity;
+use deltacast::auth::{Identity, SUBPROTOCOL, offered_subprotocols};
 use deltacast::clock;
 use deltacast::store::{NewConnection, Store, StoreError};
 use tracing::{error, info};
-
-/// The subprotocol deltacast speaks.
-pub const SUBPROTOCOL: &str = "deltacast.v1";
 
 /// Stores the connection; answers 200, or 401 when the request carries no identity (the
 /// route is not behind the authorizer).
@@ -43,14 +40,7 @@ pub async fn handle(
         .await?;
     info!(connection_id, sub = %identity.sub, "connected");
     let mut response = status(200);
-    let offered = request
-        .headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|entry| entry.trim() == SUBPROTOCOL);
-    if offered {
+    if offered_subprotocols(&request.headers).any(|entry| entry == SUBPROTOCOL) {
         response.headers.insert(
             "sec-websocket-protocol",
             aws_lambda_events::http::HeaderValue::from_static(SUBPROTOCOL),

@@ -481,7 +481,7 @@ impl Store {
                 return Ok(true);
             };
             let version = number(&item, "rv").unwrap_or(0);
-            let previous = match (decimal(&item, "tk"), number(&item, "tat")) {
+            let previous = match (number(&item, "tk"), number(&item, "tat")) {
                 (Some(tokens), Some(at)) => Bucket { tokens, at_ms: at },
                 _ => Bucket::full(limit, at_ms),
             };
@@ -632,7 +632,7 @@ impl Store {
         let ids = out
             .items()
             .iter()
-            .filter(|item| number(item, "ttl").is_none_or(|ttl| ttl > now))
+            .filter(|item| number::<u64>(item, "ttl").is_none_or(|ttl| ttl > now))
             .filter_map(|item| {
                 item.get("sk")
                     .and_then(|v| v.as_s().ok())
@@ -1177,10 +1177,13 @@ fn new_epoch() -> String {
     format!("{:x}{:04x}", clock::now_ms(), rand::random::<u16>())
 }
 
-/// Exponential backoff with full jitter: up to 10 ms × 2^attempt, capped at 500 ms.
+/// Backoff between storage attempts: up to 10 ms × 2^attempt, capped at 500 ms.
 fn backoff(attempt: u32) -> Duration {
-    let cap = (10u64 << attempt.min(6)).min(500);
-    Duration::from_millis(rand::random_range(0..=cap))
+    clock::full_jitter(
+        Duration::from_millis(10),
+        Duration::from_millis(500),
+        attempt,
+    )
 }
 
 fn is_put_condition_failure<R>(err: &SdkError<PutItemError, R>) -> bool {
@@ -1205,7 +1208,7 @@ fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn number(item: &Item, name: &str) -> Option<u64> {
+fn number<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
@@ -1220,10 +1223,6 @@ fn required_number(item: &Item, pk: &str, name: &str) -> Result<u64, MalformedIt
         ),
         reason: format!("`{name}` is missing or not a whole number"),
     })
-}
-
-fn decimal(item: &Item, name: &str) -> Option<f64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
 }
 
 fn put_request(item: Item) -> WriteRequest {
