@@ -6,7 +6,8 @@ use deltacast::auth::Identity;
 use deltacast::store::NewConnection;
 use serde_json::Value;
 
-fn fixture(name: &str) -> Value {
+/// A fixture from `tests/fixtures/`, parsed.
+pub fn fixture(name: &str) -> Value {
     let path = crate::workspace_root().join("tests/fixtures").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -72,6 +73,14 @@ pub fn new_connection<'a>(connection_id: &'a str, sub: &'a str) -> NewConnection
 pub fn stream_batch() -> Event {
     serde_json::from_value(fixture("stream-batch.json"))
         .expect("fixture is a DynamoDB Streams event")
+}
+
+/// The raw records of `tests/fixtures/stream-batch.json`, to edit into other batches.
+pub fn stream_records() -> Vec<Value> {
+    fixture("stream-batch.json")["Records"]
+        .as_array()
+        .expect("the fixture has records")
+        .clone()
 }
 
 /// A DynamoDB Streams event whose records are the given raw JSON records.

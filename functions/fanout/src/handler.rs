@@ -455,15 +455,9 @@ mod tests {
     #[tokio::test]
     async fn a_new_epoch_is_sent_after_the_old_one() {
         let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
-        let batch: Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                deltacast_tests::workspace_root().join("tests/fixtures/stream-batch.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let first = events::stream_records().remove(0);
         let record = |epoch: &str, seq: u64| {
-            let mut record = batch["Records"][0].clone();
+            let mut record = first.clone();
             let sk = json!({"S": format!("d#{epoch}#{seq:012}")});
             record["dynamodb"]["Keys"]["sk"] = sk.clone();
             record["dynamodb"]["NewImage"]["sk"] = sk;
@@ -503,14 +497,7 @@ mod tests {
     #[tokio::test]
     async fn skips_records_that_are_not_new_deltas() {
         let fanout = fanout_with(&[("c1", "chat:lobby")]).await;
-        let batch: Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                deltacast_tests::workspace_root().join("tests/fixtures/stream-batch.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let mut records = batch["Records"].as_array().unwrap().clone();
+        let mut records = events::stream_records();
         let mut modify = records[0].clone();
         modify["eventName"] = json!("MODIFY");
         let mut subscription = records[0].clone();
