@@ -503,7 +503,7 @@ mod tests {
         assert_eq!(
             too_far,
             [
-                json!({"type": "error", "code": "bad_request", "message": "invalid `since`: must be at most 999999999999", "id": "h", "channel": "chat:lobby"})
+                json!({"type": "error", "code": "bad_request", "message": "since must be a whole number from 0 to 999999999999; got 1000000000000", "id": "h", "channel": "chat:lobby"})
             ]
         );
     }
