@@ -372,8 +372,9 @@ mod tests {
             let e = error(frame);
             assert_eq!(e.code, ErrorCode::BadRequest, "{frame}");
             assert!(
-                e.message
-                    .starts_with(&format!("{field} must be a whole number from 0 to 999999999999; got 1")),
+                e.message.starts_with(&format!(
+                    "{field} must be a whole number from 0 to 999999999999; got 1"
+                )),
                 "{}",
                 e.message
             );
@@ -423,7 +424,11 @@ mod tests {
             "missing field `id` in publish (the message's idempotency key); id must be a string of 1-64 characters from A-Z a-z 0-9 _ - : ."
         );
         let e = error(r#"{"action":"publish","channel":"a","id":"has space","data":1}"#);
-        assert!(e.message.starts_with("id must be a string"), "{}", e.message);
+        assert!(
+            e.message.starts_with("id must be a string"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.id, None, "an invalid id is not echoed");
         let e = error(&format!(
             r#"{{"action":"publish","channel":"a","id":"{}","data":1}}"#,
@@ -673,9 +678,15 @@ mod tests {
         for (frame, message) in [
             (r#"{"action":7}"#, format!("{known}; got 7")),
             (r#"{"action":["ping"]}"#, format!("{known}; got an array")),
-            (r#"{"action":"PING"}"#, format!(r#"unknown action "PING"; {known}"#)),
+            (
+                r#"{"action":"PING"}"#,
+                format!(r#"unknown action "PING"; {known}"#),
+            ),
             (r#"{}"#, format!("missing field `action`; {known}")),
-            (r#"{"action":null}"#, format!("missing field `action`; {known}")),
+            (
+                r#"{"action":null}"#,
+                format!("missing field `action`; {known}"),
+            ),
         ] {
             assert_eq!(error(frame).message, message, "{frame}");
         }
