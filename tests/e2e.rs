@@ -326,3 +326,52 @@ async fn idle_connections_are_closed_and_cleaned_up() {
     );
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_of_utf8_json_work_like_text_frames() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = start_stack().await;
+    let token = t.token("alice", json!({"chat:*": ["subscribe", "publish"]}));
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{}?token={token}", t.stack.url))
+            .await
+            .expect("handshake accepted");
+    let publish = json!({"action": "publish", "channel": "chat:bin", "id": "b1", "data": {"n": 1}});
+    socket
+        .send(Message::binary(publish.to_string().into_bytes()))
+        .await
+        .expect("binary frame sent");
+    socket
+        .send(Message::binary(vec![0xff, 0xfe, b'{', 0x00]))
+        .await
+        .expect("binary frame sent");
+    let mut alice = deltacast_tests::stack::Client::from_socket(socket);
+    // The gateway invokes the function for each frame without waiting, so the two
+    // replies may come in either order.
+    let mut replies = vec![
+        alice.next().await.expect("a reply"),
+        alice.next().await.expect("a reply"),
+    ];
+    replies.sort_by_key(|reply| reply["type"].as_str().unwrap_or_default().to_owned());
+    let [ack, refusal] = &replies[..] else {
+        unreachable!()
+    };
+    assert_eq!(ack["type"], "ack", "{replies:?}");
+    assert_eq!(
+        (ack["id"].as_str(), ack["seq"].as_u64()),
+        (Some("b1"), Some(1))
+    );
+    assert_eq!(refusal["type"], "error", "{replies:?}");
+    assert_eq!(refusal["code"], "bad_request");
+    assert_eq!(
+        refusal["message"],
+        "binary frames must carry UTF-8 JSON, as text frames do"
+    );
+    let pong = alice
+        .request(json!({"action": "ping", "id": "after"}), "pong")
+        .await;
+    assert_eq!(pong["id"], "after", "the connection is still usable");
+    t.shutdown().await;
+}

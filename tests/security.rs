@@ -50,33 +50,37 @@ async fn every_bad_frame_gets_its_error_and_changes_nothing() {
         (
             r#"{"channel":"chat:a"}"#.into(),
             "bad_request",
-            "missing field `action`",
+            "missing field `action`; action must be one of subscribe, unsubscribe, publish, history, ping",
         ),
         (
             r#"{"action":"teleport"}"#.into(),
             "bad_request",
-            "unknown action",
+            "unknown action \"teleport\"; action must be one of subscribe,",
         ),
-        (r#"{"action":7}"#.into(), "bad_request", "invalid type"),
+        (
+            r#"{"action":7}"#.into(),
+            "bad_request",
+            "action must be one of subscribe, unsubscribe, publish, history, ping; got 7",
+        ),
         (
             r#"{"action":"subscribe"}"#.into(),
             "bad_request",
-            "missing field `channel`",
+            "missing field `channel` in subscribe; channel must be a string of 1-128 characters",
         ),
         (
             r#"{"action":"subscribe","channel":"has space"}"#.into(),
             "bad_request",
-            "invalid `channel`",
+            "channel must be a string of 1-128 characters from A-Z a-z 0-9 _ - : . @; got the character ' '",
         ),
         (
             json!({"action": "subscribe", "channel": long_channel}).to_string(),
             "bad_request",
-            "1 to 128 characters",
+            "channel must be a string of 1-128 characters from A-Z a-z 0-9 _ - : . @; got 135 characters",
         ),
         (
             r#"{"action":"subscribe","channel":"chat:a","since":-3}"#.into(),
             "bad_request",
-            "invalid value",
+            "since must be a whole number from 0 to 999999999999; got -3",
         ),
         (
             r#"{"action":"subscribe","channel":"chat:a","epoch":"e"}"#.into(),
@@ -86,17 +90,17 @@ async fn every_bad_frame_gets_its_error_and_changes_nothing() {
         (
             r#"{"action":"subscribe","channel":"chat:a","extra":1}"#.into(),
             "bad_request",
-            "unknown field `extra`",
+            "unknown field `extra`; subscribe takes channel, since, epoch, id",
         ),
         (
             r#"{"action":"ping","id":"bad id!"}"#.into(),
             "bad_request",
-            "invalid `id`",
+            "id must be a string of 1-64 characters from A-Z a-z 0-9 _ - : .; got the character ' '",
         ),
         (
             json!({"action": "ping", "id": long_id}).to_string(),
             "bad_request",
-            "1 to 64 characters",
+            "id must be a string of 1-64 characters from A-Z a-z 0-9 _ - : .; got 65 characters",
         ),
         (
             r#"{"action":"publish","channel":"chat:a","data":1}"#.into(),
@@ -106,12 +110,12 @@ async fn every_bad_frame_gets_its_error_and_changes_nothing() {
         (
             r#"{"action":"publish","channel":"chat:a","id":"m"}"#.into(),
             "bad_request",
-            "missing field `data`",
+            "missing field `data` in publish; data must be any JSON value of at most 24576 bytes serialised",
         ),
         (
             r#"{"action":"publish","channel":"chat:a","id":"m","data":1,"expectSeq":"one"}"#.into(),
             "bad_request",
-            "invalid type",
+            "expectSeq must be a whole number from 0 to 999999999999; got the string \"one\"",
         ),
         (
             json!({"action": "publish", "channel": "chat:a", "id": "m", "data": big_data})
@@ -122,17 +126,17 @@ async fn every_bad_frame_gets_its_error_and_changes_nothing() {
         (
             r#"{"action":"history","channel":"chat:a"}"#.into(),
             "bad_request",
-            "missing field `since`",
+            "missing field `since` in history; since must be a whole number from 0 to 999999999999",
         ),
         (
             r#"{"action":"history","channel":"chat:a","since":0,"limit":0}"#.into(),
             "bad_request",
-            "must be 1 to 1000",
+            "limit must be a whole number from 1 to 1000; got 0",
         ),
         (
             r#"{"action":"history","channel":"chat:a","since":0,"limit":5000}"#.into(),
             "bad_request",
-            "must be 1 to 1000",
+            "limit must be a whole number from 1 to 1000; got 5000",
         ),
         (
             r#"{"action":"publish","channel":"news","id":"m","data":1}"#.into(),

@@ -1,8 +1,18 @@
 //! `$default`: every client frame — subscribe, unsubscribe, publish, history, ping —
 //! answered through the API Gateway Management API.
+//!
+//! ## Layout
+//! - `handler`: reads the frame (`body`), parses it and dispatches it to its action.
+//! - `body`: a frame's text, decoding binary frames API Gateway passes base64-encoded.
+//! - `context`: what every action is given, [`context::App`] and [`context::Sender`].
+//! - `actions/`: one file per action, each with its arguments type and its tests.
 
 mod actions;
+mod body;
+mod context;
 mod handler;
+#[cfg(test)]
+mod testing;
 
 use deltacast::push::ManagementApi;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
@@ -13,7 +23,7 @@ async fn main() -> Result<(), Error> {
     deltacast::telemetry::init();
     let settings = deltacast::config::Settings::from_env()?;
     let sdk = deltacast::aws::load().await;
-    let app = handler::App {
+    let app = context::App {
         store: deltacast::aws::store(&sdk, &settings),
         settings,
     };

@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
 use tracing::{info, warn};
 
-use super::AuthError;
-use super::jwt::JwtAlgorithm;
+use super::algorithm::JwtAlgorithm;
+use super::error::AuthError;
 
 /// Shortest time between two refreshes caused by unknown key ids.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -196,12 +196,8 @@ pub(super) fn usable_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{JwtConfig, JwtVerifier};
-    use crate::config::Env;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use jsonwebtoken::{Algorithm, EncodingKey};
     use serde_json::json;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/keys/");
 
@@ -222,198 +218,6 @@ mod tests {
         jwk["kid"] = json!(kid);
         jwk["use"] = json!("sig");
         jwk
-    }
-
-    fn token(key: &EncodingKey, alg: Algorithm, kid: Option<&str>, claims: Value) -> String {
-        let mut header = Header::new(alg);
-        header.kid = kid.map(str::to_owned);
-        jsonwebtoken::encode(&header, &claims, key).unwrap()
-    }
-
-    fn claims() -> Value {
-        json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() + 60, "iss": "https://idp"})
-    }
-
-    /// Serves `documents` in turn (the last one forever) on 127.0.0.1 and counts requests.
-    async fn serve(documents: Vec<Value>) -> (String, Arc<AtomicUsize>) {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let documents = Arc::new(documents);
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || {
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                let documents = documents.clone();
-                async move { axum::Json(documents[n.min(documents.len() - 1)].clone()) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (url, hits)
-    }
-
-    fn verifier(algorithm: &str, url: &str) -> JwtVerifier {
-        let env = Env::from_pairs([
-            ("JWT_ALGORITHM", algorithm.to_owned()),
-            ("JWT_JWKS_URL", url.to_owned()),
-            ("JWT_ISSUER", "https://idp".to_owned()),
-        ]);
-        JwtVerifier::new(&JwtConfig::from_env(&env).unwrap()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn verifies_rs256_with_keys_cached_across_calls() {
-        let key = rsa("rsa-test-key.pem");
-        let (url, hits) = serve(vec![json!({"keys": [jwk(&key, Algorithm::RS256, "k1")]})]).await;
-        let verifier = verifier("RS256", &url);
-        for _ in 0..5 {
-            let identity = verifier
-                .verify(&token(&key, Algorithm::RS256, Some("k1"), claims()))
-                .await
-                .unwrap();
-            assert_eq!(identity.sub, "alice");
-        }
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once");
-    }
-
-    #[tokio::test]
-    async fn verifies_es256() {
-        let key = ec();
-        let (url, _) = serve(vec![json!({"keys": [jwk(&key, Algorithm::ES256, "e1")]})]).await;
-        let verifier = verifier("ES256", &url);
-        verifier
-            .verify(&token(&key, Algorithm::ES256, Some("e1"), claims()))
-            .await
-            .unwrap();
-        let rsa_token = token(
-            &rsa("rsa-test-key.pem"),
-            Algorithm::RS256,
-            Some("e1"),
-            claims(),
-        );
-        assert_eq!(
-            verifier.verify(&rsa_token).await,
-            Err(AuthError::Unauthorized("algorithm not accepted".into()))
-        );
-    }
-
-    #[tokio::test]
-    async fn refreshes_on_an_unknown_kid_after_rotation() {
-        let old = rsa("rsa-test-key.pem");
-        let new = rsa("rsa-other-key.pem");
-        let (url, hits) = serve(vec![
-            json!({"keys": [jwk(&old, Algorithm::RS256, "old")]}),
-            json!({"keys": [jwk(&old, Algorithm::RS256, "old"), jwk(&new, Algorithm::RS256, "new")]}),
-        ])
-        .await;
-        let verifier = verifier("RS256", &url);
-        verifier
-            .verify(&token(&old, Algorithm::RS256, Some("old"), claims()))
-            .await
-            .unwrap();
-        verifier
-            .verify(&token(&new, Algorithm::RS256, Some("new"), claims()))
-            .await
-            .unwrap();
-        assert_eq!(hits.load(Ordering::SeqCst), 2);
-        // A forged kid right after cannot force another fetch.
-        let forged = token(&new, Algorithm::RS256, Some("forged"), claims());
-        assert_eq!(
-            verifier.verify(&forged).await,
-            Err(AuthError::Unauthorized("unknown signing key (kid)".into()))
-        );
-        assert_eq!(hits.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn refuses_wrong_keys_algorithm_confusion_and_unknown_issuers() {
-        let key = rsa("rsa-test-key.pem");
-        let (url, _) = serve(vec![json!({"keys": [jwk(&key, Algorithm::RS256, "k1")]})]).await;
-        let verifier = verifier("RS256", &url);
-        let other = token(
-            &rsa("rsa-other-key.pem"),
-            Algorithm::RS256,
-            Some("k1"),
-            claims(),
-        );
-        assert_eq!(
-            verifier.verify(&other).await,
-            Err(AuthError::Unauthorized("bad signature".into()))
-        );
-        // HS256 signed with the public key's bytes as the secret: the classic confusion.
-        let public = serde_json::to_vec(&jwk(&key, Algorithm::RS256, "k1")).unwrap();
-        let confused = token(
-            &EncodingKey::from_secret(&public),
-            Algorithm::HS256,
-            Some("k1"),
-            claims(),
-        );
-        assert_eq!(
-            verifier.verify(&confused).await,
-            Err(AuthError::Unauthorized("algorithm not accepted".into()))
-        );
-        let mut foreign = claims();
-        foreign["iss"] = json!("https://elsewhere");
-        assert_eq!(
-            verifier
-                .verify(&token(&key, Algorithm::RS256, Some("k1"), foreign))
-                .await,
-            Err(AuthError::Unauthorized("wrong issuer".into()))
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_jwks_refuses_tokens() {
-        // A port that was just free: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let verifier = verifier("RS256", &format!("http://127.0.0.1:{port}/jwks.json"));
-        let key = rsa("rsa-test-key.pem");
-        assert_eq!(
-            verifier
-                .verify(&token(&key, Algorithm::RS256, Some("k1"), claims()))
-                .await,
-            Err(AuthError::Unauthorized(
-                "signing keys are unavailable".into()
-            ))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failing_key_server_is_not_asked_again_on_every_connect() {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async { axum::http::StatusCode::SERVICE_UNAVAILABLE }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let verifier = verifier("RS256", &url);
-        let key = rsa("rsa-test-key.pem");
-        for kid in ["k1", "k2", "k3"] {
-            assert_eq!(
-                verifier
-                    .verify(&token(&key, Algorithm::RS256, Some(kid), claims()))
-                    .await,
-                Err(AuthError::Unauthorized(
-                    "signing keys are unavailable".into()
-                ))
-            );
-        }
-        assert_eq!(
-            hits.load(Ordering::SeqCst),
-            1,
-            "one attempt per RETRY_AFTER_FAILURE, whatever the key ids"
-        );
     }
 
     #[test]

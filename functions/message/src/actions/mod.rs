@@ -1,16 +1,19 @@
-//! One module per client action; the small ones live here.
+//! One module per client action, each with its own arguments type and tests; what they
+//! share lives here: the [`ActionError`] every action returns, the capability check and
+//! the reply sender.
 
 pub mod history;
+pub mod ping;
 pub mod publish;
 pub mod subscribe;
+pub mod unsubscribe;
 
 use deltacast::auth::Action;
-use deltacast::clock;
-use deltacast::protocol::{Channel, ErrorCode, ErrorFrame, MessageId, ServerMessage};
+use deltacast::protocol::{Channel, ErrorCode, ErrorFrame, ServerMessage};
 use deltacast::push::{Push, PushError, post_with_retry};
 use deltacast::store::StoreError;
 
-use crate::handler::{App, Sender};
+use crate::context::Sender;
 
 /// Why an action did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -57,37 +60,4 @@ pub async fn send<P: Push>(
     message: &ServerMessage<'_>,
 ) -> Result<(), ActionError> {
     Ok(post_with_retry(push, sender.connection_id, &message.to_json(), sender.retry).await?)
-}
-
-/// `unsubscribe`: removes the subscription (a no-op when there is none).
-pub async fn unsubscribe<P: Push>(
-    sender: &Sender<'_>,
-    app: &App,
-    push: &P,
-    channel: &Channel,
-    id: Option<&MessageId>,
-) -> Result<(), ActionError> {
-    app.store.unsubscribe(sender.connection_id, channel).await?;
-    send(push, sender, &ServerMessage::Unsubscribed { channel, id }).await
-}
-
-/// `ping`: refreshes last-seen and answers `pong`.
-pub async fn ping<P: Push>(
-    sender: &Sender<'_>,
-    app: &App,
-    push: &P,
-    id: Option<&MessageId>,
-) -> Result<(), ActionError> {
-    app.store
-        .touch(sender.connection_id, clock::now_ms())
-        .await?;
-    send(
-        push,
-        sender,
-        &ServerMessage::Pong {
-            connection_id: sender.connection_id,
-            id,
-        },
-    )
-    .await
 }

@@ -7,19 +7,33 @@ use deltacast::store::{NewDelta, PublishError};
 use tracing::info;
 
 use super::{ActionError, authorize, send};
-use crate::handler::{App, Sender};
+use crate::context::{App, Sender};
 
-/// Publishes `data` to `channel` and acks the sender.
-#[allow(clippy::too_many_arguments)]
+/// The fields of a `publish` frame.
+pub struct Args<'a> {
+    /// The channel to append to.
+    pub channel: &'a Channel,
+    /// The message id: the idempotency key, echoed in the ack.
+    pub id: &'a MessageId,
+    /// The delta's payload.
+    pub data: &'a Payload,
+    /// The head the publisher expects, if the publish is guarded.
+    pub expect_seq: Option<u64>,
+}
+
+/// Publishes `args.data` to `args.channel` and acks the sender.
 pub async fn run<P: Push>(
+    args: Args<'_>,
     sender: &Sender<'_>,
     app: &App,
     push: &P,
-    channel: &Channel,
-    id: &MessageId,
-    data: &Payload,
-    expect_seq: Option<u64>,
 ) -> Result<(), ActionError> {
+    let Args {
+        channel,
+        id,
+        data,
+        expect_seq,
+    } = args;
     authorize(sender, Action::Publish, channel)?;
     let limit = app.settings.publish_rate;
     if !app
@@ -80,4 +94,166 @@ pub async fn run<P: Push>(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use deltacast::clock;
+    use deltacast_tests::{all_items, events};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn publish_acks_gap_free_seqs_from_one() {
+        let w = world().await;
+        let first = w.publish("chat:lobby", "m1", json!({"text": "hi"})).await;
+        assert_eq!(first["type"], "ack");
+        assert_eq!(first["seq"], 1);
+        assert_eq!(first["id"], "m1");
+        assert_eq!(first["channel"], "chat:lobby");
+        let second = w.publish("chat:lobby", "m2", json!(2)).await;
+        assert_eq!(second["seq"], 2);
+        assert_eq!(second["epoch"], first["epoch"]);
+        let other = w.publish("chat:other", "m1", json!(null)).await;
+        assert_eq!(other["seq"], 1, "seqs are per channel");
+    }
+
+    #[tokio::test]
+    async fn republishing_an_id_returns_the_original_ack_and_stores_nothing() {
+        let w = world().await;
+        let original = w.publish("chat:lobby", "same", json!("a")).await;
+        w.publish("chat:lobby", "other", json!("b")).await;
+        let again = w.publish("chat:lobby", "same", json!("changed")).await;
+        assert_eq!(again, original);
+        assert_eq!(w.delta_items().await, 2);
+        // The idempotency check comes before expectSeq.
+        let guarded = w
+            .send(json!({"action": "publish", "channel": "chat:lobby", "id": "same", "data": 1, "expectSeq": 0}))
+            .await;
+        assert_eq!(guarded[0], original);
+    }
+
+    #[tokio::test]
+    async fn expect_seq_guards_publishes_and_a_conflict_writes_nothing() {
+        let w = world().await;
+        let ok = w
+            .send(json!({"action": "publish", "channel": "chat:a", "id": "m1", "data": 1, "expectSeq": 0}))
+            .await;
+        assert_eq!(ok[0]["seq"], 1);
+        let before = all_items(&w.app.store).await;
+        let conflict = w
+            .send(json!({"action": "publish", "channel": "chat:a", "id": "m2", "data": 2, "expectSeq": 0}))
+            .await;
+        assert_eq!(conflict[0]["type"], "error");
+        assert_eq!(conflict[0]["code"], "conflict");
+        assert_eq!(conflict[0]["seq"], 1, "tells the head");
+        assert_eq!(conflict[0]["id"], "m2");
+        // The conflict took a rate-limit token (the `live` item); nothing else changed.
+        assert_eq!(
+            except_live(all_items(&w.app.store).await),
+            except_live(before),
+            "nothing written but the token"
+        );
+        let ok = w
+            .send(json!({"action": "publish", "channel": "chat:a", "id": "m2", "data": 2, "expectSeq": 1}))
+            .await;
+        assert_eq!(ok[0]["seq"], 2, "the same id works after the conflict");
+    }
+
+    #[tokio::test]
+    async fn concurrent_publishes_get_distinct_gap_free_seqs() {
+        let w = world().await;
+        let channel = Channel::parse("chat:race").unwrap();
+        let results = futures::future::join_all((0..12).map(|i| {
+            let store = &w.app.store;
+            let channel = &channel;
+            async move {
+                let id = deltacast::protocol::MessageId::parse(&format!("m{}", i % 6)).unwrap();
+                let data = deltacast::protocol::Payload::from_json(i.to_string()).unwrap();
+                store
+                    .publish(deltacast::store::NewDelta {
+                        channel,
+                        id: &id,
+                        from: "alice",
+                        data: &data,
+                        expect_seq: None,
+                    })
+                    .await
+                    .map(|p| (id, p.seq))
+            }
+        }))
+        .await;
+        let mut by_id = std::collections::HashMap::new();
+        for result in results {
+            let (id, seq) = result.expect("every publish succeeds");
+            assert_eq!(*by_id.entry(id).or_insert(seq), seq, "one id, one seq");
+        }
+        let mut seqs: Vec<u64> = by_id.values().copied().collect();
+        seqs.sort();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "six ids, six gap-free seqs");
+        assert_eq!(w.delta_items().await, 6, "duplicates stored nothing");
+    }
+
+    #[tokio::test]
+    async fn publishes_are_rate_limited_per_connection_and_refusals_write_nothing() {
+        let w = world_with(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "3")]).await;
+        for i in 1..=3 {
+            assert_eq!(
+                w.publish("chat:a", &format!("m{i}"), json!(i)).await["type"],
+                "ack"
+            );
+        }
+        let before = all_items(&w.app.store).await;
+        let refused = w.publish("chat:a", "m4", json!(4)).await;
+        assert_eq!(refused["code"], "rate_limited");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("1 per second, bursts of 3")
+        );
+        assert_eq!(all_items(&w.app.store).await, before, "nothing written");
+        let pong = w.send(json!({"action": "ping", "id": "p"})).await;
+        assert_eq!(pong[0]["type"], "pong", "still connected and served");
+
+        // Another connection has a bucket of its own.
+        w.app
+            .store
+            .put_connection(&events::new_connection("conn-B", "bob"))
+            .await
+            .unwrap();
+        let bob = identity("bob", json!({"*": ["publish"]}));
+        let frames = w
+            .send_as(
+                "conn-B",
+                &bob,
+                &json!({"action": "publish", "channel": "chat:a", "id": "b1", "data": 1})
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(frames[0]["type"], "ack");
+    }
+
+    #[tokio::test]
+    async fn the_bucket_refills_by_arrival_time() {
+        let w = world_with(&[("RATE_LIMIT_PER_SECOND", "10"), ("RATE_LIMIT_BURST", "1")]).await;
+        let frame = |id: &str| {
+            json!({"action": "publish", "channel": "chat:a", "id": id, "data": 1}).to_string()
+        };
+        let at = |ms: u64, body: String| {
+            let mut request = events::message(CONN, &w.alice, &body);
+            request.request_context.request_time_epoch = ms as i64;
+            request
+        };
+        let t0 = clock::now_ms();
+        for (ms, id, expected) in [
+            (t0, "a", "ack"),
+            (t0 + 50, "b", "error"),
+            (t0 + 100, "c", "ack"),
+        ] {
+            let frames = w.deliver(at(ms, frame(id))).await;
+            assert_eq!(frames[0]["type"], expected, "publish {id}");
+        }
+    }
 }

@@ -8,18 +8,33 @@ use deltacast::store::{Head, SubscribeError};
 use tracing::warn;
 
 use super::{ActionError, authorize, send};
-use crate::handler::{App, Sender};
+use crate::context::{App, Sender};
 
-/// Subscribes the sender to `channel`, catching up from `since` when given.
+/// The fields of a `subscribe` frame.
+pub struct Args<'a> {
+    /// The channel to receive.
+    pub channel: &'a Channel,
+    /// The last seq the client saw, to catch up from.
+    pub since: Option<u64>,
+    /// The epoch that seq belongs to.
+    pub epoch: Option<&'a str>,
+    /// The request id to echo.
+    pub id: Option<&'a MessageId>,
+}
+
+/// Subscribes the sender to `args.channel`, catching up from `args.since` when given.
 pub async fn run<P: Push>(
+    args: Args<'_>,
     sender: &Sender<'_>,
     app: &App,
     push: &P,
-    channel: &Channel,
-    since: Option<u64>,
-    epoch: Option<&str>,
-    id: Option<&MessageId>,
 ) -> Result<(), ActionError> {
+    let Args {
+        channel,
+        since,
+        epoch,
+        id,
+    } = args;
     authorize(sender, Action::Subscribe, channel)?;
     app.store
         .subscribe(
@@ -106,4 +121,191 @@ async fn catch_up<P: Push>(
         }
     }
     Ok(contiguous && complete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use deltacast::clock;
+    use deltacast_tests::{all_items, events};
+    use serde_json::{Value, json};
+
+    #[tokio::test]
+    async fn subscribe_catches_up_from_since_then_confirms() {
+        let w = world().await;
+        let mut epoch = Value::Null;
+        for i in 1..=5 {
+            epoch = w
+                .publish("chat:lobby", &format!("m{i}"), json!({"n": i}))
+                .await["epoch"]
+                .clone();
+        }
+        let frames = w
+            .send(json!({"action": "subscribe", "channel": "chat:lobby", "since": 2, "epoch": epoch, "id": "s1"}))
+            .await;
+        let seqs: Vec<&Value> = frames[..3].iter().map(|f| &f["seq"]).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert!(
+            frames[..3]
+                .iter()
+                .all(|f| f["type"] == "delta" && f["from"] == "alice")
+        );
+        assert_eq!(frames[0]["data"], json!({"n": 3}));
+        assert_eq!(
+            frames[3],
+            json!({"type": "subscribed", "channel": "chat:lobby", "seq": 5, "epoch": epoch, "recovered": true, "id": "s1"})
+        );
+        let (subscribers, _) = w
+            .app
+            .store
+            .subscribers_page("chat:lobby", None)
+            .await
+            .unwrap();
+        assert_eq!(subscribers, [CONN]);
+    }
+
+    #[tokio::test]
+    async fn subscribe_reports_what_cannot_be_recovered() {
+        let w = world_with(&[("CATCHUP_LIMIT", "2")]).await;
+        for i in 1..=5 {
+            w.publish("chat:lobby", &format!("m{i}"), json!(i)).await;
+        }
+        let epoch = w.app.store.head("chat:lobby").await.unwrap().epoch.unwrap();
+        let subscribe = |since: u64, epoch: &str| json!({"action": "subscribe", "channel": "chat:lobby", "since": since, "epoch": epoch});
+
+        let wrong_epoch = w.send(subscribe(2, "not-the-epoch")).await;
+        assert_eq!(wrong_epoch.len(), 1, "no deltas from another epoch");
+        assert_eq!(wrong_epoch[0]["recovered"], false);
+
+        let too_many = w.send(subscribe(0, &epoch)).await;
+        assert_eq!(too_many.len(), 3, "the cap (2) deltas, then subscribed");
+        assert_eq!(too_many[2]["recovered"], false);
+
+        let ahead = w.send(subscribe(9, &epoch)).await;
+        assert_eq!(ahead[0]["recovered"], false);
+
+        let up_to_date = w.send(subscribe(5, &epoch)).await;
+        assert_eq!(
+            up_to_date,
+            [
+                json!({"type": "subscribed", "channel": "chat:lobby", "seq": 5, "epoch": epoch, "recovered": true})
+            ]
+        );
+
+        let plain = w
+            .send(json!({"action": "subscribe", "channel": "chat:quiet"}))
+            .await;
+        assert_eq!(
+            plain,
+            [json!({"type": "subscribed", "channel": "chat:quiet", "seq": 0})]
+        );
+        let fresh = w
+            .send(json!({"action": "subscribe", "channel": "chat:quiet", "since": 0}))
+            .await;
+        assert_eq!(
+            fresh[0]["recovered"], true,
+            "nothing was ever missed on an empty channel"
+        );
+        let stale = w
+            .send(
+                json!({"action": "subscribe", "channel": "chat:quiet", "since": 3, "epoch": "old"}),
+            )
+            .await;
+        assert_eq!(
+            stale[0]["recovered"], false,
+            "history of that epoch is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn subscriptions_per_connection_are_limited() {
+        let w = world_with(&[("MAX_SUBSCRIPTIONS", "2")]).await;
+        for channel in ["chat:1", "chat:2"] {
+            assert_eq!(
+                w.send(json!({"action": "subscribe", "channel": channel}))
+                    .await[0]["type"],
+                "subscribed"
+            );
+        }
+        let again = w
+            .send(json!({"action": "subscribe", "channel": "chat:2"}))
+            .await;
+        assert_eq!(
+            again[0]["type"], "subscribed",
+            "re-subscribing is not a new subscription"
+        );
+        let third = w
+            .send(json!({"action": "subscribe", "channel": "chat:3"}))
+            .await;
+        assert_eq!(third[0]["code"], "bad_request");
+        assert!(
+            third[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("(2, MAX_SUBSCRIPTIONS)")
+        );
+        w.send(json!({"action": "unsubscribe", "channel": "chat:1"}))
+            .await;
+        assert_eq!(
+            w.send(json!({"action": "subscribe", "channel": "chat:3"}))
+                .await[0]["type"],
+            "subscribed"
+        );
+    }
+
+    #[tokio::test]
+    async fn catch_up_survives_failed_posts_and_never_goes_silent() {
+        let w = world_with(&[("PUSH_RETRY_BASE_MS", "1")]).await;
+        for i in 1..=3 {
+            w.publish("chat:a", &format!("m{i}"), json!(i)).await;
+        }
+        let subscribe = json!({"action": "subscribe", "channel": "chat:a", "since": 0});
+        w.push.fail_next(
+            CONN,
+            vec![PushError::Failed("500".into()), PushError::Throttled],
+        );
+        let frames = w.send(subscribe.clone()).await;
+        assert_eq!(
+            frames.len(),
+            4,
+            "three deltas and subscribed, after retries: {frames:?}"
+        );
+        assert_eq!(frames[3]["recovered"], true);
+
+        // A delta that cannot be delivered at all: the client still hears `subscribed`.
+        w.push
+            .fail_next(CONN, vec![PushError::Failed("500".into()); 5]);
+        let frames = w.send(subscribe).await;
+        let last = frames.last().expect("a reply");
+        assert_eq!(last["type"], "subscribed");
+        assert_eq!(last["recovered"], false);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_connected_at_subscribes_as_of_now() {
+        // GIVEN a frame whose request context lacks `connectedAt`
+        let w = world().await;
+        let mut request = events::message(
+            CONN,
+            &w.alice,
+            &json!({"action": "subscribe", "channel": "chat:a"}).to_string(),
+        );
+        request.request_context.connected_at = 0;
+        // WHEN it subscribes
+        assert_eq!(w.deliver(request).await[0]["type"], "subscribed");
+        // THEN the subscription lives from now on, and fan-out sees it
+        let (subscribers, _) = w.app.store.subscribers_page("chat:a", None).await.unwrap();
+        assert_eq!(subscribers, [CONN]);
+        let ttl: u64 = all_items(&w.app.store)
+            .await
+            .iter()
+            .find(|item| item["sk"].as_s().is_ok_and(|sk| sk == "s#chat:a"))
+            .expect("the connection-side subscription item")["ttl"]
+            .as_n()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ttl > clock::now_secs() + 3600, "ttl {ttl}");
+    }
 }

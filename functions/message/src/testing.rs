@@ -1,0 +1,116 @@
+//! Test support shared by the handler's and the actions' tests: a [`World`] with a fresh
+//! DynamoDB Local table, a connected `alice`, and a recording push, driven the way API
+//! Gateway drives the function, with real `$default` payloads.
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use deltacast::auth::{Capabilities, Identity};
+use deltacast::clock;
+use deltacast::config::{Env, Settings};
+use deltacast_tests::push::RecordingPush;
+use deltacast_tests::{all_items, events, fresh_store};
+use serde_json::{Value, json};
+
+use crate::context::App;
+use crate::handler::handle;
+
+/// The connection alice sends on.
+pub const CONN: &str = "conn-A";
+
+/// One DynamoDB item.
+pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// The table's items but the connections' liveness items, which hold the rate-limit
+/// buckets: a publish that reaches storage takes a token even when it is refused.
+pub fn except_live(mut items: Vec<Item>) -> Vec<Item> {
+    items.retain(|item| !item["sk"].as_s().is_ok_and(|sk| sk == "live"));
+    items
+}
+
+/// A fresh table with alice connected, and a push that records every frame.
+pub struct World {
+    /// The function's shared state, on a fresh table.
+    pub app: App,
+    /// Every frame the function sent.
+    pub push: RecordingPush,
+    /// The sender most tests use: chat:* and news rights.
+    pub alice: Identity,
+}
+
+/// An identity for `sub` with `caps`, valid for an hour.
+pub fn identity(sub: &str, caps: Value) -> Identity {
+    Identity {
+        sub: sub.into(),
+        capabilities: Capabilities::from_json(&caps.to_string()).unwrap(),
+        exp: clock::now_secs() + 3600,
+    }
+}
+
+/// A world whose settings add `vars` to the defaults.
+pub async fn world_with(vars: &[(&str, &str)]) -> World {
+    let store = fresh_store().await;
+    let mut pairs = vec![("TABLE_NAME".to_owned(), store.table().to_owned())];
+    pairs.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::from(&Env::from_pairs(pairs)).unwrap();
+    store
+        .put_connection(&events::new_connection(CONN, "alice"))
+        .await
+        .unwrap();
+    World {
+        app: App { store, settings },
+        push: RecordingPush::new(),
+        alice: identity(
+            "alice",
+            json!({"chat:*": ["subscribe", "publish", "history"], "news": ["subscribe"]}),
+        ),
+    }
+}
+
+/// A world with default settings.
+pub async fn world() -> World {
+    world_with(&[]).await
+}
+
+impl World {
+    /// Sends a frame as alice on CONN; returns the frames CONN received for it.
+    pub async fn send(&self, body: Value) -> Vec<Value> {
+        self.send_as(CONN, &self.alice, &body.to_string()).await
+    }
+
+    /// Sends a raw frame as `who` on `connection_id`; returns the frames it received.
+    pub async fn send_as(&self, connection_id: &str, who: &Identity, body: &str) -> Vec<Value> {
+        self.deliver(events::message(connection_id, who, body))
+            .await
+    }
+
+    /// Hands `request` to the function as API Gateway would; returns the frames its
+    /// connection received for it.
+    pub async fn deliver(&self, request: ApiGatewayWebsocketProxyRequest) -> Vec<Value> {
+        self.push.clear();
+        let connection_id = request
+            .request_context
+            .connection_id
+            .clone()
+            .unwrap_or_default();
+        let response = handle(request, &self.app, &self.push).await.unwrap();
+        assert_eq!(response.status_code, 200);
+        self.push.frames(&connection_id)
+    }
+
+    /// Publishes as alice; returns the single reply.
+    pub async fn publish(&self, channel: &str, id: &str, data: Value) -> Value {
+        let frames = self
+            .send(json!({"action": "publish", "channel": channel, "id": id, "data": data}))
+            .await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        frames[0].clone()
+    }
+
+    /// How many delta items the table holds.
+    pub async fn delta_items(&self) -> usize {
+        all_items(&self.app.store)
+            .await
+            .iter()
+            .filter(|item| item["sk"].as_s().unwrap().starts_with("d#"))
+            .count()
+    }
+}

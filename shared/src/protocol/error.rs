@@ -1,0 +1,73 @@
+//! The `error` frame: the one way a refused or failed request is answered. Messages are
+//! for people (they name the field and the form it must have) and are cut short so a
+//! client's huge input is never echoed back whole; the code is for programs.
+
+use serde::{Deserialize, Serialize};
+
+use super::names::{Channel, MessageId};
+
+/// Why a request failed, as on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, unknown action, missing or invalid field.
+    BadRequest,
+    /// The token's capabilities do not allow the action on the channel.
+    Forbidden,
+    /// A frame, `data` or other size is over its limit.
+    TooLarge,
+    /// `expectSeq` did not match the channel's head.
+    Conflict,
+    /// Too many publishes; slow down.
+    RateLimited,
+    /// Something failed on the server; the request may be retried.
+    Internal,
+}
+
+/// `{"type":"error",...}`: a request could not be served.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ErrorFrame {
+    /// The error code.
+    pub code: ErrorCode,
+    /// A human-readable explanation naming the problem.
+    pub message: String,
+    /// The request's id, if it had a valid one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<MessageId>,
+    /// The channel the request was about, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    /// The channel's head seq, on `conflict`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The channel's epoch, on `conflict`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+impl ErrorFrame {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            id: None,
+            channel: None,
+            seq: None,
+            epoch: None,
+        }
+    }
+}
+
+/// Longest error message sent back for a refused frame, in characters.
+pub(super) const MAX_ERROR_MESSAGE_CHARS: usize = 256;
+
+/// Cuts a message that quotes the frame (an unknown action or field, a mistyped value)
+/// to [`MAX_ERROR_MESSAGE_CHARS`], so a client's huge input is never echoed back whole.
+pub(super) fn brief(mut message: String) -> String {
+    if let Some((at, _)) = message.char_indices().nth(MAX_ERROR_MESSAGE_CHARS) {
+        message.truncate(at);
+        message.push('…');
+    }
+    message
+}

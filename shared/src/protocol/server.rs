@@ -1,0 +1,134 @@
+//! Every frame a client receives: one [`ServerMessage`] enum tagged by `type`, so the
+//! wire shape of each frame is visible in one place, and [`Delta`], the unit that
+//! fan-out, catch-up and `history` all send.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ErrorFrame;
+use super::names::{Channel, MessageId};
+use super::payload::Payload;
+
+/// One delta as fanned out, caught up and returned by `history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The channel.
+    pub channel: String,
+    /// Position in the channel, from 1, gap-free within an epoch.
+    pub seq: u64,
+    /// The channel's epoch when the delta was published.
+    pub epoch: String,
+    /// The publisher's message id (idempotency key).
+    pub id: String,
+    /// The publisher's user (`sub`).
+    pub from: String,
+    /// Publish time, Unix milliseconds.
+    pub ts: u64,
+    /// The payload, exactly as published (whitespace removed).
+    pub data: Payload,
+}
+
+impl Delta {
+    /// The delta as a `delta` frame.
+    pub fn to_frame(&self) -> String {
+        serde_json::to_string(&ServerMessage::Delta(self)).expect("a delta always serialises")
+    }
+}
+
+/// One frame to a client.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage<'a> {
+    /// A delta of a subscribed channel.
+    Delta(&'a Delta),
+    /// The subscription is live; catch-up (if asked for) has been sent.
+    Subscribed {
+        channel: &'a Channel,
+        seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    /// The subscription has ended.
+    Unsubscribed {
+        channel: &'a Channel,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    /// The publish is stored at `seq`.
+    Ack {
+        channel: &'a Channel,
+        id: &'a MessageId,
+        seq: u64,
+        epoch: &'a str,
+    },
+    /// A page of retained deltas.
+    History {
+        channel: &'a Channel,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        seq: u64,
+        deltas: &'a [Delta],
+        more: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    /// Answer to `ping`.
+    Pong {
+        #[serde(rename = "connectionId")]
+        connection_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    /// A request failed.
+    Error(&'a ErrorFrame),
+}
+
+impl ServerMessage<'_> {
+    /// The frame's JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    #[test]
+    fn server_frames_have_the_documented_shape() {
+        let delta = Delta {
+            channel: "chat".into(),
+            seq: 7,
+            epoch: "e1".into(),
+            id: "m1".into(),
+            from: "alice".into(),
+            ts: 1700000000000,
+            data: Payload::from_json(r#"{"t":"hi"}"#.into()).unwrap(),
+        };
+        assert_eq!(
+            delta.to_frame(),
+            r#"{"type":"delta","channel":"chat","seq":7,"epoch":"e1","id":"m1","from":"alice","ts":1700000000000,"data":{"t":"hi"}}"#
+        );
+        let channel = Channel::parse("chat").unwrap();
+        let err = ErrorFrame {
+            seq: Some(3),
+            ..ErrorFrame::new(ErrorCode::Conflict, "head is 3")
+        };
+        assert_eq!(
+            ServerMessage::Error(&err).to_json(),
+            r#"{"type":"error","code":"conflict","message":"head is 3","seq":3}"#
+        );
+        assert_eq!(
+            ServerMessage::Unsubscribed {
+                channel: &channel,
+                id: None
+            }
+            .to_json(),
+            r#"{"type":"unsubscribed","channel":"chat"}"#
+        );
+    }
+}
