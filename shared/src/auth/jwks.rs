@@ -231,7 +231,8 @@ mod tests {
     }
 
     fn claims() -> Value {
-        json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() + 60, "iss": "https://idp"})
+        json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() + 60,
+               "iss": "https://idp", "aud": "my-app"})
     }
 
     /// Serves `documents` in turn (the last one forever) on 127.0.0.1 and counts requests.
@@ -258,6 +259,7 @@ mod tests {
             ("JWT_ALGORITHM", algorithm.to_owned()),
             ("JWT_JWKS_URL", url.to_owned()),
             ("JWT_ISSUER", "https://idp".to_owned()),
+            ("JWT_AUDIENCE", "my-app".to_owned()),
         ]);
         JwtVerifier::new(&JwtConfig::from_env(&env).unwrap()).unwrap()
     }
