@@ -3,7 +3,10 @@
 //! table unchanged; capabilities enforced on every path a delta can take; tokens in the
 //! subprotocol header; JWKS-verified tokens; per-connection rate limits.
 
-use deltacast_tests::stack::{Client, TestStack, start_stack, start_stack_with};
+use deltacast_local::stack::StackError;
+use deltacast_tests::stack::{
+    Client, TestStack, start_stack, start_stack_with, try_start_stack_with,
+};
 use deltacast_tests::{all_items, tokens};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -361,10 +364,14 @@ async fn tokens_from_an_identity_provider_are_verified_against_its_jwks() {
         options
             .parameters
             .insert("JwtIssuer".into(), "https://idp.example".into());
+        options
+            .parameters
+            .insert("JwtAudience".into(), "my-app".into());
     })
     .await;
     let claims = json!({"sub": "carol", "exp": jsonwebtoken::get_current_timestamp() + 300,
-                        "iss": "https://idp.example", "channels": {"*": ["subscribe"]}});
+                        "iss": "https://idp.example", "aud": "my-app",
+                        "channels": {"*": ["subscribe"]}});
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("idp-1".into());
     let good = jsonwebtoken::encode(&header, &claims, &key).unwrap();
@@ -384,7 +391,36 @@ async fn tokens_from_an_identity_provider_are_verified_against_its_jwks() {
     wrong_issuer["iss"] = json!("https://evil.example");
     let forged = jsonwebtoken::encode(&header, &wrong_issuer, &key).unwrap();
     assert_eq!(t.connect(&forged).await.err().map(|r| r.status), Some(401));
+    // A token the same key set signed for another app of the provider (another Firebase
+    // project, another Cognito app client): right issuer, someone else's audience.
+    let mut other_app = claims.clone();
+    other_app["aud"] = json!("someone-elses-app");
+    other_app["channels"] = json!({"*": ["subscribe", "publish", "presence"]});
+    let foreign = jsonwebtoken::encode(&header, &other_app, &key).unwrap();
+    assert_eq!(t.connect(&foreign).await.err().map(|r| r.status), Some(401));
     t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_stack_without_issuer_and_audience_refuses_to_start() {
+    // The attack this stops: with iss and aud unchecked, any token the provider signs for
+    // any of its apps would connect with whatever capabilities it claims. The authorizer
+    // fails its init, so the stack's readiness handshake gets 500 and it never opens.
+    let started = try_start_stack_with(|options| {
+        options
+            .parameters
+            .insert("JwtAlgorithm".into(), "RS256".into());
+        options.parameters.insert(
+            "JwtJwksUrl".into(),
+            "https://idp.example/.well-known/jwks.json".into(),
+        );
+    })
+    .await;
+    match started {
+        Err(StackError::NotReady(why)) => assert!(why.contains("500"), "{why}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a key-set stack without JWT_ISSUER and JWT_AUDIENCE started"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

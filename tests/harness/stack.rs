@@ -44,6 +44,15 @@ pub async fn start_stack() -> TestStack {
 
 /// Starts the stack after `adjust` has changed the options.
 pub async fn start_stack_with(adjust: impl FnOnce(&mut StackOptions)) -> TestStack {
+    try_start_stack_with(adjust)
+        .await
+        .expect("local stack starts")
+}
+
+/// Like [`start_stack_with`], for tests of a stack that must not start.
+pub async fn try_start_stack_with(
+    adjust: impl FnOnce(&mut StackOptions),
+) -> Result<TestStack, deltacast_local::stack::StackError> {
     // The stack's logs, when RUST_LOG asks for them (`--nocapture` to see them).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -62,9 +71,9 @@ pub async fn start_stack_with(adjust: impl FnOnce(&mut StackOptions)) -> TestSta
     options.max_instances = 4;
     adjust(&mut options);
     let table = options.table_name.clone();
-    let stack = Stack::start(options).await.expect("local stack starts");
+    let stack = Stack::start(options).await?;
     let store = Store::new(dynamodb().await, table, lifetimes());
-    TestStack { stack, store }
+    Ok(TestStack { stack, store })
 }
 
 /// A handshake the gateway refused.

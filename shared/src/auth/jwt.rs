@@ -98,10 +98,12 @@ impl JwtConfig {
             }
             JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
                 let url = env.required("JWT_JWKS_URL")?;
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                if !is_acceptable_jwks_url(&url) {
                     return Err(ConfigError::Invalid {
                         name: "JWT_JWKS_URL",
-                        reason: "must be an http(s) URL".into(),
+                        reason: "must be an https:// URL (http:// only for a loopback host \
+                                 such as 127.0.0.1, as the local stack uses)"
+                            .into(),
                     });
                 }
                 KeyConfig::Jwks {
@@ -110,14 +112,50 @@ impl JwtConfig {
                 }
             }
         };
+        let issuer = env.optional("JWT_ISSUER");
+        let audience = env.optional("JWT_AUDIENCE");
+        if matches!(keys, KeyConfig::Jwks { .. }) && (issuer.is_none() || audience.is_none()) {
+            return Err(ConfigError::Invalid {
+                name: KEY_SET_CLAIMS,
+                reason: format!(
+                    "both are required with JWT_ALGORITHM={}: an identity provider's key set \
+                     signs tokens for every app it serves (every Firebase project, every \
+                     Cognito app client), so only iss and aud tell yours apart",
+                    name
+                ),
+            });
+        }
         Ok(Self {
             algorithm,
             keys,
-            issuer: env.optional("JWT_ISSUER"),
-            audience: env.optional("JWT_AUDIENCE"),
+            issuer,
+            audience,
             leeway_seconds: env.number("JWT_LEEWAY_SECONDS", 30)?,
         })
     }
+}
+
+/// The variables key-set mode requires together; named as one in the init error.
+pub const KEY_SET_CLAIMS: &str = "JWT_ISSUER and JWT_AUDIENCE";
+
+/// `https://` anywhere; `http://` only for a loopback host (the local stack's key server),
+/// because keys fetched in the clear could be swapped on the way.
+fn is_acceptable_jwks_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 enum Keys {
@@ -400,6 +438,55 @@ mod tests {
     }
 
     #[test]
+    fn key_set_mode_refuses_to_start_without_issuer_and_audience() {
+        let from = |pairs: &[(&str, &str)]| {
+            JwtConfig::from_env(&Env::from_pairs(
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            ))
+        };
+        let url = ("JWT_JWKS_URL", "https://idp.example/.well-known/jwks.json");
+        for algorithm in ["RS256", "ES256"] {
+            let alg = ("JWT_ALGORITHM", algorithm);
+            for pairs in [
+                vec![alg, url],
+                vec![alg, url, ("JWT_ISSUER", "https://idp.example")],
+                vec![alg, url, ("JWT_AUDIENCE", "my-app")],
+            ] {
+                let err = from(&pairs).unwrap_err();
+                assert!(
+                    matches!(&err, ConfigError::Invalid { name: KEY_SET_CLAIMS, reason }
+                        if reason.contains(algorithm)),
+                    "{pairs:?} gave {err:?}"
+                );
+                assert!(err.to_string().contains("JWT_ISSUER and JWT_AUDIENCE"));
+            }
+            let both = [
+                alg,
+                url,
+                ("JWT_ISSUER", "https://idp.example"),
+                ("JWT_AUDIENCE", "my-app"),
+            ];
+            from(&both).unwrap();
+        }
+        // The local stack's key server on loopback may be plain http.
+        for local in [
+            "http://127.0.0.1:9000/jwks.json",
+            "http://localhost/jwks.json",
+            "http://[::1]:80/jwks.json",
+        ] {
+            from(&[
+                ("JWT_ALGORITHM", "RS256"),
+                ("JWT_JWKS_URL", local),
+                ("JWT_ISSUER", "i"),
+                ("JWT_AUDIENCE", "a"),
+            ])
+            .unwrap();
+        }
+        // HS256 tokens are signed with our own secret: iss and aud stay optional.
+        from(&[("JWT_SECRET", SECRET)]).unwrap();
+    }
+
+    #[test]
     fn configuration_is_checked() {
         let err = |pairs: &[(&str, &str)]| {
             JwtConfig::from_env(&Env::from_pairs(
@@ -426,6 +513,22 @@ mod tests {
             err(&[("JWT_ALGORITHM", "RS256")]),
             ConfigError::Missing("JWT_JWKS_URL")
         );
+        for url in [
+            "http://keys.example.com/jwks.json",
+            "http://10.0.0.1/jwks.json",
+            "http://127.0.0.1.evil.example/jwks.json",
+        ] {
+            assert!(
+                matches!(
+                    err(&[("JWT_ALGORITHM", "RS256"), ("JWT_JWKS_URL", url)]),
+                    ConfigError::Invalid {
+                        name: "JWT_JWKS_URL",
+                        ..
+                    }
+                ),
+                "{url} accepted"
+            );
+        }
         assert!(matches!(
             err(&[
                 ("JWT_ALGORITHM", "ES256"),
@@ -475,7 +578,8 @@ mod tests {
         }
 
         fn claims() -> Value {
-            json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() + 60, "iss": "https://idp"})
+            json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() + 60,
+                   "iss": "https://idp", "aud": "my-app"})
         }
 
         /// Serves `documents` in turn (the last one forever) on 127.0.0.1 and counts requests.
@@ -502,6 +606,7 @@ mod tests {
                 ("JWT_ALGORITHM", algorithm.to_owned()),
                 ("JWT_JWKS_URL", url.to_owned()),
                 ("JWT_ISSUER", "https://idp".to_owned()),
+                ("JWT_AUDIENCE", "my-app".to_owned()),
             ]);
             JwtVerifier::new(&JwtConfig::from_env(&env).unwrap()).unwrap()
         }
