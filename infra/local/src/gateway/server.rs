@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tokio_tungstenite::tungstenite::Message;
@@ -91,7 +91,7 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
             .route("/{stage}/@connections/{id}", any(management_on_stage::<F>))
             .route("/", any(upgrade_default::<F>))
             .route("/{stage}", any(upgrade_on_stage::<F>))
-            .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found") })
+            .fallback(not_found)
             .with_state(shared.clone());
         let token = shared.stop_server.clone();
         let server = tokio::spawn(async move {
@@ -171,3 +171,15 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
     }
 }
 
+/// Answers a path the gateway does not serve with 404, and logs it: method, path and
+/// status, never the query string (a handshake's query may hold a token).
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let status = StatusCode::NOT_FOUND;
+    info!(
+        method = %method,
+        path = uri.path(),
+        status = status.as_u16(),
+        "no such path"
+    );
+    (status, "Not Found").into_response()
+}
