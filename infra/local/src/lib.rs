@@ -11,13 +11,11 @@
 //! - [`gateway`]: the WebSocket endpoint and the Management API.
 //! - [`runtime`]: a local Lambda Runtime API; runs function binaries as processes, a pool
 //!   of instances per function.
-//! - [`filter`]: Lambda event filtering (`FilterCriteria` patterns).
-//! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, retries,
-//!   bisecting, on-failure records).
+//! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, filtering,
+//!   retries, bisecting, on-failure records).
 //! - [`stack`]: wires it all together from the template; `main.rs` is its command line.
 
 pub mod events;
-pub mod filter;
 pub mod gateway;
 pub mod invoke;
 pub mod runtime;
