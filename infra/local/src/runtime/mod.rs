@@ -23,7 +23,7 @@
 //! Lambda throttles at once where this queues; the queue is bounded instead: an
 //! invocation that waits longer than one instance can hold a job (Lambda's init limit plus
 //! the function's timeout) fails with Lambda's throttling error
-//! (`TooManyRequestsException: Rate Exceeded.`, as [`InvokeError::Unavailable`], which the
+//! (`TooManyRequestsException: Rate Exceeded.`, as [`InvokeError::Unavailable`](crate::invoke::InvokeError::Unavailable), which the
 //! stream trigger retries like a throttle).
 //! Instances stay warm after a response or a handler error, and are discarded after a
 //! timeout, a crash or a failed init. Idle instances are not reaped: they live until
