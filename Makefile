@@ -23,12 +23,13 @@ help: ## List the targets
 build: ## Build the functions and the local stack (debug)
 	cargo build --workspace --bins
 
-dev: build dynamodb-local ## Run the whole stack locally (WebSocket on ws://127.0.0.1:$(PORT)/local)
-	@set -euo pipefail; \
-	$(DDB) start $(DYNAMODB_PORT); \
-	trap '$(DDB) stop $(DYNAMODB_PORT)' EXIT; \
-	target/debug/deltacast-local serve --bind $(BIND) --port $(PORT) \
-	  --dynamodb http://127.0.0.1:$(DYNAMODB_PORT) $(DEV_ARGS)
+# RELEASE=1 builds and runs release binaries (what load figures need); debug by default.
+RELEASE ?=
+DEV_PROFILE := $(if $(filter 1 yes true,$(RELEASE)),release,debug)
+dev: dynamodb-local ## Run the whole stack locally (WebSocket on ws://127.0.0.1:$(PORT)/local); RELEASE=1 for release binaries
+	cargo build --workspace --bins $(if $(filter release,$(DEV_PROFILE)),--release)
+	@PORT=$(PORT) DYNAMODB_PORT=$(DYNAMODB_PORT) BIND=$(BIND) BIN_DIR=target/$(DEV_PROFILE) \
+	  infra/local/dev $(DEV_ARGS)
 
 token: ## Print a development token: make token USER=bob
 	@cargo run -q -p deltacast-local -- token --user $(TOKEN_USER)

@@ -11,13 +11,15 @@
 //! - [`gateway`]: the WebSocket endpoint and the Management API.
 //! - [`runtime`]: a local Lambda Runtime API; runs function binaries as processes, a pool
 //!   of instances per function.
-//! - [`filter`]: Lambda event filtering (`FilterCriteria` patterns).
-//! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, retries,
-//!   bisecting, on-failure records).
+//! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, filtering,
+//!   retries, bisecting, on-failure records).
 //! - [`stack`]: wires it all together from the template; `main.rs` is its command line.
+//!
+//! Beside the crate, `infra/local/dev` is what `make dev` runs (DynamoDB Local, then this
+//! stack, refusing ports that are taken) and `infra/local/port-owner` names the process
+//! that holds a port.
 
 pub mod events;
-pub mod filter;
 pub mod gateway;
 pub mod invoke;
 pub mod runtime;

@@ -144,6 +144,21 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The banner's command that opens a WebSocket to the stack: `wscat` through `npx`, which
+/// needs only Node.js (websocat, say, is not packaged by Debian).
+fn try_it_command(url: &str, token: &str) -> String {
+    format!("npx --yes wscat@6 -c '{url}?token={token}'")
+}
+
+/// What the banner says about the build it runs: a debug build is fine for trying things,
+/// but its throughput and latency say nothing about the functions', so it says how to get
+/// release binaries.
+fn build_note(debug: bool) -> Option<&'static str> {
+    debug.then_some(
+        "Debug build: fine for trying it out; for load or latency figures run `make dev RELEASE=1`.",
+    )
+}
+
 async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     let serve = *serve;
     let root = std::env::current_dir()?;
@@ -190,10 +205,14 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
         println!("  Token (alice, every capability, 24 h; `make token USER=bob` for others):");
         println!("  {token}");
         println!();
-        println!("  Try it:  websocat '{url}?token={token}'");
+        println!("  Try it:  {}", try_it_command(&url, &token));
         println!("           {{\"action\":\"subscribe\",\"channel\":\"chat:lobby\"}}");
     } else {
         println!("  Tokens: signed by your identity provider (JwtJwksUrl)");
+    }
+    if let Some(note) = build_note(cfg!(debug_assertions)) {
+        println!();
+        println!("  {note}");
     }
     println!();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -204,4 +223,24 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("shutting down");
     stack.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_opens_the_socket_with_wscat_through_npx() {
+        assert_eq!(
+            try_it_command("ws://127.0.0.1:3001/local", "abc"),
+            "npx --yes wscat@6 -c 'ws://127.0.0.1:3001/local?token=abc'"
+        );
+    }
+
+    #[test]
+    fn a_debug_build_says_that_load_figures_need_a_release_build() {
+        let note = build_note(true).expect("a note for debug builds");
+        assert!(note.contains("make dev RELEASE=1"), "{note}");
+        assert_eq!(build_note(false), None, "release builds need no note");
+    }
 }

@@ -253,7 +253,7 @@ impl Stack {
             authorizer: spec.authorizer.as_ref().map(|id| functions[id].clone()),
             identity_sources: spec.identity_sources.clone(),
         };
-        let gateway = Gateway::serve(listener, routes, options.gateway.clone())?;
+        let gateway = Gateway::start_on(listener, routes, options.gateway.clone())?;
 
         let stop_triggers = CancellationToken::new();
         let mut triggers = Vec::new();

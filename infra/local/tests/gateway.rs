@@ -278,6 +278,61 @@ async fn unknown_paths_are_not_found() {
     gateway.shutdown().await;
 }
 
+/// Log output captured for one test: a `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: the subscriber set for this test sees the gateway's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn unknown_paths_are_logged_with_method_path_and_status_but_not_the_query() {
+    // GIVEN a gateway whose log lines this test captures
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let gateway = gateway([], GatewayConfig::default()).await;
+    // WHEN a client asks for a path the gateway does not serve, with a token in the query
+    let (status, _) = http(
+        gateway.address(),
+        "GET",
+        "/a/b?token=do-not-log-me&x=1",
+        b"",
+    )
+    .await;
+    gateway.shutdown().await;
+    // THEN it is answered 404 and logged, without the query
+    assert_eq!(status, 404);
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|line| line.contains("/a/b"))
+        .unwrap_or_else(|| panic!("a log line for /a/b in:\n{text}"));
+    assert!(line.contains("GET"), "{line}");
+    assert!(line.contains("404"), "{line}");
+    assert!(!text.contains("do-not-log-me"), "{text}");
+    assert!(!text.contains("token="), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_headers_reach_the_client_but_cannot_break_the_handshake() {
     // GIVEN a $connect that picks a subprotocol and also tries to set handshake headers

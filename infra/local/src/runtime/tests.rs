@@ -958,7 +958,7 @@ async fn an_invocation_that_waits_too_long_for_an_instance_is_throttled() {
             "{throttled:?}"
         );
         assert_eq!(function.stats().throttles, 1);
-        assert!(function.inner.pool().waiters.is_empty());
+        assert_eq!(function.waiting(), 0);
         function.shutdown().await;
         holder
             .await

@@ -32,8 +32,9 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use super::on_failure::{self, Condition, Discard, LastResponse};
+use super::options::PollOptions;
 use super::record::{self, StreamRecord};
-use super::{PollOptions, TriggerStats};
+use super::stats::TriggerStats;
 use crate::invoke::{Invoke, InvokeError};
 use crate::template::StreamTrigger;
 

@@ -13,11 +13,11 @@ use chrono::Utc;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
-use super::TriggerStats;
 use super::delivery::backoff;
+use super::filter::FilterCriteria;
 use super::record::StreamRecord;
 use super::source::{Position, ShardSource, SourceError};
-use crate::filter::FilterCriteria;
+use super::stats::TriggerStats;
 
 /// GetRecords returns at most this many records.
 const GET_RECORDS_LIMIT: usize = 1000;

@@ -1,35 +1,8 @@
-//! The DynamoDB Streams trigger: what Lambda's event source mapping does for a stream,
-//! done locally against DynamoDB Local, invoking the same function binaries.
-//!
-//! # Design
-//! [`run_trigger`] is one task that owns the mapping. Every second it lists the stream's
-//! shards (DescribeStream, all pages, while the shards are being read) and starts reading
-//! each new shard once its parent is finished (or no longer listed), so records of one
-//! item are delivered in order across shard roll-overs. A finished shard is forgotten
-//! once the listing no longer has it (trimmed away). `StartingPosition` applies to the
-//! shards present at start: with `LATEST`, open shards are read from their tip and closed
-//! ones skipped; shards that appear later are read from `TRIM_HORIZON`, like Lambda does.
-//!
-//! Each shard is read by its own future (all polled by the trigger's task, so the
-//! invoker is only borrowed): a `reader` turns the shard into filtered batches, and
-//! `delivery` hands each batch to the function and does not return until every record
-//! of it is processed or given up on. So a shard has one batch in flight at a time and
-//! its records are processed strictly in order (`ParallelizationFactor` 1), while
-//! different shards proceed independently.
-//!
-//! # Layout
-//! - `source`: the Streams calls, behind a trait (DynamoDB, or a scripted stream in tests).
-//! - `reader`: shard iterators, batching window, filtering (see [`crate::filter`]).
-//! - `record`: a stream record in the shape the function receives.
-//! - `delivery`: invoking, partial batch responses, retries, bisecting, giving up.
-//! - `on_failure`: the on-failure destination message, one JSON line per discard.
-//!
-//! Shutdown drops everything in flight, including an invocation, at its next await.
+//! The trigger's own loop: check the settings as CreateEventSourceMapping would, then
+//! list the stream's shards every second and read each new shard (once its parent is
+//! finished) with its own reader and delivery, until shutdown.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -39,50 +12,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::filter::{FilterCriteria, FilterError};
+use super::delivery::Delivery;
+use super::filter::{FilterCriteria, FilterError};
+use super::on_failure;
+use super::options::PollOptions;
+use super::reader::{BatchRules, ShardReader};
+use super::source::{Position, ShardInfo, ShardSource, SourceError};
+use super::stats::TriggerStats;
 use crate::invoke::Invoke;
 use crate::template::StreamTrigger;
 
-mod delivery;
-mod on_failure;
-mod reader;
-mod record;
-mod source;
-#[cfg(test)]
-mod tests;
-
-use delivery::Delivery;
-use reader::{BatchRules, ShardReader};
-use source::{Position, ShardInfo, ShardSource, SourceError};
-
 /// How often the stream's shards are listed again.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How the local stack polls and delivers, beyond what the template says.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PollOptions {
-    /// Pause between GetRecords calls on a shard that returned nothing (default 100 ms);
-    /// also the first retry's backoff.
-    pub poll_interval: Duration,
-    /// JSON-lines file where batches that were given up on are recorded.
-    pub on_failure_path: PathBuf,
-    /// Fault injection: probability that a batch is invoked twice (models at-least-once
-    /// delivery); default 0.
-    pub duplicate_batch_rate: f64,
-    /// The region the function sees in `awsRegion` (default `us-east-1`).
-    pub region: String,
-}
-
-impl Default for PollOptions {
-    fn default() -> Self {
-        Self {
-            poll_interval: Duration::from_millis(100),
-            on_failure_path: std::env::temp_dir().join("deltacast-stream-failures.jsonl"),
-            duplicate_batch_rate: 0.0,
-            region: "us-east-1".to_owned(),
-        }
-    }
-}
 
 /// Why the trigger could not run.
 #[derive(Debug, thiserror::Error)]
@@ -107,115 +48,6 @@ pub enum StreamError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// Counters of what a trigger has done; clones share them.
-#[derive(Clone, Debug, Default)]
-pub struct TriggerStats(Arc<Counters>);
-
-#[derive(Debug, Default)]
-struct Counters {
-    invocations: AtomicU64,
-    records_delivered: AtomicU64,
-    records_succeeded: AtomicU64,
-    retries: AtomicU64,
-    bisects: AtomicU64,
-    records_given_up: AtomicU64,
-    records_filtered_out: AtomicU64,
-    duplicate_invocations: AtomicU64,
-    shards_started: AtomicU64,
-    shards_finished: AtomicU64,
-}
-
-/// A snapshot of a trigger's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TriggerCounts {
-    /// Invocations, retries and bisected halves included, duplicates not.
-    pub invocations: u64,
-    /// Records sent in those invocations (a retried record counts each time).
-    pub records_delivered: u64,
-    /// Records the function processed (checkpointed).
-    pub records_succeeded: u64,
-    /// Retries: of a failed batch, or of the rest of a partially failed one.
-    pub retries: u64,
-    /// Failed batches split in two.
-    pub bisects: u64,
-    /// Records given up on (retries exhausted, too old, or unreadable).
-    pub records_given_up: u64,
-    /// Records that matched no filter.
-    pub records_filtered_out: u64,
-    /// Extra deliveries made by fault injection.
-    pub duplicate_invocations: u64,
-    /// Shards that got an iterator (the trigger reads them).
-    pub shards_started: u64,
-    /// Shards read to their end (closed) or gone.
-    pub shards_finished: u64,
-}
-
-impl TriggerStats {
-    /// Fresh counters.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The counters now.
-    pub fn counts(&self) -> TriggerCounts {
-        let c = &self.0;
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        TriggerCounts {
-            invocations: get(&c.invocations),
-            records_delivered: get(&c.records_delivered),
-            records_succeeded: get(&c.records_succeeded),
-            retries: get(&c.retries),
-            bisects: get(&c.bisects),
-            records_given_up: get(&c.records_given_up),
-            records_filtered_out: get(&c.records_filtered_out),
-            duplicate_invocations: get(&c.duplicate_invocations),
-            shards_started: get(&c.shards_started),
-            shards_finished: get(&c.shards_finished),
-        }
-    }
-
-    fn bump(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_invocation(&self, records: usize) {
-        Self::bump(&self.0.invocations, 1);
-        Self::bump(&self.0.records_delivered, records);
-    }
-
-    pub(crate) fn add_succeeded(&self, records: usize) {
-        Self::bump(&self.0.records_succeeded, records);
-    }
-
-    pub(crate) fn add_retry(&self) {
-        Self::bump(&self.0.retries, 1);
-    }
-
-    pub(crate) fn add_bisect(&self) {
-        Self::bump(&self.0.bisects, 1);
-    }
-
-    pub(crate) fn add_given_up(&self, records: usize) {
-        Self::bump(&self.0.records_given_up, records);
-    }
-
-    pub(crate) fn add_filtered_out(&self, records: usize) {
-        Self::bump(&self.0.records_filtered_out, records);
-    }
-
-    pub(crate) fn add_duplicate(&self) {
-        Self::bump(&self.0.duplicate_invocations, 1);
-    }
-
-    pub(crate) fn add_shard_started(&self) {
-        Self::bump(&self.0.shards_started, 1);
-    }
-
-    pub(crate) fn add_shard_finished(&self) {
-        Self::bump(&self.0.shards_finished, 1);
-    }
 }
 
 /// Runs the trigger until `shutdown` is cancelled (then `Ok`), or until the stream turns
@@ -263,7 +95,7 @@ pub async fn run_trigger_with_stats<I: Invoke>(
 }
 
 /// The trigger over any [`ShardSource`].
-async fn run<S: ShardSource, I: Invoke>(
+pub(super) async fn run<S: ShardSource, I: Invoke>(
     source: &S,
     stream_arn: &str,
     trigger: &StreamTrigger,
@@ -341,14 +173,14 @@ fn check(trigger: &StreamTrigger) -> Result<FilterCriteria, StreamError> {
 
 /// A shard the trigger knows of.
 #[derive(Debug)]
-struct Shard {
-    parent: Option<String>,
-    start: Position,
-    state: ShardState,
+pub(super) struct Shard {
+    pub(super) parent: Option<String>,
+    pub(super) start: Position,
+    pub(super) state: ShardState,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ShardState {
+pub(super) enum ShardState {
     Waiting,
     Reading,
     Finished,
@@ -471,7 +303,7 @@ impl<S: ShardSource, I: Invoke> Trigger<'_, S, I> {
 /// back. (A finished shard still listed is kept, or it would be read again.) A child whose
 /// parent is forgotten is ready, as one whose parent is finished. An empty listing is
 /// not trusted to forget anything: forgotten shards that came back would be read again.
-fn forget_trimmed(shards: &mut BTreeMap<String, Shard>, listed: &[ShardInfo]) {
+pub(super) fn forget_trimmed(shards: &mut BTreeMap<String, Shard>, listed: &[ShardInfo]) {
     if listed.is_empty() {
         return;
     }

@@ -1,0 +1,41 @@
+//! The local API Gateway: a WebSocket endpoint that runs the authorizer and the `$connect`,
+//! route and `$disconnect` functions exactly as API Gateway does, and the Management API
+//! (`/@connections/{id}`) on the same port, wire-compatible with the AWS SDKs.
+//!
+//! One connection is one task: it reads frames, routes each by the route selection
+//! expression and invokes the route's function concurrently (as API Gateway does), and
+//! writes whatever is queued for it — replies posted through the Management API by any
+//! function. Limits are API Gateway's: frames over 32 KB and messages over 128 KB close
+//! the connection with 1009, and idle and total-lifetime timeouts close it with 1001.
+//!
+//! A connection leaves the Management API's view (posts answer 410) the moment the gateway
+//! decides to close it, before the closing handshake and `$disconnect` run, so no post is
+//! acknowledged for a frame that will never be sent.
+//!
+//! ## Layout
+//! - `config`: limits, timeouts, routes and fault injection ([`GatewayConfig`], [`Routes`]).
+//! - `server`: the running [`Gateway`]: listening, which HTTP path goes where (unknown paths
+//!   are logged and answered 404), shutdown.
+//! - `handshake`: a WebSocket upgrade: identity sources, the authorizer, `$connect`.
+//! - `authorizer`: reading an authorizer's policy and context.
+//! - `connection`: one open connection's task: reading frames, writing queued ones,
+//!   timeouts, the closing handshake and `$disconnect`.
+//! - `routing`: the route selection expression; invoking a frame's route.
+//! - `management`: the Management API (`POST`, `GET`, `DELETE /@connections/{id}`).
+//! - `state`: what the tasks share: the open connections and their queues.
+
+mod authorizer;
+mod config;
+mod connection;
+mod handshake;
+mod management;
+mod routing;
+mod server;
+mod state;
+
+pub use config::{
+    GatewayConfig, GatewayStats, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_FRAMES,
+    ManagementFaults, Routes,
+};
+pub use routing::select_route;
+pub use server::{Gateway, GatewayError, bind};
