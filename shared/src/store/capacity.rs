@@ -4,7 +4,6 @@
 //! `make bench` and the capacity tests count every request in one place. Failed
 //! conditional writes are not reported by DynamoDB, so they are not counted.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::error::SdkError;
@@ -19,6 +18,7 @@ use aws_sdk_dynamodb::operation::{
     update_item::{UpdateItemError, UpdateItemOutput, builders::UpdateItemFluentBuilder},
 };
 use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
+use futures::future::BoxFuture;
 
 use super::Store;
 
@@ -66,10 +66,10 @@ pub(crate) trait Measured {
     type Output: Consumed;
     /// The operation's error.
     type Error;
-    /// Sends the request with `ReturnConsumedCapacity: TOTAL`.
-    fn send_reporting(
-        self,
-    ) -> impl Future<Output = Result<Self::Output, SdkError<Self::Error>>> + Send;
+    /// Sends the request with `ReturnConsumedCapacity: TOTAL`. The SDK's future is boxed:
+    /// nested as it is into every store future, and those into the handlers', it took the
+    /// functions' `main` futures past the compiler's layout depth limit.
+    fn send_reporting(self) -> BoxFuture<'static, Result<Self::Output, SdkError<Self::Error>>>;
 }
 
 /// An output that reports consumed capacity, and whether its operation writes.
@@ -85,10 +85,8 @@ macro_rules! measured {
         impl Measured for $builder {
             type Output = $output;
             type Error = $error;
-            fn send_reporting(
-                self,
-            ) -> impl Future<Output = Result<$output, SdkError<$error>>> + Send {
-                self.return_consumed_capacity(ReturnConsumedCapacity::Total).send()
+            fn send_reporting(self) -> BoxFuture<'static, Result<$output, SdkError<$error>>> {
+                Box::pin(self.return_consumed_capacity(ReturnConsumedCapacity::Total).send())
             }
         }
 
