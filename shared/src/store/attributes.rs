@@ -12,11 +12,14 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
 
-use super::StoreError;
 use super::items::MalformedItem;
+use super::{Store, StoreError};
 
 /// An item as the SDK holds it.
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -127,5 +130,21 @@ where
             Some(found) => Ok(Conditional::Refused(found.cloned())),
             None => Err(dynamo(err)),
         },
+    }
+}
+
+impl Store {
+    /// Sends a conditional put that, when refused, returns the item in its place.
+    pub(crate) async fn put_or_find(
+        &self,
+        request: PutItemFluentBuilder,
+    ) -> Result<Conditional<()>, StoreError> {
+        let request = request
+            .table_name(&self.table)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        Ok(match conditional(self.send(request).await)? {
+            Conditional::Written(_) => Conditional::Written(()),
+            Conditional::Refused(found) => Conditional::Refused(found),
+        })
     }
 }

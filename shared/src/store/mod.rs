@@ -14,6 +14,15 @@
 //! - `attributes`: attribute values and the one way to read a refused condition;
 //! - [`items`]: keys and item shapes.
 //!
+//! ## A connection that is gone writes nothing
+//! `$disconnect` deletes the connection's items, its liveness item among them, while
+//! frames the client sent just before closing may still be processed. Every write a frame
+//! makes on behalf of a connection is therefore conditional on the liveness item
+//! (`attribute_exists(pk)`): the publish token ([`Store::take_publish_token`]) and the
+//! subscription counter ([`Store::subscribe`]). Without it the frame is refused with
+//! [`StoreError::ConnectionGone`] and writes nothing, so closing right after a flood does
+//! not get around the rate limit, and `touch` never brings a connection back.
+//!
 //! ## Publishing without transactions
 //! Seqs must be gap-free and a `(channel, id)` must publish once. A publish:
 //! 1. reads the message's claim `m#<id>`; if it points at a stored delta with this id,
@@ -34,6 +43,24 @@
 //! serialises attempts on one id, so there are no duplicates. A claim whose lease ran out
 //! without a delta (its writer crashed) is taken over by the next retry. The common path
 //! writes two items (≤1 KB delta: 2 write units) where a transaction would bill 4.
+//!
+//! ## What a frame costs
+//! Strongly consistent reads of small items bill 1 read unit (RU) each, writes 1 write
+//! unit (WU) per started KB.
+//! - `publish`: the token (read and update the liveness item: 1 RU + 1 WU), the claim
+//!   read (1 RU), the head (epoch item and newest delta: 2 RU), the claim and the delta
+//!   (1 WU + 1 WU per started KB of delta): 4 RU + 3 WU for a small delta. A channel's
+//!   first publish also writes its epoch item (1 WU).
+//! - `subscribe` to a new channel: the connection-side read (1 RU), the counter on the
+//!   liveness item, the connection-side and the channel-side items (3 WU). Re-subscribing
+//!   a channel: the connection-side and liveness reads and the channel-side item (2 RU +
+//!   1 WU). A refusal for the limit: the refused counter update (1 WU, billed but not
+//!   reported by DynamoDB) and 2-3 RU (the connection-side item is read again, in case a
+//!   concurrent subscribe of the same channel made it).
+//! - `unsubscribe`: both sides (2 WU) and, when there was a subscription, the counter
+//!   (1 WU).
+//! - A frame from a connection that is gone: the read that finds no liveness item (1 RU)
+//!   or the refused counter update (1 RU + 1 WU); nothing is written.
 
 mod attributes;
 mod batch;
@@ -60,7 +87,8 @@ pub use publish::{NewDelta, PublishError, Published};
 pub use rate_limit::Bucket;
 pub use subscriptions::SubscribeError;
 
-/// A DynamoDB call failed, or an item could not be read back.
+/// A DynamoDB call failed, an item could not be read back, or the connection a frame
+/// came from is gone.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The request failed (throttling, network, permissions, ...).
@@ -80,6 +108,22 @@ pub enum StoreError {
         /// How many times the batch was sent.
         attempts: u32,
     },
+    /// The connection has no liveness item (it closed, or never was stored), so the frame
+    /// was refused and nothing was written. Expected after a client closes with frames in
+    /// flight; not a fault of the store.
+    #[error("connection {connection_id} is gone; nothing was written")]
+    ConnectionGone {
+        /// The connection the frame came from.
+        connection_id: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the error is the expected refusal of a frame from a closed connection,
+    /// rather than a storage failure worth an error log.
+    pub fn is_connection_gone(&self) -> bool {
+        matches!(self, Self::ConnectionGone { .. })
+    }
 }
 
 impl From<StoreError> for lambda_runtime::Diagnostic {
@@ -87,6 +131,7 @@ impl From<StoreError> for lambda_runtime::Diagnostic {
         let error_type = match &err {
             StoreError::Dynamo(_) | StoreError::Unprocessed { .. } => "Store.Unavailable",
             StoreError::Malformed(_) | StoreError::Conversion(_) => "Store.Malformed",
+            StoreError::ConnectionGone { .. } => "Store.ConnectionGone",
         };
         Self {
             error_type: error_type.into(),

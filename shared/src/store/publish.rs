@@ -11,8 +11,6 @@ use super::attributes::{Conditional, Item, conditional, dynamo, n, number, s, te
 use super::history::Head;
 use super::items::{ClaimItem, DeltaItem, EPOCH_SK, EpochItem, channel_pk, claim_sk};
 use super::{Store, StoreError, backoff};
-use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use crate::clock;
 use crate::protocol::{Channel, Delta, MessageId, Payload};
@@ -309,20 +307,6 @@ impl Store {
             }
             Conditional::Refused(None) => Ok(false),
         }
-    }
-
-    /// Sends a conditional put that, when refused, returns the item in its place.
-    async fn put_or_find(
-        &self,
-        request: PutItemFluentBuilder,
-    ) -> Result<Conditional<()>, StoreError> {
-        let request = request
-            .table_name(&self.table)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        Ok(match conditional(self.send(request).await)? {
-            Conditional::Written(_) => Conditional::Written(()),
-            Conditional::Refused(found) => Conditional::Refused(found),
-        })
     }
 }
 

@@ -4,7 +4,7 @@
 //! so a backlog drained late is limited as it arrived.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use tracing::warn;
+use tracing::debug;
 
 use super::attributes::{Conditional, conditional, dynamo, n, number, s};
 use super::items::{LIVE_SK, connection_pk};
@@ -48,8 +48,10 @@ const MAX_TOKEN_ATTEMPTS: u32 = 8;
 impl Store {
     /// Takes one token from the connection's publish bucket as of `at_ms` (when the frame
     /// reached API Gateway, not when it is processed). Returns `false` when the bucket is
-    /// empty, and then writes nothing. Accepted publishes also refresh `seen`. Concurrent
-    /// frames are serialised with a version condition.
+    /// empty, and [`StoreError::ConnectionGone`] when the connection has no liveness item
+    /// any more; both write nothing. Accepted publishes also refresh `seen`. Concurrent
+    /// frames are serialised with a version condition, which also refuses to write once
+    /// the liveness item is gone.
     pub async fn take_publish_token(
         &self,
         connection_id: &str,
@@ -75,9 +77,12 @@ impl Store {
                 .map_err(dynamo)?
                 .item;
             let Some(item) = item else {
-                // The connection is gone or never stored: nothing to limit or write.
-                warn!(connection_id, "no liveness item; publish not rate limited");
-                return Ok(true);
+                // The connection closed ($disconnect removed it) or never was stored: its
+                // frames are refused, or closing right after a flood would lift the limit.
+                debug!(connection_id, "no liveness item; publish refused");
+                return Err(StoreError::ConnectionGone {
+                    connection_id: connection_id.to_owned(),
+                });
             };
             let version = number(&item, "rv").unwrap_or(0);
             let previous = match (number(&item, "tk"), number(&item, "tat")) {
@@ -107,6 +112,7 @@ impl Store {
                 .expression_attribute_values(":seen", n(clock::now_ms()));
             match conditional(self.send(request).await)? {
                 Conditional::Written(_) => return Ok(true),
+                // Another frame took a token first, or the connection is gone: read again.
                 Conditional::Refused(_) => continue,
             }
         }
