@@ -110,9 +110,14 @@ async fn reading_a_channels_subscribers_costs_little_per_delivery() {
     let (store, meter) = metered().await;
     let channel = Channel::parse("chat:fan").unwrap();
     for i in 0..100 {
+        let connection = format!("conn-{i:04}");
+        store
+            .put_connection(&events::new_connection(&connection, "user"))
+            .await
+            .unwrap();
         store
             .subscribe(
-                &format!("conn-{i:04}"),
+                &connection,
                 "user",
                 &channel,
                 deltacast::clock::now_ms(),

@@ -492,3 +492,58 @@ async fn a_flooding_client_is_limited_without_hurting_others() {
     }
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_closed_at_once_stores_at_most_the_burst() {
+    // GIVEN a stack whose publish bucket holds 10 tokens and refills hardly at all
+    const BURST: usize = 10;
+    let t = start_stack_with(|options| {
+        options
+            .env
+            .insert("RATE_LIMIT_PER_SECOND".into(), "0.01".into());
+        options
+            .env
+            .insert("RATE_LIMIT_BURST".into(), BURST.to_string());
+    })
+    .await;
+    let mut flooder = t.connect_as("flooder").await;
+    let connection_id = flooder.connection_id().await;
+    // WHEN a client floods far more publishes than the burst and closes at once, so that
+    // most of its frames are processed after $disconnect removed the connection
+    const FLOOD: usize = 120;
+    for i in 0..FLOOD {
+        flooder
+            .send(
+                json!({"action": "publish", "channel": "flood", "id": format!("f{i}"), "data": i}),
+            )
+            .await;
+    }
+    flooder.close().await;
+    // THEN once the stack has settled (the connection is gone and no delta has been
+    // added for a while), at most the burst was stored, and nothing names the connection
+    let deltas = || async {
+        all_items(&t.store)
+            .await
+            .iter()
+            .filter(|item| {
+                item["pk"].as_s().unwrap() == "h#flood"
+                    && item["sk"].as_s().unwrap().starts_with("d#")
+            })
+            .count()
+    };
+    let settle = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut stored, mut quiet) = (deltas().await, 0);
+    while quiet < 10 && tokio::time::Instant::now() < settle {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = deltas().await;
+        let gone = deltacast_tests::items_naming(&t.store, &connection_id).await == 0;
+        quiet = if now == stored && gone { quiet + 1 } else { 0 };
+        stored = now;
+    }
+    assert_eq!(quiet, 10, "the stack did not settle within a minute");
+    assert!(
+        stored <= BURST,
+        "{stored} deltas stored from a flood of {FLOOD} with a burst of {BURST}"
+    );
+    t.shutdown().await;
+}

@@ -102,9 +102,17 @@ pub async fn measure(
     }
     let total = meter.total();
     for i in 0..subscribers {
+        let subscriber = format!("conn-{i:05}");
+        store
+            .put_connection(&deltacast_tests::events::new_connection(
+                &subscriber,
+                "bench",
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
         store
             .subscribe(
-                &format!("conn-{i:05}"),
+                &subscriber,
                 "bench",
                 &channel,
                 deltacast::clock::now_ms(),

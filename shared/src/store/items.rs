@@ -4,15 +4,17 @@
 //! | item | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | connection | `c#<connectionId>` | `meta` | `sub`, `caps`, `exp`, `at`, `ip`, `ttl` |
-//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl` (rate-limit state joins it) |
-//! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl` |
+//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; publish bucket `tk`, `tat`, `rv`; subscription count `subs` and its last writer's tag `sw` |
+//! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
 //! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `ttl` |
 //! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl` |
 //! | publish claim (idempotency) | `h#<channel>` | `m#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |
 //!
 //! Every item that names a connection lives under `c#<connectionId>` or is listed there
-//! (the `s#` items), so removing a connection is one Query on its own partition.
+//! (the `s#` items), so removing a connection is one Query on its own partition. The
+//! liveness item is the connection's presence: frames whose connection has none any more
+//! write nothing.
 
 use crate::protocol::{Delta, Payload};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,59 @@
+//! Batch writes: `BatchWriteItem` takes 25 requests at a time and may leave some
+//! unprocessed when the table is throttled. Those are sent again with backoff, and after
+//! [`MAX_BATCH_ATTEMPTS`] sends the write fails with [`StoreError::Unprocessed`] rather
+//! than pretending it took effect.
+
+use aws_sdk_dynamodb::types::WriteRequest;
+use tracing::warn;
+
+use super::attributes::dynamo;
+use super::{Store, StoreError, backoff};
+
+/// Times a batch is sent before its unprocessed items are given up on (under 3 s of
+/// backoff in all).
+pub const MAX_BATCH_ATTEMPTS: u32 = 10;
+
+/// Requests per `BatchWriteItem`, DynamoDB's limit.
+const BATCH_SIZE: usize = 25;
+
+impl Store {
+    /// Writes requests in batches of 25, retrying unprocessed items with backoff, and
+    /// fails with [`StoreError::Unprocessed`] when some stay unprocessed after
+    /// [`MAX_BATCH_ATTEMPTS`] sends.
+    pub(crate) async fn write_batch(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for chunk in requests.chunks(BATCH_SIZE) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                if attempt == MAX_BATCH_ATTEMPTS {
+                    warn!(
+                        unprocessed = pending.len(),
+                        attempts = attempt,
+                        "batch write given up"
+                    );
+                    return Err(StoreError::Unprocessed {
+                        items: pending.len(),
+                        attempts: attempt,
+                    });
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                let out = self
+                    .send(
+                        self.client
+                            .batch_write_item()
+                            .request_items(&self.table, pending),
+                    )
+                    .await
+                    .map_err(dynamo)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                attempt += 1;
+            }
+        }
+        Ok(())
+    }
+}

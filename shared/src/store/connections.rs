@@ -1,0 +1,138 @@
+//! Connections: `$connect` stores one (its main item and its liveness item), every frame
+//! may read it, `ping` touches it, and `$disconnect` removes it with everything that names
+//! it. The liveness item is the connection's presence: the rate-limit bucket and the
+//! subscription counter live on it, and its absence means the connection is gone.
+
+use std::collections::HashMap;
+
+use super::attributes::{Item, conditional, delete_request, dynamo, n, put_request, s, text};
+use super::items::{
+    ConnectionItem, LIVE_SK, META_SK, SUBSCRIPTION_PREFIX, channel_pk, connection_pk,
+    subscription_sk,
+};
+use super::{Store, StoreError};
+
+/// A new connection, as the `$connect` route stores it.
+#[derive(Clone, Debug)]
+pub struct NewConnection<'a> {
+    /// API Gateway's connection id.
+    pub connection_id: &'a str,
+    /// The user.
+    pub sub: &'a str,
+    /// Capabilities, as JSON text.
+    pub capabilities: &'a str,
+    /// Token expiry, Unix seconds.
+    pub token_exp: u64,
+    /// When the connection opened, Unix milliseconds.
+    pub connected_at: u64,
+    /// The client's address.
+    pub source_ip: Option<&'a str>,
+}
+
+impl Store {
+    /// Stores a new connection and its liveness item.
+    pub async fn put_connection(&self, new: &NewConnection<'_>) -> Result<(), StoreError> {
+        let ttl = self.connection_expiry(new.connected_at);
+        let meta = ConnectionItem {
+            pk: connection_pk(new.connection_id),
+            sk: META_SK.into(),
+            sub: new.sub.into(),
+            caps: new.capabilities.into(),
+            exp: new.token_exp,
+            at: new.connected_at,
+            ip: new.source_ip.map(str::to_owned),
+            ttl,
+        };
+        let live = HashMap::from([
+            ("pk".to_owned(), s(connection_pk(new.connection_id))),
+            ("sk".to_owned(), s(LIVE_SK)),
+            ("seen".to_owned(), n(new.connected_at)),
+            ("ttl".to_owned(), n(ttl)),
+        ]);
+        self.write_batch(vec![
+            put_request(serde_dynamo::to_item(meta)?),
+            put_request(live),
+        ])
+        .await
+    }
+
+    /// Reads a connection's main item.
+    pub async fn connection(
+        &self,
+        connection_id: &str,
+    ) -> Result<Option<ConnectionItem>, StoreError> {
+        let out = self
+            .send(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(connection_pk(connection_id)))
+                    .key("sk", s(META_SK))
+                    .consistent_read(true),
+            )
+            .await
+            .map_err(dynamo)?;
+        out.item
+            .map(serde_dynamo::from_item)
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    /// Records traffic on a connection (`seen`), without resurrecting a removed one.
+    pub async fn touch(&self, connection_id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(connection_pk(connection_id)))
+            .key("sk", s(LIVE_SK))
+            .update_expression("SET seen = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now_ms));
+        // Refused: the connection is gone, and stays gone.
+        conditional(self.send(request).await)?;
+        Ok(())
+    }
+
+    /// Removes a connection and every item that names it: its own items and its
+    /// subscriptions' channel-side items. Returns how many items were deleted.
+    pub async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
+        let pk = connection_pk(connection_id);
+        let mut requests = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .send(
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :pk")
+                        .expression_attribute_values(":pk", s(&pk))
+                        .projection_expression("pk, sk")
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.take()),
+                )
+                .await
+                .map_err(dynamo)?;
+            for item in out.items() {
+                let Some(sk) = text(item, "sk") else {
+                    continue;
+                };
+                requests.push(delete_request(&pk, sk));
+                if let Some(channel) = sk.strip_prefix(SUBSCRIPTION_PREFIX) {
+                    requests.push(delete_request(
+                        &channel_pk(channel),
+                        &subscription_sk(connection_id),
+                    ));
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        let removed = requests.len();
+        self.write_batch(requests).await?;
+        Ok(removed)
+    }
+}

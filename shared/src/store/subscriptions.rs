@@ -1,0 +1,304 @@
+//! Subscriptions, stored on both sides: `c#<connection>/s#<channel>` lists a connection's
+//! channels (so `$disconnect` finds them in its own partition) and
+//! `h#<channel>/s#<connection>` lists a channel's subscribers (so the fan-out reads one
+//! partition per delta).
+//!
+//! ## The limit, under concurrency
+//! Counting a connection's subscriptions with a Query and then writing lets concurrent
+//! subscribes all see room (150 at once against a limit of 100 stored 106). The count
+//! lives instead on the connection's liveness item (`subs`) and a subscribe raises it
+//! with one conditional update, `attribute_exists(pk) AND subs < :max`: DynamoDB applies
+//! the updates of one item one at a time, so the limit holds, and a connection that is
+//! gone is refused by the same write. Only then is the connection-side item written, with
+//! `attribute_not_exists`: when another subscribe of the same channel wrote it first, this
+//! one takes its count back, so a channel counts once however often it is subscribed.
+//! Unsubscribe lowers the count only when it deleted the connection-side item.
+//!
+//! The SDK retries a write whose response was lost, and a retried count update would
+//! count twice. Each update therefore stamps the item with a random tag (`sw`) and is
+//! conditional on the tag not being its own; a refused retry that finds its own tag took
+//! effect. The connection-side item carries its writer's tag too, so a retried write of it
+//! is not mistaken for another subscribe's. Where an outcome stays unknown (an error after
+//! the count was raised), the count errs high, so the limit errs on the safe side.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use tracing::debug;
+
+use super::attributes::{Conditional, Item, conditional, dynamo, n, number, s, text};
+use super::items::{LIVE_SK, SUBSCRIPTION_PREFIX, channel_pk, connection_pk, subscription_sk};
+use super::{Store, StoreError, backoff};
+use crate::clock;
+use crate::protocol::Channel;
+
+/// Why a subscription was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The connection already has the maximum number of subscriptions.
+    #[error("a connection may subscribe to at most {0} channels")]
+    TooMany(u32),
+    /// Storage failed, or the connection is gone ([`StoreError::ConnectionGone`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an update of a connection's subscription count did.
+#[derive(Debug, PartialEq, Eq)]
+enum Counted {
+    /// The count changed.
+    Changed,
+    /// The limit (or, going down, zero) left it as it was.
+    AtBound,
+    /// The connection has no liveness item.
+    Gone,
+}
+
+impl Store {
+    /// Subscribes a connection to a channel (both sides of the subscription), unless it
+    /// already has `max_subscriptions` others. Returns `false` when it was already
+    /// subscribed. A connection whose liveness item is gone is refused with
+    /// [`StoreError::ConnectionGone`] and nothing is written.
+    pub async fn subscribe(
+        &self,
+        connection_id: &str,
+        sub: &str,
+        channel: &Channel,
+        connected_at_ms: u64,
+        max_subscriptions: u32,
+    ) -> Result<bool, SubscribeError> {
+        let gone = || StoreError::ConnectionGone {
+            connection_id: connection_id.to_owned(),
+        };
+        let conn_pk = connection_pk(connection_id);
+        let marker_sk = subscription_sk(channel.as_str());
+        let ttl = n(self.connection_expiry(connected_at_ms));
+        let new = if self.exists(&conn_pk, &marker_sk).await? {
+            if !self.exists(&conn_pk, LIVE_SK).await? {
+                return Err(gone().into());
+            }
+            false
+        } else {
+            match self
+                .count_subscriptions(connection_id, 1, max_subscriptions)
+                .await?
+            {
+                Counted::Changed => {}
+                Counted::Gone => return Err(gone().into()),
+                // Concurrent subscribes of this very channel may hold places they are
+                // about to give back; when one of them has made the subscription, this
+                // is a re-subscribe.
+                Counted::AtBound if self.subscribed_meanwhile(&conn_pk, &marker_sk).await? => {
+                    return self
+                        .refresh_channel_side(connection_id, sub, channel, ttl)
+                        .await
+                        .map(|()| false);
+                }
+                Counted::AtBound => return Err(SubscribeError::TooMany(max_subscriptions)),
+            }
+            let tag = new_tag();
+            let marker = HashMap::from([
+                ("pk".to_owned(), s(&conn_pk)),
+                ("sk".to_owned(), s(&marker_sk)),
+                ("ttl".to_owned(), ttl.clone()),
+                ("tag".to_owned(), s(&tag)),
+            ]);
+            let request = self
+                .client
+                .put_item()
+                .set_item(Some(marker))
+                .condition_expression("attribute_not_exists(pk)");
+            match self.put_or_find(request).await? {
+                Conditional::Written(()) => true,
+                // The SDK's retry of this very write, which had taken effect.
+                Conditional::Refused(Some(found)) if text(&found, "tag") == Some(tag.as_str()) => {
+                    true
+                }
+                Conditional::Refused(_) => {
+                    debug!(connection_id, "subscribed concurrently; counted once");
+                    self.count_subscriptions(connection_id, -1, 0).await?;
+                    false
+                }
+            }
+        };
+        self.refresh_channel_side(connection_id, sub, channel, ttl)
+            .await?;
+        Ok(new)
+    }
+
+    /// Writes (or rewrites) the channel-side item of a subscription, which the fan-out
+    /// reads; written last, so deliveries start once the subscription is counted.
+    async fn refresh_channel_side(
+        &self,
+        connection_id: &str,
+        sub: &str,
+        channel: &Channel,
+        ttl: AttributeValue,
+    ) -> Result<(), SubscribeError> {
+        let by_channel = HashMap::from([
+            ("pk".to_owned(), s(channel_pk(channel.as_str()))),
+            ("sk".to_owned(), s(subscription_sk(connection_id))),
+            ("sub".to_owned(), s(sub)),
+            ("ttl".to_owned(), ttl),
+        ]);
+        self.send(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(by_channel)),
+        )
+        .await
+        .map_err(dynamo)?;
+        Ok(())
+    }
+
+    /// Removes a subscription (both sides), and its place in the connection's count; a
+    /// no-op when there is none.
+    pub async fn unsubscribe(
+        &self,
+        connection_id: &str,
+        channel: &Channel,
+    ) -> Result<(), StoreError> {
+        // Conditional, so that of concurrent unsubscribes exactly one is told it deleted it.
+        let request = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(connection_pk(connection_id)))
+            .key("sk", s(subscription_sk(channel.as_str())))
+            .condition_expression("attribute_exists(pk)");
+        let deleted_marker = matches!(
+            conditional(self.send(request).await)?,
+            Conditional::Written(_)
+        );
+        let by_channel = self.send(
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(channel_pk(channel.as_str())))
+                .key("sk", s(subscription_sk(connection_id))),
+        );
+        if deleted_marker {
+            // Only the unsubscribe that deleted the connection-side item gives back its place.
+            let (deleted, counted) =
+                tokio::join!(by_channel, self.count_subscriptions(connection_id, -1, 0));
+            deleted.map_err(dynamo)?;
+            // Gone (removed meanwhile) or already at zero: nothing to give back.
+            counted?;
+        } else {
+            by_channel.await.map_err(dynamo)?;
+        }
+        Ok(())
+    }
+
+    /// The connection ids subscribed to a channel, one Query page at a time.
+    pub async fn subscribers_page(
+        &self,
+        channel: &str,
+        start: Option<Item>,
+    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
+        let now = clock::now_secs();
+        let out = self
+            .send(
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
+                    .expression_attribute_values(":pk", s(channel_pk(channel)))
+                    .expression_attribute_values(":s", s(SUBSCRIPTION_PREFIX))
+                    .projection_expression("sk, #ttl")
+                    .expression_attribute_names("#ttl", "ttl")
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start),
+            )
+            .await
+            .map_err(dynamo)?;
+        let ids = out
+            .items()
+            .iter()
+            .filter(|item| number::<u64>(item, "ttl").is_none_or(|ttl| ttl > now))
+            .filter_map(|item| {
+                text(item, "sk")
+                    .and_then(|sk| sk.strip_prefix(SUBSCRIPTION_PREFIX))
+                    .map(str::to_owned)
+            })
+            .collect();
+        let next = out.last_evaluated_key.filter(|key| !key.is_empty());
+        Ok((ids, next))
+    }
+
+    /// Whether a concurrent subscribe of the channel has written the connection-side item
+    /// (looking twice, 20 ms apart at most, as its write may be on its way).
+    async fn subscribed_meanwhile(
+        &self,
+        conn_pk: &str,
+        marker_sk: &str,
+    ) -> Result<bool, StoreError> {
+        if self.exists(conn_pk, marker_sk).await? {
+            return Ok(true);
+        }
+        tokio::time::sleep(backoff(1)).await;
+        self.exists(conn_pk, marker_sk).await
+    }
+
+    /// Whether the item at `pk`/`sk` exists (a strongly consistent read of its key).
+    async fn exists(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
+        let out = self
+            .send(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(pk))
+                    .key("sk", s(sk))
+                    .projection_expression("pk")
+                    .consistent_read(true),
+            )
+            .await
+            .map_err(dynamo)?;
+        Ok(out.item.is_some())
+    }
+
+    /// Raises (`change` 1, while under `max`) or lowers (`change` -1, while above zero;
+    /// `max` unused) the connection's subscription count, once even if the SDK retries.
+    async fn count_subscriptions(
+        &self,
+        connection_id: &str,
+        change: i8,
+        max: u32,
+    ) -> Result<Counted, StoreError> {
+        let tag = new_tag();
+        let bound = if change > 0 {
+            "(attribute_not_exists(subs) OR subs < :bound)"
+        } else {
+            "subs > :bound"
+        };
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(connection_pk(connection_id)))
+            .key("sk", s(LIVE_SK))
+            .update_expression("ADD subs :change SET sw = :tag")
+            .condition_expression(format!(
+                "attribute_exists(pk) AND (attribute_not_exists(sw) OR sw <> :tag) AND {bound}"
+            ))
+            .expression_attribute_values(":change", AttributeValue::N(change.to_string()))
+            .expression_attribute_values(":tag", s(&tag))
+            .expression_attribute_values(":bound", n(if change > 0 { u64::from(max) } else { 0 }))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        Ok(match conditional(self.send(request).await)? {
+            Conditional::Written(_) => Counted::Changed,
+            Conditional::Refused(None) => Counted::Gone,
+            // The SDK's retry of this very update, which had taken effect.
+            Conditional::Refused(Some(found)) if text(&found, "sw") == Some(tag.as_str()) => {
+                Counted::Changed
+            }
+            Conditional::Refused(Some(_)) => Counted::AtBound,
+        })
+    }
+}
+
+/// A random tag that tells one write from another.
+fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,210 @@
+//! Subscriptions against DynamoDB Local: the per-connection limit holds under concurrency,
+//! a channel counts once however often (and however concurrently) it is subscribed, and
+//! a connection that is gone subscribes to nothing.
+
+mod support;
+
+use deltacast::clock;
+use deltacast::protocol::Channel;
+use deltacast::store::{CapacityMeter, Store, StoreError, SubscribeError};
+use deltacast_tests::events;
+use futures::future::join_all;
+use support::{ReplaceResponse, intercepted, items, store, store_with};
+
+/// Subscribes connection `c1` to `channel` with a limit of `max`.
+async fn subscribe(store: &Store, channel: &str, max: u32) -> Result<bool, SubscribeError> {
+    let channel = Channel::parse(channel).unwrap();
+    store
+        .subscribe("c1", "alice", &channel, clock::now_ms(), max)
+        .await
+}
+
+async fn unsubscribe(store: &Store, channel: &str) {
+    let channel = Channel::parse(channel).unwrap();
+    store.unsubscribe("c1", &channel).await.unwrap();
+}
+
+async fn connected(store: Store) -> Store {
+    store
+        .put_connection(&events::new_connection("c1", "alice"))
+        .await
+        .unwrap();
+    store
+}
+
+/// The connection-side and channel-side subscription items of `c1`.
+async fn subscription_items(store: &Store) -> (usize, usize) {
+    let items = items(store).await;
+    let count = |pk_prefix: &str, sk: &dyn Fn(&str) -> bool| {
+        items
+            .iter()
+            .filter(|item| {
+                item["pk"].as_s().unwrap().starts_with(pk_prefix) && sk(item["sk"].as_s().unwrap())
+            })
+            .count()
+    };
+    (
+        count("c#c1", &|sk| sk.starts_with("s#")),
+        count("h#", &|sk| sk == "s#c1"),
+    )
+}
+
+fn too_many(result: &Result<bool, SubscribeError>) -> bool {
+    matches!(result, Err(SubscribeError::TooMany(_)))
+}
+
+#[tokio::test]
+async fn a_subscribe_from_a_removed_connection_is_refused_and_writes_nothing() {
+    // GIVEN a connection with a subscription, removed by $disconnect
+    let store = connected(store().await).await;
+    store
+        .put_connection(&events::new_connection("c2", "bob"))
+        .await
+        .unwrap();
+    subscribe(&store, "chat:a", 10).await.unwrap();
+    store.remove_connection("c1").await.unwrap();
+    let before = items(&store).await;
+    // WHEN a subscribe it sent before closing is processed
+    let result = subscribe(&store, "chat:b", 10).await;
+    // THEN it is refused as gone, and nothing was written on either side
+    assert!(
+        matches!(
+            result,
+            Err(SubscribeError::Store(StoreError::ConnectionGone { .. }))
+        ),
+        "{result:?}"
+    );
+    let again = subscribe(&store, "chat:a", 10).await;
+    assert!(
+        matches!(
+            again,
+            Err(SubscribeError::Store(StoreError::ConnectionGone { .. }))
+        ),
+        "{again:?}"
+    );
+    assert_eq!(items(&store).await, before);
+}
+
+#[tokio::test]
+async fn concurrent_subscribes_never_exceed_the_limit() {
+    // GIVEN a connection allowed 100 subscriptions
+    let store = connected(store().await).await;
+    // WHEN it asks for 150 channels at once
+    let results = join_all((0..150).map(|i| {
+        let store = &store;
+        async move { subscribe(store, &format!("chat:{i}"), 100).await }
+    }))
+    .await;
+    // THEN exactly 100 are subscribed, and the other 50 refused as too many
+    let made = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    let refused = results.into_iter().filter(too_many).count();
+    assert_eq!((made, refused), (100, 50));
+    assert_eq!(subscription_items(&store).await, (100, 100));
+    assert!(too_many(&subscribe(&store, "chat:late", 100).await));
+}
+
+#[tokio::test]
+async fn concurrent_subscribes_to_one_channel_count_once() {
+    // GIVEN a connection allowed 21 subscriptions
+    let store = connected(store().await).await;
+    // WHEN it subscribes to one channel 20 times at once
+    let results = join_all((0..20).map(|_| {
+        let store = &store;
+        async move { subscribe(store, "chat:same", 21).await.unwrap() }
+    }))
+    .await;
+    // THEN one of them made the subscription, and it counts once: 20 more fit, not 1
+    assert_eq!(results.iter().filter(|new| **new).count(), 1, "{results:?}");
+    assert_eq!(subscription_items(&store).await, (1, 1));
+    for i in 0..20 {
+        assert!(subscribe(&store, &format!("chat:{i}"), 21).await.unwrap());
+    }
+    assert!(too_many(&subscribe(&store, "chat:late", 21).await));
+}
+
+#[tokio::test]
+async fn concurrent_subscribes_to_one_channel_at_the_limit_are_re_subscribes() {
+    // GIVEN a connection with one place left
+    let store = connected(store().await).await;
+    assert!(subscribe(&store, "chat:a", 2).await.unwrap());
+    // WHEN it subscribes to another channel 10 times at once
+    let results = join_all((0..10).map(|_| subscribe(&store, "chat:b", 2))).await;
+    // THEN the places the duplicates held for a moment do not refuse them: one made the
+    // subscription, the others found it, and the connection is full
+    let made = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert_eq!(made, 1, "{results:?}");
+    assert_eq!(subscription_items(&store).await, (2, 2));
+    assert!(too_many(&subscribe(&store, "chat:c", 2).await));
+}
+
+#[tokio::test]
+async fn unsubscribing_and_resubscribing_keeps_the_count_exact() {
+    let store = connected(store().await).await;
+    assert!(subscribe(&store, "chat:a", 2).await.unwrap());
+    assert!(subscribe(&store, "chat:b", 2).await.unwrap());
+    assert!(
+        !subscribe(&store, "chat:b", 2).await.unwrap(),
+        "re-subscribing at the limit is not a new subscription"
+    );
+    assert!(too_many(&subscribe(&store, "chat:c", 2).await));
+    // Unsubscribing twice (the second a no-op) frees one place.
+    unsubscribe(&store, "chat:a").await;
+    unsubscribe(&store, "chat:a").await;
+    unsubscribe(&store, "chat:never").await;
+    assert!(subscribe(&store, "chat:a", 2).await.unwrap());
+    assert!(too_many(&subscribe(&store, "chat:c", 2).await));
+    // Concurrent unsubscribes of one channel free one place, not ten.
+    join_all((0..10).map(|_| unsubscribe(&store, "chat:a"))).await;
+    assert!(subscribe(&store, "chat:c", 2).await.unwrap());
+    assert!(too_many(&subscribe(&store, "chat:d", 2).await));
+    assert_eq!(subscription_items(&store).await, (2, 2));
+}
+
+#[tokio::test]
+async fn a_lost_response_to_the_counter_update_counts_once() {
+    // GIVEN a client whose first update of the liveness item (the subscription counter)
+    // takes effect but loses its response, so the SDK sends it again
+    let lose = ReplaceResponse::lose_update("live");
+    let store = connected(store_with(vec![intercepted(lose.clone())]).await).await;
+    // WHEN the connection subscribes
+    assert!(subscribe(&store, "chat:a", 2).await.unwrap());
+    // THEN the retry was recognised as the same update: one more channel still fits
+    assert!(lose.fired(), "no response was lost");
+    assert!(subscribe(&store, "chat:b", 2).await.unwrap());
+    assert!(too_many(&subscribe(&store, "chat:c", 2).await));
+}
+
+#[tokio::test]
+async fn a_lost_response_to_the_subscription_write_is_still_a_new_subscription() {
+    // GIVEN a client whose first subscription item write takes effect but loses its
+    // response, so the SDK's retry finds the item it wrote
+    let lose = ReplaceResponse::lose_put("s#");
+    let store = connected(store_with(vec![intercepted(lose.clone())]).await).await;
+    // WHEN the connection subscribes
+    assert!(subscribe(&store, "chat:a", 1).await.unwrap());
+    // THEN it counts once, and is not mistaken for a duplicate (which would uncount it)
+    assert!(lose.fired(), "no response was lost");
+    assert!(too_many(&subscribe(&store, "chat:b", 1).await));
+    unsubscribe(&store, "chat:a").await;
+    assert!(subscribe(&store, "chat:b", 1).await.unwrap());
+    assert_eq!(subscription_items(&store).await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_subscribe_costs_what_the_module_docs_say() {
+    let meter = CapacityMeter::default();
+    let store = connected(store().await.with_meter(meter.clone())).await;
+    let cost = |meter: &CapacityMeter| {
+        let total = meter.total();
+        (total.read_units, total.write_units)
+    };
+    meter.reset();
+    assert!(subscribe(&store, "chat:a", 10).await.unwrap());
+    assert_eq!(cost(&meter), (1.0, 3.0), "a new subscription");
+    meter.reset();
+    assert!(!subscribe(&store, "chat:a", 10).await.unwrap());
+    assert_eq!(cost(&meter), (2.0, 1.0), "a re-subscribe");
+    meter.reset();
+    unsubscribe(&store, "chat:a").await;
+    assert_eq!(cost(&meter), (0.0, 3.0), "an unsubscribe");
+}

@@ -1,0 +1,289 @@
+//! What the store's DynamoDB Local tests share: a store on a fresh table (from the common
+//! harness, `deltacast_tests`) whose client may carry SDK interceptors, so that lost
+//! responses and throttled batches are simulated while the SDK's own retries run as they
+//! would against AWS; and small readers of the table.
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef,
+};
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents, SharedInterceptor};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_runtime_api::client::interceptors::context::Input;
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use deltacast::protocol::{Channel, MessageId, Payload};
+use deltacast::store::{NewDelta, PublishError, Published, Store};
+
+/// An item as the SDK holds it.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// The channel the tests publish on.
+pub const CHANNEL: &str = "chat:lobby";
+
+/// A store on a fresh table, its client carrying `interceptors` and retrying quickly.
+pub async fn store_with(interceptors: Vec<SharedInterceptor>) -> Store {
+    let (_, table) = deltacast_tests::fresh_table().await;
+    let mut config = aws_sdk_dynamodb::config::Builder::from(&deltacast_tests::sdk_config().await)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(5)),
+        );
+    for interceptor in interceptors {
+        config.push_interceptor(interceptor);
+    }
+    Store::new(
+        Client::from_conf(config.build()),
+        table,
+        deltacast_tests::lifetimes(),
+    )
+}
+
+/// A store on a fresh table.
+pub async fn store() -> Store {
+    deltacast_tests::fresh_store().await
+}
+
+/// Every item of the table, sorted by key (for before/after comparisons).
+pub async fn items(store: &Store) -> Vec<Item> {
+    let mut items = deltacast_tests::all_items(store).await;
+    let key = |item: &Item| {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        (text("pk"), text("sk"))
+    };
+    items.sort_by_key(key);
+    items
+}
+
+/// The delta items of the table.
+pub async fn deltas(store: &Store) -> Vec<Item> {
+    items(store)
+        .await
+        .into_iter()
+        .filter(|item| item["sk"].as_s().unwrap().starts_with("d#"))
+        .collect()
+}
+
+/// The item at `pk`/`sk`, if any.
+pub async fn item(store: &Store, pk: &str, sk: &str) -> Option<Item> {
+    store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get")
+        .item
+}
+
+/// Writes `item` as it is.
+pub async fn put(store: &Store, item: Item) {
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("put");
+}
+
+/// Publishes `1` as message `id` on [`CHANNEL`].
+pub async fn publish(store: &Store, id: &str) -> Result<Published, PublishError> {
+    let channel = Channel::parse(CHANNEL).unwrap();
+    let id = MessageId::parse(id).unwrap();
+    let data = Payload::from_json("1".into()).unwrap();
+    store
+        .publish(NewDelta {
+            channel: &channel,
+            id: &id,
+            from: "alice",
+            data: &data,
+            expect_seq: None,
+        })
+        .await
+}
+
+/// An interceptor as the SDK's client configuration takes it.
+pub fn intercepted(interceptor: impl Intercept + 'static) -> SharedInterceptor {
+    SharedInterceptor::new(interceptor)
+}
+
+type Matcher = dyn Fn(&Input) -> bool + Send + Sync;
+
+/// Replaces DynamoDB's response to one request (the first that `matches` once armed)
+/// with another, after DynamoDB has handled the request: as a lost response would (the
+/// SDK then sends the request again), or as a stale read would.
+#[derive(Clone)]
+pub struct ReplaceResponse {
+    matches: Arc<Matcher>,
+    status: u16,
+    body: &'static str,
+    /// Whether the next matching request gets the replacement.
+    pub armed: Arc<AtomicBool>,
+    /// Whether the request in flight gets it.
+    pending: Arc<AtomicBool>,
+    /// Whether a response was replaced.
+    pub fired: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for ReplaceResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplaceResponse")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// DynamoDB's answer to a request it may or may not have carried out.
+const INTERNAL_ERROR: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"response lost"}"#;
+
+impl ReplaceResponse {
+    /// Answers the first matching request with `status` and `body`, armed from the start.
+    pub fn new(
+        matches: impl Fn(&Input) -> bool + Send + Sync + 'static,
+        status: u16,
+        body: &'static str,
+    ) -> Self {
+        Self {
+            matches: Arc::new(matches),
+            status,
+            body,
+            armed: Arc::new(AtomicBool::new(true)),
+            pending: Arc::default(),
+            fired: Arc::default(),
+        }
+    }
+
+    /// Loses the response to the first PutItem whose sort key starts with `prefix`.
+    pub fn lose_put(prefix: &'static str) -> Self {
+        Self::new(
+            move |input| {
+                input
+                    .downcast_ref::<aws_sdk_dynamodb::operation::put_item::PutItemInput>()
+                    .and_then(|input| input.item()?.get("sk")?.as_s().ok())
+                    .is_some_and(|sk| sk.starts_with(prefix))
+            },
+            500,
+            INTERNAL_ERROR,
+        )
+    }
+
+    /// Loses the response to the first UpdateItem of an item whose sort key is `sk`.
+    pub fn lose_update(sk: &'static str) -> Self {
+        Self::new(
+            move |input| {
+                input
+                    .downcast_ref::<aws_sdk_dynamodb::operation::update_item::UpdateItemInput>()
+                    .and_then(|input| input.key()?.get("sk")?.as_s().ok())
+                    .is_some_and(|found| found == sk)
+            },
+            500,
+            INTERNAL_ERROR,
+        )
+    }
+
+    /// The same, waiting for [`Self::arm`].
+    pub fn disarmed(self) -> Self {
+        self.armed.store(false, Ordering::SeqCst);
+        self
+    }
+
+    /// Replaces the response to the next matching request.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a response was replaced.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for ReplaceResponse {
+    fn name(&self) -> &'static str {
+        "ReplaceResponse"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if (self.matches)(context.input()) && self.armed.swap(false, Ordering::SeqCst) {
+            self.pending.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.pending.swap(false, Ordering::SeqCst) {
+            *context.response_mut() =
+                Response::new(StatusCode::try_from(self.status)?, SdkBody::from(self.body));
+            self.fired.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// Reports every item of every BatchWriteItem as unprocessed, as sustained throttling
+/// would.
+#[derive(Debug, Clone, Default)]
+pub struct Throttle {
+    request: Arc<Mutex<Option<serde_json::Value>>>,
+    /// How many batches were answered.
+    pub calls: Arc<AtomicU32>,
+}
+
+impl Intercept for Throttle {
+    fn name(&self) -> &'static str {
+        "Throttle"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let body: serde_json::Value =
+            serde_json::from_slice(context.request().body().bytes().unwrap_or_default())?;
+        *self.request.lock().unwrap() = body.get("RequestItems").cloned();
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(items) = self.request.lock().unwrap().take() {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let body = serde_json::json!({ "UnprocessedItems": items });
+            *context.response_mut() =
+                Response::new(StatusCode::try_from(200)?, SdkBody::from(body.to_string()));
+        }
+        Ok(())
+    }
+}
