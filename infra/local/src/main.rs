@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use deltacast_local::gateway::ManagementFaults;
 use deltacast_local::runtime::FunctionFaults;
-use deltacast_local::stack::{DEV_JWT_SECRET, Stack, StackOptions, dev_token};
+use deltacast_local::stack::{
+    DEV_JWT_SECRET, JWT_SECRET_VARIABLE, Stack, StackOptions, dev_token,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -31,8 +33,8 @@ enum Command {
         /// The token's `sub`.
         #[arg(long, default_value = "alice")]
         user: String,
-        /// The signing secret (the local stack's default unless `JwtSecret` is set).
-        #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
+        /// The signing secret: the same `JWT_SECRET` that `serve` verifies with.
+        #[arg(long, env = JWT_SECRET_VARIABLE, default_value = DEV_JWT_SECRET, hide_env_values = true)]
         secret: String,
         /// Validity in hours.
         #[arg(long, default_value_t = 24)]
@@ -64,6 +66,10 @@ struct Serve {
     /// Folder with the function binaries.
     #[arg(long, default_value = "target/debug")]
     functions_dir: PathBuf,
+    /// The HS256 secret tokens are signed with (the `JwtSecret` parameter; a
+    /// `--parameter JwtSecret=...` wins). Default: the development secret.
+    #[arg(long, env = JWT_SECRET_VARIABLE, hide_env_values = true)]
+    jwt_secret: Option<String>,
     /// Template parameter, NAME=VALUE (repeatable), e.g. RetentionSeconds=3600.
     #[arg(long = "parameter", value_parser = key_value)]
     parameters: Vec<(String, String)>,
@@ -154,6 +160,12 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     options.table_name = serve.table;
     options.functions_dir = serve.functions_dir;
     options.parameters = serve.parameters.into_iter().collect();
+    if let Some(secret) = serve.jwt_secret.filter(|secret| !secret.is_empty()) {
+        options
+            .parameters
+            .entry("JwtSecret".into())
+            .or_insert(secret);
+    }
     let mut env: BTreeMap<String, String> = serve.env.into_iter().collect();
     if let Ok(level) = std::env::var("RUST_LOG") {
         env.entry("RUST_LOG".into()).or_insert(level);

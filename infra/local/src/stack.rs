@@ -24,8 +24,21 @@ use crate::runtime::{Function, FunctionConfig, FunctionFaults};
 use crate::streams::{PollOptions, run_trigger};
 use crate::template::{LocalValues, StackSpec, TemplateError};
 
-/// The secret local tokens are signed with unless `JwtSecret` is given.
+/// The secret local tokens are signed with unless `JWT_SECRET` or `JwtSecret` is given.
 pub const DEV_JWT_SECRET: &str = "deltacast-local-dev-secret-not-for-production";
+
+/// The one variable every local tool reads the HS256 secret from: `make dev`,
+/// `make token`, `deltacast-load`, the bench and the tests.
+pub const JWT_SECRET_VARIABLE: &str = "JWT_SECRET";
+
+/// The development secret: `JWT_SECRET` when it is set and not empty, else
+/// [`DEV_JWT_SECRET`].
+pub fn jwt_secret_from_env() -> String {
+    std::env::var(JWT_SECRET_VARIABLE)
+        .ok()
+        .filter(|secret| !secret.is_empty())
+        .unwrap_or_else(|| DEV_JWT_SECRET.to_owned())
+}
 
 /// What to run, and where.
 #[derive(Clone, Debug)]
