@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use deltacast_local::gateway::ManagementFaults;
 use deltacast_local::runtime::FunctionFaults;
 use deltacast_local::stack::{
-    DEV_JWT_SECRET, JWT_SECRET_VARIABLE, Stack, StackOptions, dev_token,
+    DEV_JWT_SECRET, JWT_SECRET_VARIABLE, Stack, StackOptions, check_token_user, dev_token,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -30,8 +30,9 @@ enum Command {
     Serve(Box<Serve>),
     /// Print a development token with every capability on every channel.
     Token {
-        /// The token's `sub`.
-        #[arg(long, default_value = "alice")]
+        /// The token's `sub`: 1 to 123 characters of A-Z a-z 0-9 _ - : . @ (so that
+        /// `user:<sub>` is a channel name).
+        #[arg(long, default_value = "alice", value_parser = token_user)]
         user: String,
         /// The signing secret: the same `JWT_SECRET` that `serve` verifies with.
         #[arg(long, env = JWT_SECRET_VARIABLE, default_value = DEV_JWT_SECRET, hide_env_values = true)]
@@ -109,6 +110,11 @@ struct Serve {
     /// Fault injection: share of stream batches delivered twice.
     #[arg(long, default_value_t = 0.0)]
     fault_duplicate_batch_rate: f64,
+}
+
+/// The `--user` of `token`: what [`check_token_user`] accepts.
+fn token_user(text: &str) -> Result<String, String> {
+    check_token_user(text).map(|()| text.to_owned())
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
