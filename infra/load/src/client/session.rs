@@ -31,20 +31,33 @@ pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// One simulated client: its channels, its share of the publishes if it publishes, and
 /// what it has seen.
 pub(crate) struct Client {
+    /// Its index in the run (publishers are the first ones).
     pub(crate) index: usize,
+    /// What every client of the run shares.
     pub(crate) shared: Arc<Shared>,
+    /// The endpoint with this client's token.
     pub(crate) url: String,
+    /// The phase as this client last heard it.
     pub(crate) phase: Phase,
+    /// Where phase changes come from.
     pub(crate) phase_rx: watch::Receiver<Phase>,
+    /// Its channels.
     pub(crate) channels: Vec<ChannelState>,
+    /// Its publishing, if it is a publisher.
     pub(crate) publisher: Option<Box<Publisher>>,
     /// Churn times, as offsets into the publish phase, soonest last.
     pub(crate) churn: Vec<Duration>,
+    /// Its counters.
     pub(crate) stats: ClientStats,
+    /// Latencies not yet recorded into its shard, µs.
     pub(crate) latencies: Vec<u64>,
+    /// Frames to send on the next turn of the session loop.
     pub(crate) outbox: Vec<String>,
+    /// Every channel subscribed (or refused) once.
     pub(crate) ready: bool,
+    /// At the head of every channel during settling.
     pub(crate) settled: bool,
+    /// Subscribed to at least one channel at some point.
     pub(crate) subscribed_once: bool,
 }
 

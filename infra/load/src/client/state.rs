@@ -30,6 +30,7 @@ pub(crate) enum Subscription {
 pub(crate) struct ChannelState {
     /// Index into [`Shared::channels`].
     pub(crate) table: usize,
+    /// The channel's history epoch, once known.
     pub(crate) epoch: Option<String>,
     /// The seq of the first `subscribed`: the client's starting point.
     pub(crate) start: Option<u64>,
@@ -41,6 +42,7 @@ pub(crate) struct ChannelState {
     pub(crate) known_head: u64,
     /// Received, not yet applied.
     pub(crate) buffer: BTreeSet<u64>,
+    /// Where its subscription stands on this connection.
     pub(crate) subscription: Subscription,
     /// An outstanding `history` request: resend at the deadline.
     pub(crate) history: Option<Instant>,
@@ -86,25 +88,36 @@ pub(crate) struct InFlight {
     pub(crate) resend_at: Instant,
     /// Whether it is on the wire (so `resend_at` is its ack timeout).
     pub(crate) awaiting: bool,
+    /// How often it was sent.
     pub(crate) attempts: u32,
 }
 
 pub(crate) struct Publisher {
     /// This publisher's ordinal, 0..P.
     pub(crate) ordinal: usize,
+    /// Publishes it sends in all.
     pub(crate) quota: u64,
+    /// The number of its next new publish.
     pub(crate) next: u64,
+    /// Publishes not yet acked.
     pub(crate) in_flight: Vec<InFlight>,
+    /// No sending before this (after `rate_limited`).
     pub(crate) paused_until: Option<Instant>,
+    /// The next pause after `rate_limited`.
     pub(crate) backoff: Duration,
+    /// It has sent its share (or publishing is over).
     pub(crate) done: bool,
 }
 
 /// What a client hands back at the end.
 pub(crate) struct ClientOutcome {
+    /// The client's index.
     pub(crate) index: usize,
+    /// Its counters.
     pub(crate) stats: ClientStats,
+    /// Its channels.
     pub(crate) channels: Vec<ChannelOutcome>,
+    /// Whether it ever subscribed.
     pub(crate) subscribed: bool,
 }
 
