@@ -31,8 +31,11 @@ dev: dynamodb-local ## Run the whole stack locally (WebSocket on ws://127.0.0.1:
 	@PORT=$(PORT) DYNAMODB_PORT=$(DYNAMODB_PORT) BIND=$(BIND) BIN_DIR=target/$(DEV_PROFILE) \
 	  infra/local/dev $(DEV_ARGS)
 
-token: ## Print a development token: make token USER=bob
-	@cargo run -q -p deltacast-local -- token --user $(TOKEN_USER)
+# JWT_SECRET (environment or command line) is the secret of make dev, make token and
+# deltacast-load alike; unset, all three use the development secret. USER is passed quoted,
+# so `USER='bad user'` and `USER=` reach the token command, which says what a user may be.
+token: ## Print a development token: make token USER=bob (signed with JWT_SECRET if set)
+	@cargo run -q -p deltacast-local -- token --user '$(subst ','\'',$(TOKEN_USER))'
 
 dynamodb-local: ## Install DynamoDB Local (and Java 17 if missing)
 	@$(DDB) install

@@ -9,9 +9,9 @@ use std::time::Duration;
 use deltacast_local::stack::StackOptions;
 use futures::FutureExt;
 
-use deltacast_tests::load::{LoadConfig, LoadReport, TokenSource, run};
+use deltacast_load::{LoadConfig, LoadReport, TokenSource, run};
 use deltacast_tests::stack::{TestStack, start_stack_with};
-use deltacast_tests::tokens::TEST_SECRET;
+use deltacast_tests::tokens;
 
 /// One stack test at a time: two local stacks at once overload a 2-core machine.
 static ONE_STACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -19,7 +19,7 @@ static ONE_STACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn config(stack: &TestStack) -> LoadConfig {
     let mut config = LoadConfig::new(
         stack.stack.url.clone(),
-        TokenSource::Secret(TEST_SECRET.into()),
+        TokenSource::Secret(tokens::secret()),
     );
     config.connect_concurrency = 8;
     // The debug functions on a busy laptop answer in hundreds of ms, sometimes seconds;

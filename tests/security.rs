@@ -196,7 +196,7 @@ async fn every_bad_token_is_refused_at_the_handshake() {
     let hs512 = jsonwebtoken::encode(
         &Header::new(Algorithm::HS512),
         &json!({"sub": "mallory", "exp": now + 60}),
-        &EncodingKey::from_secret(tokens::TEST_SECRET.as_bytes()),
+        &EncodingKey::from_secret(tokens::secret().as_bytes()),
     )
     .unwrap();
     let cases: Vec<(String, u16)> = vec![

@@ -21,7 +21,7 @@ pub struct RateLimit {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// A required variable is not set.
-    #[error("environment variable {0} is required")]
+    #[error("environment variable {0} is required but not set")]
     Missing(&'static str),
     /// A variable is set to something unusable.
     #[error("environment variable {name} is invalid: {reason}")]

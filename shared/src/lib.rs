@@ -13,6 +13,7 @@
 //! - [`push`]: delivering frames through the API Gateway Management API, with retries.
 //! - [`stream`]: reading deltas out of DynamoDB Streams records.
 //! - [`config`]: settings from environment variables.
+//! - [`init`]: reporting a function's configuration error to Lambda's init-error endpoint.
 //! - [`aws`]: SDK configuration, loaded once per process.
 //! - [`telemetry`]: logging setup.
 //! - [`clock`]: Unix time helpers.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod init;
 pub mod protocol;
 pub mod push;
 pub mod store;

@@ -9,10 +9,12 @@
 //! parallel.
 
 pub mod events;
-pub mod load;
 pub mod push;
 pub mod stack;
 pub mod tokens;
+
+/// The load generator, now its own crate (`infra/load`); re-exported for older paths.
+pub use deltacast_load as load;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

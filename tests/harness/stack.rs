@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::tokens::{TEST_SECRET, sign};
+use crate::tokens::{secret, sign};
 use crate::{dynamodb, lifetimes, unique_name, workspace_root};
 
 /// How long a test waits for any one frame.
@@ -63,9 +63,7 @@ pub async fn try_start_stack_with(
     options.dynamodb_endpoint = crate::dynamodb_endpoint();
     options.table_name = unique_name("e2e");
     options.functions_dir = binaries_dir();
-    options
-        .parameters
-        .insert("JwtSecret".into(), TEST_SECRET.into());
+    options.parameters.insert("JwtSecret".into(), secret());
     options.on_failure_path = std::env::temp_dir().join(format!("{}.jsonl", options.table_name));
     options.poll_interval = Duration::from_millis(50);
     options.max_instances = 4;

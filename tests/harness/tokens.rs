@@ -1,14 +1,22 @@
-//! Signed test tokens.
+//! Signed test tokens. The tests' stacks verify with the same secret as every other local
+//! tool: `JWT_SECRET` when it is set, else the development secret ([`secret`]).
 
+use deltacast_local::stack::{DEV_JWT_SECRET, jwt_secret_from_env};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::Value;
 
-/// The HS256 secret tests sign with.
-pub const TEST_SECRET: &str = "deltacast-test-secret-at-least-32-bytes";
+/// The default HS256 secret: the development secret. Unit tests that build their own
+/// verifier sign with it; tests against a stack use [`secret`].
+pub const TEST_SECRET: &str = DEV_JWT_SECRET;
 
-/// Signs `claims` with [`TEST_SECRET`], adding an `exp` one hour ahead if it has none.
+/// The secret the tests' stacks verify with: `JWT_SECRET`, else [`TEST_SECRET`].
+pub fn secret() -> String {
+    jwt_secret_from_env()
+}
+
+/// Signs `claims` with [`secret`], adding an `exp` one hour ahead if it has none.
 pub fn sign(claims: Value) -> String {
-    sign_with(claims, TEST_SECRET)
+    sign_with(claims, &secret())
 }
 
 /// Signs `claims` with `secret`, adding an `exp` one hour ahead if it has none.

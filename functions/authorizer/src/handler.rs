@@ -92,13 +92,12 @@ mod tests {
     use super::*;
     use deltacast::auth::{Identity, JwtConfig};
     use deltacast::config::Env;
-    use deltacast_tests::tokens::{TEST_SECRET, sign};
+    use deltacast_tests::tokens::{secret, sign};
     use serde_json::json;
 
     fn verifier() -> JwtVerifier {
         JwtVerifier::new(
-            &JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET", TEST_SECRET.to_owned())]))
-                .unwrap(),
+            &JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET", secret())])).unwrap(),
         )
         .unwrap()
     }

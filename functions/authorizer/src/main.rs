@@ -10,7 +10,11 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     deltacast::telemetry::init();
-    let verifier = JwtVerifier::new(&JwtConfig::from_env(&Env::from_process())?)?;
+    // A wrong configuration is reported to Lambda's init-error endpoint, readable.
+    let verifier = deltacast::init::or_exit(
+        JwtConfig::from_env(&Env::from_process()).and_then(|config| JwtVerifier::new(&config)),
+    )
+    .await;
     let verifier = &verifier;
     run(service_fn(move |event: LambdaEvent<_>| async move {
         handler::handle(event.payload, verifier).await

@@ -2,20 +2,24 @@
 
 mod handler;
 
+use deltacast::config::ConfigError;
 use deltacast::push::{ManagementApi, RetryPolicy};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     deltacast::telemetry::init();
-    let settings = deltacast::config::Settings::from_env()?;
-    let endpoint =
-        settings
-            .management_endpoint
-            .clone()
-            .ok_or(deltacast::config::ConfigError::Missing(
-                "MANAGEMENT_ENDPOINT",
-            ))?;
+    // A wrong configuration is reported to Lambda's init-error endpoint, readable.
+    let (settings, endpoint) = deltacast::init::or_exit(
+        deltacast::config::Settings::from_env().and_then(|settings| {
+            let endpoint = settings
+                .management_endpoint
+                .clone()
+                .ok_or(ConfigError::Missing("MANAGEMENT_ENDPOINT"))?;
+            Ok((settings, endpoint))
+        }),
+    )
+    .await;
     let sdk = deltacast::aws::load().await;
     let fanout = handler::Fanout {
         store: deltacast::aws::store(&sdk, &settings),

@@ -21,7 +21,8 @@ use tokio::sync::OnceCell;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     deltacast::telemetry::init();
-    let settings = deltacast::config::Settings::from_env()?;
+    // A wrong configuration is reported to Lambda's init-error endpoint, readable.
+    let settings = deltacast::init::or_exit(deltacast::config::Settings::from_env()).await;
     let sdk = deltacast::aws::load().await;
     let app = context::App {
         store: deltacast::aws::store(&sdk, &settings),

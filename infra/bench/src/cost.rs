@@ -9,7 +9,7 @@
 
 use deltacast::config::RateLimit;
 use deltacast::protocol::{Channel, MessageId, Payload};
-use deltacast::store::{CapacityMeter, NewDelta, Store};
+use deltacast::store::{CapacityMeter, NewConnection, NewDelta, Store};
 use serde::Serialize;
 
 /// List prices, USD.
@@ -59,7 +59,14 @@ pub async fn measure(
 ) -> Result<Capacity, String> {
     let meter = CapacityMeter::default();
     let store = store.with_meter(meter.clone());
-    let connection = deltacast_tests::events::new_connection("bench-publisher", "bench");
+    let connection = NewConnection {
+        connection_id: "bench-publisher",
+        sub: "bench",
+        capabilities: "{}",
+        token_exp: deltacast::clock::now_secs() + 3600,
+        connected_at: deltacast::clock::now_ms(),
+        source_ip: None,
+    };
     store
         .put_connection(&connection)
         .await

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use deltacast_local::stack::{Stack, StackOptions};
+use deltacast_load::{LoadConfig, TokenSource};
+use deltacast_local::stack::{Stack, StackOptions, jwt_secret_from_env};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -127,7 +128,10 @@ async fn start_stack(args: &RunArgs) -> Result<Stack, String> {
     let mut options = StackOptions::new(root);
     options.bind = "127.0.0.1:0".parse().expect("address");
     options.dynamodb_endpoint = args.dynamodb.clone();
-    options.table_name = deltacast_tests::unique_name("bench");
+    options.table_name = unique_name("bench");
+    options
+        .parameters
+        .insert("JwtSecret".into(), jwt_secret_from_env());
     options.functions_dir = args.release_dir.clone();
     options.max_instances = 16;
     options.poll_interval = Duration::from_millis(POLL_INTERVAL_MS);
@@ -144,11 +148,16 @@ async fn start_stack(args: &RunArgs) -> Result<Stack, String> {
     Stack::start(options).await.map_err(|e| e.to_string())
 }
 
-fn load_config(stack: &Stack) -> deltacast_tests::load::LoadConfig {
-    deltacast_tests::load::LoadConfig::new(
+fn load_config(stack: &Stack) -> LoadConfig {
+    LoadConfig::new(
         stack.url.clone(),
-        deltacast_tests::load::TokenSource::Secret(stack.jwt_secret.clone()),
+        TokenSource::Secret(stack.jwt_secret.clone()),
     )
+}
+
+/// A name no other run uses: `<prefix>-<16 hex digits>`.
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
 fn median_ms(durations: impl Iterator<Item = Duration>) -> f64 {
@@ -209,14 +218,22 @@ async fn run(args: RunArgs) -> Result<(), String> {
             let client = aws_sdk_dynamodb::Client::new(
                 &deltacast_local::stack::local_sdk_config(&args.dynamodb).await,
             );
-            let table = deltacast_tests::unique_name("bench-cost");
+            let table = unique_name("bench-cost");
             deltacast_local::template::StackSpec::load(std::path::Path::new("template.yaml"))
                 .map_err(|e| e.to_string())?
                 .table
                 .create(&client, &table)
                 .await
                 .map_err(|e| e.to_string())?;
-            let store = deltacast::store::Store::new(client, table, deltacast_tests::lifetimes());
+            let store = deltacast::store::Store::new(
+                client,
+                table,
+                deltacast::store::Lifetimes {
+                    retention: Duration::from_secs(86_400),
+                    connection_ttl: Duration::from_secs(3 * 3600),
+                    publish_lease: Duration::from_secs(15),
+                },
+            );
             let capacity = cost::measure(store, 512, 100).await?;
             let message_ms = median_ms(
                 stack.functions()["MessageFunction"]
@@ -269,7 +286,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             config.rate_per_second = 10.0;
             config.publishes = Some(args.latency_publishes as u64);
             config.churn = 0.0;
-            let report = deltacast_tests::load::run(config)
+            let report = deltacast_load::run(config)
                 .await
                 .map_err(|e| e.to_string())?;
             if !report.ok() {
@@ -300,7 +317,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             config.rate_per_second = 25.0;
             config.publishes = Some(args.churn_publishes as u64);
             config.churn = 0.1;
-            let report = deltacast_tests::load::run(config)
+            let report = deltacast_load::run(config)
                 .await
                 .map_err(|e| e.to_string())?;
             summary.insert(

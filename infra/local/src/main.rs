@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use deltacast_local::gateway::ManagementFaults;
 use deltacast_local::runtime::FunctionFaults;
-use deltacast_local::stack::{DEV_JWT_SECRET, Stack, StackOptions, dev_token};
+use deltacast_local::stack::{
+    DEV_JWT_SECRET, JWT_SECRET_VARIABLE, Stack, StackOptions, check_token_user, dev_token,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,11 +30,12 @@ enum Command {
     Serve(Box<Serve>),
     /// Print a development token with every capability on every channel.
     Token {
-        /// The token's `sub`.
-        #[arg(long, default_value = "alice")]
+        /// The token's `sub`: 1 to 123 characters of A-Z a-z 0-9 _ - : . @ (so that
+        /// `user:<sub>` is a channel name).
+        #[arg(long, default_value = "alice", value_parser = token_user)]
         user: String,
-        /// The signing secret (the local stack's default unless `JwtSecret` is set).
-        #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
+        /// The signing secret: the same `JWT_SECRET` that `serve` verifies with.
+        #[arg(long, env = JWT_SECRET_VARIABLE, default_value = DEV_JWT_SECRET, hide_env_values = true)]
         secret: String,
         /// Validity in hours.
         #[arg(long, default_value_t = 24)]
@@ -64,6 +67,10 @@ struct Serve {
     /// Folder with the function binaries.
     #[arg(long, default_value = "target/debug")]
     functions_dir: PathBuf,
+    /// The HS256 secret tokens are signed with (the `JwtSecret` parameter; a
+    /// `--parameter JwtSecret=...` wins). Default: the development secret.
+    #[arg(long, env = JWT_SECRET_VARIABLE, hide_env_values = true)]
+    jwt_secret: Option<String>,
     /// Template parameter, NAME=VALUE (repeatable), e.g. RetentionSeconds=3600.
     #[arg(long = "parameter", value_parser = key_value)]
     parameters: Vec<(String, String)>,
@@ -103,6 +110,11 @@ struct Serve {
     /// Fault injection: share of stream batches delivered twice.
     #[arg(long, default_value_t = 0.0)]
     fault_duplicate_batch_rate: f64,
+}
+
+/// The `--user` of `token`: what [`check_token_user`] accepts.
+fn token_user(text: &str) -> Result<String, String> {
+    check_token_user(text).map(|()| text.to_owned())
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -169,6 +181,12 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     options.table_name = serve.table;
     options.functions_dir = serve.functions_dir;
     options.parameters = serve.parameters.into_iter().collect();
+    if let Some(secret) = serve.jwt_secret.filter(|secret| !secret.is_empty()) {
+        options
+            .parameters
+            .entry("JwtSecret".into())
+            .or_insert(secret);
+    }
     let mut env: BTreeMap<String, String> = serve.env.into_iter().collect();
     if let Ok(level) = std::env::var("RUST_LOG") {
         env.entry("RUST_LOG".into()).or_insert(level);

@@ -24,8 +24,21 @@ use crate::runtime::{Function, FunctionConfig, FunctionFaults};
 use crate::streams::{PollOptions, run_trigger};
 use crate::template::{LocalValues, StackSpec, TemplateError};
 
-/// The secret local tokens are signed with unless `JwtSecret` is given.
+/// The secret local tokens are signed with unless `JWT_SECRET` or `JwtSecret` is given.
 pub const DEV_JWT_SECRET: &str = "deltacast-local-dev-secret-not-for-production";
+
+/// The one variable every local tool reads the HS256 secret from: `make dev`,
+/// `make token`, `deltacast-load`, the bench and the tests.
+pub const JWT_SECRET_VARIABLE: &str = "JWT_SECRET";
+
+/// The development secret: `JWT_SECRET` when it is set and not empty, else
+/// [`DEV_JWT_SECRET`].
+pub fn jwt_secret_from_env() -> String {
+    std::env::var(JWT_SECRET_VARIABLE)
+        .ok()
+        .filter(|secret| !secret.is_empty())
+        .unwrap_or_else(|| DEV_JWT_SECRET.to_owned())
+}
 
 /// What to run, and where.
 #[derive(Clone, Debug)]
@@ -389,6 +402,26 @@ impl Stack {
     }
 }
 
+/// Longest `sub` of a development token: `user:<sub>` must fit a channel name.
+pub const MAX_TOKEN_USER_LEN: usize = deltacast::protocol::MAX_CHANNEL_LEN - "user:".len();
+
+/// Checks the `sub` of a development token (`make token USER=...`): 1 to
+/// [`MAX_TOKEN_USER_LEN`] characters that may appear in a channel name, so that the
+/// user's own channel `user:<sub>` exists. The error names the field and the rule.
+pub fn check_token_user(user: &str) -> Result<(), String> {
+    let fits = !user.is_empty()
+        && user.len() <= MAX_TOKEN_USER_LEN
+        && user.chars().all(deltacast::protocol::is_channel_char);
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "the user (--user, make token USER=...) must be 1 to {MAX_TOKEN_USER_LEN} characters of \
+             A-Z a-z 0-9 _ - : . @ (no spaces), so that user:<user> is a channel name; got {user:?}"
+        ))
+    }
+}
+
 /// A token for local development: every capability on every channel.
 pub fn dev_token(secret: &str, sub: &str, valid_for: Duration) -> String {
     let claims = json!({
@@ -402,4 +435,32 @@ pub fn dev_token(secret: &str, sub: &str, valid_for: Duration) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("claims serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_user_must_be_a_channel_name_part() {
+        for good in [
+            "alice",
+            "bob@example.com",
+            "a.b-c_d:e",
+            &"x".repeat(MAX_TOKEN_USER_LEN),
+        ] {
+            assert_eq!(check_token_user(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "bad user",
+            "tab\tuser",
+            "ünï",
+            &"x".repeat(MAX_TOKEN_USER_LEN + 1),
+        ] {
+            let error = check_token_user(bad).expect_err(bad);
+            assert!(error.contains("--user"), "{error}");
+            assert!(error.contains("1 to 123 characters"), "{error}");
+        }
+    }
 }

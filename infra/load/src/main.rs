@@ -1,7 +1,7 @@
 //! `deltacast-load`: drives a deltacast endpoint with N clients over K channels, with
 //! publishes at a given rate and reconnecting clients, then verifies that every client got
-//! every delta exactly once and in order. A thin CLI over `deltacast_tests::load`; see that
-//! module for the client algorithm and what is checked.
+//! every delta exactly once and in order. A thin CLI over the `deltacast_load` library; see its
+//! crate docs for the client algorithm and what is checked.
 //!
 //! ```sh
 //! deltacast-load --url ws://127.0.0.1:3001/local --connections 100 --channels 10 \
@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use deltacast_local::stack::DEV_JWT_SECRET;
-use deltacast_tests::load::{self, LoadConfig, TokenSource};
+use deltacast_load::{self as load, LoadConfig, TokenSource};
+use deltacast_local::stack::{DEV_JWT_SECRET, JWT_SECRET_VARIABLE};
 
 /// Load and verify a deltacast endpoint (loopback only unless --allow-remote).
 #[derive(Debug, Parser)]
@@ -25,9 +25,9 @@ struct Args {
     /// WebSocket URL of the endpoint (the token is added as `?token=`).
     #[arg(long, default_value = "ws://127.0.0.1:3001/local")]
     url: String,
-    /// HS256 secret to sign one token per client with (every capability on `*`); default:
-    /// the local stack's development secret.
-    #[arg(long, env = "DELTACAST_JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true, hide_default_value = true)]
+    /// HS256 secret to sign one token per client with (every capability on `*`): the same
+    /// `JWT_SECRET` as `make dev` and `make token`; default: the development secret.
+    #[arg(long, env = JWT_SECRET_VARIABLE, default_value = DEV_JWT_SECRET, hide_env_values = true, hide_default_value = true)]
     secret: String,
     /// Use this token for every client instead of signing tokens (wins over --secret).
     #[arg(long, env = "DELTACAST_TOKEN", hide_env_values = true)]

@@ -19,15 +19,21 @@
 //!
 //! Runs are sequential: on a small machine parallel starts would measure each other.
 
+mod environment;
+mod package;
+mod subject;
+
 use std::collections::BTreeMap;
-use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use deltacast_local::invoke::{Invoke, InvokeError};
-use deltacast_local::runtime::{Function, FunctionConfig, FunctionFaults};
+use deltacast_local::invoke::InvokeError;
 use serde::Serialize;
-use serde_json::{Value, json};
+
+use environment::create_table;
+pub use environment::function_env;
+pub use package::zip_size;
+use subject::Subject;
 
 /// The hello-world baseline's name in reports.
 pub const HELLO: &str = "hello_function";
@@ -37,12 +43,6 @@ pub const INIT_RATIO_GOAL: f64 = 2.0;
 pub const PEAK_RSS_GOAL_KB: u64 = 30 * 1024;
 /// The goal for the deployable zip, in bytes (6 MB).
 pub const ZIP_GOAL_BYTES: u64 = 6 * 1024 * 1024;
-/// The secret the functions verify tokens with during the benchmark (HS256 wants 32 bytes).
-pub const BENCH_JWT_SECRET: &str = "deltacast-bench-secret-of-at-least-32-bytes";
-
-/// How long one invocation may take (the warm-up events may wait on retries to an
-/// endpoint that is not there).
-const INVOCATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the measurement failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,30 +153,6 @@ pub struct StartupReport {
     pub functions: BTreeMap<String, BinaryStartup>,
 }
 
-/// The environment the functions get during the benchmark: everything they read at init,
-/// dummy credentials, DynamoDB at `dynamodb` (a port where nothing listens when `None`),
-/// the Management API at a port where nothing listens. No function touches the network
-/// at init.
-pub fn function_env(dynamodb: Option<&str>, table: &str) -> BTreeMap<String, String> {
-    let nowhere = format!("http://127.0.0.1:{}", closed_port());
-    BTreeMap::from(
-        [
-            ("TABLE_NAME", table.to_owned()),
-            ("JWT_SECRET", BENCH_JWT_SECRET.to_owned()),
-            ("MANAGEMENT_ENDPOINT", format!("{nowhere}/bench")),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "bench".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "bench".to_owned()),
-            ("AWS_SESSION_TOKEN", "bench".to_owned()),
-            (
-                "AWS_ENDPOINT_URL_DYNAMODB",
-                dynamodb.map_or(nowhere, str::to_owned),
-            ),
-        ]
-        .map(|(name, value)| (name.to_owned(), value)),
-    )
-}
-
 /// Measures each of `functions` (binaries in `release_dir`) and the hello-world baseline
 /// (`release_dir/examples/hello_function`): `runs` starts each for init, one cold and one
 /// warm invocation with a fixture event for memory, and the zip. `env` is every
@@ -255,256 +231,8 @@ pub async fn measure(
     })
 }
 
-/// What a cold and a warm invocation left.
-struct Warm {
-    peak_rss_kb: u64,
-    outcome: String,
-    cold_invocation_ms: f64,
-    warm_invocation_ms: f64,
-}
-
-/// One binary to measure.
-struct Subject {
-    name: String,
-    binary: PathBuf,
-    env: BTreeMap<String, String>,
-    /// The event of the memory measurement.
-    event: Value,
-}
-
-impl Subject {
-    fn new(
-        name: &str,
-        binary: PathBuf,
-        env: &BTreeMap<String, String>,
-    ) -> Result<Self, StartupError> {
-        if !binary.is_file() {
-            return Err(StartupError::MissingBinary(binary));
-        }
-        Ok(Self {
-            name: name.to_owned(),
-            binary,
-            env: env.clone(),
-            event: event_for(name, env)?,
-        })
-    }
-
-    fn function(&self) -> Function {
-        Function::new(FunctionConfig {
-            name: self.name.clone(),
-            binary: self.binary.clone(),
-            env: self.env.clone(),
-            timeout: INVOCATION_TIMEOUT,
-            memory_mb: 128,
-            max_instances: 1,
-            faults: FunctionFaults::default(),
-        })
-    }
-
-    /// Starts a fresh process and returns its init duration. The event is one no
-    /// function accepts, so it is answered at once and touches nothing.
-    async fn start_once(&self) -> Result<Duration, StartupError> {
-        let function = self.function();
-        let outcome = function.invoke(json!("startup-probe")).await;
-        function.shutdown().await;
-        let init = function.stats().init_durations.first().copied();
-        match (init, outcome) {
-            (Some(init), _) => Ok(init),
-            (None, Err(error)) => Err(StartupError::Init {
-                function: self.name.clone(),
-                error,
-            }),
-            (None, Ok(_)) => Err(StartupError::Init {
-                function: self.name.clone(),
-                error: InvokeError::Unavailable("no init duration was recorded".to_owned()),
-            }),
-        }
-    }
-
-    /// `VmHWM` after a cold and a warm invocation with the subject's event, and how the
-    /// warm one ended.
-    async fn peak_rss(&self) -> Result<Warm, StartupError> {
-        let function = self.function();
-        let measured = async {
-            if let Err(error @ InvokeError::Init { .. }) = function.invoke(self.event.clone()).await
-            {
-                return Err(StartupError::Init {
-                    function: self.name.clone(),
-                    error,
-                });
-            }
-            let outcome = match function.invoke(self.event.clone()).await {
-                Ok(_) => "ok".to_owned(),
-                Err(error) => error.to_string(),
-            };
-            let pids = function.pids();
-            let [pid] = pids[..] else {
-                return Err(StartupError::NoProcess {
-                    function: self.name.clone(),
-                    count: pids.len(),
-                });
-            };
-            // The runtime logs each invocation from the moment the process fetched it.
-            let log = function.stats().invocation_log;
-            let duration = |index: usize| log.get(index).map_or(0.0, |(_, took)| ms(*took));
-            Ok(Warm {
-                peak_rss_kb: peak_rss_kb(pid)?,
-                outcome,
-                cold_invocation_ms: duration(0),
-                warm_invocation_ms: duration(1),
-            })
-        }
-        .await;
-        function.shutdown().await;
-        measured
-    }
-}
-
-/// Creates `table` at `endpoint` as `template.yaml` describes it, unless it exists, with
-/// the credentials in `env`. Fails fast when nothing answers there.
-async fn create_table(
-    endpoint: &str,
-    table: &str,
-    env: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let spec = deltacast_local::template::StackSpec::load(
-        &deltacast_tests::workspace_root().join("template.yaml"),
-    )
-    .map_err(|error| error.to_string())?;
-    let variable = |name: &str| env.get(name).cloned().unwrap_or_else(|| "bench".to_owned());
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(variable("AWS_REGION")))
-        .credentials_provider(Credentials::new(
-            variable("AWS_ACCESS_KEY_ID"),
-            variable("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "deltacast-bench",
-        ))
-        .endpoint_url(endpoint)
-        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(1))
-                .operation_timeout(Duration::from_secs(20))
-                .build(),
-        )
-        .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(config);
-    spec.table
-        .create(&client, table)
-        .await
-        .map(drop)
-        .map_err(|error| aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string())
-}
-
-/// The fixture event for a binary, made current: identities that have not expired, a
-/// token signed with the benchmark's secret, a publish instead of a ping.
-fn event_for(name: &str, env: &BTreeMap<String, String>) -> Result<Value, StartupError> {
-    let fixture = match name {
-        "authorizer" => "authorizer-connect.json",
-        "connect" => "connect.json",
-        "message" => "message.json",
-        "disconnect" => "disconnect.json",
-        "fanout" => "stream-batch.json",
-        _ => return Ok(json!({ "bench": name })),
-    };
-    let path = deltacast_tests::workspace_root()
-        .join("tests/fixtures")
-        .join(fixture);
-    let text = std::fs::read_to_string(&path).map_err(|source| StartupError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let mut event: Value =
-        serde_json::from_str(&text).map_err(|source| StartupError::Fixture { path, source })?;
-    let context = &mut event["requestContext"];
-    if context.is_object() {
-        context["connectedAt"] = json!(deltacast::clock::now_ms());
-        if context["authorizer"].is_object() {
-            context["authorizer"]["exp"] = json!(deltacast::clock::now_secs() + 3600);
-        }
-    }
-    match name {
-        "authorizer" => {
-            let secret = env
-                .get("JWT_SECRET")
-                .map_or(BENCH_JWT_SECRET, String::as_str);
-            let token = deltacast_tests::tokens::sign_with(
-                json!({ "sub": "alice", "channels": { "chat:*": ["subscribe", "publish", "history"] } }),
-                secret,
-            );
-            event["queryStringParameters"]["token"] = json!(token);
-            event["multiValueQueryStringParameters"]["token"] = json!([token]);
-        }
-        "message" => {
-            event["body"] = json!(
-                json!({"action": "publish", "channel": "chat:lobby", "id": "bench-1", "data": {"text": "hello"}})
-                    .to_string()
-            );
-        }
-        _ => {}
-    }
-    Ok(event)
-}
-
-/// The size of the deployable zip: `binary` stored as `bootstrap` (mode 755), deflated.
-pub fn zip_size(binary: &Path) -> Result<u64, StartupError> {
-    Ok(zip_package(binary)?.len() as u64)
-}
-
-/// The deployable zip of `binary`.
-fn zip_package(binary: &Path) -> Result<Vec<u8>, StartupError> {
-    let bytes = std::fs::read(binary).map_err(|source| StartupError::Read {
-        path: binary.to_path_buf(),
-        source,
-    })?;
-    let zip_error = |source| StartupError::Zip {
-        path: binary.to_path_buf(),
-        source,
-    };
-    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .unix_permissions(0o755);
-    writer.start_file("bootstrap", options).map_err(zip_error)?;
-    writer
-        .write_all(&bytes)
-        .map_err(|error| zip_error(error.into()))?;
-    Ok(writer.finish().map_err(zip_error)?.into_inner())
-}
-
-/// `VmHWM` of process `pid`, in KiB.
-fn peak_rss_kb(pid: u32) -> Result<u64, StartupError> {
-    let path = PathBuf::from(format!("/proc/{pid}/status"));
-    let status = std::fs::read_to_string(&path).map_err(|source| StartupError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    vm_hwm_kb(&status).ok_or(StartupError::NoPeakRss { pid })
-}
-
-/// The `VmHWM:   1234 kB` line of a `/proc/<pid>/status`.
-fn vm_hwm_kb(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().strip_suffix("kB"))
-        .and_then(|kb| kb.trim().parse().ok())
-}
-
-/// A port on 127.0.0.1 where nothing listens (it was free a moment ago): connections
-/// to it are refused at once.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map_or(9, |address| address.port())
-}
-
 /// The nearest-rank percentile `p` (0 to 1) of `samples`, in milliseconds.
-fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
     let Some(last) = sorted.len().checked_sub(1) else {
@@ -514,10 +242,12 @@ fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
     ms(sorted[rank.min(last)])
 }
 
-fn ms(duration: Duration) -> f64 {
+/// `duration` in milliseconds, to two decimals.
+pub(crate) fn ms(duration: Duration) -> f64 {
     round2(duration.as_secs_f64() * 1000.0)
 }
 
+/// `value` to two decimals.
 fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
@@ -525,6 +255,7 @@ fn round2(value: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::startup::environment::workspace_root;
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -533,42 +264,6 @@ mod tests {
         assert_eq!(percentile_ms(&samples, 0.9), 18.0);
         assert_eq!(percentile_ms(&[Duration::from_micros(1500)], 0.9), 1.5);
         assert_eq!(percentile_ms(&[], 0.5), 0.0);
-    }
-
-    #[test]
-    fn peak_rss_is_read_from_vm_hwm() {
-        let status = "Name:\tconnect\nVmPeak:\t  99999 kB\nVmHWM:\t    8140 kB\nVmRSS:\t 8000 kB\n";
-        assert_eq!(vm_hwm_kb(status), Some(8140));
-        assert_eq!(vm_hwm_kb("Name:\tx\n"), None);
-        let own = peak_rss_kb(std::process::id()).expect("this process has a VmHWM");
-        assert!(own > 0);
-    }
-
-    #[test]
-    fn the_zip_holds_the_binary_as_bootstrap_deflated() {
-        // GIVEN a compressible "binary"
-        let dir = std::env::temp_dir().join(format!("startup-zip-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let binary = dir.join("connect");
-        std::fs::write(&binary, vec![b'x'; 100_000]).expect("binary written");
-
-        // WHEN it is zipped
-        let zipped = zip_package(&binary).expect("zipped");
-
-        // THEN the zip is much smaller than the binary, and holds it as an executable
-        // `bootstrap`, deflated
-        assert!(zipped.len() < 10_000, "{} bytes", zipped.len());
-        assert_eq!(zip_size(&binary).expect("zipped"), zipped.len() as u64);
-        let mut archive = zip::ZipArchive::new(Cursor::new(zipped)).expect("a zip");
-        assert_eq!(archive.len(), 1);
-        let mut entry = archive.by_index(0).expect("one entry");
-        assert_eq!(entry.name().expect("a UTF-8 name"), "bootstrap");
-        assert_eq!(entry.compression(), zip::CompressionMethod::Deflated);
-        assert_eq!(entry.unix_mode().map(|mode| mode & 0o777), Some(0o755));
-        let mut content = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut content).expect("inflated");
-        assert_eq!(content, vec![b'x'; 100_000]);
-        std::fs::remove_dir_all(&dir).expect("temp dir removed");
     }
 
     /// `target/<profile>`, where this test binary's `deps/` is.
@@ -644,12 +339,10 @@ mod tests {
         let dir = match std::env::var_os("STARTUP_RELEASE_DIR") {
             Some(dir) => PathBuf::from(dir),
             None if profile_dir().ends_with("release") => profile_dir(),
-            None => deltacast_tests::workspace_root().join("target/release"),
+            None => workspace_root().join("target/release"),
         };
         let env = function_env(
-            std::env::var(deltacast_tests::DYNAMODB_VARIABLE)
-                .ok()
-                .as_deref(),
+            std::env::var("DELTACAST_TEST_DYNAMODB").ok().as_deref(),
             "deltacast-bench",
         );
         let functions = ["authorizer", "connect", "message", "disconnect", "fanout"];
@@ -659,27 +352,6 @@ mod tests {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serialisable")
-        );
-    }
-
-    #[test]
-    fn every_function_gets_a_current_fixture_event() {
-        let env = function_env(None, "bench");
-        assert!(env["JWT_SECRET"].len() >= 32);
-        for name in ["authorizer", "connect", "message", "disconnect", "fanout"] {
-            let event = event_for(name, &env).expect("fixture");
-            assert!(event.is_object(), "{name}");
-        }
-        let authorizer = event_for("authorizer", &env).expect("fixture");
-        assert_ne!(
-            authorizer["queryStringParameters"]["token"],
-            json!("REPLACED-BY-TESTS")
-        );
-        let message = event_for("message", &env).expect("fixture");
-        assert!(
-            message["body"]
-                .as_str()
-                .is_some_and(|body| body.contains("publish"))
         );
     }
 }

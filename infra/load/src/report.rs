@@ -1,0 +1,347 @@
+//! What a run saw, and its verdict: [`LoadReport`] (serialised as the `--json` report)
+//! with [`LoadReport::ok`], the failures and warnings that explain it, and the text
+//! summary the CLI prints. Nothing here measures: the run fills it in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// Latency from a publish's first send to a subscriber's first receipt of its delta.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LatencyMs {
+    /// Median, ms.
+    pub p50: f64,
+    /// 95th percentile, ms.
+    pub p95: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// Largest, ms.
+    pub max: f64,
+    /// Mean, ms.
+    pub mean: f64,
+    /// Samples (live deliveries).
+    pub count: u64,
+    /// The distribution: the latency at each percent from 1 to 100, ms (for plots).
+    pub percentiles: Vec<f64>,
+}
+
+/// Rates over the publish phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Throughput {
+    /// Length of the publish phase, s.
+    pub publish_phase_seconds: f64,
+    /// Publishes sent per second of the publish phase.
+    pub publishes_per_second: f64,
+    /// Delta frames received per second of the publish phase (all clients).
+    pub deliveries_per_second: f64,
+}
+
+/// How long each phase took, s.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseSeconds {
+    /// Connecting and subscribing every client.
+    pub connect: f64,
+    /// Publishing.
+    pub publish: f64,
+    /// Waiting for the last acks.
+    pub drain: f64,
+    /// Waiting for every client to reach the head.
+    pub settle: f64,
+}
+
+/// Most entries in [`LoadReport::behind`].
+pub const MAX_BEHIND_LISTED: usize = 20;
+
+/// A client channel that did not reach the head: where it stopped, for diagnosis.
+#[derive(Clone, Debug, Serialize)]
+pub struct BehindClient {
+    /// The client's index.
+    pub client: usize,
+    /// The channel.
+    pub channel: String,
+    /// Its starting point.
+    pub start: u64,
+    /// The last seq it applied.
+    pub applied: u64,
+    /// The channel's final head.
+    pub head: u64,
+    /// The highest seq it knew of.
+    pub known_head: u64,
+    /// Deltas it held, unapplied.
+    pub buffered: usize,
+    /// Its subscription at the end: idle, pending, live or refused.
+    pub subscription: &'static str,
+    /// Whether a `history` request was outstanding.
+    pub history_pending: bool,
+}
+
+/// What a run saw. [`LoadReport::ok`] says whether it passed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadReport {
+    /// The run's id (in channel names, subs and message ids).
+    pub run_id: String,
+    /// The endpoint (without a token).
+    pub url: String,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Clients that connected and subscribed at least once.
+    pub connected: usize,
+    /// Clients that never managed to connect and subscribe.
+    pub connect_failures: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Publishing connections.
+    pub publishers: usize,
+    /// Publishes planned.
+    pub publishes_planned: u64,
+    /// Distinct publishes sent (each once, however often it was retried).
+    pub publishes_sent: u64,
+    /// Publish frames sent, retries included.
+    pub publish_attempts: u64,
+    /// Distinct publishes acknowledged.
+    pub publishes_acked: u64,
+    /// Publish failures by error code, plus `timeout` (no ack within the request timeout);
+    /// retried ones included.
+    pub publish_errors: BTreeMap<String, u64>,
+    /// Delta frames received (fan-out and catch-up), duplicates included.
+    pub deliveries: u64,
+    /// Deltas received in `history` replies.
+    pub history_deltas: u64,
+    /// `history` requests sent.
+    pub history_requests: u64,
+    /// Deltas dropped by seq dedupe (already applied or already buffered).
+    pub duplicates_received: u64,
+    /// Seqs applied more than once after dedupe (must be 0).
+    pub duplicates_after_dedupe: u64,
+    /// Seqs applied out of order (must be 0).
+    pub out_of_order_applied: u64,
+    /// Seqs a client should have applied (after its starting point, up to the head) but
+    /// never did (must be 0).
+    pub lost: u64,
+    /// Client channels that did not reach the head.
+    pub clients_behind: u64,
+    /// The first [`MAX_BEHIND_LISTED`] of them, with their state at the end.
+    pub behind: Vec<BehindClient>,
+    /// Subscribes answered `recovered: false` (must be 0).
+    pub not_recovered: u64,
+    /// Resubscribes whose catch-up (`since`) went unanswered `catch_up_attempts` times, so
+    /// the client subscribed without `since` and used `history` (a warning: nothing is
+    /// lost, but catch-up did not work).
+    pub catch_up_fallbacks: u64,
+    /// A `(channel, seq)` seen with two different message ids, or a delta whose data
+    /// does not carry its own id (must be 0).
+    pub content_mismatches: u64,
+    /// Message ids stored under two seqs (must be 0).
+    pub duplicates_stored: u64,
+    /// Seqs beyond what the acked publishes explain, on channels whose publishes were all
+    /// acked (must be 0).
+    pub unexplained_seqs: u64,
+    /// Reconnections after churn.
+    pub reconnects: u64,
+    /// Connections the server closed, or that failed, unasked.
+    pub unexpected_disconnects: u64,
+    /// Other errors by kind (handshake statuses, error frames of subscribe and history,
+    /// timeouts, "Internal server error" frames, unparseable frames).
+    pub errors: BTreeMap<String, u64>,
+    /// Latency, publish sent → delta received.
+    pub latency_ms: LatencyMs,
+    /// Rates over the publish phase.
+    pub throughput: Throughput,
+    /// Phase durations.
+    pub phases: PhaseSeconds,
+    /// The whole run, s.
+    pub elapsed_seconds: f64,
+    /// Whether a phase deadline (or the global one) passed.
+    pub timed_out: bool,
+    /// Which deadline passed, if one did.
+    pub timed_out_in: Option<String>,
+}
+
+impl LoadReport {
+    /// Nothing lost, nothing applied twice or out of order, every publish acked, every
+    /// catch-up recovered, every client connected, content consistent, no deadline missed.
+    pub fn ok(&self) -> bool {
+        self.lost == 0
+            && self.clients_behind == 0
+            && self.duplicates_after_dedupe == 0
+            && self.out_of_order_applied == 0
+            && self.publishes_acked == self.publishes_sent
+            && self.not_recovered == 0
+            && self.content_mismatches == 0
+            && self.duplicates_stored == 0
+            && self.unexplained_seqs == 0
+            && self.connect_failures == 0
+            && !self.timed_out
+    }
+
+    /// What went wrong without failing the run, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.catch_up_fallbacks > 0 {
+            out.push(format!(
+                "{} resubscribes got no reply to their catch-up and fell back to history",
+                self.catch_up_fallbacks
+            ));
+        }
+        out
+    }
+
+    /// Why the report is not ok, one reason per line (empty when it is ok).
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |bad: bool, text: String| {
+            if bad {
+                out.push(text);
+            }
+        };
+        check(self.lost > 0, format!("{} seqs lost", self.lost));
+        check(
+            self.clients_behind > 0,
+            format!("{} client channels behind the head", self.clients_behind),
+        );
+        check(
+            self.duplicates_after_dedupe > 0,
+            format!("{} seqs applied twice", self.duplicates_after_dedupe),
+        );
+        check(
+            self.out_of_order_applied > 0,
+            format!("{} seqs applied out of order", self.out_of_order_applied),
+        );
+        check(
+            self.publishes_acked != self.publishes_sent,
+            format!(
+                "{} of {} publishes never acked",
+                self.publishes_sent.saturating_sub(self.publishes_acked),
+                self.publishes_sent
+            ),
+        );
+        check(
+            self.not_recovered > 0,
+            format!("{} subscribes not recovered", self.not_recovered),
+        );
+        check(
+            self.content_mismatches > 0,
+            format!("{} content mismatches", self.content_mismatches),
+        );
+        check(
+            self.duplicates_stored > 0,
+            format!("{} messages stored under two seqs", self.duplicates_stored),
+        );
+        check(
+            self.unexplained_seqs > 0,
+            format!("{} unexplained seqs", self.unexplained_seqs),
+        );
+        check(
+            self.connect_failures > 0,
+            format!("{} clients never connected", self.connect_failures),
+        );
+        check(
+            self.timed_out,
+            format!(
+                "timed out in {}",
+                self.timed_out_in.as_deref().unwrap_or("?")
+            ),
+        );
+        out
+    }
+}
+
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.ok() { "OK" } else { "FAILED" };
+        writeln!(f, "deltacast-load {} — {verdict}", self.run_id)?;
+        writeln!(f, "  endpoint        {}", self.url)?;
+        writeln!(
+            f,
+            "  clients         {} connected of {} ({} never), {} channels, {} publishers",
+            self.connected, self.connections, self.connect_failures, self.channels, self.publishers
+        )?;
+        writeln!(
+            f,
+            "  publishes       {} sent of {} planned, {} acked, {} attempts; errors: {}",
+            self.publishes_sent,
+            self.publishes_planned,
+            self.publishes_acked,
+            self.publish_attempts,
+            counts(&self.publish_errors)
+        )?;
+        writeln!(
+            f,
+            "  deliveries      {} frames, {} via history ({} requests), {} duplicates dropped",
+            self.deliveries, self.history_deltas, self.history_requests, self.duplicates_received
+        )?;
+        writeln!(
+            f,
+            "  verification    lost {}, behind {}, applied twice {}, out of order {}, not recovered {}, content mismatches {}, stored twice {}, unexplained seqs {}",
+            self.lost,
+            self.clients_behind,
+            self.duplicates_after_dedupe,
+            self.out_of_order_applied,
+            self.not_recovered,
+            self.content_mismatches,
+            self.duplicates_stored,
+            self.unexplained_seqs
+        )?;
+        writeln!(
+            f,
+            "  churn           {} reconnects, {} unexpected disconnects, {} catch-up fallbacks",
+            self.reconnects, self.unexpected_disconnects, self.catch_up_fallbacks
+        )?;
+        let l = &self.latency_ms;
+        writeln!(
+            f,
+            "  latency         p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms, mean {:.1} ms ({} samples)",
+            l.p50, l.p95, l.p99, l.max, l.mean, l.count
+        )?;
+        let t = &self.throughput;
+        writeln!(
+            f,
+            "  throughput      {:.1} publishes/s, {:.1} deliveries/s over {:.1} s",
+            t.publishes_per_second, t.deliveries_per_second, t.publish_phase_seconds
+        )?;
+        let p = &self.phases;
+        writeln!(
+            f,
+            "  phases          connect {:.1} s, publish {:.1} s, drain {:.1} s, settle {:.1} s; total {:.1} s",
+            p.connect, p.publish, p.drain, p.settle, self.elapsed_seconds
+        )?;
+        writeln!(f, "  other errors    {}", counts(&self.errors))?;
+        for b in &self.behind {
+            writeln!(
+                f,
+                "  behind          client {} on {}: applied {} (from {}) of {}, knew of {}, {} buffered, subscription {}{}",
+                b.client,
+                b.channel,
+                b.applied,
+                b.start,
+                b.head,
+                b.known_head,
+                b.buffered,
+                b.subscription,
+                if b.history_pending {
+                    ", history pending"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        for warning in self.warnings() {
+            writeln!(f, "  WARNING         {warning}")?;
+        }
+        for failure in self.failures() {
+            writeln!(f, "  FAILURE         {failure}")?;
+        }
+        Ok(())
+    }
+}

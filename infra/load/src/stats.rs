@@ -1,0 +1,132 @@
+//! The counters each client keeps while it runs (errors by kind, publish failures by
+//! code, deliveries, duplicates), summed into the report at the end. Plain numbers per
+//! client, so the hot path takes no lock.
+
+/// Error and event counters a client keeps; summed into the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counter {
+    GatewayInternalError,
+    UnparseableFrame,
+    UnknownFrame,
+    SubscribeTimeout,
+    SubscribeError,
+    HistoryTimeout,
+    HistoryError,
+    OtherError,
+    EpochChanged,
+    StrayReply,
+    HandshakeServerError,
+    HandshakeUnauthorized,
+    HandshakeOtherStatus,
+    HandshakeIo,
+    HandshakeTimeout,
+    SubscribeRefused,
+    PublishRefused,
+}
+
+pub(crate) const COUNTERS: [(Counter, &str); 17] = [
+    (
+        Counter::GatewayInternalError,
+        "internal_server_error_frames",
+    ),
+    (Counter::UnparseableFrame, "unparseable_frames"),
+    (Counter::UnknownFrame, "unknown_frames"),
+    (Counter::SubscribeTimeout, "subscribe_timeouts"),
+    (Counter::SubscribeError, "subscribe_internal_errors"),
+    (Counter::HistoryTimeout, "history_timeouts"),
+    (Counter::HistoryError, "history_internal_errors"),
+    (Counter::OtherError, "other_error_frames"),
+    (Counter::EpochChanged, "epoch_changes"),
+    (Counter::StrayReply, "stray_replies"),
+    (Counter::HandshakeServerError, "handshake_5xx"),
+    (Counter::HandshakeUnauthorized, "handshake_401_403"),
+    (Counter::HandshakeOtherStatus, "handshake_other_status"),
+    (Counter::HandshakeIo, "handshake_io_errors"),
+    (Counter::HandshakeTimeout, "handshake_timeouts"),
+    (Counter::SubscribeRefused, "subscribe_refused"),
+    (Counter::PublishRefused, "publish_refused"),
+];
+
+/// Publish error codes counted separately.
+pub(crate) const PUBLISH_CODES: [&str; 8] = [
+    "internal",
+    "rate_limited",
+    "timeout",
+    "bad_request",
+    "forbidden",
+    "too_large",
+    "conflict",
+    "other",
+];
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClientStats {
+    pub(crate) counters: [u64; COUNTERS.len()],
+    pub(crate) publish_errors: [u64; PUBLISH_CODES.len()],
+    pub(crate) publishes_sent: u64,
+    pub(crate) publish_attempts: u64,
+    pub(crate) publishes_acked: u64,
+    pub(crate) deliveries: u64,
+    pub(crate) deliveries_publishing: u64,
+    pub(crate) history_deltas: u64,
+    pub(crate) history_requests: u64,
+    pub(crate) duplicates_received: u64,
+    pub(crate) duplicates_after_dedupe: u64,
+    pub(crate) out_of_order_applied: u64,
+    pub(crate) not_recovered: u64,
+    pub(crate) content_mismatches: u64,
+    pub(crate) reconnects: u64,
+    pub(crate) unexpected_disconnects: u64,
+    pub(crate) catch_up_fallbacks: u64,
+}
+
+impl ClientStats {
+    pub(crate) fn bump(&mut self, counter: Counter) {
+        // COUNTERS lists the variants in declaration order (a unit test checks).
+        self.counters[counter as usize] += 1;
+    }
+
+    pub(crate) fn publish_error(&mut self, code: &str) {
+        let index = PUBLISH_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(PUBLISH_CODES.len() - 1);
+        self.publish_errors[index] += 1;
+    }
+
+    pub(crate) fn absorb(&mut self, other: &ClientStats) {
+        for (a, b) in self.counters.iter_mut().zip(other.counters) {
+            *a += b;
+        }
+        for (a, b) in self.publish_errors.iter_mut().zip(other.publish_errors) {
+            *a += b;
+        }
+        self.publishes_sent += other.publishes_sent;
+        self.publish_attempts += other.publish_attempts;
+        self.publishes_acked += other.publishes_acked;
+        self.deliveries += other.deliveries;
+        self.deliveries_publishing += other.deliveries_publishing;
+        self.history_deltas += other.history_deltas;
+        self.history_requests += other.history_requests;
+        self.duplicates_received += other.duplicates_received;
+        self.duplicates_after_dedupe += other.duplicates_after_dedupe;
+        self.out_of_order_applied += other.out_of_order_applied;
+        self.not_recovered += other.not_recovered;
+        self.content_mismatches += other.content_mismatches;
+        self.reconnects += other.reconnects;
+        self.unexpected_disconnects += other.unexpected_disconnects;
+        self.catch_up_fallbacks += other.catch_up_fallbacks;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_listed_in_order() {
+        for (index, (counter, _)) in COUNTERS.iter().enumerate() {
+            assert_eq!(*counter as usize, index);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The end-of-run checks. Per client and channel: the applied seqs are exactly
+//! `start + 1 ..= head`, each once, in order. Across everybody: one message id per seq,
+//! one seq per message id, and no seq beyond what the acked publishes explain. The
+//! clients' counters are summed into the report here too.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use crate::client::ClientOutcome;
+use crate::report::{BehindClient, LoadReport, MAX_BEHIND_LISTED, Throughput};
+use crate::state::Shared;
+use crate::stats::{COUNTERS, ClientStats, PUBLISH_CODES};
+
+/// What the clients handed back, summed as they stop.
+#[derive(Default)]
+pub(crate) struct Tally {
+    /// Every client's counters.
+    totals: ClientStats,
+    /// Seqs clients should have applied and did not.
+    lost: u64,
+    /// Client channels short of the head.
+    behind: u64,
+    /// Clients that did not stop in time.
+    pub(crate) stuck: u64,
+}
+
+impl Tally {
+    /// Adds one client's outcome, noting in `report` where it fell behind.
+    pub(crate) fn add(&mut self, outcome: ClientOutcome, shared: &Shared, report: &mut LoadReport) {
+        self.totals.absorb(&outcome.stats);
+        if outcome.subscribed {
+            report.connected += 1;
+        } else {
+            report.connect_failures += 1;
+        }
+        for c in outcome.channels {
+            let head = shared.channels[c.table].head.load(Ordering::Relaxed);
+            let Some(start) = c.start else {
+                continue;
+            };
+            if c.applied < head {
+                self.lost += head - c.applied;
+                self.behind += 1;
+                if report.behind.len() < MAX_BEHIND_LISTED {
+                    report.behind.push(BehindClient {
+                        client: outcome.index,
+                        channel: shared.channels[c.table].name.clone(),
+                        start,
+                        applied: c.applied,
+                        head,
+                        known_head: c.known_head,
+                        buffered: c.buffered,
+                        subscription: c.subscription,
+                        history_pending: c.history_pending,
+                    });
+                }
+            }
+            // Applied seqs must be exactly start+1 ..= applied.
+            let expected = c.applied.saturating_sub(start);
+            if c.applied_count != expected {
+                self.totals.out_of_order_applied += expected.abs_diff(c.applied_count);
+            }
+        }
+    }
+
+    /// Writes the sums into `report`; rates are over a publish phase of `publish_seconds`.
+    pub(crate) fn fill(self, report: &mut LoadReport, publish_seconds: f64) {
+        let totals = self.totals;
+        report.publishes_sent = totals.publishes_sent;
+        report.publish_attempts = totals.publish_attempts;
+        report.publishes_acked = totals.publishes_acked;
+        report.publish_errors = PUBLISH_CODES
+            .iter()
+            .zip(totals.publish_errors)
+            .filter(|(_, n)| *n > 0)
+            .map(|(code, n)| (code.to_string(), n))
+            .collect();
+        report.errors = COUNTERS
+            .iter()
+            .zip(totals.counters)
+            .filter(|(_, n)| *n > 0)
+            .map(|((_, name), n)| (name.to_string(), n))
+            .collect();
+        if self.stuck > 0 {
+            report
+                .errors
+                .insert("clients_not_stopping".into(), self.stuck);
+        }
+        report.deliveries = totals.deliveries;
+        report.history_deltas = totals.history_deltas;
+        report.history_requests = totals.history_requests;
+        report.duplicates_received = totals.duplicates_received;
+        report.duplicates_after_dedupe = totals.duplicates_after_dedupe;
+        report.out_of_order_applied = totals.out_of_order_applied;
+        report.lost = self.lost;
+        report.clients_behind = self.behind;
+        report.not_recovered = totals.not_recovered;
+        report.catch_up_fallbacks = totals.catch_up_fallbacks;
+        report.content_mismatches = totals.content_mismatches;
+        report.reconnects = totals.reconnects;
+        report.unexpected_disconnects = totals.unexpected_disconnects;
+        let per_second = |count: u64| {
+            if publish_seconds > 0.0 {
+                count as f64 / publish_seconds
+            } else {
+                0.0
+            }
+        };
+        report.throughput = Throughput {
+            publish_phase_seconds: publish_seconds,
+            publishes_per_second: per_second(totals.publishes_sent),
+            deliveries_per_second: per_second(totals.deliveries_publishing),
+        };
+    }
+}
+
+/// Across everybody: one id per seq, one seq per id, one acked publish per seq.
+pub(crate) fn check_channels(shared: &Shared, report: &mut LoadReport) {
+    for table in &shared.channels {
+        let head = table.head.load(Ordering::Relaxed);
+        let mut seen = HashSet::new();
+        for slot in table.ids.iter().skip(1) {
+            let hash = slot.load(Ordering::Relaxed);
+            if hash != 0 && !seen.insert(hash) {
+                report.duplicates_stored += 1;
+            }
+        }
+        // Only meaningful when every publish to the channel was acked: an unacked one may
+        // be stored below the head.
+        let acked = table.acked.load(Ordering::Relaxed);
+        if acked == table.sent.load(Ordering::Relaxed) {
+            report.unexplained_seqs += head.saturating_sub(acked);
+        }
+    }
+}
