@@ -113,7 +113,7 @@ async fn every_bad_frame_gets_its_error_and_changes_nothing() {
         (
             r#"{"action":"publish","channel":"chat:a","id":"m"}"#.into(),
             "bad_request",
-            "missing field `data` in publish; data must be any JSON value of at most 24576 bytes serialised",
+            "missing field `data` in publish; data must be any JSON value of at most 24576 bytes serialised, nested at most 32 levels deep",
         ),
         (
             r#"{"action":"publish","channel":"chat:a","id":"m","data":1,"expectSeq":"one"}"#.into(),
@@ -544,6 +544,59 @@ async fn a_flood_closed_at_once_stores_at_most_the_burst() {
     assert!(
         stored <= BURST,
         "{stored} deltas stored from a flood of {FLOOD} with a burst of {BURST}"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_nested_deeper_than_the_limit_is_refused_and_stores_nothing() {
+    // The attack this stops: a payload nested thousands of levels deep was stored, fanned
+    // out and returned in history, where parsers with a depth limit (serde_json stops at
+    // 128, Python's json at about 1,000) fail on the whole frame or page it sits in.
+    let t = start_stack().await;
+    let mut writer = t.connect_as("writer").await;
+    let mut reader = t.connect_as("reader").await;
+    reader
+        .request(
+            json!({"action": "subscribe", "channel": "deep"}),
+            "subscribed",
+        )
+        .await;
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let publish = |depth: usize| {
+        format!(
+            r#"{{"action":"publish","channel":"deep","id":"d{depth}","data":{}}}"#,
+            nested(depth)
+        )
+    };
+    let before = snapshot(&t).await;
+    for depth in [33, 5_000] {
+        writer.send_text(&publish(depth)).await;
+        let reply = writer.next().await.expect("a reply");
+        assert_eq!(reply["type"], "error", "depth {depth}: {reply}");
+        assert_eq!(reply["code"], "bad_request");
+        assert_eq!(
+            reply["message"],
+            format!("data must be nested at most 32 levels deep; got {depth}")
+        );
+        assert_eq!(reply["id"], format!("d{depth}"));
+    }
+    assert_eq!(
+        snapshot(&t).await,
+        before,
+        "refused publishes stored nothing"
+    );
+
+    writer.send_text(&publish(32)).await;
+    let ack = writer.next().await.expect("a reply");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["seq"], 1, "the refused publishes took no seq");
+    let delta = reader.next_of("delta").await;
+    assert_eq!(delta["id"], "d32");
+    assert_eq!(
+        delta["data"].to_string(),
+        nested(32),
+        "delivered as published"
     );
     t.shutdown().await;
 }

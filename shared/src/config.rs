@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::protocol::{FrameLimits, MAX_CHANNEL_LEN, MAX_ID_LEN};
+use crate::protocol::{FrameLimits, MAX_CHANNEL_LEN, MAX_DATA_DEPTH, MAX_ID_LEN};
 
 /// A token bucket: `per_second` tokens refill continuously, up to `burst`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -104,8 +104,8 @@ pub struct Settings {
     pub history_default_limit: u32,
     /// `MAX_SUBSCRIPTIONS` (100): channels one connection may subscribe to.
     pub max_subscriptions: u32,
-    /// `MAX_FRAME_BYTES` (32768), `MAX_DATA_BYTES` (24576), `HISTORY_MAX_LIMIT` (1000),
-    /// `MAX_CHANNEL_LENGTH` (128), `MAX_ID_LENGTH` (64).
+    /// `MAX_FRAME_BYTES` (32768), `MAX_DATA_BYTES` (24576), `MAX_DATA_DEPTH` (32),
+    /// `HISTORY_MAX_LIMIT` (1000), `MAX_CHANNEL_LENGTH` (128), `MAX_ID_LENGTH` (64).
     pub frame_limits: FrameLimits,
     /// `RATE_LIMIT_PER_SECOND` (20) and `RATE_LIMIT_BURST` (50): publishes per connection.
     pub publish_rate: RateLimit,
@@ -137,6 +137,15 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "MAX_DATA_BYTES",
                 reason: "a delta must fit one 32 KB API Gateway frame with its envelope; use at most 30720".into(),
+            });
+        }
+        let max_data_depth = env.positive::<usize>("MAX_DATA_DEPTH", 32)?;
+        if max_data_depth > MAX_DATA_DEPTH {
+            return Err(ConfigError::Invalid {
+                name: "MAX_DATA_DEPTH",
+                reason: format!(
+                    "subscribers that parse with serde_json refuse deeper JSON; use at most {MAX_DATA_DEPTH}"
+                ),
             });
         }
         let history_max_limit = env.positive::<u32>("HISTORY_MAX_LIMIT", 1000)?;
@@ -175,6 +184,7 @@ impl Settings {
             frame_limits: FrameLimits {
                 max_frame_bytes,
                 max_data_bytes,
+                max_data_depth,
                 max_history_limit: history_max_limit,
                 max_channel_len,
                 max_id_len,
@@ -200,6 +210,7 @@ mod tests {
         assert_eq!(settings.retention, Duration::from_secs(86_400));
         assert_eq!(settings.catchup_limit, 500);
         assert_eq!(settings.frame_limits.max_data_bytes, 24 * 1024);
+        assert_eq!(settings.frame_limits.max_data_depth, 32);
         assert_eq!(
             Settings::from(&Env::from_pairs::<&str>([])).unwrap_err(),
             ConfigError::Missing("TABLE_NAME")
@@ -230,6 +241,28 @@ mod tests {
             ("MAX_DATA_BYTES", "40000".to_owned()),
         ]);
         assert!(Settings::from(&env).is_err());
+        for (depth, ok) in [("0", false), ("8", true), ("128", true), ("129", false)] {
+            let env = Env::from_pairs([
+                ("TABLE_NAME", "t".to_owned()),
+                ("MAX_DATA_DEPTH", depth.to_owned()),
+            ]);
+            match Settings::from(&env) {
+                Ok(settings) => {
+                    assert!(ok, "MAX_DATA_DEPTH={depth} should be refused");
+                    assert_eq!(settings.frame_limits.max_data_depth.to_string(), depth);
+                }
+                Err(err) => {
+                    assert!(!ok, "MAX_DATA_DEPTH={depth} should be accepted: {err}");
+                    assert!(matches!(
+                        err,
+                        ConfigError::Invalid {
+                            name: "MAX_DATA_DEPTH",
+                            ..
+                        }
+                    ));
+                }
+            }
+        }
         // 2^32 would have wrapped to 0 in a u32; it is refused instead.
         let env = Env::from_pairs([
             ("TABLE_NAME", "t".to_owned()),

@@ -14,12 +14,14 @@
 //! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, filtering,
 //!   retries, bisecting, on-failure records).
 //! - [`stack`]: wires it all together from the template; `main.rs` is its command line.
+//! - [`exposure`]: who can reach the stack: the development secret stays on loopback.
 //!
 //! Beside the crate, `infra/local/dev` is what `make dev` runs (DynamoDB Local, then this
 //! stack, refusing ports that are taken) and `infra/local/port-owner` names the process
 //! that holds a port.
 
 pub mod events;
+pub mod exposure;
 pub mod gateway;
 pub mod invoke;
 pub mod runtime;

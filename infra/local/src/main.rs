@@ -45,7 +45,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Serve {
-    /// Address to listen on; 0.0.0.0 lets phones on the same network connect.
+    /// Address to listen on; 0.0.0.0 lets phones on the same network connect (it needs a
+    /// JwtSecret of your own: the development secret stays on loopback).
     #[arg(long, env = "DELTACAST_BIND", default_value = "127.0.0.1")]
     bind: IpAddr,
     /// Port for WebSockets and the Management API.
@@ -162,6 +163,16 @@ fn try_it_command(url: &str, token: &str) -> String {
     format!("npx --yes wscat@6 -c '{url}?token={token}'")
 }
 
+/// What the banner adds to the Management API's address: off loopback, that it answers
+/// only this machine (it checks no signature; see `gateway::management`).
+fn management_note(bind: IpAddr) -> &'static str {
+    if bind.to_canonical().is_loopback() {
+        ""
+    } else {
+        " (answers this machine only)"
+    }
+}
+
 /// What the banner says about the build it runs: a debug build is fine for trying things,
 /// but its throughput and latency say nothing about the functions', so it says how to get
 /// release binaries.
@@ -217,7 +228,11 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("  deltacast is running");
     println!("  WebSocket URL:   {url}?token=<JWT>");
-    println!("  Management API:  {}", stack.management_endpoint);
+    println!(
+        "  Management API:  {}{}",
+        stack.management_endpoint,
+        management_note(serve.bind)
+    );
     if stack.signs_tokens {
         let token = dev_token(&stack.jwt_secret, "alice", Duration::from_secs(24 * 3600));
         println!("  Token (alice, every capability, 24 h; `make token USER=bob` for others):");
@@ -252,6 +267,15 @@ mod tests {
         assert_eq!(
             try_it_command("ws://127.0.0.1:3001/local", "abc"),
             "npx --yes wscat@6 -c 'ws://127.0.0.1:3001/local?token=abc'"
+        );
+    }
+
+    #[test]
+    fn off_loopback_the_banner_says_the_management_api_answers_this_machine_only() {
+        assert_eq!(management_note("127.0.0.1".parse().unwrap()), "");
+        assert_eq!(
+            management_note("0.0.0.0".parse().unwrap()),
+            " (answers this machine only)"
         );
     }
 

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::exposure::{DevSecretOnNetwork, check_bind};
 use crate::gateway::{self, Gateway, GatewayConfig, Routes};
 use crate::runtime::{Function, FunctionConfig, FunctionFaults};
 use crate::streams::{PollOptions, run_trigger};
@@ -98,6 +99,20 @@ impl StackOptions {
             .map(String::as_str)
             .unwrap_or(DEV_JWT_SECRET)
     }
+
+    /// Whether tokens are HS256, signed with [`Self::jwt_secret`] (else they come from a
+    /// key set, `JwtAlgorithm` RS256 or ES256).
+    pub fn signs_tokens(&self) -> bool {
+        self.parameters
+            .get("JwtAlgorithm")
+            .is_none_or(|algorithm| algorithm == "HS256")
+    }
+
+    /// Whether tokens are verified with [`DEV_JWT_SECRET`], which anyone can read in the
+    /// source (see [`crate::exposure`]).
+    pub fn uses_dev_secret(&self) -> bool {
+        self.signs_tokens() && self.jwt_secret() == DEV_JWT_SECRET
+    }
 }
 
 /// The stack could not start.
@@ -120,6 +135,9 @@ pub enum StackError {
     /// The gateway could not listen.
     #[error(transparent)]
     Gateway(#[from] crate::gateway::GatewayError),
+    /// It would publish the development secret to the network.
+    #[error(transparent)]
+    Exposure(#[from] DevSecretOnNetwork),
     /// The readiness probe failed.
     #[error("the stack started but a test connection failed: {0}")]
     NotReady(String),
@@ -165,6 +183,7 @@ impl Stack {
     /// Creates the table if needed, starts the functions, the gateway and the stream
     /// trigger, and returns once a test connection has gone through.
     pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+        check_bind(options.bind.ip(), options.uses_dev_secret())?;
         let spec = StackSpec::load(&options.template)?;
         let sdk = local_sdk_config(&options.dynamodb_endpoint).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
@@ -204,10 +223,7 @@ impl Stack {
         let (listener, address) = gateway::bind(options.bind).await?;
         let management_endpoint = format!("http://{address}");
         let jwt_secret = options.jwt_secret().to_owned();
-        let signs_tokens = options
-            .parameters
-            .get("JwtAlgorithm")
-            .is_none_or(|algorithm| algorithm == "HS256");
+        let signs_tokens = options.signs_tokens();
 
         let mut parameters = options.parameters.clone();
         parameters

@@ -69,6 +69,15 @@ async fn gateway(
     routes: impl IntoIterator<Item = (&'static str, Script)>,
     config: GatewayConfig,
 ) -> Gateway<Script> {
+    gateway_on("127.0.0.1:0", routes, config).await
+}
+
+/// Like [`gateway`], listening on `address`.
+async fn gateway_on(
+    address: &str,
+    routes: impl IntoIterator<Item = (&'static str, Script)>,
+    config: GatewayConfig,
+) -> Gateway<Script> {
     let routes = Routes {
         selection_expression: "$request.body.action".into(),
         routes: routes
@@ -78,7 +87,7 @@ async fn gateway(
         authorizer: None,
         identity_sources: Vec::new(),
     };
-    Gateway::start("127.0.0.1:0".parse().expect("address"), routes, config)
+    Gateway::start(address.parse().expect("address"), routes, config)
         .await
         .expect("gateway starts")
 }
@@ -221,6 +230,36 @@ async fn a_deleted_connection_is_gone_at_once_and_gets_what_was_posted_before() 
     let (frames, code) = read_until_closed(&mut client).await;
     assert_eq!(frames, vec![Message::text("before")]);
     assert_eq!(code, CloseCode::Normal);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_management_api_answers_any_peer_on_loopback() {
+    // GIVEN a gateway on 127.0.0.2, so that the peer (127.0.0.1) is another loopback
+    // address than the one it listens on (peers off this machine get 403: see the unit
+    // tests of gateway::management, as tests never listen beyond loopback)
+    let gateway = gateway_on("127.0.0.2:0", [], GatewayConfig::default()).await;
+    let (mut client, id) = connect(&gateway).await;
+
+    // WHEN this machine posts, with and without a stage, and describes the connection
+    let (status, response) = post(&gateway, &id, b"one").await;
+    assert_eq!(status, 200, "{response}");
+    let on_stage = format!("/local/@connections/{id}");
+    assert_eq!(
+        http(gateway.address(), "POST", &on_stage, b"two").await.0,
+        200
+    );
+    let (status, response) = http(gateway.address(), "GET", &on_stage, b"").await;
+    assert_eq!(status, 200, "{response}");
+    assert!(response.contains("connectedAt"), "{response}");
+
+    // THEN the client gets both frames
+    for expected in ["one", "two"] {
+        match next(&mut client).await {
+            Some(Ok(frame)) => assert_eq!(frame, Message::text(expected)),
+            other => panic!("expected {expected:?}, got {other:?}"),
+        }
+    }
     gateway.shutdown().await;
 }
 

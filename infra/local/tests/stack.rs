@@ -82,3 +82,49 @@ async fn a_start_that_fails_leaves_nothing_listening() {
     let _ = dynamodb.delete_table().table_name(&name).send().await;
     let _ = std::fs::remove_dir_all(&options.functions_dir);
 }
+
+/// Options whose start fails at the template, the first step after the bind check, so a
+/// start that got past the check binds nothing (tests never listen beyond loopback).
+fn options_binding(bind: &str, parameters: &[(&str, &str)]) -> StackOptions {
+    let mut options = StackOptions::new(root());
+    options.bind = bind.parse().expect("address");
+    options.template = root().join("no-such-template.yaml");
+    options.dynamodb_endpoint = "http://127.0.0.1:9".into();
+    for (name, value) in parameters {
+        options
+            .parameters
+            .insert((*name).to_owned(), (*value).to_owned());
+    }
+    options
+}
+
+#[tokio::test]
+async fn the_development_secret_is_never_served_beyond_loopback() {
+    let own = ("JwtSecret", "a-secret-of-my-own-that-is-32-bytes-long");
+    let key_set = ("JwtAlgorithm", "RS256");
+    for bind in ["0.0.0.0:0", "[::]:0"] {
+        let options = options_binding(bind, &[]);
+        assert!(options.uses_dev_secret());
+        match Stack::start(options).await {
+            Err(StackError::Exposure(refused)) => {
+                let message = refused.to_string();
+                assert!(message.contains("Set JWT_SECRET"), "{message}");
+                assert!(message.contains("at least 32 bytes"), "{message}");
+            }
+            Err(other) => panic!("{bind}: refused for another reason: {other}"),
+            Ok(_) => panic!("{bind}: a stack with the development secret started"),
+        }
+    }
+    for (bind, parameters) in [
+        ("127.0.0.1:0", vec![]),
+        ("[::1]:0", vec![]),
+        ("0.0.0.0:0", vec![own]),
+        ("0.0.0.0:0", vec![key_set]),
+    ] {
+        let options = options_binding(bind, &parameters);
+        assert!(
+            matches!(Stack::start(options).await, Err(StackError::Template(_))),
+            "{bind} with {parameters:?} gets past the bind check"
+        );
+    }
+}

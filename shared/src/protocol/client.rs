@@ -10,7 +10,7 @@ use super::fields;
 use super::frame::RawFrame;
 use super::limits::FrameLimits;
 use super::names::{Channel, MessageId};
-use super::payload::{Payload, compact};
+use super::payload::{Payload, compact, nesting_depth};
 
 /// One frame from a client, parsed and validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,6 +195,15 @@ fn validate(raw: &RawFrame<'_>, limits: &FrameLimits) -> Result<ClientMessage, I
                         limits.max_data_bytes
                     ),
                 ));
+            }
+            // Checked on the text, before anything parses it: a recursive parser given
+            // thousands of levels would overflow its stack.
+            let depth = nesting_depth(data.get());
+            if depth > limits.max_data_depth {
+                return Err(bad(format!(
+                    "data must be nested at most {} levels deep; got {depth}",
+                    limits.max_data_depth
+                )));
             }
             Ok(ClientMessage::Publish {
                 channel,
@@ -438,7 +447,7 @@ mod tests {
         let e = error(r#"{"action":"publish","channel":"a","id":"m"}"#);
         assert_eq!(
             e.message,
-            "missing field `data` in publish; data must be any JSON value of at most 24576 bytes serialised"
+            "missing field `data` in publish; data must be any JSON value of at most 24576 bytes serialised, nested at most 32 levels deep"
         );
     }
 
@@ -447,6 +456,7 @@ mod tests {
         let limits = FrameLimits {
             max_frame_bytes: 200,
             max_data_bytes: 10,
+            max_data_depth: 32,
             max_history_limit: 50,
             max_channel_len: 8,
             max_id_len: 4,
@@ -487,6 +497,71 @@ mod tests {
         assert_eq!(
             e.message,
             "limit must be a whole number from 1 to 50; got 51"
+        );
+    }
+
+    fn publish_nested(
+        depth: usize,
+        limits: &FrameLimits,
+    ) -> Result<ClientMessage, Box<ErrorFrame>> {
+        let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let frame = format!(r#"{{"action":"publish","channel":"a","id":"m1","data":{data}}}"#);
+        ClientMessage::parse(&frame, limits)
+    }
+
+    #[test]
+    fn data_nested_32_levels_is_accepted_and_33_refused_naming_the_limit() {
+        let limits = FrameLimits::default();
+        assert!(matches!(
+            publish_nested(32, &limits).unwrap(),
+            ClientMessage::Publish { .. }
+        ));
+        let e = *publish_nested(33, &limits).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(
+            e.message,
+            "data must be nested at most 32 levels deep; got 33"
+        );
+        assert_eq!(e.id.unwrap().as_str(), "m1", "echoes the id");
+        assert_eq!(e.channel.unwrap().as_str(), "a", "echoes the channel");
+    }
+
+    #[test]
+    fn data_depth_limit_is_configurable() {
+        let limits = FrameLimits {
+            max_data_depth: 2,
+            ..FrameLimits::default()
+        };
+        assert!(publish_nested(2, &limits).is_ok());
+        let e = publish_nested(3, &limits).unwrap_err();
+        assert_eq!(
+            e.message,
+            "data must be nested at most 2 levels deep; got 3"
+        );
+    }
+
+    #[test]
+    fn brackets_inside_data_strings_do_not_count_as_nesting() {
+        let text = "[".repeat(100);
+        let frame = format!(
+            r#"{{"action":"publish","channel":"a","id":"m","data":{{"s":"{text}\"{text}"}}}}"#
+        );
+        assert!(parse(&frame).is_ok(), "{:?}", parse(&frame));
+    }
+
+    #[test]
+    fn data_nested_5000_levels_is_refused_without_overflowing_the_stack() {
+        // Run on a small stack: a recursive check would overflow it.
+        let refused = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| *publish_nested(5_000, &FrameLimits::default()).unwrap_err())
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(refused.code, ErrorCode::BadRequest);
+        assert_eq!(
+            refused.message,
+            "data must be nested at most 32 levels deep; got 5000"
         );
     }
 
@@ -586,7 +661,9 @@ mod tests {
             "since" | "expectSeq" => "a whole number from 0 to 999999999999",
             "limit" => "a whole number from 1 to 1000",
             "epoch" => "a string of 1-64 characters, the epoch of a delta or subscribed frame",
-            "data" => "any JSON value of at most 24576 bytes serialised",
+            "data" => {
+                "any JSON value of at most 24576 bytes serialised, nested at most 32 levels deep"
+            }
             other => unreachable!("{other}"),
         }
     }
@@ -809,6 +886,7 @@ mod tests {
                     }
                     if let ClientMessage::Publish { data, .. } = &message {
                         assert!(data.get().len() <= limits.max_data_bytes);
+                        assert!(nesting_depth(data.get()) <= limits.max_data_depth);
                         serde_json::from_str::<Value>(data.get()).expect("data is JSON");
                     }
                 }

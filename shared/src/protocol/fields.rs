@@ -57,8 +57,8 @@ pub(super) fn form(field: &str, limits: &FrameLimits) -> String {
             "a string of 1-{MAX_EPOCH_LEN} characters, the epoch of a delta or subscribed frame"
         ),
         "data" => format!(
-            "any JSON value of at most {} bytes serialised",
-            limits.max_data_bytes
+            "any JSON value of at most {} bytes serialised, nested at most {} levels deep",
+            limits.max_data_bytes, limits.max_data_depth
         ),
         other => unreachable!("no field {other}"),
     }

@@ -9,6 +9,9 @@ pub const MAX_EPOCH_LEN: usize = 64;
 /// Highest seq a channel can reach (delta sort keys hold 12 digits), and so the highest
 /// `since` or `expectSeq` a client may send.
 pub const MAX_SEQ: u64 = 999_999_999_999;
+/// Deepest nesting of arrays and objects a `data` limit may allow: serde_json, and so
+/// every Rust subscriber that reads a delta into a `Value`, refuses JSON deeper than 128.
+pub const MAX_DATA_DEPTH: usize = 128;
 
 /// Limits applied while parsing a frame; see [`crate::config::Settings`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +20,8 @@ pub struct FrameLimits {
     pub max_frame_bytes: usize,
     /// Largest accepted `data`, serialised, in bytes.
     pub max_data_bytes: usize,
+    /// Deepest nesting of arrays and objects in `data` (at most [`MAX_DATA_DEPTH`]).
+    pub max_data_depth: usize,
     /// Largest `limit` a `history` request may ask for.
     pub max_history_limit: u32,
     /// Longest channel name (at most [`MAX_CHANNEL_LEN`]).
@@ -30,6 +35,7 @@ impl Default for FrameLimits {
         Self {
             max_frame_bytes: 32 * 1024,
             max_data_bytes: 24 * 1024,
+            max_data_depth: 32,
             max_history_limit: 1000,
             max_channel_len: MAX_CHANNEL_LEN,
             max_id_len: MAX_ID_LEN,

@@ -1,6 +1,10 @@
 //! A delta's payload. It is kept as the client wrote it (less insignificant whitespace)
 //! and never read into numbers, so a 20-digit integer or `1.10` reaches every
 //! subscriber exactly as published instead of rounded through `f64`.
+//!
+//! Its nesting is measured here too, by a byte scan rather than by parsing: a payload is
+//! only ever held as text, and a recursive parser given 5,000 nested arrays would be the
+//! very stack overflow the depth limit exists to spare every subscriber.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -59,6 +63,39 @@ pub(super) fn compact(raw: &RawValue) -> Payload {
     Payload::from_json(out).expect("removing whitespace outside strings keeps JSON valid")
 }
 
+/// How deeply `json` nests arrays and objects: 0 for a scalar, 1 for `[]` or `{"a":1}`,
+/// 2 for `[[]]`. Brackets inside strings (escaped quotes included) do not count. One
+/// pass over the bytes, no recursion, so any depth is measured safely. `json` must be
+/// valid JSON (as a [`Payload`] is).
+pub(super) fn nesting_depth(json: &str) -> usize {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in json.bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +112,42 @@ mod tests {
             r#"{"n":12345678901234567890123,"s":"a b\" c"}"#
         );
         assert_eq!(compacted("[1.10, \"x\\\\\" ,null]"), r#"[1.10,"x\\",null]"#);
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_and_not_scalars() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth(r#""x""#), 0);
+        assert_eq!(nesting_depth("null"), 0);
+        assert_eq!(nesting_depth("[]"), 1);
+        assert_eq!(nesting_depth(r#"{"a":1}"#), 1);
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}],"c":{}}"#), 4);
+        assert_eq!(nesting_depth(&nested(32)), 32);
+        assert_eq!(nesting_depth(&nested(33)), 33);
+    }
+
+    #[test]
+    fn depth_is_the_deepest_branch_not_the_bracket_count() {
+        let wide = format!("[{}]", vec![nested(3); 100].join(","));
+        assert_eq!(nesting_depth(&wide), 4);
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count() {
+        assert_eq!(nesting_depth(r#"["[[[[{{{{"]"#), 1);
+        assert_eq!(nesting_depth(r#"{"k[":"}}]]"}"#), 1);
+        // An escaped quote does not end the string, so the brackets after it are text.
+        assert_eq!(nesting_depth(r#"["a\"[[[[","b"]"#), 1);
+        // A string ending in an escaped backslash still ends at its quote.
+        assert_eq!(nesting_depth(r#"["a\\",[["b"]]]"#), 3);
+    }
+
+    #[test]
+    fn five_thousand_levels_are_measured_without_recursion() {
+        assert_eq!(nesting_depth(&nested(5_000)), 5_000);
     }
 }

@@ -2,16 +2,23 @@
 //! `GET` describes it, `DELETE` closes it. Errors carry the `x-amzn-ErrorType` the AWS SDKs
 //! match on (`GoneException`, `LimitExceededException`, ...), and injected faults model
 //! AWS's failures for the fan-out's retry tests.
+//!
+//! AWS answers only SigV4-signed callers with IAM permission; this one checks no
+//! signature, so it answers only this machine (a peer on loopback, or at the very address
+//! the gateway listens on). On a stack bound to `0.0.0.0` for phones on the LAN, anyone
+//! there could otherwise post a fake delta "from admin" into any connection, or close it.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tracing::info;
 
 use super::config::MAX_MESSAGE_BYTES;
 use super::state::{QueueError, Shared};
@@ -19,20 +26,59 @@ use crate::invoke::Invoke;
 
 pub(super) async fn management_on_stage<F: Invoke + Clone + 'static>(
     State(shared): State<Arc<Shared<F>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((_stage, id)): Path<(String, String)>,
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    manage(shared, id, parts, body).await
+    match refuse_other_machines(peer, shared.address, &parts) {
+        Some(refusal) => refusal,
+        None => manage(shared, id, parts, body).await,
+    }
 }
 
 pub(super) async fn management<F: Invoke + Clone + 'static>(
     State(shared): State<Arc<Shared<F>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    manage(shared, id, parts, body).await
+    match refuse_other_machines(peer, shared.address, &parts) {
+        Some(refusal) => refusal,
+        None => manage(shared, id, parts, body).await,
+    }
+}
+
+/// Whether `peer` is this machine, for a gateway listening on `listening`: a loopback
+/// address (IPv4-mapped ones included), or the gateway's own address when it listens on
+/// one interface (functions then post to that address, and only this machine has it).
+pub(super) fn is_this_machine(peer: IpAddr, listening: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    peer.is_loopback() || (!listening.is_unspecified() && peer == listening.to_canonical())
+}
+
+/// The 403 for a Management API request from another machine, or `None` for this one.
+fn refuse_other_machines(
+    peer: SocketAddr,
+    listening: SocketAddr,
+    parts: &Parts,
+) -> Option<Response> {
+    if is_this_machine(peer.ip(), listening.ip()) {
+        return None;
+    }
+    info!(
+        peer = %peer.ip(),
+        method = %parts.method,
+        status = 403,
+        "Management API refused to another machine"
+    );
+    Some(service_error(
+        StatusCode::FORBIDDEN,
+        "ForbiddenException",
+        "the local Management API checks no signature, so it answers only the machine the \
+         stack runs on (loopback); post from there",
+    ))
 }
 
 fn service_error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -152,5 +198,73 @@ async fn manage<F: Invoke + Clone + 'static>(
             StatusCode::NO_CONTENT.into_response()
         }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an IP address")
+    }
+
+    #[test]
+    fn loopback_peers_are_this_machine_whatever_the_gateway_listens_on() {
+        for peer in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            for listening in ["127.0.0.1", "0.0.0.0", "::", "192.168.1.20"] {
+                assert!(
+                    is_this_machine(ip(peer), ip(listening)),
+                    "{peer} on {listening}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_on_the_network_is_not_this_machine() {
+        for peer in ["192.168.1.30", "10.0.0.7", "::ffff:192.168.1.30", "fe80::1"] {
+            for listening in ["0.0.0.0", "::", "192.168.1.20"] {
+                assert!(
+                    !is_this_machine(ip(peer), ip(listening)),
+                    "{peer} on {listening}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_gateways_own_address_is_this_machine_and_unspecified_is_nobody() {
+        assert!(is_this_machine(ip("192.168.1.20"), ip("192.168.1.20")));
+        assert!(is_this_machine(
+            ip("::ffff:192.168.1.20"),
+            ip("192.168.1.20")
+        ));
+        assert!(!is_this_machine(ip("0.0.0.0"), ip("0.0.0.0")));
+    }
+
+    #[tokio::test]
+    async fn another_machine_gets_403_with_a_message_saying_why() {
+        let (parts, ()) = axum::http::Request::post("/@connections/abc")
+            .body(())
+            .expect("a request")
+            .into_parts();
+        let listening: SocketAddr = "0.0.0.0:3001".parse().expect("address");
+        let peer: SocketAddr = "192.168.1.30:50000".parse().expect("address");
+        let refusal = refuse_other_machines(peer, listening, &parts).expect("refused");
+        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+        assert_eq!(refusal.headers()["x-amzn-ErrorType"], "ForbiddenException");
+        let body = axum::body::to_bytes(refusal.into_body(), 4096)
+            .await
+            .expect("a body");
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
+        let message = body["message"].as_str().expect("a message");
+        assert!(
+            message.contains("only the machine the stack runs on"),
+            "{message}"
+        );
+
+        let local: SocketAddr = "127.0.0.1:50000".parse().expect("address");
+        assert!(refuse_other_machines(local, listening, &parts).is_none());
     }
 }

@@ -77,6 +77,7 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
             source,
         })?;
         let shared = Arc::new(Shared {
+            address,
             routes,
             faults: std::sync::RwLock::new(config.faults.clone()),
             config,

@@ -69,6 +69,8 @@ impl Connection {
 }
 
 pub(super) struct Shared<F> {
+    /// Where the gateway listens; the Management API answers only this machine.
+    pub(super) address: std::net::SocketAddr,
     pub(super) routes: Routes<F>,
     pub(super) config: GatewayConfig,
     /// The Management API faults in force (they can change while running).
