@@ -93,6 +93,12 @@ pub async fn handle<P: Push>(
         if let Err(err) = dispatch(&message, &sender, app, push).await {
             let frame = match err {
                 ActionError::Refused(frame) => *frame,
+                // The connection closed before this frame ran: nothing was written and
+                // there is nobody to answer.
+                ActionError::Store(err) if err.is_connection_gone() => {
+                    debug!("frame from a closed connection refused; nothing written");
+                    return;
+                }
                 ActionError::Store(err) => {
                     error!(error = %err, "storage failed");
                     ErrorFrame::new(ErrorCode::Internal, "internal error; retry the request")

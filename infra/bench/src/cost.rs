@@ -111,10 +111,14 @@ pub async fn measure(
     for i in 0..subscribers {
         let subscriber = format!("conn-{i:05}");
         store
-            .put_connection(&deltacast_tests::events::new_connection(
-                &subscriber,
-                "bench",
-            ))
+            .put_connection(&deltacast::store::NewConnection {
+                connection_id: &subscriber,
+                sub: "bench",
+                capabilities: "{}",
+                token_exp: deltacast::clock::now_secs() + 3600,
+                connected_at: deltacast::clock::now_ms(),
+                source_ip: None,
+            })
             .await
             .map_err(|e| e.to_string())?;
         store
