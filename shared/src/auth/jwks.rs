@@ -196,29 +196,10 @@ pub(super) fn usable_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{Algorithm, EncodingKey};
+    use jsonwebtoken::Algorithm;
     use serde_json::json;
 
-    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/keys/");
-
-    fn pem(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{KEYS}{name}")).unwrap()
-    }
-
-    fn rsa(name: &str) -> EncodingKey {
-        EncodingKey::from_rsa_pem(&pem(name)).unwrap()
-    }
-
-    fn ec() -> EncodingKey {
-        EncodingKey::from_ec_pem(&pem("ec-test-key.pem")).unwrap()
-    }
-
-    fn jwk(key: &EncodingKey, alg: Algorithm, kid: &str) -> Value {
-        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(key, alg).unwrap()).unwrap();
-        jwk["kid"] = json!(kid);
-        jwk["use"] = json!("sig");
-        jwk
-    }
+    use crate::auth::test_keys::{ec, jwk, rsa};
 
     #[test]
     fn keeps_only_keys_for_the_pinned_algorithm() {

@@ -544,32 +544,12 @@ mod tests {
     /// Tokens verified with keys from a JWKS endpoint (RS256, ES256), served locally.
     mod with_jwks {
         use super::super::*;
-        use jsonwebtoken::jwk::Jwk;
         use jsonwebtoken::{Algorithm, EncodingKey, Header};
         use serde_json::{Value, json};
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/keys/");
-
-        fn pem(name: &str) -> Vec<u8> {
-            std::fs::read(format!("{KEYS}{name}")).unwrap()
-        }
-
-        fn rsa(name: &str) -> EncodingKey {
-            EncodingKey::from_rsa_pem(&pem(name)).unwrap()
-        }
-
-        fn ec() -> EncodingKey {
-            EncodingKey::from_ec_pem(&pem("ec-test-key.pem")).unwrap()
-        }
-
-        fn jwk(key: &EncodingKey, alg: Algorithm, kid: &str) -> Value {
-            let mut jwk = serde_json::to_value(Jwk::from_encoding_key(key, alg).unwrap()).unwrap();
-            jwk["kid"] = json!(kid);
-            jwk["use"] = json!("sig");
-            jwk
-        }
+        use crate::auth::test_keys::{ec, jwk, rsa};
 
         fn token(key: &EncodingKey, alg: Algorithm, kid: Option<&str>, claims: Value) -> String {
             let mut header = Header::new(alg);

@@ -20,6 +20,8 @@ mod identity;
 mod jwks;
 mod jwt;
 mod subprotocol;
+#[cfg(test)]
+mod test_keys;
 
 pub use algorithm::JwtAlgorithm;
 pub use capabilities::{Action, Capabilities};

@@ -62,14 +62,7 @@ impl Store {
         connection_id: &str,
     ) -> Result<Option<ConnectionItem>, StoreError> {
         let out = self
-            .send(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(connection_pk(connection_id)))
-                    .key("sk", s(META_SK))
-                    .consistent_read(true),
-            )
+            .send(self.read_item(connection_pk(connection_id), META_SK))
             .await
             .map_err(dynamo)?;
         out.item
@@ -81,11 +74,7 @@ impl Store {
     /// Records traffic on a connection (`seen`), without resurrecting a removed one.
     pub async fn touch(&self, connection_id: &str, now_ms: u64) -> Result<(), StoreError> {
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(connection_pk(connection_id)))
-            .key("sk", s(LIVE_SK))
+            .update_liveness(connection_id)
             .update_expression("SET seen = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", n(now_ms));

@@ -59,14 +59,7 @@ impl Store {
     pub(crate) async fn channel_state(&self, channel: &str) -> Result<ChannelState, StoreError> {
         let pk = channel_pk(channel);
         let epoch = self
-            .send(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&pk))
-                    .key("sk", s(EPOCH_SK))
-                    .consistent_read(true),
-            )
+            .send(self.read_item(&pk, EPOCH_SK))
             .await
             .map_err(dynamo)?
             .item
@@ -185,14 +178,7 @@ impl Store {
         seq: u64,
     ) -> Result<Option<DeltaItem>, StoreError> {
         let out = self
-            .send(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(channel_pk(channel)))
-                    .key("sk", s(delta_sk(epoch, seq)))
-                    .consistent_read(true),
-            )
+            .send(self.read_item(channel_pk(channel), delta_sk(epoch, seq)))
             .await
             .map_err(dynamo)?;
         Ok(out.item.map(serde_dynamo::from_item).transpose()?)

@@ -187,6 +187,33 @@ impl Store {
         &self.table
     }
 
+    /// A strongly consistent read of one item, for the caller to narrow.
+    fn read_item(
+        &self,
+        pk: impl Into<String>,
+        sk: impl Into<String>,
+    ) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", attributes::s(pk))
+            .key("sk", attributes::s(sk))
+            .consistent_read(true)
+    }
+
+    /// An update of a connection's liveness item (last seen, rate-limit bucket and
+    /// subscription count live there), for the caller to add its expressions to.
+    fn update_liveness(
+        &self,
+        connection_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", attributes::s(items::connection_pk(connection_id)))
+            .key("sk", attributes::s(items::LIVE_SK))
+    }
+
     /// When a connection's items (and its subscriptions') expire, Unix seconds.
     fn connection_expiry(&self, connected_at_ms: u64) -> u64 {
         connected_at_ms / 1000 + self.lifetimes.connection_ttl.as_secs()

@@ -176,14 +176,7 @@ impl Store {
     /// The message's unexpired claim, if any.
     async fn claim(&self, channel: &str, id: &str) -> Result<Option<ClaimItem>, StoreError> {
         let out = self
-            .send(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(channel_pk(channel)))
-                    .key("sk", s(claim_sk(id)))
-                    .consistent_read(true),
-            )
+            .send(self.read_item(channel_pk(channel), claim_sk(id)))
             .await
             .map_err(dynamo)?;
         let claim: Option<ClaimItem> = out.item.map(serde_dynamo::from_item).transpose()?;

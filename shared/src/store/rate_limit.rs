@@ -6,7 +6,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use tracing::debug;
 
-use super::attributes::{Conditional, conditional, dynamo, n, number, s};
+use super::attributes::{Conditional, conditional, dynamo, n, number};
 use super::items::{LIVE_SK, connection_pk};
 use super::{Store, StoreError, backoff};
 use crate::clock;
@@ -65,13 +65,8 @@ impl Store {
             }
             let item = self
                 .send(
-                    self.client
-                        .get_item()
-                        .table_name(&self.table)
-                        .key("pk", s(&pk))
-                        .key("sk", s(LIVE_SK))
-                        .projection_expression("tk, tat, rv")
-                        .consistent_read(true),
+                    self.read_item(&pk, LIVE_SK)
+                        .projection_expression("tk, tat, rv"),
                 )
                 .await
                 .map_err(dynamo)?
@@ -93,11 +88,7 @@ impl Store {
                 return Ok(false);
             };
             let request = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(LIVE_SK))
+                .update_liveness(connection_id)
                 .update_expression("SET tk = :tk, tat = :tat, rv = :next, seen = :seen")
                 .condition_expression(
                     "attribute_exists(pk) AND (attribute_not_exists(rv) OR rv = :rv)",

@@ -244,15 +244,7 @@ impl Store {
     /// Whether the item at `pk`/`sk` exists (a strongly consistent read of its key).
     async fn exists(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
         let out = self
-            .send(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(pk))
-                    .key("sk", s(sk))
-                    .projection_expression("pk")
-                    .consistent_read(true),
-            )
+            .send(self.read_item(pk, sk).projection_expression("pk"))
             .await
             .map_err(dynamo)?;
         Ok(out.item.is_some())
@@ -273,11 +265,7 @@ impl Store {
             "subs > :bound"
         };
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(connection_pk(connection_id)))
-            .key("sk", s(LIVE_SK))
+            .update_liveness(connection_id)
             .update_expression("ADD subs :change SET sw = :tag")
             .condition_expression(format!(
                 "attribute_exists(pk) AND (attribute_not_exists(sw) OR sw <> :tag) AND {bound}"

@@ -31,10 +31,7 @@ pub(super) async fn management_on_stage<F: Invoke + Clone + 'static>(
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    match refuse_other_machines(peer, shared.address, &parts) {
-        Some(refusal) => refusal,
-        None => manage(shared, id, parts, body).await,
-    }
+    management(State(shared), ConnectInfo(peer), Path(id), parts, body).await
 }
 
 pub(super) async fn management<F: Invoke + Clone + 'static>(
