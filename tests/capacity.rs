@@ -5,7 +5,7 @@
 
 use deltacast::config::RateLimit;
 use deltacast::protocol::{Channel, MessageId, Payload};
-use deltacast::store::{CapacityMeter, NewDelta, Store};
+use deltacast::store::{BucketOf, CapacityMeter, NewDelta, Store};
 use deltacast_tests::{events, fresh_store};
 
 const RATE: RateLimit = RateLimit {
@@ -25,12 +25,16 @@ async fn publish(
     id: &str,
     data: &Payload,
 ) -> u64 {
-    assert!(
-        store
-            .take_publish_token(connection, deltacast::clock::now_ms(), RATE)
-            .await
-            .unwrap()
-    );
+    // What the message function does first: a token from the connection's bucket and
+    // from the user's.
+    for bucket in [BucketOf::Connection(connection), BucketOf::User("alice")] {
+        assert!(
+            store
+                .take_tokens(bucket, deltacast::clock::now_ms(), RATE, 1.0)
+                .await
+                .unwrap()
+        );
+    }
     let id = MessageId::parse(id).unwrap();
     store
         .publish(NewDelta {
@@ -46,7 +50,7 @@ async fn publish(
 }
 
 #[tokio::test]
-async fn a_publish_of_a_small_delta_writes_three_units() {
+async fn a_publish_of_a_small_delta_writes_four_units() {
     let (store, meter) = metered().await;
     store
         .put_connection(&events::new_connection("c1", "alice"))
@@ -59,17 +63,17 @@ async fn a_publish_of_a_small_delta_writes_three_units() {
     publish(&store, "c1", &channel, "m1", &data).await;
     let first = meter.total();
     assert_eq!(
-        first.write_units, 4.0,
-        "bucket + claim + delta + the new epoch item"
+        first.write_units, 5.0,
+        "two buckets + claim + delta + the new epoch item"
     );
 
     meter.reset();
     publish(&store, "c1", &channel, "m2", &data).await;
     let steady = meter.total();
-    assert_eq!(steady.write_units, 3.0, "bucket + claim + delta");
+    assert_eq!(steady.write_units, 4.0, "two buckets + claim + delta");
     assert_eq!(
-        steady.read_units, 4.0,
-        "bucket, claim, epoch and newest delta, strongly consistent"
+        steady.read_units, 5.0,
+        "two buckets, claim, epoch and newest delta, strongly consistent"
     );
 
     let big = Payload::from_json(format!("\"{}\"", "x".repeat(2500))).unwrap();
@@ -77,7 +81,7 @@ async fn a_publish_of_a_small_delta_writes_three_units() {
     publish(&store, "c1", &channel, "m3", &big).await;
     assert_eq!(
         meter.total().write_units,
-        5.0,
+        6.0,
         "a ~2.6 KB delta bills 3 units"
     );
 }

@@ -1,7 +1,8 @@
 //! Security and bad input, end to end over the local stack: every kind of bad frame,
 //! token and size answered with its error code, the connection still usable and the
 //! table unchanged; capabilities enforced on every path a delta can take; tokens in the
-//! subprotocol header; JWKS-verified tokens; per-connection rate limits.
+//! subprotocol header; JWKS-verified tokens; rate limits per connection and per user, on
+//! every action, with reads paying by what they return.
 
 use deltacast_local::stack::StackError;
 use deltacast_tests::stack::{
@@ -443,6 +444,7 @@ async fn a_flooding_client_is_limited_without_hurting_others() {
         .await;
 
     const FLOOD: usize = 60;
+    let started = std::time::Instant::now();
     for i in 0..FLOOD {
         flooder
             .send(json!({"action": "publish", "channel": "room", "id": format!("f{i}"), "data": i}))
@@ -463,14 +465,27 @@ async fn a_flooding_client_is_limited_without_hurting_others() {
             other => panic!("unexpected {other:?}: {frame}"),
         }
     }
+    let elapsed = started.elapsed().as_secs_f64();
     assert!(limited > 0, "the flood was not limited");
+    // Exactly the burst at most, plus what refilled while the flood was processed
+    // (requests that lose every race for the bucket are refused too, so never more).
+    let bound = 10 + (5.0 * elapsed).ceil() as usize;
     assert!(
-        (10..FLOOD).contains(&acks),
-        "{acks} acks: the burst and some refill go through"
+        acks <= bound,
+        "{acks} acks from {FLOOD} publishes: more than the burst of 10 and {elapsed:.1} s of refill at 5/s"
     );
-    let pong = flooder
-        .request(json!({"action": "ping", "id": "alive"}), "pong")
-        .await;
+    assert!(acks >= 1, "the flooder was refused everything");
+    // A ping costs a token too: it is answered once one has refilled (5 a second).
+    let mut pong = json!(null);
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        flooder.send(json!({"action": "ping", "id": "alive"})).await;
+        pong = flooder.next().await.expect("a reply to the ping");
+        if pong["type"] == "pong" {
+            break;
+        }
+        assert_eq!(pong["code"], "rate_limited", "{pong}");
+    }
     assert_eq!(pong["id"], "alive", "the flooder stays connected");
 
     // Every accepted publish is a delta and a claim; refused ones stored neither (their
@@ -597,6 +612,129 @@ async fn data_nested_deeper_than_the_limit_is_refused_and_stores_nothing() {
         delta["data"].to_string(),
         nested(32),
         "delivered as published"
+    );
+    t.shutdown().await;
+}
+
+/// Sums the `data` bytes of the deltas a client receives until it has `replies` replies
+/// (`subscribed` or `rate_limited`); returns (bytes, served, limited).
+async fn catch_up_replies(client: &mut Client, replies: usize) -> (usize, usize, usize) {
+    let (mut bytes, mut served, mut limited) = (0, 0, 0);
+    while served + limited < replies {
+        let frame = client.next().await.expect("a reply per subscribe");
+        match (frame["type"].as_str(), frame["code"].as_str()) {
+            (Some("delta"), _) => bytes += frame["data"].as_str().unwrap().len(),
+            (Some("subscribed"), _) => served += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            other => panic!("unexpected {other:?}: {frame}"),
+        }
+    }
+    (bytes, served, limited)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_subscribe_frame_cannot_replay_megabytes_again_and_again() {
+    // The attack: a 58-byte `subscribe` with `since: 0` returned a channel's whole retained
+    // history (3.4 MB in 139 frames), and repeating it was free; only publish was limited.
+    let t = start_stack().await;
+    let channel = deltacast::protocol::Channel::parse("big").unwrap();
+    let data =
+        deltacast::protocol::Payload::from_json(format!("\"{}\"", "x".repeat(23_998))).unwrap();
+    for n in 0..40 {
+        let id = deltacast::protocol::MessageId::parse(&format!("m{n}")).unwrap();
+        t.store
+            .publish(deltacast::store::NewDelta {
+                channel: &channel,
+                id: &id,
+                from: "writer",
+                data: &data,
+                expect_seq: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut attacker = t.connect_as("attacker").await;
+    const FRAMES: usize = 10;
+    let started = std::time::Instant::now();
+    for _ in 0..FRAMES {
+        attacker
+            .send(json!({"action": "subscribe", "channel": "big", "since": 0}))
+            .await;
+    }
+    let (bytes, served, limited) = catch_up_replies(&mut attacker, FRAMES).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Each catch-up stops at 120 KiB (five of these deltas), and a read takes its deposit
+    // of 8.5 tokens from a bucket of 50 refilling at 20 a second.
+    let most_served = ((50.0 + 20.0 * elapsed) / 8.5).floor() as usize;
+    assert!(
+        served <= most_served,
+        "{served} catch-ups served in {elapsed:.1} s; at most {most_served}"
+    );
+    assert!(limited > 0, "ten back-to-back catch-ups were all served");
+    assert!(
+        bytes <= served * deltacast::protocol::MAX_READ_BYTES,
+        "{bytes} bytes replayed by {served} catch-ups"
+    );
+    assert!(
+        bytes < 40 * 24_000,
+        "{bytes} bytes: ten frames replayed less than the channel once"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_connections_do_not_multiply_a_users_allowance() {
+    // The attack: the publish limit was per connection, so four connections of one user
+    // published four bursts.
+    let t = start_stack_with(|options| {
+        for (name, value) in [
+            ("RATE_LIMIT_PER_SECOND", "0.01"),
+            ("RATE_LIMIT_BURST", "10"),
+            ("USER_RATE_LIMIT_PER_SECOND", "0.01"),
+            ("USER_RATE_LIMIT_BURST", "15"),
+        ] {
+            options.env.insert(name.into(), value.into());
+        }
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(t.connect_as("mallory").await);
+    }
+    const EACH: usize = 10;
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..EACH {
+            client
+                .send(json!({"action": "publish", "channel": "room", "id": format!("c{c}-{i}"), "data": i}))
+                .await;
+        }
+    }
+    let mut acks = 0;
+    for client in &mut clients {
+        for _ in 0..EACH {
+            let frame = client.next().await.expect("a reply per publish");
+            match (frame["type"].as_str(), frame["code"].as_str()) {
+                (Some("ack"), _) => acks += 1,
+                (Some("error"), Some("rate_limited")) => {}
+                other => panic!("unexpected {other:?}: {frame}"),
+            }
+        }
+    }
+    assert!(
+        (1..=15).contains(&acks),
+        "{acks} publishes acked for one user's four connections; the user's burst is 15"
+    );
+    let bob = t.connect_as("bob").await;
+    let mut bob = bob;
+    let ack = bob
+        .request(
+            json!({"action": "publish", "channel": "room", "id": "b", "data": 1}),
+            "ack",
+        )
+        .await;
+    assert!(
+        ack["seq"].as_u64().is_some(),
+        "another user is not limited by mallory"
     );
     t.shutdown().await;
 }

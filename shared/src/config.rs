@@ -107,8 +107,12 @@ pub struct Settings {
     /// `MAX_FRAME_BYTES` (32768), `MAX_DATA_BYTES` (24576), `MAX_DATA_DEPTH` (32),
     /// `HISTORY_MAX_LIMIT` (1000), `MAX_CHANNEL_LENGTH` (128), `MAX_ID_LENGTH` (64).
     pub frame_limits: FrameLimits,
-    /// `RATE_LIMIT_PER_SECOND` (20) and `RATE_LIMIT_BURST` (50): publishes per connection.
-    pub publish_rate: RateLimit,
+    /// `RATE_LIMIT_PER_SECOND` (20) and `RATE_LIMIT_BURST` (50): request tokens per
+    /// connection (what each request costs is in [`crate::cost`]).
+    pub rate_limit: RateLimit,
+    /// `USER_RATE_LIMIT_PER_SECOND` (40) and `USER_RATE_LIMIT_BURST` (100): request tokens
+    /// per user across all their connections; `USER_RATE_LIMIT_BURST=0` turns it off.
+    pub user_rate_limit: Option<RateLimit>,
     /// `PUBLISH_LEASE_MS` (15000): how long an unfinished publish holds its id before a
     /// retry may take it over; longer than the message function's timeout.
     pub publish_lease: Duration,
@@ -163,15 +167,19 @@ impl Settings {
                 reason: format!("the protocol allows at most {MAX_ID_LEN}"),
             });
         }
-        let per_second: f64 = env.number("RATE_LIMIT_PER_SECOND", 20.0)?;
-        let burst: f64 = env.number("RATE_LIMIT_BURST", 50.0)?;
-        if !(per_second > 0.0 && per_second.is_finite() && burst >= 1.0 && burst.is_finite()) {
-            return Err(ConfigError::Invalid {
-                name: "RATE_LIMIT_PER_SECOND",
-                reason: "the rate must be positive and the burst at least 1 (RATE_LIMIT_BURST)"
-                    .into(),
-            });
-        }
+        let connection_rate =
+            rate_limit(env, "RATE_LIMIT_PER_SECOND", 20.0, "RATE_LIMIT_BURST", 50.0)?;
+        let user_rate = match env.number::<f64>("USER_RATE_LIMIT_BURST", 100.0)? {
+            // 0 turns the per-user bucket off (and saves its write per request).
+            0.0 => None,
+            _ => Some(rate_limit(
+                env,
+                "USER_RATE_LIMIT_PER_SECOND",
+                40.0,
+                "USER_RATE_LIMIT_BURST",
+                100.0,
+            )?),
+        };
         Ok(Self {
             table_name: env.required("TABLE_NAME")?,
             retention: Duration::from_secs(env.positive("RETENTION_SECONDS", 86_400)?),
@@ -189,7 +197,8 @@ impl Settings {
                 max_channel_len,
                 max_id_len,
             },
-            publish_rate: RateLimit { per_second, burst },
+            rate_limit: connection_rate,
+            user_rate_limit: user_rate,
             publish_lease: Duration::from_millis(env.positive("PUBLISH_LEASE_MS", 15_000)?),
             management_endpoint: env.optional("MANAGEMENT_ENDPOINT"),
             fanout_concurrency: env.positive::<usize>("FANOUT_CONCURRENCY", 256)?,
@@ -197,6 +206,34 @@ impl Settings {
             push_backoff_base: Duration::from_millis(env.positive("PUSH_RETRY_BASE_MS", 25)?),
         })
     }
+}
+
+/// A token bucket from a rate variable and a burst variable; the error names the one at
+/// fault.
+fn rate_limit(
+    env: &Env,
+    rate_name: &'static str,
+    rate_default: f64,
+    burst_name: &'static str,
+    burst_default: f64,
+) -> Result<RateLimit, ConfigError> {
+    let per_second: f64 = env.number(rate_name, rate_default)?;
+    if !(per_second > 0.0 && per_second.is_finite()) {
+        return Err(ConfigError::Invalid {
+            name: rate_name,
+            reason: format!(
+                "{per_second}: the rate must be a positive number of tokens per second"
+            ),
+        });
+    }
+    let burst: f64 = env.number(burst_name, burst_default)?;
+    if !(burst >= 1.0 && burst.is_finite()) {
+        return Err(ConfigError::Invalid {
+            name: burst_name,
+            reason: format!("{burst}: the burst must be at least 1 token"),
+        });
+    }
+    Ok(RateLimit { per_second, burst })
 }
 
 #[cfg(test)]
@@ -275,5 +312,42 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn rate_limits_default_name_their_variable_and_the_user_one_can_be_off() {
+        let base = [("TABLE_NAME", "t".to_owned())];
+        let settings = Settings::from(&Env::from_pairs(base.clone())).unwrap();
+        assert_eq!(
+            settings.rate_limit,
+            RateLimit {
+                per_second: 20.0,
+                burst: 50.0
+            }
+        );
+        assert_eq!(
+            settings.user_rate_limit,
+            Some(RateLimit {
+                per_second: 40.0,
+                burst: 100.0
+            })
+        );
+        let off = Env::from_pairs([base[0].clone(), ("USER_RATE_LIMIT_BURST", "0".to_owned())]);
+        assert_eq!(Settings::from(&off).unwrap().user_rate_limit, None);
+        for (name, value) in [
+            ("RATE_LIMIT_PER_SECOND", "0"),
+            ("RATE_LIMIT_BURST", "0.5"),
+            ("USER_RATE_LIMIT_PER_SECOND", "-1"),
+            ("USER_RATE_LIMIT_BURST", "inf"),
+            ("USER_RATE_LIMIT_BURST", "lots"),
+        ] {
+            let env = Env::from_pairs([base[0].clone(), (name, value.to_owned())]);
+            match Settings::from(&env) {
+                Err(ConfigError::Invalid { name: named, .. }) => {
+                    assert_eq!(named, name, "{name}={value}")
+                }
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`push`]: delivering frames through the API Gateway Management API, with retries.
 //! - [`stream`]: reading deltas out of DynamoDB Streams records.
 //! - [`config`]: settings from environment variables.
+//! - [`cost`]: what each request costs in rate-limit tokens.
 //! - [`init`]: reporting a function's configuration error to Lambda's init-error endpoint.
 //! - [`aws`]: SDK configuration, loaded once per process.
 //! - [`telemetry`]: logging setup.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod cost;
 pub mod init;
 pub mod protocol;
 pub mod push;

@@ -182,7 +182,8 @@ impl Client {
         let mut frames = Vec::new();
         loop {
             let frame = self.next().await.expect("socket closed while draining");
-            if frame["type"] == "pong" && frame["id"] == "drain" {
+            // A ping costs a rate-limit token like any request, so it may be refused.
+            if frame["id"] == "drain" && (frame["type"] == "pong" || frame["type"] == "error") {
                 return frames;
             }
             frames.push(frame);

@@ -19,10 +19,14 @@ pub const CONN: &str = "conn-A";
 /// One DynamoDB item.
 pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
 
-/// The table's items but the connections' liveness items, which hold the rate-limit
-/// buckets: a publish that reaches storage takes a token even when it is refused.
-pub fn except_live(mut items: Vec<Item>) -> Vec<Item> {
-    items.retain(|item| !item["sk"].as_s().is_ok_and(|sk| sk == "live"));
+/// The table's items but the rate-limit buckets (connections' liveness items and users'
+/// buckets): a request that reaches storage takes a token even when it is refused.
+pub fn except_buckets(mut items: Vec<Item>) -> Vec<Item> {
+    items.retain(|item| {
+        !item["sk"]
+            .as_s()
+            .is_ok_and(|sk| sk == "live" || sk == "rate")
+    });
     items
 }
 
@@ -103,6 +107,29 @@ impl World {
             .await;
         assert_eq!(frames.len(), 1, "{frames:?}");
         frames[0].clone()
+    }
+
+    /// Stores `count` deltas of `bytes` bytes of data each on `channel` straight through
+    /// the store (taking no rate-limit tokens), as other publishers would have.
+    pub async fn store_deltas(&self, channel: &str, count: usize, bytes: usize) {
+        let channel = deltacast::protocol::Channel::parse(channel).unwrap();
+        let data =
+            deltacast::protocol::Payload::from_json(format!("\"{}\"", "x".repeat(bytes - 2)))
+                .unwrap();
+        for n in 0..count {
+            let id = deltacast::protocol::MessageId::parse(&format!("stored-{n}")).unwrap();
+            self.app
+                .store
+                .publish(deltacast::store::NewDelta {
+                    channel: &channel,
+                    id: &id,
+                    from: "someone",
+                    data: &data,
+                    expect_seq: None,
+                })
+                .await
+                .unwrap();
+        }
     }
 
     /// How many delta items the table holds.

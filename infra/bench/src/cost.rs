@@ -9,7 +9,7 @@
 
 use deltacast::config::RateLimit;
 use deltacast::protocol::{Channel, MessageId, Payload};
-use deltacast::store::{CapacityMeter, NewConnection, NewDelta, Store};
+use deltacast::store::{BucketOf, CapacityMeter, NewConnection, NewDelta, Store};
 use serde::Serialize;
 
 /// List prices, USD.
@@ -85,10 +85,17 @@ pub async fn measure(
         let (store, channel, data) = (&store, &channel, &data);
         async move {
             let id = MessageId::parse(&format!("m{n}")).map_err(|e| e.to_string())?;
-            store
-                .take_publish_token("bench-publisher", deltacast::clock::now_ms(), rate)
-                .await
-                .map_err(|e| e.to_string())?;
+            // The message function takes a token from the connection's bucket and the
+            // user's before every publish.
+            for bucket in [
+                BucketOf::Connection("bench-publisher"),
+                BucketOf::User("bench"),
+            ] {
+                store
+                    .take_tokens(bucket, deltacast::clock::now_ms(), rate, 1.0)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             store
                 .publish(NewDelta {
                     channel,
@@ -156,7 +163,7 @@ pub async fn measure(
         wcu_per_publish: total.write_units / PUBLISHES as f64,
         rcu_per_publish: total.read_units / PUBLISHES as f64,
         rcu_per_delivery: meter.total().read_units / subscribers as f64,
-        expected_wcu_per_publish: 2.0 + delta_units,
+        expected_wcu_per_publish: 3.0 + delta_units,
         payload_bytes,
     })
 }

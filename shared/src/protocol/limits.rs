@@ -9,6 +9,10 @@ pub const MAX_EPOCH_LEN: usize = 64;
 /// Highest seq a channel can reach (delta sort keys hold 12 digits), and so the highest
 /// `since` or `expectSeq` a client may send.
 pub const MAX_SEQ: u64 = 999_999_999_999;
+/// Most bytes of deltas one read returns (a `history` page, or the catch-up of a
+/// `subscribe`), so a page fits API Gateway's 128 KB message limit with its envelope and
+/// no small frame can ask for more.
+pub const MAX_READ_BYTES: usize = 120 * 1024;
 /// Deepest nesting of arrays and objects a `data` limit may allow: serde_json, and so
 /// every Rust subscriber that reads a delta into a `Value`, refuses JSON deeper than 128.
 pub const MAX_DATA_DEPTH: usize = 128;

@@ -29,7 +29,7 @@ mod server;
 
 pub use client::ClientMessage;
 pub use error::{ErrorCode, ErrorFrame};
-pub use limits::{FrameLimits, MAX_DATA_DEPTH, MAX_EPOCH_LEN, MAX_SEQ};
+pub use limits::{FrameLimits, MAX_DATA_DEPTH, MAX_EPOCH_LEN, MAX_READ_BYTES, MAX_SEQ};
 pub use names::{
     CHANNEL_CHARACTERS, Channel, ID_CHARACTERS, MAX_CHANNEL_LEN, MAX_ID_LEN, MessageId,
     is_channel_char,

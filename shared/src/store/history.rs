@@ -26,6 +26,8 @@ pub struct DeltaPage {
     pub deltas: Vec<Delta>,
     /// Whether more retained deltas follow.
     pub more: bool,
+    /// About how many bytes the deltas take as frames (what the page is capped by).
+    pub bytes: usize,
 }
 
 /// What a publish needs to know about a channel.
@@ -124,7 +126,6 @@ impl Store {
             // No seq follows; the key range below would be empty (and invalid).
             return Ok(page);
         }
-        let mut bytes = 0usize;
         let now = clock::now_secs();
         let mut start: Option<Item> = None;
         loop {
@@ -155,12 +156,12 @@ impl Store {
                 // Envelope: type, channel, seq, epoch, id, from, ts and punctuation.
                 let size = item.data.len() + item.id.len() + item.from.len() + channel.len() + 128;
                 if page.deltas.len() == limit
-                    || (!page.deltas.is_empty() && bytes + size > max_bytes)
+                    || (!page.deltas.is_empty() && page.bytes + size > max_bytes)
                 {
                     page.more = true;
                     return Ok(page);
                 }
-                bytes += size;
+                page.bytes += size;
                 page.deltas.push(Delta::try_from(item)?);
             }
             match out.last_evaluated_key {

@@ -4,12 +4,13 @@
 //! | item | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | connection | `c#<connectionId>` | `meta` | `sub`, `caps`, `exp`, `at`, `ip`, `ttl` |
-//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; publish bucket `tk`, `tat`, `rv`; subscription count `subs` and its last writer's tag `sw` |
+//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tk`, `tat`, `rv`; subscription count `subs` and its last writer's tag `sw` |
 //! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
 //! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `ttl` |
 //! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl` |
 //! | publish claim (idempotency) | `h#<channel>` | `m#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |
+//! | user rate-limit bucket | `u#<sub>` | `rate` | `tk`, `tat`, `rv`, `ttl` |
 //!
 //! Every item that names a connection lives under `c#<connectionId>` or is listed there
 //! (the `s#` items), so removing a connection is one Query on its own partition. The
@@ -29,6 +30,11 @@ pub fn channel_pk(channel: &str) -> String {
     format!("h#{channel}")
 }
 
+/// Partition key of a user's rate-limit bucket.
+pub fn user_pk(sub: &str) -> String {
+    format!("u#{sub}")
+}
+
 /// Sort key prefix shared by subscription items.
 pub const SUBSCRIPTION_PREFIX: &str = "s#";
 /// Sort key prefix of delta items; the stream filter selects on it.
@@ -37,6 +43,8 @@ pub const DELTA_PREFIX: &str = "d#";
 pub const META_SK: &str = "meta";
 /// Sort key of a connection's liveness item.
 pub const LIVE_SK: &str = "live";
+/// Sort key of a user's rate-limit bucket.
+pub const USER_BUCKET_SK: &str = "rate";
 /// Sort key of a channel's epoch item.
 pub const EPOCH_SK: &str = "epoch";
 

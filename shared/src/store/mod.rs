@@ -5,7 +5,7 @@
 //! ## Layout
 //! One file per concern, each adding its methods to [`Store`]:
 //! - `connections`: storing, reading, touching and removing a connection;
-//! - `rate_limit`: the per-connection publish token bucket;
+//! - `rate_limit`: the token buckets of connections and users;
 //! - `subscriptions`: subscribe (with its limit), unsubscribe, a channel's subscribers;
 //! - `history`: a channel's head and its retained deltas;
 //! - `publish`: appending a delta exactly once (below);
@@ -18,7 +18,7 @@
 //! `$disconnect` deletes the connection's items, its liveness item among them, while
 //! frames the client sent just before closing may still be processed. Every write a frame
 //! makes on behalf of a connection is therefore conditional on the liveness item
-//! (`attribute_exists(pk)`): the publish token ([`Store::take_publish_token`]) and the
+//! (`attribute_exists(pk)`): the rate-limit token ([`Store::take_tokens`]) and the
 //! subscription counter ([`Store::subscribe`]). Without it the frame is refused with
 //! [`StoreError::ConnectionGone`] and writes nothing, so closing right after a flood does
 //! not get around the rate limit, and `touch` never brings a connection back.
@@ -84,7 +84,7 @@ pub use capacity::{Capacity, CapacityMeter};
 pub use connections::NewConnection;
 pub use history::{DeltaPage, Head};
 pub use publish::{NewDelta, PublishError, Published};
-pub use rate_limit::Bucket;
+pub use rate_limit::{Bucket, BucketOf};
 pub use subscriptions::SubscribeError;
 
 /// A DynamoDB call failed, an item could not be read back, or the connection a frame

@@ -2,15 +2,14 @@
 //! message limit.
 
 use deltacast::auth::Action;
+use deltacast::cost;
+use deltacast::protocol::MAX_READ_BYTES;
 use deltacast::protocol::{Channel, MessageId, ServerMessage};
 use deltacast::push::Push;
 use deltacast::store::DeltaPage;
 
-use super::{ActionError, authorize, send};
+use super::{ActionError, authorize, rate, send};
 use crate::context::{App, Sender};
-
-/// Budget for the deltas of one page; the envelope takes the rest of 128 KB.
-pub const PAGE_BYTES: usize = 120 * 1024;
 
 /// The fields of a `history` frame.
 pub struct Args<'a> {
@@ -38,6 +37,7 @@ pub async fn run<P: Push>(
         id,
     } = args;
     authorize(sender, Action::History, channel)?;
+    rate::admit(sender, app, cost::READ_DEPOSIT).await?;
     let head = app.store.head(channel.as_str()).await?;
     let limit = limit.unwrap_or(app.settings.history_default_limit) as usize;
     let page = match head.epoch.as_deref() {
@@ -45,11 +45,12 @@ pub async fn run<P: Push>(
         Some(_) if since >= head.seq => DeltaPage::default(),
         Some(epoch) => {
             app.store
-                .deltas_after(channel.as_str(), epoch, since, limit, PAGE_BYTES)
+                .deltas_after(channel.as_str(), epoch, since, limit, MAX_READ_BYTES)
                 .await?
         }
         None => DeltaPage::default(),
     };
+    rate::settle(sender, app, cost::read(page.bytes, 0) - cost::READ_DEPOSIT).await;
     send(
         push,
         sender,

@@ -1,10 +1,11 @@
 //! One module per client action, each with its own arguments type and tests; what they
 //! share lives here: the [`ActionError`] every action returns, the capability check and
-//! the reply sender.
+//! the reply sender; the rate limits every action goes through are in [`rate`].
 
 pub mod history;
 pub mod ping;
 pub mod publish;
+pub mod rate;
 pub mod subscribe;
 pub mod unsubscribe;
 

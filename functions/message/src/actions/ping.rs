@@ -1,11 +1,11 @@
 //! `ping`: the heartbeat. It refreshes the connection's last-seen time and answers
 //! `pong` with the connection id, which clients also use to learn their id.
 
-use deltacast::clock;
+use deltacast::cost;
 use deltacast::protocol::{MessageId, ServerMessage};
 use deltacast::push::Push;
 
-use super::{ActionError, send};
+use super::{ActionError, rate, send};
 use crate::context::{App, Sender};
 
 /// The fields of a `ping` frame.
@@ -21,9 +21,8 @@ pub async fn run<P: Push>(
     app: &App,
     push: &P,
 ) -> Result<(), ActionError> {
-    app.store
-        .touch(sender.connection_id, clock::now_ms())
-        .await?;
+    // Taking the connection's token refreshes its last-seen time.
+    rate::admit(sender, app, cost::REQUEST).await?;
     send(
         push,
         sender,

@@ -1,12 +1,13 @@
 //! `publish`: appends a delta exactly once per `(channel, id)` and acks with its seq.
 
 use deltacast::auth::Action;
+use deltacast::cost;
 use deltacast::protocol::{Channel, ErrorCode, ErrorFrame, MessageId, Payload, ServerMessage};
 use deltacast::push::Push;
 use deltacast::store::{NewDelta, PublishError};
 use tracing::info;
 
-use super::{ActionError, authorize, send};
+use super::{ActionError, authorize, rate, send};
 use crate::context::{App, Sender};
 
 /// The fields of a `publish` frame.
@@ -35,20 +36,7 @@ pub async fn run<P: Push>(
         expect_seq,
     } = args;
     authorize(sender, Action::Publish, channel)?;
-    let limit = app.settings.publish_rate;
-    if !app
-        .store
-        .take_publish_token(sender.connection_id, sender.received_at, limit)
-        .await?
-    {
-        return Err(ActionError::refused(
-            ErrorCode::RateLimited,
-            format!(
-                "publish rate limit reached: {} per second, bursts of {} (RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST)",
-                limit.per_second, limit.burst
-            ),
-        ));
-    }
+    rate::admit(sender, app, cost::REQUEST).await?;
     let published = app
         .store
         .publish(NewDelta {
@@ -149,10 +137,10 @@ mod tests {
         assert_eq!(conflict[0]["code"], "conflict");
         assert_eq!(conflict[0]["seq"], 1, "tells the head");
         assert_eq!(conflict[0]["id"], "m2");
-        // The conflict took a rate-limit token (the `live` item); nothing else changed.
+        // The conflict took rate-limit tokens (the buckets); nothing else changed.
         assert_eq!(
-            except_live(all_items(&w.app.store).await),
-            except_live(before),
+            except_buckets(all_items(&w.app.store).await),
+            except_buckets(before),
             "nothing written but the token"
         );
         let ok = w
@@ -196,8 +184,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publishes_are_rate_limited_per_connection_and_refusals_write_nothing() {
-        let w = world_with(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "3")]).await;
+    async fn requests_are_rate_limited_per_connection_and_refusals_write_nothing() {
+        let w = world_with(&[
+            ("RATE_LIMIT_PER_SECOND", "0.001"),
+            ("RATE_LIMIT_BURST", "3"),
+        ])
+        .await;
         for i in 1..=3 {
             assert_eq!(
                 w.publish("chat:a", &format!("m{i}"), json!(i)).await["type"],
@@ -207,15 +199,24 @@ mod tests {
         let before = all_items(&w.app.store).await;
         let refused = w.publish("chat:a", "m4", json!(4)).await;
         assert_eq!(refused["code"], "rate_limited");
+        let message = refused["message"].as_str().unwrap();
         assert!(
-            refused["message"]
-                .as_str()
-                .unwrap()
-                .contains("1 per second, bursts of 3")
+            message.contains("this connection: 0.001 tokens per second, bursts of 3")
+                && message.contains("RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST"),
+            "{message}"
         );
         assert_eq!(all_items(&w.app.store).await, before, "nothing written");
-        let pong = w.send(json!({"action": "ping", "id": "p"})).await;
-        assert_eq!(pong[0]["type"], "pong", "still connected and served");
+        // Every action costs a token, not only publish.
+        for frame in [
+            json!({"action": "ping", "id": "p"}),
+            json!({"action": "subscribe", "channel": "chat:a"}),
+            json!({"action": "unsubscribe", "channel": "chat:a"}),
+            json!({"action": "history", "channel": "chat:a", "since": 0}),
+        ] {
+            let refused = w.send(frame.clone()).await;
+            assert_eq!(refused[0]["code"], "rate_limited", "{frame}");
+        }
+        assert_eq!(all_items(&w.app.store).await, before, "nothing written");
 
         // Another connection has a bucket of its own.
         w.app

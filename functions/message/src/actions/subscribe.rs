@@ -2,12 +2,14 @@
 //! retained deltas after `since`, then confirms with `subscribed`.
 
 use deltacast::auth::Action;
+use deltacast::cost;
+use deltacast::protocol::MAX_READ_BYTES;
 use deltacast::protocol::{Channel, ErrorCode, MessageId, ServerMessage};
 use deltacast::push::{Push, PushError};
 use deltacast::store::{Head, SubscribeError};
 use tracing::warn;
 
-use super::{ActionError, authorize, send};
+use super::{ActionError, authorize, rate, send};
 use crate::context::{App, Sender};
 
 /// The fields of a `subscribe` frame.
@@ -36,6 +38,12 @@ pub async fn run<P: Push>(
         id,
     } = args;
     authorize(sender, Action::Subscribe, channel)?;
+    // A catch-up is a read: it takes a deposit and settles the difference once served.
+    let deposit = match since {
+        Some(_) => cost::READ_DEPOSIT,
+        None => cost::REQUEST,
+    };
+    rate::admit(sender, app, deposit).await?;
     app.store
         .subscribe(
             sender.connection_id,
@@ -55,7 +63,12 @@ pub async fn run<P: Push>(
     let head = app.store.head(channel.as_str()).await?;
     let recovered = match since {
         None => None,
-        Some(since) => Some(catch_up(sender, app, push, channel, &head, since, epoch).await?),
+        Some(since) => {
+            let (recovered, price) =
+                catch_up(sender, app, push, channel, &head, since, epoch).await?;
+            rate::settle(sender, app, price - cost::READ_DEPOSIT).await;
+            Some(recovered)
+        }
     };
     send(
         push,
@@ -71,8 +84,9 @@ pub async fn run<P: Push>(
     .await
 }
 
-/// Sends the retained deltas after `since` and tells whether they are all the client
-/// missed.
+/// Sends the retained deltas after `since` (at most `CATCHUP_LIMIT` and
+/// [`MAX_READ_BYTES`]) and tells whether they are all the client missed, with the read's
+/// price in tokens.
 async fn catch_up<P: Push>(
     sender: &Sender<'_>,
     app: &App,
@@ -81,16 +95,17 @@ async fn catch_up<P: Push>(
     head: &Head,
     since: u64,
     client_epoch: Option<&str>,
-) -> Result<bool, ActionError> {
+) -> Result<(bool, f64), ActionError> {
+    let nothing_read = cost::read(0, 0);
     let Some(epoch) = head.epoch.as_deref() else {
         // No retained history: nothing was missed only if the client had seen nothing.
-        return Ok(since == 0 && client_epoch.is_none());
+        return Ok((since == 0 && client_epoch.is_none(), nothing_read));
     };
     if client_epoch.is_some_and(|e| e != epoch) || since > head.seq {
-        return Ok(false);
+        return Ok((false, nothing_read));
     }
     if since == head.seq {
-        return Ok(true);
+        return Ok((true, nothing_read));
     }
     let page = app
         .store
@@ -99,9 +114,11 @@ async fn catch_up<P: Push>(
             epoch,
             since,
             app.settings.catchup_limit as usize,
-            usize::MAX,
+            MAX_READ_BYTES,
         )
         .await?;
+    // Owed whether or not every push goes through: the reads were made.
+    let price = cost::read(page.bytes, page.deltas.len());
     let contiguous = page
         .deltas
         .iter()
@@ -120,7 +137,7 @@ async fn catch_up<P: Push>(
             }
         }
     }
-    Ok(contiguous && complete)
+    Ok((contiguous && complete, price))
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! `unsubscribe`: removes the subscription (a no-op when there is none) and confirms
 //! with `unsubscribed`. No capability is needed to stop receiving.
 
+use deltacast::cost;
 use deltacast::protocol::{Channel, MessageId, ServerMessage};
 use deltacast::push::Push;
 
-use super::{ActionError, send};
+use super::{ActionError, rate, send};
 use crate::context::{App, Sender};
 
 /// The fields of an `unsubscribe` frame.
@@ -23,6 +24,7 @@ pub async fn run<P: Push>(
     push: &P,
 ) -> Result<(), ActionError> {
     let Args { channel, id } = args;
+    rate::admit(sender, app, cost::REQUEST).await?;
     app.store.unsubscribe(sender.connection_id, channel).await?;
     send(push, sender, &ServerMessage::Unsubscribed { channel, id }).await
 }

@@ -1,0 +1,198 @@
+//! The rate limits every action goes through: the connection's token bucket and the
+//! user's (across their connections). Tokens are taken up front ([`admit`]); a read then
+//! settles the difference between its deposit and its real price ([`settle`]). The
+//! prices are in [`deltacast::cost`].
+
+use deltacast::config::RateLimit;
+use deltacast::protocol::ErrorCode;
+use deltacast::store::BucketOf;
+use tracing::warn;
+
+use super::ActionError;
+use crate::context::{App, Sender};
+
+/// Takes `tokens` from the connection's bucket, then from the user's; refuses with
+/// `rate_limited` (naming the limit and its settings) when either holds fewer. A refusal
+/// by the user's bucket leaves the connection's tokens spent.
+pub async fn admit(sender: &Sender<'_>, app: &App, tokens: f64) -> Result<(), ActionError> {
+    for (bucket, limit) in buckets(sender, app) {
+        if !app
+            .store
+            .take_tokens(bucket, sender.received_at, limit, tokens)
+            .await?
+        {
+            return Err(limited(bucket, limit));
+        }
+    }
+    Ok(())
+}
+
+/// Charges both buckets `tokens` more (a negative amount is a refund): what a served read
+/// owes beyond its deposit. The read has been served, so a failure is logged, not raised.
+pub async fn settle(sender: &Sender<'_>, app: &App, tokens: f64) {
+    if tokens == 0.0 {
+        return;
+    }
+    for (bucket, limit) in buckets(sender, app) {
+        if let Err(err) = app
+            .store
+            .charge_tokens(bucket, sender.received_at, limit, tokens)
+            .await
+            && !err.is_connection_gone()
+        {
+            warn!(error = %err, "could not settle a read with its rate limit");
+        }
+    }
+}
+
+/// The sender's buckets: its connection's, then its user's unless that limit is off.
+fn buckets<'a>(sender: &'a Sender<'_>, app: &App) -> Vec<(BucketOf<'a>, RateLimit)> {
+    let mut buckets = vec![(
+        BucketOf::Connection(sender.connection_id),
+        app.settings.rate_limit,
+    )];
+    if let Some(limit) = app.settings.user_rate_limit {
+        buckets.push((BucketOf::User(&sender.identity.sub), limit));
+    }
+    buckets
+}
+
+fn limited(bucket: BucketOf<'_>, limit: RateLimit) -> ActionError {
+    let (whose, settings) = match bucket {
+        BucketOf::Connection(_) => ("this connection", "RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST"),
+        BucketOf::User(_) => (
+            "your user across its connections",
+            "USER_RATE_LIMIT_PER_SECOND, USER_RATE_LIMIT_BURST",
+        ),
+    };
+    ActionError::refused(
+        ErrorCode::RateLimited,
+        format!(
+            "rate limit reached for {whose}: {} tokens per second, bursts of {} ({settings}); \
+             a request costs 1 token, a read more by what it returns",
+            limit.per_second, limit.burst
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::*;
+    use deltacast::protocol::MAX_READ_BYTES;
+    use serde_json::{Value, json};
+
+    /// Bytes of `data` in the deltas among `frames`.
+    fn delta_bytes(frames: &[Value]) -> usize {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "delta")
+            .map(|f| f["data"].as_str().unwrap().len())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_catch_up_returns_a_capped_page_and_pays_for_it() {
+        // The attack: one small `subscribe` with `since: 0` replayed a channel's whole
+        // retained history (megabytes, one push per delta), and repeating it was free.
+        let w = world_with(&[
+            ("RATE_LIMIT_PER_SECOND", "0.001"),
+            ("USER_RATE_LIMIT_BURST", "0"),
+        ])
+        .await;
+        w.store_deltas("chat:big", 20, 20_000).await;
+        let (mut served, mut limited) = (0, 0);
+        for _ in 0..10 {
+            let frames = w
+                .send(json!({"action": "subscribe", "channel": "chat:big", "since": 0}))
+                .await;
+            let last = frames.last().unwrap();
+            if last["code"] == "rate_limited" {
+                assert_eq!(frames.len(), 1, "a refusal pushes nothing");
+                limited += 1;
+                continue;
+            }
+            served += 1;
+            assert_eq!(last["type"], "subscribed");
+            assert_eq!(last["recovered"], false, "the rest is left for history");
+            let bytes = delta_bytes(&frames);
+            assert!(
+                (100_000..=MAX_READ_BYTES).contains(&bytes),
+                "{bytes} bytes of catch-up"
+            );
+        }
+        // Each costs 1 + ~7.4 (bytes) + 0.6 (six pushes) ≈ 9 tokens; a read needs its 8.5
+        // deposit: five fit a burst of 50.
+        assert_eq!((served, limited), (5, 5));
+    }
+
+    #[tokio::test]
+    async fn a_small_read_is_refunded_most_of_its_deposit() {
+        let w = world_with(&[
+            ("RATE_LIMIT_PER_SECOND", "0.001"),
+            ("RATE_LIMIT_BURST", "20"),
+            ("USER_RATE_LIMIT_BURST", "0"),
+        ])
+        .await;
+        w.store_deltas("chat:small", 3, 10).await;
+        let mut served = 0;
+        for _ in 0..15 {
+            let page = w
+                .send(json!({"action": "history", "channel": "chat:small", "since": 0}))
+                .await;
+            if page[0]["type"] == "history" {
+                assert_eq!(page[0]["deltas"].as_array().unwrap().len(), 3);
+                served += 1;
+            } else {
+                assert_eq!(page[0]["code"], "rate_limited");
+            }
+        }
+        // Each read costs about 1.03 tokens, and is admitted while 8.5 are left: 12 of a
+        // burst of 20 (without the refund: 2).
+        assert_eq!(served, 12);
+    }
+
+    #[tokio::test]
+    async fn a_users_connections_share_one_limit() {
+        let w = world_with(&[
+            ("RATE_LIMIT_PER_SECOND", "0.001"),
+            ("RATE_LIMIT_BURST", "10"),
+            ("USER_RATE_LIMIT_PER_SECOND", "0.001"),
+            ("USER_RATE_LIMIT_BURST", "15"),
+        ])
+        .await;
+        let connections = ["conn-A", "conn-2", "conn-3", "conn-4"];
+        for connection in &connections[1..] {
+            w.app
+                .store
+                .put_connection(&deltacast_tests::events::new_connection(
+                    connection, "alice",
+                ))
+                .await
+                .unwrap();
+        }
+        let mut acks = 0;
+        for connection in connections {
+            for i in 0..10 {
+                let frame = json!({"action": "publish", "channel": "chat:a", "id": format!("{connection}-{i}"), "data": i});
+                let reply = w.send_as(connection, &w.alice, &frame.to_string()).await;
+                match reply[0]["type"].as_str() {
+                    Some("ack") => acks += 1,
+                    _ => {
+                        assert_eq!(reply[0]["code"], "rate_limited");
+                        let message = reply[0]["message"].as_str().unwrap();
+                        assert!(
+                            message.contains("USER_RATE_LIMIT_BURST")
+                                || message.contains("RATE_LIMIT_BURST"),
+                            "{message}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            acks, 15,
+            "the user's burst, across four connections of 10 each"
+        );
+        assert_eq!(w.delta_items().await, 15);
+    }
+}

@@ -1,0 +1,50 @@
+//! What a request costs in rate-limit tokens. Every request pays [`REQUEST`] up front,
+//! before it reads or writes anything, so a flood of any action is limited. Reads
+//! (`history`, and the catch-up of a `subscribe` with `since`) are what a small frame can
+//! make expensive, so they pay by what they return: up front they take [`READ_DEPOSIT`],
+//! the price of a full page, and once served they are charged the difference to their
+//! real price ([`read`]), a refund for a small page. Taking the deposit first means that
+//! concurrent reads cannot each start on a bucket that holds one token.
+//!
+//! With the defaults (20 tokens a second, bursts of 50, per connection) a connection can
+//! publish 20 deltas a second, or read about 300 KiB of history a second, or catch up
+//! about 200 small deltas a second (each pushed as its own frame).
+
+use crate::protocol::MAX_READ_BYTES;
+
+/// Tokens every request takes before it runs.
+pub const REQUEST: f64 = 1.0;
+
+/// Bytes of returned deltas that cost one token.
+pub const BYTES_PER_TOKEN: usize = 16 * 1024;
+
+/// Frames pushed (beyond the reply) that cost one token.
+pub const FRAMES_PER_TOKEN: usize = 10;
+
+/// Tokens a read takes before it runs: a request and a full page of bytes.
+pub const READ_DEPOSIT: f64 = REQUEST + MAX_READ_BYTES as f64 / BYTES_PER_TOKEN as f64;
+
+/// What a read costs in all for returning `bytes` of deltas in `frames` frames of their
+/// own (a catch-up pushes one frame per delta; `history` returns them in its reply, so 0).
+pub fn read(bytes: usize, frames: usize) -> f64 {
+    REQUEST + bytes as f64 / BYTES_PER_TOKEN as f64 + frames as f64 / FRAMES_PER_TOKEN as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_costs_by_bytes_and_by_frames_pushed() {
+        assert_eq!(read(0, 0), 1.0);
+        assert_eq!(read(16 * 1024, 0), 2.0);
+        assert_eq!(read(0, 10), 2.0);
+        assert_eq!(read(32 * 1024, 500), 53.0);
+        assert_eq!(READ_DEPOSIT, 8.5);
+        assert_eq!(
+            read(MAX_READ_BYTES, 0),
+            READ_DEPOSIT,
+            "a full page of history"
+        );
+    }
+}
