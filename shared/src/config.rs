@@ -268,16 +268,37 @@ mod tests {
                 ..
             }
         ));
-        let env = Env::from_pairs([
-            ("TABLE_NAME", "t".to_owned()),
-            ("RETENTION_SECONDS", "0".to_owned()),
-        ]);
-        assert!(Settings::from(&env).is_err());
-        let env = Env::from_pairs([
-            ("TABLE_NAME", "t".to_owned()),
-            ("MAX_DATA_BYTES", "40000".to_owned()),
-        ]);
-        assert!(Settings::from(&env).is_err());
+        // Every variable, with a value it refuses: the error names that variable, in its
+        // type and in the message the function's init error carries.
+        for (name, bad) in [
+            ("RETENTION_SECONDS", "0"),
+            ("CONNECTION_TTL_SECONDS", "-5"),
+            ("CATCHUP_LIMIT", "0"),
+            ("HISTORY_DEFAULT_LIMIT", "1.5"),
+            ("HISTORY_MAX_LIMIT", "0"),
+            ("MAX_SUBSCRIPTIONS", "lots"),
+            ("MAX_FRAME_BYTES", "0"),
+            ("MAX_DATA_BYTES", "40000"),
+            ("MAX_DATA_DEPTH", "200"),
+            ("MAX_CHANNEL_LENGTH", "129"),
+            ("MAX_ID_LENGTH", "65"),
+            ("RATE_LIMIT_PER_SECOND", "0"),
+            ("RATE_LIMIT_BURST", "0"),
+            ("USER_RATE_LIMIT_PER_SECOND", "NaN"),
+            ("USER_RATE_LIMIT_BURST", "-1"),
+            ("PUBLISH_LEASE_MS", "0"),
+            ("FANOUT_CONCURRENCY", "0"),
+            ("PUSH_RETRY_ATTEMPTS", "0"),
+            ("PUSH_RETRY_BASE_MS", "x"),
+        ] {
+            let env = Env::from_pairs([("TABLE_NAME", "t".to_owned()), (name, bad.to_owned())]);
+            let err = Settings::from(&env).expect_err(name);
+            assert!(
+                matches!(err, ConfigError::Invalid { name: named, .. } if named == name),
+                "{name}={bad}: {err:?}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+        }
         for (depth, ok) in [("0", false), ("8", true), ("128", true), ("129", false)] {
             let env = Env::from_pairs([
                 ("TABLE_NAME", "t".to_owned()),

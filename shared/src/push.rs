@@ -449,13 +449,33 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_capped_and_jittered() {
+    fn backoff_doubles_from_the_base_up_to_two_seconds_with_jitter() {
         let policy = RetryPolicy {
             attempts: 10,
             base: Duration::from_millis(100),
         };
-        for retry in 0..20 {
-            assert!(policy.delay(retry) <= Duration::from_secs(2));
+        for (retry, ceiling_ms) in [
+            (0, 100),
+            (1, 200),
+            (3, 800),
+            (4, 1600),
+            (5, 2000),
+            (20, 2000),
+        ] {
+            let ceiling = Duration::from_millis(ceiling_ms);
+            let delays: Vec<Duration> = (0..500).map(|_| policy.delay(retry)).collect();
+            let longest = *delays.iter().max().unwrap();
+            assert!(longest <= ceiling, "retry {retry}: {longest:?}");
+            // 500 uniform draws below the ceiling: one above 95 % of it and one below 5 %,
+            // except with negligible probability.
+            assert!(
+                longest >= ceiling.mul_f64(0.95),
+                "retry {retry}: {longest:?}"
+            );
+            assert!(
+                delays.iter().any(|d| *d <= ceiling.mul_f64(0.05)),
+                "retry {retry}: never a short wait"
+            );
         }
     }
 }

@@ -184,23 +184,59 @@ mod tests {
     }
 
     /// The checked-in fuzz corpus (`tests/corpus/capabilities/`: a claim, a NUL byte, a
-    /// channel), replayed on every run.
+    /// channel), replayed on every run: each file has its expected outcome, the actions
+    /// granted on the channel or `None` for a claim that is refused. A new corpus file
+    /// needs its line here.
     #[test]
-    fn the_fuzz_corpus_evaluates_without_panicking() {
+    fn the_fuzz_corpus_gives_each_file_its_expected_outcome() {
+        use Action::*;
+        let expected: &[(&str, Option<&[Action]>)] = &[
+            // JSON objects keep the last of duplicate keys: `"*": []` grants nothing.
+            ("duplicate-key.bin", Some(&[])),
+            ("empty-claim.bin", Some(&[])),
+            ("escaped-star.bin", Some(&[Publish, History])),
+            ("exact-miss.bin", Some(&[])),
+            ("exact.bin", Some(&[Subscribe, History])),
+            ("invalid-channel.bin", None),
+            // A 128-character prefix and its star: the longest pattern allowed.
+            ("long-pattern.bin", Some(&[Publish])),
+            // `*` matches even the empty string; channels are validated before this.
+            ("no-channel.bin", Some(&[Subscribe])),
+            ("not-a-map.bin", None),
+            // A prefix pattern matches the bare prefix too.
+            ("prefix-empty-rest.bin", Some(&[Publish])),
+            ("prefix.bin", Some(&[Subscribe, Publish])),
+            (
+                "star-every-action.bin",
+                Some(&[Subscribe, Publish, History, Presence]),
+            ),
+            ("star-in-middle.bin", None),
+            ("star.bin", Some(&[History])),
+            ("too-long-pattern.bin", None),
+            ("unicode.bin", None),
+            ("union.bin", Some(&[Subscribe, Publish, Presence])),
+            ("unknown-action.bin", None),
+        ];
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/capabilities");
-        let mut replayed = 0;
-        for entry in std::fs::read_dir(dir).expect("the corpus exists") {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("the corpus exists")
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        let named: Vec<&str> = expected.iter().map(|(name, _)| *name).collect();
+        assert_eq!(files, named, "every corpus file has its expected outcome");
+        for (name, outcome) in expected {
+            let bytes = std::fs::read(format!("{dir}/{name}")).unwrap();
             let mut parts = bytes.splitn(2, |b| *b == 0);
             let claim = String::from_utf8_lossy(parts.next().unwrap_or_default());
             let channel = String::from_utf8_lossy(parts.next().unwrap_or_default());
-            if let Ok(capabilities) = Capabilities::from_json(&claim) {
-                for action in Action::ALL {
-                    capabilities.grants(&channel, action);
-                }
-            }
-            replayed += 1;
+            let granted = Capabilities::from_json(&claim).ok().map(|capabilities| {
+                Action::ALL
+                    .into_iter()
+                    .filter(|action| capabilities.grants(&channel, *action))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(granted.as_deref(), *outcome, "{name}");
         }
-        assert!(replayed >= 10, "only {replayed} corpus files");
     }
 }
