@@ -144,6 +144,7 @@ async fn catch_up<P: Push>(
 mod tests {
     use super::*;
     use crate::testing::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
     use deltacast::clock;
     use deltacast_tests::{all_items, events};
     use serde_json::{Value, json};
@@ -233,6 +234,51 @@ mod tests {
             stale[0]["recovered"], false,
             "history of that epoch is gone"
         );
+    }
+
+    #[tokio::test]
+    async fn catch_up_and_history_skip_expired_deltas_and_say_what_was_lost() {
+        // GIVEN four deltas whose two oldest have expired (TTL has not deleted them yet)
+        let w = world().await;
+        w.store_deltas("chat:old", 4, 10).await;
+        let epoch = w.app.store.head("chat:old").await.unwrap().epoch.unwrap();
+        for seq in [1, 2] {
+            w.app
+                .store
+                .client()
+                .update_item()
+                .table_name(w.app.store.table())
+                .key("pk", AttributeValue::S("h#chat:old".into()))
+                .key("sk", AttributeValue::S(format!("d#{epoch}#{seq:012}")))
+                .update_expression("SET #ttl = :past")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(
+                    ":past",
+                    AttributeValue::N((clock::now_secs() - 1).to_string()),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+        // WHEN a client catches up from the start, and reads history from the start
+        let frames = w
+            .send(json!({"action": "subscribe", "channel": "chat:old", "since": 0, "epoch": epoch}))
+            .await;
+        let page = w
+            .send(json!({"action": "history", "channel": "chat:old", "since": 0}))
+            .await;
+        // THEN both return only the retained deltas, and catch-up says the gap is lost
+        let seqs: Vec<&Value> = frames[..2].iter().map(|f| &f["seq"]).collect();
+        assert_eq!(seqs, [3, 4]);
+        assert_eq!(frames[2]["type"], "subscribed");
+        assert_eq!(frames[2]["recovered"], false);
+        let seqs: Vec<&Value> = page[0]["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["seq"])
+            .collect();
+        assert_eq!(seqs, [3, 4]);
     }
 
     #[tokio::test]
