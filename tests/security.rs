@@ -600,3 +600,70 @@ async fn data_nested_deeper_than_the_limit_is_refused_and_stores_nothing() {
     );
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_is_scoped_to_its_publisher_so_nobody_can_censor_another() {
+    // The attack this stops: mallory published `m1` first; alice's own `m1`, guarded by
+    // `expectSeq: 0`, was then acked with seq 1 (mallory's delta) and never stored.
+    let t = start_stack().await;
+    let mut mallory = t.connect_as("mallory").await;
+    let mut alice = t.connect_as("alice").await;
+    // A `sub` holding the key's separators, whose id would complete another's key if the
+    // key were `<sub>#<id>` or `<sub>:<id>`.
+    let mut tricky = t.connect_as("alice#m1:x").await;
+    let publish = |id: &str, expect: Option<u64>| {
+        let mut frame = json!({"action": "publish", "channel": "chat:e1", "id": id, "data": id});
+        if let Some(expect) = expect {
+            frame["expectSeq"] = json!(expect);
+        }
+        frame
+    };
+
+    let first = mallory.request(publish("m1", None), "ack").await;
+    assert_eq!(first["seq"], 1);
+    // alice's guard is checked against the real head, not answered with mallory's ack
+    alice.send(publish("m1", Some(0))).await;
+    let guarded = alice.next().await.expect("a reply");
+    assert_eq!(
+        (&guarded["type"], &guarded["code"], &guarded["seq"]),
+        (&json!("error"), &json!("conflict"), &json!(1)),
+        "{guarded}"
+    );
+    // and her m1 is her own message, with its own seq
+    let own = alice.request(publish("m1", Some(1)), "ack").await;
+    assert_eq!((&own["id"], &own["seq"]), (&json!("m1"), &json!(2)));
+    let tricked = tricky.request(publish("x", None), "ack").await;
+    assert_eq!(tricked["seq"], 3);
+    // retries still get each publisher's own ack, and store nothing
+    assert_eq!(alice.request(publish("m1", None), "ack").await["seq"], 2);
+    assert_eq!(mallory.request(publish("m1", None), "ack").await["seq"], 1);
+    assert_eq!(tricky.request(publish("x", None), "ack").await["seq"], 3);
+
+    let history = alice
+        .request(
+            json!({"action": "history", "channel": "chat:e1", "since": 0}),
+            "history",
+        )
+        .await;
+    let deltas: Vec<(u64, &str, &str)> = history["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["seq"].as_u64().unwrap(),
+                d["id"].as_str().unwrap(),
+                d["from"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            (1, "m1", "mallory"),
+            (2, "m1", "alice"),
+            (3, "x", "alice#m1:x")
+        ]
+    );
+    t.shutdown().await;
+}

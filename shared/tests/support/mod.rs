@@ -103,8 +103,18 @@ pub async fn put(store: &Store, item: Item) {
         .expect("put");
 }
 
-/// Publishes `1` as message `id` on [`CHANNEL`].
+/// Publishes `1` as alice's message `id` on [`CHANNEL`].
 pub async fn publish(store: &Store, id: &str) -> Result<Published, PublishError> {
+    publish_as(store, "alice", id, None).await
+}
+
+/// Publishes `1` as `from`'s message `id` on [`CHANNEL`], guarded by `expect_seq`.
+pub async fn publish_as(
+    store: &Store,
+    from: &str,
+    id: &str,
+    expect_seq: Option<u64>,
+) -> Result<Published, PublishError> {
     let channel = Channel::parse(CHANNEL).unwrap();
     let id = MessageId::parse(id).unwrap();
     let data = Payload::from_json("1".into()).unwrap();
@@ -112,9 +122,9 @@ pub async fn publish(store: &Store, id: &str) -> Result<Published, PublishError>
         .publish(NewDelta {
             channel: &channel,
             id: &id,
-            from: "alice",
+            from,
             data: &data,
-            expect_seq: None,
+            expect_seq,
         })
         .await
 }
@@ -195,6 +205,21 @@ impl ReplaceResponse {
             },
             500,
             INTERNAL_ERROR,
+        )
+    }
+
+    /// Answers the first read of a channel's newest delta with nothing, as a read racing
+    /// another publisher's write would.
+    pub fn stale_newest_delta() -> Self {
+        Self::new(
+            |input| {
+                input
+                    .downcast_ref::<aws_sdk_dynamodb::operation::query::QueryInput>()
+                    .and_then(|input| input.key_condition_expression())
+                    .is_some_and(|condition| condition.contains("begins_with"))
+            },
+            200,
+            r#"{"Count":0,"Items":[],"ScannedCount":0}"#,
         )
     }
 
