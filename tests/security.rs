@@ -667,3 +667,71 @@ async fn a_message_id_is_scoped_to_its_publisher_so_nobody_can_censor_another() 
     );
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_expired_deltas_costs_each_read_a_bounded_scan() {
+    // The threat: TTL deletes expired deltas days late, and history skipped them with no
+    // read budget, so one `history` or catch-up frame could read a whole backlog.
+    // GIVEN a channel whose first 1,000 deltas have expired (not yet deleted), then 3 live
+    let t = start_stack().await;
+    const EXPIRED: u64 = 1_000;
+    let (past, future) = (
+        deltacast::clock::now_secs() - 60,
+        deltacast::clock::now_secs() + 3600,
+    );
+    deltacast_tests::write_history(&t.store, "chat:old", "e1", 1..=EXPIRED, past).await;
+    deltacast_tests::write_history(
+        &t.store,
+        "chat:old",
+        "e1",
+        EXPIRED + 1..=EXPIRED + 3,
+        future,
+    )
+    .await;
+    let mut reader = t.connect_as("reader").await;
+
+    // WHEN a client pages through history from the start
+    let history = |since: u64| json!({"action": "history", "channel": "chat:old", "since": since});
+    let first = reader.request(history(0), "history").await;
+    // THEN the first page stops at the read budget, empty, and says where to go on
+    assert_eq!(first["deltas"], json!([]), "{first}");
+    assert_eq!(first["more"], true);
+    let mut since = first["next"].as_u64().expect("`next` with `more`");
+    assert!(since > 0);
+    // and `since = next` moves forward on every page until the live deltas
+    let (mut pages, mut seqs) = (1, Vec::new());
+    loop {
+        let page = reader.request(history(since), "history").await;
+        pages += 1;
+        seqs.extend(
+            page["deltas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["seq"].as_u64().unwrap()),
+        );
+        if page["more"] == false {
+            assert!(page.get("next").is_none(), "{page}");
+            break;
+        }
+        let next = page["next"].as_u64().expect("`next` with `more`");
+        assert!(next > since, "stuck at since {since}");
+        since = next;
+    }
+    assert_eq!(seqs, [EXPIRED + 1, EXPIRED + 2, EXPIRED + 3]);
+    assert!(pages <= 5, "{pages} pages");
+
+    // and a catch-up that meets the backlog stops at its budget too, and says the gap
+    // was not recovered
+    reader
+        .send(json!({"action": "subscribe", "channel": "chat:old", "since": 0, "epoch": "e1"}))
+        .await;
+    let subscribed = reader.next().await.expect("a reply");
+    assert_eq!(
+        subscribed["type"], "subscribed",
+        "no delta before it: {subscribed}"
+    );
+    assert_eq!(subscribed["recovered"], false);
+    assert_eq!(subscribed["seq"], EXPIRED + 3);
+    t.shutdown().await;
+}

@@ -84,7 +84,7 @@ use items::MalformedItem;
 pub use batch::MAX_BATCH_ATTEMPTS;
 pub use capacity::{Capacity, CapacityMeter};
 pub use connections::NewConnection;
-pub use history::{DeltaPage, Head};
+pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use publish::{NewDelta, PublishError, Published};
 pub use rate_limit::Bucket;
 pub use subscriptions::SubscribeError;

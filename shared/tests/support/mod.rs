@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::{
-    BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
-    BeforeTransmitInterceptorContextRef,
+    AfterDeserializationInterceptorContextRef, BeforeDeserializationInterceptorContextMut,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
 };
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents, SharedInterceptor};
@@ -308,6 +308,49 @@ impl Intercept for Throttle {
             let body = serde_json::json!({ "UnprocessedItems": items });
             *context.response_mut() =
                 Response::new(StatusCode::try_from(200)?, SdkBody::from(body.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the Query requests a store sends and the items they read (DynamoDB's
+/// `ScannedCount`: items read before any filter).
+#[derive(Debug, Clone, Default)]
+pub struct CountQueries {
+    /// Query requests answered.
+    pub queries: Arc<AtomicU32>,
+    /// Items those requests read.
+    pub items: Arc<AtomicU32>,
+}
+
+impl CountQueries {
+    /// The counts so far, `(queries, items)`, and starts again from zero.
+    pub fn take(&self) -> (u32, u32) {
+        (
+            self.queries.swap(0, Ordering::SeqCst),
+            self.items.swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+impl Intercept for CountQueries {
+    fn name(&self) -> &'static str {
+        "CountQueries"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Ok(output) = context.output_or_error()
+            && let Some(output) =
+                output.downcast_ref::<aws_sdk_dynamodb::operation::query::QueryOutput>()
+        {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            self.items
+                .fetch_add(output.scanned_count() as u32, Ordering::SeqCst);
         }
         Ok(())
     }
