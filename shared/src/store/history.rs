@@ -11,7 +11,8 @@
 //! it answers with what it found, `more`, and [`DeltaPage::next`] past the last delta it
 //! read (expired or not), so a client paging with `since = next` always moves forward and
 //! reaches the live deltas. Expired deltas are the oldest ones (`ttl` is the publish time
-//! plus the retention), so they come first in a read and a few pages get past them.
+//! plus the retention, while that setting stays the same), so they come first in a read
+//! and a few pages get past them.
 
 use super::attributes::{Item, dynamo, required_number, s};
 use super::items::{DELTA_PREFIX, DeltaItem, EPOCH_SK, EpochItem, channel_pk, delta_sk};
@@ -47,8 +48,8 @@ pub struct DeltaPage {
 /// count, not bytes, because Query's `Limit` counts items, so the budget holds before a
 /// request is sent (a byte budget could only be checked after a Query had read up to
 /// 1 MB). 200 items are one Query page: at most about 5 MB (200 deltas of 24 KiB) or
-/// 1,250 read units in the worst case, about 8 read units for small deltas, and a paging
-/// client gets past 10,000 expired deltas in 50 requests.
+/// 1,200 read units in the worst case, about 8 read units for small deltas, and a paging
+/// client gets past 10,000 expired deltas in at most 50 requests.
 pub const EXPIRED_READ_BUDGET: usize = 200;
 
 /// Most items one Query of [`Store::deltas_after`] asks for.
