@@ -738,3 +738,138 @@ async fn more_connections_do_not_multiply_a_users_allowance() {
     );
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_is_scoped_to_its_publisher_so_nobody_can_censor_another() {
+    // The attack this stops: mallory published `m1` first; alice's own `m1`, guarded by
+    // `expectSeq: 0`, was then acked with seq 1 (mallory's delta) and never stored.
+    let t = start_stack().await;
+    let mut mallory = t.connect_as("mallory").await;
+    let mut alice = t.connect_as("alice").await;
+    // A `sub` holding the key's separators, whose id would complete another's key if the
+    // key were `<sub>#<id>` or `<sub>:<id>`.
+    let mut tricky = t.connect_as("alice#m1:x").await;
+    let publish = |id: &str, expect: Option<u64>| {
+        let mut frame = json!({"action": "publish", "channel": "chat:e1", "id": id, "data": id});
+        if let Some(expect) = expect {
+            frame["expectSeq"] = json!(expect);
+        }
+        frame
+    };
+
+    let first = mallory.request(publish("m1", None), "ack").await;
+    assert_eq!(first["seq"], 1);
+    // alice's guard is checked against the real head, not answered with mallory's ack
+    alice.send(publish("m1", Some(0))).await;
+    let guarded = alice.next().await.expect("a reply");
+    assert_eq!(
+        (&guarded["type"], &guarded["code"], &guarded["seq"]),
+        (&json!("error"), &json!("conflict"), &json!(1)),
+        "{guarded}"
+    );
+    // and her m1 is her own message, with its own seq
+    let own = alice.request(publish("m1", Some(1)), "ack").await;
+    assert_eq!((&own["id"], &own["seq"]), (&json!("m1"), &json!(2)));
+    let tricked = tricky.request(publish("x", None), "ack").await;
+    assert_eq!(tricked["seq"], 3);
+    // retries still get each publisher's own ack, and store nothing
+    assert_eq!(alice.request(publish("m1", None), "ack").await["seq"], 2);
+    assert_eq!(mallory.request(publish("m1", None), "ack").await["seq"], 1);
+    assert_eq!(tricky.request(publish("x", None), "ack").await["seq"], 3);
+
+    let history = alice
+        .request(
+            json!({"action": "history", "channel": "chat:e1", "since": 0}),
+            "history",
+        )
+        .await;
+    let deltas: Vec<(u64, &str, &str)> = history["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["seq"].as_u64().unwrap(),
+                d["id"].as_str().unwrap(),
+                d["from"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            (1, "m1", "mallory"),
+            (2, "m1", "alice"),
+            (3, "x", "alice#m1:x")
+        ]
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_expired_deltas_costs_each_read_a_bounded_scan() {
+    // The threat: TTL deletes expired deltas days late, and history skipped them with no
+    // read budget, so one `history` or catch-up frame could read a whole backlog.
+    // GIVEN a channel whose first 1,000 deltas have expired (not yet deleted), then 3 live
+    let t = start_stack().await;
+    const EXPIRED: u64 = 1_000;
+    let (past, future) = (
+        deltacast::clock::now_secs() - 60,
+        deltacast::clock::now_secs() + 3600,
+    );
+    deltacast_tests::write_history(&t.store, "chat:old", "e1", 1..=EXPIRED, past).await;
+    deltacast_tests::write_history(
+        &t.store,
+        "chat:old",
+        "e1",
+        EXPIRED + 1..=EXPIRED + 3,
+        future,
+    )
+    .await;
+    let mut reader = t.connect_as("reader").await;
+
+    // WHEN a client pages through history from the start
+    let history = |since: u64| json!({"action": "history", "channel": "chat:old", "since": since});
+    let first = reader.request(history(0), "history").await;
+    // THEN the first page stops at the read budget, empty, and says where to go on
+    assert_eq!(first["deltas"], json!([]), "{first}");
+    assert_eq!(first["more"], true);
+    let mut since = first["next"].as_u64().expect("`next` with `more`");
+    assert!(since > 0);
+    // and `since = next` moves forward on every page until the live deltas
+    let (mut pages, mut seqs) = (1, Vec::new());
+    loop {
+        let page = reader.request(history(since), "history").await;
+        pages += 1;
+        seqs.extend(
+            page["deltas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["seq"].as_u64().unwrap()),
+        );
+        if page["more"] == false {
+            assert!(page.get("next").is_none(), "{page}");
+            break;
+        }
+        let next = page["next"].as_u64().expect("`next` with `more`");
+        assert!(next > since, "stuck at since {since}");
+        since = next;
+    }
+    assert_eq!(seqs, [EXPIRED + 1, EXPIRED + 2, EXPIRED + 3]);
+    assert!(pages <= 5, "{pages} pages");
+
+    // and a catch-up that meets the backlog stops at its budget too, and says the gap
+    // was not recovered
+    reader
+        .send(json!({"action": "subscribe", "channel": "chat:old", "since": 0, "epoch": "e1"}))
+        .await;
+    let subscribed = reader.next().await.expect("a reply");
+    assert_eq!(
+        subscribed["type"], "subscribed",
+        "no delta before it: {subscribed}"
+    );
+    assert_eq!(subscribed["recovered"], false);
+    assert_eq!(subscribed["seq"], EXPIRED + 3);
+    t.shutdown().await;
+}

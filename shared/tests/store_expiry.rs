@@ -82,7 +82,7 @@ async fn an_expired_claim_does_not_hold_its_message_id() {
     let store = store().await;
     let claim = ClaimItem {
         pk: channel_pk(CHANNEL),
-        sk: claim_sk("m1"),
+        sk: claim_sk("alice", "m1"),
         ep: "old".into(),
         seq: 7,
         lease: clock::now_ms() + 60_000,
@@ -95,7 +95,7 @@ async fn an_expired_claim_does_not_hold_its_message_id() {
     assert_eq!(published.seq, 1);
     assert!(!published.duplicate);
     assert_eq!(deltas(&store).await.len(), 1);
-    let claim = support::item(&store, &channel_pk(CHANNEL), &claim_sk("m1"))
+    let claim = support::item(&store, &channel_pk(CHANNEL), &claim_sk("alice", "m1"))
         .await
         .expect("the claim");
     let ttl: u64 = claim["ttl"].as_n().unwrap().parse().unwrap();

@@ -132,3 +132,69 @@ pub async fn items_naming(store: &Store, needle: &str) -> usize {
         })
         .count()
 }
+
+/// Writes deltas `seqs` of `epoch` on `channel` (data: the seq), expiring at `ttl` (Unix
+/// seconds), and the channel's epoch item, straight into the table in concurrent batches:
+/// a backlog that TTL has not deleted yet, with no publish involved.
+pub async fn write_history(
+    store: &Store,
+    channel: &str,
+    epoch: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+    ttl: u64,
+) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    use deltacast::clock;
+    use deltacast::protocol::{Delta, Payload};
+    use deltacast::store::items::{DeltaItem, EPOCH_SK, EpochItem, channel_pk};
+    use futures::StreamExt;
+
+    let epoch_item = EpochItem {
+        pk: channel_pk(channel),
+        sk: EPOCH_SK.into(),
+        ep: epoch.into(),
+        at: clock::now_ms(),
+    };
+    let deltas = seqs.map(|seq| {
+        let delta = Delta {
+            channel: channel.into(),
+            seq,
+            epoch: epoch.into(),
+            id: format!("m{seq}"),
+            from: "alice".into(),
+            ts: clock::now_ms(),
+            data: Payload::from_json(seq.to_string()).expect("a number is JSON"),
+        };
+        serde_dynamo::to_item(DeltaItem::new(&delta, ttl)).expect("a delta item")
+    });
+    let requests: Vec<WriteRequest> =
+        std::iter::once(serde_dynamo::to_item(epoch_item).expect("an epoch item"))
+            .chain(deltas)
+            .map(|item| {
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .expect("an item");
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect();
+    futures::stream::iter(requests.chunks(25).map(|chunk| async move {
+        let mut pending = chunk.to_vec();
+        while !pending.is_empty() {
+            let out = store
+                .client()
+                .batch_write_item()
+                .request_items(store.table(), pending)
+                .send()
+                .await
+                .expect("batch write");
+            pending = out
+                .unprocessed_items
+                .and_then(|mut left| left.remove(store.table()))
+                .unwrap_or_default();
+        }
+    }))
+    .buffer_unordered(8)
+    .collect::<Vec<()>>()
+    .await;
+}

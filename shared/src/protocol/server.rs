@@ -72,6 +72,9 @@ pub enum ServerMessage<'a> {
         seq: u64,
         deltas: &'a [Delta],
         more: bool,
+        /// With `more`: the `since` to ask with next (past expired deltas, too).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a MessageId>,
     },

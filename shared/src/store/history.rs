@@ -2,12 +2,24 @@
 //! after a seq. History is addressed by seq within an epoch; a channel whose newest delta
 //! has expired starts a new epoch, so a client that reconnects learns whether its gap
 //! could be recovered.
+//!
+//! ## Expired deltas cost a bounded read
+//! DynamoDB TTL deletes expired items late (by days, at times), so reads skip deltas whose
+//! `ttl` has passed. A channel with a long backlog of such deltas would otherwise make one
+//! `history` or catch-up read page after page of them. [`Store::deltas_after`] reads at most
+//! [`EXPIRED_READ_BUDGET`] items beyond the page it returns; when the budget runs out first
+//! it answers with what it found, `more`, and [`DeltaPage::next`] past the last delta it
+//! read (expired or not), so a client paging with `since = next` always moves forward and
+//! reaches the live deltas. Expired deltas are the oldest ones (`ttl` is the publish time
+//! plus the retention, while that setting stays the same), so they come first in a read
+//! and a few pages get past them.
 
 use super::attributes::{Item, dynamo, required_number, s};
 use super::items::{DELTA_PREFIX, DeltaItem, EPOCH_SK, EpochItem, channel_pk, delta_sk};
 use super::{Store, StoreError};
 use crate::clock;
 use crate::protocol::{Delta, MAX_SEQ};
+use tracing::debug;
 
 /// A channel's head: its live epoch and newest seq (`None` and 0 when the channel has no
 /// retained history).
@@ -24,11 +36,26 @@ pub struct Head {
 pub struct DeltaPage {
     /// Deltas in seq order.
     pub deltas: Vec<Delta>,
-    /// Whether more retained deltas follow.
+    /// Whether more retained deltas may follow.
     pub more: bool,
     /// About how many bytes the deltas take as frames (what the page is capped by).
     pub bytes: usize,
+    /// With `more`: the seq to read after next, the last one this read got past (the last
+    /// delta returned, or an expired one beyond it when the read budget ran out).
+    pub next: Option<u64>,
 }
+
+/// Most items one [`Store::deltas_after`] call reads beyond the `limit + 1` it needs (the
+/// page and the item that tells `more`): what expired deltas may cost a call. An item
+/// count, not bytes, because Query's `Limit` counts items, so the budget holds before a
+/// request is sent (a byte budget could only be checked after a Query had read up to
+/// 1 MB). 200 items are one Query page: at most about 5 MB (200 deltas of 24 KiB) or
+/// 1,200 read units in the worst case, about 8 read units for small deltas, and a paging
+/// client gets past 10,000 expired deltas in at most 50 requests.
+pub const EXPIRED_READ_BUDGET: usize = 200;
+
+/// Most items one Query of [`Store::deltas_after`] asks for.
+const QUERY_ITEMS: usize = 200;
 
 /// What a publish needs to know about a channel.
 pub(crate) struct ChannelState {
@@ -112,7 +139,8 @@ impl Store {
     }
 
     /// Reads deltas with seq > `after` in `epoch`, in order: at most `limit`, and no more
-    /// than about `max_bytes` of frames. Expired deltas are skipped.
+    /// than about `max_bytes` of frames. Expired deltas are skipped, reading at most
+    /// `limit + 1 +` [`EXPIRED_READ_BUDGET`] items in all (see the module docs).
     pub async fn deltas_after(
         &self,
         channel: &str,
@@ -128,8 +156,16 @@ impl Store {
         }
         let now = clock::now_secs();
         let mut start: Option<Item> = None;
+        // Items this call may read, and has read; how many were expired; the last seq read.
+        let cap = limit + 1 + EXPIRED_READ_BUDGET;
+        let (mut read, mut expired, mut last) = (0usize, 0usize, after);
         loop {
-            let want = (limit + 1 - page.deltas.len()).min(200) as i32;
+            let needed = limit + 1 - page.deltas.len();
+            // What the page still needs; once expired deltas turn up, as many as the budget
+            // allows, since more of them are likely to follow (they are the oldest).
+            let want = if expired == 0 { needed } else { cap - read }
+                .min(cap - read)
+                .min(QUERY_ITEMS) as i32;
             let out = self
                 .send(
                     self.client
@@ -148,9 +184,13 @@ impl Store {
                 )
                 .await
                 .map_err(dynamo)?;
-            for item in out.items.unwrap_or_default() {
+            let items = out.items.unwrap_or_default();
+            read += items.len();
+            for item in items {
                 let item: DeltaItem = serde_dynamo::from_item(item)?;
                 if item.expired(now) {
+                    expired += 1;
+                    last = item.seq;
                     continue;
                 }
                 // Envelope: type, channel, seq, epoch, id, from, ts and punctuation.
@@ -159,14 +199,25 @@ impl Store {
                     || (!page.deltas.is_empty() && page.bytes + size > max_bytes)
                 {
                     page.more = true;
+                    page.next = Some(last);
                     return Ok(page);
                 }
                 page.bytes += size;
+                last = item.seq;
                 page.deltas.push(Delta::try_from(item)?);
             }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(page),
+            match out.last_evaluated_key.filter(|key| !key.is_empty()) {
+                Some(_) if read >= cap => {
+                    debug!(
+                        channel,
+                        after, expired, "read budget spent on expired deltas"
+                    );
+                    page.more = true;
+                    page.next = Some(last);
+                    return Ok(page);
+                }
+                Some(key) => start = Some(key),
+                None => return Ok(page),
             }
         }
     }

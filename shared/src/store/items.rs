@@ -8,7 +8,7 @@
 //! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
 //! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `ttl` |
 //! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl` |
-//! | publish claim (idempotency) | `h#<channel>` | `m#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
+//! | publish claim (idempotency) | `h#<channel>` | `m#<len(sub)>:<sub>#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |
 //! | user rate-limit bucket | `u#<sub>` | `rate` | `tk`, `tat`, `rv`, `ttl` |
 //!
@@ -16,6 +16,15 @@
 //! (the `s#` items), so removing a connection is one Query on its own partition. The
 //! liveness item is the connection's presence: frames whose connection has none any more
 //! write nothing.
+//!
+//! A message id is the publisher's idempotency key, so the claim names the publisher too:
+//! the same id from another `sub` is another message. A `sub` may hold any character (`#`
+//! and `:` included, up to `MAX_SUB_LEN` bytes), so it is written with its length in bytes
+//! first: the key is read from the left as digits up to the first `:`, exactly that many
+//! bytes of `sub`, `#`, then the id, which makes it collision-free for any `sub` and id
+//! without escaping (and keeps it under 200 bytes, far from DynamoDB's 1 KB sort key
+//! limit). Claims written before this key (`m#<messageId>`) are never read again (a retry
+//! spanning the upgrade may store its message twice); they expire with their retention.
 
 use crate::protocol::{Delta, Payload};
 use serde::{Deserialize, Serialize};
@@ -58,9 +67,10 @@ pub fn delta_sk(epoch: &str, seq: u64) -> String {
     format!("{DELTA_PREFIX}{epoch}#{seq:012}")
 }
 
-/// Sort key of a publish claim.
-pub fn claim_sk(message_id: &str) -> String {
-    format!("m#{message_id}")
+/// Sort key of a publish claim: message `message_id` of publisher `sub`, length-prefixed
+/// so that no two `(sub, id)` pairs share a key (see the module docs).
+pub fn claim_sk(sub: &str, message_id: &str) -> String {
+    format!("m#{}:{sub}#{message_id}", sub.len())
 }
 
 /// A connection's main item.
@@ -178,12 +188,12 @@ impl TryFrom<DeltaItem> for Delta {
     }
 }
 
-/// A publish claim: message id → where its delta goes (or went).
+/// A publish claim: a publisher's message id → where its delta goes (or went).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClaimItem {
     /// `h#<channel>`.
     pub pk: String,
-    /// `m#<messageId>`.
+    /// `m#<len(sub)>:<sub>#<messageId>`.
     pub sk: String,
     /// Epoch of the delta.
     pub ep: String,
@@ -242,5 +252,42 @@ mod tests {
         assert_eq!(item.pk, "h#chat:lobby");
         assert!(item.expired(99) && !item.expired(98));
         assert_eq!(Delta::try_from(item).unwrap(), delta);
+    }
+
+    /// Reads a claim key back into its `(sub, id)`: that one exists for every key is
+    /// what makes the key collision-free.
+    fn split_claim(sk: &str) -> (&str, &str) {
+        let rest = sk.strip_prefix("m#").expect("claim prefix");
+        let (len, rest) = rest.split_once(':').expect("length");
+        let len: usize = len.parse().expect("length is a number");
+        let (sub, rest) = rest.split_at(len);
+        (sub, rest.strip_prefix('#').expect("separator"))
+    }
+
+    #[test]
+    fn claim_keys_of_different_publishers_never_collide() {
+        // Pairs that an unprefixed `m#<sub>#<id>` (or `m#<sub>:<id>`) would merge.
+        let pairs = [
+            ("a#b", "c"),
+            ("a", "b#c"),
+            ("a:b", "c"),
+            ("a", "b:c"),
+            ("1:a", "b"),
+            ("1", "a#b"),
+            ("3:a#b", "c"),
+            ("3", "a#b#c"),
+            ("", "3:a#b#c"),
+            ("é#", "x"),
+            ("é", "#x"),
+            ("alice", "m1"),
+            ("mallory", "m1"),
+        ];
+        let keys: std::collections::HashSet<String> =
+            pairs.iter().map(|(sub, id)| claim_sk(sub, id)).collect();
+        assert_eq!(keys.len(), pairs.len(), "{keys:?}");
+        for (sub, id) in pairs {
+            assert_eq!(split_claim(&claim_sk(sub, id)), (sub, id));
+        }
+        assert_eq!(claim_sk("a#b", "m1"), "m#3:a#b#m1");
     }
 }

@@ -24,9 +24,11 @@
 //! not get around the rate limit, and `touch` never brings a connection back.
 //!
 //! ## Publishing without transactions
-//! Seqs must be gap-free and a `(channel, id)` must publish once. A publish:
-//! 1. reads the message's claim `m#<id>`; if it points at a stored delta with this id,
-//!    the publish is a duplicate and gets the original ack;
+//! Seqs must be gap-free and a `(channel, publisher, id)` must publish once: the id is the
+//! publisher's idempotency key, so the same id from another `sub` is another message. A
+//! publish:
+//! 1. reads the message's claim `m#<len(sub)>:<sub>#<id>`; if it points at a stored delta
+//!    with this id and this publisher, the publish is a duplicate and gets the original ack;
 //! 2. reads the head (the channel's epoch item, then its newest delta);
 //! 3. checks `expectSeq` (a mismatch writes nothing);
 //! 4. writes the claim `{seq: head+1, lease}` conditionally, so only one attempt at a
@@ -82,7 +84,7 @@ use items::MalformedItem;
 pub use batch::MAX_BATCH_ATTEMPTS;
 pub use capacity::{Capacity, CapacityMeter};
 pub use connections::NewConnection;
-pub use history::{DeltaPage, Head};
+pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use publish::{NewDelta, PublishError, Published};
 pub use rate_limit::{Bucket, BucketOf};
 pub use subscriptions::SubscribeError;

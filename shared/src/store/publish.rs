@@ -1,6 +1,8 @@
-//! Appending a delta exactly once per `(channel, id)`, with gap-free seqs and without
-//! transactions: a claim on the message id, then a conditional delta write (the algorithm
-//! is in the [module docs](super)).
+//! Appending a delta exactly once per `(channel, publisher, id)`, with gap-free seqs and
+//! without transactions: a claim on the publisher's message id, then a conditional delta
+//! write (the algorithm is in the [module docs](super)). The id is the publisher's own
+//! idempotency key: the same id from another `sub` is another message, so nobody can be
+//! answered with someone else's delta.
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use crate::protocol::{Channel, Delta, MessageId, Payload};
 pub struct NewDelta<'a> {
     /// The channel.
     pub channel: &'a Channel,
-    /// Idempotency key.
+    /// Idempotency key, within the publisher's own messages on the channel.
     pub id: &'a MessageId,
     /// Publisher's `sub`.
     pub from: &'a str,
@@ -37,7 +39,7 @@ pub struct Published {
     pub seq: u64,
     /// Its epoch.
     pub epoch: String,
-    /// Whether an earlier publish with the same id stored it.
+    /// Whether an earlier publish with the same id, by the same publisher, stored it.
     pub duplicate: bool,
 }
 
@@ -50,7 +52,7 @@ pub enum PublishError {
         /// The head at the time of the check.
         head: Head,
     },
-    /// Another attempt with the same id holds a live lease.
+    /// Another attempt with the same id (by the same publisher) holds a live lease.
     #[error("a publish with this id is still in progress")]
     InProgress,
     /// The channel was too busy to find a free seq in the allotted attempts.
@@ -69,10 +71,11 @@ const MAX_PUBLISH_ATTEMPTS: u32 = 32;
 const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl Store {
-    /// Appends a delta, exactly once per `(channel, id)`; see the module docs.
+    /// Appends a delta, exactly once per `(channel, publisher, id)`; see the module docs.
     pub async fn publish(&self, new: NewDelta<'_>) -> Result<Published, PublishError> {
         let channel = new.channel.as_str();
         let id = new.id.as_str();
+        let from = new.from;
         // The lease of the claim this call holds, once it holds one.
         let mut held: Option<u64> = None;
         // Waiting helps when another attempt holds the id or won a race for the claim or
@@ -86,10 +89,11 @@ impl Store {
             // Who else is working on this id?
             let mut stale_lease = None;
             if held.is_none()
-                && let Some(claim) = self.claim(channel, id).await?
+                && let Some(claim) = self.claim(new).await?
             {
                 if let Some(delta) = self.delta(channel, &claim.ep, claim.seq).await?
                     && delta.id == id
+                    && delta.from == from
                 {
                     return Ok(Published {
                         seq: delta.seq,
@@ -115,7 +119,7 @@ impl Store {
                 && expected != head.seq
             {
                 if let Some(lease) = held {
-                    self.release_claim(channel, id, lease).await?;
+                    self.release_claim(new, lease).await?;
                 }
                 return Err(PublishError::Conflict { head });
             }
@@ -127,7 +131,7 @@ impl Store {
             let lease = clock::now_ms() + self.lifetimes.publish_lease.as_millis() as u64;
             let previous_lease = held.or(stale_lease);
             if !self
-                .write_claim(channel, id, &epoch, seq, lease, previous_lease)
+                .write_claim(new, &epoch, seq, lease, previous_lease)
                 .await?
             {
                 held = None;
@@ -150,14 +154,14 @@ impl Store {
                 seq,
                 epoch: epoch.clone(),
                 id: id.to_owned(),
-                from: new.from.to_owned(),
+                from: from.to_owned(),
                 ts: clock::now_ms(),
                 data: new.data.clone(),
             };
             let ttl = delta.ts / 1000 + self.lifetimes.retention.as_secs();
             let item =
                 serde_dynamo::to_item(DeltaItem::new(&delta, ttl)).map_err(StoreError::from)?;
-            if self.put_delta(item, id, &epoch, seq).await? {
+            if self.put_delta(item, from, id, &epoch, seq).await? {
                 debug!(channel, seq, "delta stored");
                 return Ok(Published {
                     seq,
@@ -168,15 +172,18 @@ impl Store {
             debug!(channel, seq, attempt, "seq taken; retrying");
         }
         if let Some(lease) = held {
-            self.release_claim(channel, id, lease).await?;
+            self.release_claim(new, lease).await?;
         }
         Err(PublishError::Contended)
     }
 
-    /// The message's unexpired claim, if any.
-    async fn claim(&self, channel: &str, id: &str) -> Result<Option<ClaimItem>, StoreError> {
+    /// The unexpired claim on the publisher's message id, if any.
+    async fn claim(&self, new: NewDelta<'_>) -> Result<Option<ClaimItem>, StoreError> {
         let out = self
-            .send(self.read_item(channel_pk(channel), claim_sk(id)))
+            .send(self.read_item(
+                channel_pk(new.channel.as_str()),
+                claim_sk(new.from, new.id.as_str()),
+            ))
             .await
             .map_err(dynamo)?;
         let claim: Option<ClaimItem> = out.item.map(serde_dynamo::from_item).transpose()?;
@@ -187,8 +194,7 @@ impl Store {
     /// moved or taken over; without it the claim must not exist yet (or have expired).
     async fn write_claim(
         &self,
-        channel: &str,
-        id: &str,
+        new: NewDelta<'_>,
         epoch: &str,
         seq: u64,
         lease: u64,
@@ -196,8 +202,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let ttl = clock::now_secs() + self.lifetimes.retention.as_secs();
         let claim = ClaimItem {
-            pk: channel_pk(channel),
-            sk: claim_sk(id),
+            pk: channel_pk(new.channel.as_str()),
+            sk: claim_sk(new.from, new.id.as_str()),
             ep: epoch.into(),
             seq,
             lease,
@@ -227,13 +233,13 @@ impl Store {
     }
 
     /// Deletes a claim this call holds, so a refused publish leaves nothing behind.
-    async fn release_claim(&self, channel: &str, id: &str, lease: u64) -> Result<(), StoreError> {
+    async fn release_claim(&self, new: NewDelta<'_>, lease: u64) -> Result<(), StoreError> {
         let request = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(channel_pk(channel)))
-            .key("sk", s(claim_sk(id)))
+            .key("pk", s(channel_pk(new.channel.as_str())))
+            .key("sk", s(claim_sk(new.from, new.id.as_str())))
             .condition_expression("lease = :lease")
             .expression_attribute_values(":lease", n(lease));
         // Refused: the claim was taken over (or has gone); it is not this call's to delete.
@@ -271,13 +277,14 @@ impl Store {
         }
     }
 
-    /// Writes the delta of message `id` at `seq` unless the seq is taken. Returns whether
-    /// the seq holds this message's delta, which is also the case when the SDK retried
-    /// (after a timeout or a 5xx) a write that had taken effect: the retry then finds
-    /// its own delta.
+    /// Writes the delta of publisher `from`'s message `id` at `seq` unless the seq is
+    /// taken. Returns whether the seq holds this message's delta, which is also the case
+    /// when the SDK retried (after a timeout or a 5xx) a write that had taken effect: the
+    /// retry then finds its own delta. Another publisher's delta with the same id is not.
     async fn put_delta(
         &self,
         item: Item,
+        from: &str,
         id: &str,
         epoch: &str,
         seq: u64,
@@ -291,6 +298,7 @@ impl Store {
             Conditional::Written(_) => Ok(true),
             Conditional::Refused(Some(found)) => {
                 let ours = text(&found, "id") == Some(id)
+                    && text(&found, "from") == Some(from)
                     && text(&found, "ep") == Some(epoch)
                     && number(&found, "seq") == Some(seq);
                 if ours {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::{
-    BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
-    BeforeTransmitInterceptorContextRef,
+    AfterDeserializationInterceptorContextRef, BeforeDeserializationInterceptorContextMut,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
 };
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents, SharedInterceptor};
@@ -103,8 +103,18 @@ pub async fn put(store: &Store, item: Item) {
         .expect("put");
 }
 
-/// Publishes `1` as message `id` on [`CHANNEL`].
+/// Publishes `1` as alice's message `id` on [`CHANNEL`].
 pub async fn publish(store: &Store, id: &str) -> Result<Published, PublishError> {
+    publish_as(store, "alice", id, None).await
+}
+
+/// Publishes `1` as `from`'s message `id` on [`CHANNEL`], guarded by `expect_seq`.
+pub async fn publish_as(
+    store: &Store,
+    from: &str,
+    id: &str,
+    expect_seq: Option<u64>,
+) -> Result<Published, PublishError> {
     let channel = Channel::parse(CHANNEL).unwrap();
     let id = MessageId::parse(id).unwrap();
     let data = Payload::from_json("1".into()).unwrap();
@@ -112,9 +122,9 @@ pub async fn publish(store: &Store, id: &str) -> Result<Published, PublishError>
         .publish(NewDelta {
             channel: &channel,
             id: &id,
-            from: "alice",
+            from,
             data: &data,
-            expect_seq: None,
+            expect_seq,
         })
         .await
 }
@@ -195,6 +205,21 @@ impl ReplaceResponse {
             },
             500,
             INTERNAL_ERROR,
+        )
+    }
+
+    /// Answers the first read of a channel's newest delta with nothing, as a read racing
+    /// another publisher's write would.
+    pub fn stale_newest_delta() -> Self {
+        Self::new(
+            |input| {
+                input
+                    .downcast_ref::<aws_sdk_dynamodb::operation::query::QueryInput>()
+                    .and_then(|input| input.key_condition_expression())
+                    .is_some_and(|condition| condition.contains("begins_with"))
+            },
+            200,
+            r#"{"Count":0,"Items":[],"ScannedCount":0}"#,
         )
     }
 
@@ -283,6 +308,49 @@ impl Intercept for Throttle {
             let body = serde_json::json!({ "UnprocessedItems": items });
             *context.response_mut() =
                 Response::new(StatusCode::try_from(200)?, SdkBody::from(body.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the Query requests a store sends and the items they read (DynamoDB's
+/// `ScannedCount`: items read before any filter).
+#[derive(Debug, Clone, Default)]
+pub struct CountQueries {
+    /// Query requests answered.
+    pub queries: Arc<AtomicU32>,
+    /// Items those requests read.
+    pub items: Arc<AtomicU32>,
+}
+
+impl CountQueries {
+    /// The counts so far, `(queries, items)`, and starts again from zero.
+    pub fn take(&self) -> (u32, u32) {
+        (
+            self.queries.swap(0, Ordering::SeqCst),
+            self.items.swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+impl Intercept for CountQueries {
+    fn name(&self) -> &'static str {
+        "CountQueries"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Ok(output) = context.output_or_error()
+            && let Some(output) =
+                output.downcast_ref::<aws_sdk_dynamodb::operation::query::QueryOutput>()
+        {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            self.items
+                .fetch_add(output.scanned_count() as u32, Ordering::SeqCst);
         }
         Ok(())
     }

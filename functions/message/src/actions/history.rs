@@ -60,6 +60,7 @@ pub async fn run<P: Push>(
             seq: head.seq,
             deltas: &page.deltas,
             more: page.more,
+            next: page.next,
             id,
         },
     )
@@ -83,6 +84,7 @@ mod tests {
         assert_eq!(page[0]["type"], "history");
         assert_eq!(page[0]["seq"], 5);
         assert_eq!(page[0]["more"], true);
+        assert_eq!(page[0]["next"], 3, "where to go on: the last seq read");
         assert_eq!(page[0]["id"], "h");
         let seqs: Vec<&Value> = page[0]["deltas"]
             .as_array()

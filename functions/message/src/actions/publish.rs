@@ -1,4 +1,4 @@
-//! `publish`: appends a delta exactly once per `(channel, id)` and acks with its seq.
+//! `publish`: appends a delta exactly once per `(channel, publisher, id)` and acks with its seq.
 
 use deltacast::auth::Action;
 use deltacast::cost;
