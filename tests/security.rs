@@ -3,11 +3,13 @@
 //! table unchanged; capabilities enforced on every path a delta can take; tokens in the
 //! subprotocol header; JWKS-verified tokens; per-connection rate limits.
 
+use std::time::Duration;
+
 use deltacast_local::stack::StackError;
 use deltacast_tests::stack::{
-    Client, TestStack, start_stack, start_stack_with, try_start_stack_with,
+    Client, TestStack, eventually, start_stack, start_stack_with, try_start_stack_with,
 };
-use deltacast_tests::{all_items, tokens};
+use deltacast_tests::{all_items, items_naming, tokens};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -293,8 +295,81 @@ async fn a_client_never_sees_a_channel_it_may_not_read() {
     let (subscribers, _) = t.store.subscribers_page("private:x", None).await.unwrap();
     let id = reader.connection_id().await;
     assert!(
-        !subscribers.contains(&id),
+        subscribers.iter().all(|s| s.connection_id != id),
         "refused subscribes store nothing"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_stops_receiving_and_is_told_once() {
+    let t = start_stack().await;
+    let caps = json!({"chat:*": ["subscribe"]});
+    // GIVEN a client whose token is valid for 3 s and one with a fresh token, both
+    // subscribed to the same channel while their tokens were valid,
+    let short = t.token_valid_for("eve", caps.clone(), Duration::from_secs(3));
+    let mut expiring = t.connect(&short).await.expect("connects while valid");
+    let mut fresh = t.connect(&t.token("frank", caps)).await.expect("connects");
+    for client in [&mut expiring, &mut fresh] {
+        client
+            .request(
+                json!({"action": "subscribe", "channel": "chat:x"}),
+                "subscribed",
+            )
+            .await;
+    }
+    let expiring_id = expiring.connection_id().await;
+    let mut bob = t.connect_as("bob").await;
+    // WHEN the short token has expired (`exp` is in whole seconds) and another user
+    // publishes twice, each delta fanned out before the next is published,
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for id in ["e1", "e2"] {
+        bob.request(
+            json!({"action": "publish", "channel": "chat:x", "id": id, "data": id}),
+            "ack",
+        )
+        .await;
+        let delta = fresh.next_of("delta").await;
+        assert_eq!(
+            delta["id"], id,
+            "the fresh client still receives every delta"
+        );
+    }
+    // (the fan-out may still be finishing with the expired connection)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // THEN the expired client got exactly one `token_expired` and no delta: everything
+    // it received before the answer to its own (refused) ping.
+    expiring
+        .send(json!({"action": "ping", "id": "after"}))
+        .await;
+    let mut received = Vec::new();
+    let answer = loop {
+        let frame = expiring.next().await.expect("the socket stays open");
+        if frame["id"] == "after" {
+            break frame;
+        }
+        received.push(frame);
+    };
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["type"], "error", "{received:?}");
+    assert_eq!(received[0]["code"], "token_expired", "{received:?}");
+    assert!(
+        received[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fresh token")),
+        "{received:?}"
+    );
+    assert_eq!(
+        answer["code"], "token_expired",
+        "actions are refused with the same code"
+    );
+    // and, told, it was removed with its subscriptions
+    let store = &t.store;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            items_naming(store, &expiring_id).await == 0
+        })
+        .await
     );
     t.shutdown().await;
 }

@@ -87,6 +87,13 @@ impl TestStack {
         sign(json!({"sub": sub, "channels": channels}))
     }
 
+    /// A token for `sub` with `channels` capabilities that expires `valid_for` from now
+    /// (rounded down to whole seconds, as `exp` is).
+    pub fn token_valid_for(&self, sub: &str, channels: Value, valid_for: Duration) -> String {
+        let exp = jsonwebtoken::get_current_timestamp() + valid_for.as_secs();
+        sign(json!({"sub": sub, "channels": channels, "exp": exp}))
+    }
+
     /// Connects with `token` in the query string.
     pub async fn connect(&self, token: &str) -> Result<Client, Refused> {
         self.connect_url(&format!("{}?token={token}", self.stack.url))
