@@ -87,10 +87,8 @@ impl TestStack {
         sign(json!({"sub": sub, "channels": channels}))
     }
 
-    /// A token for `sub` with `channels` capabilities that expires `valid_for` from now
-    /// (rounded down to whole seconds, as `exp` is).
-    pub fn token_valid_for(&self, sub: &str, channels: Value, valid_for: Duration) -> String {
-        let exp = jsonwebtoken::get_current_timestamp() + valid_for.as_secs();
+    /// A token for `sub` with `channels` capabilities that expires at `exp` (Unix seconds).
+    pub fn token_expiring_at(&self, sub: &str, channels: Value, exp: u64) -> String {
         sign(json!({"sub": sub, "channels": channels, "exp": exp}))
     }
 
