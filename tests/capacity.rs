@@ -123,6 +123,7 @@ async fn reading_a_channels_subscribers_costs_little_per_delivery() {
             .subscribe(
                 &connection,
                 "user",
+                deltacast::clock::now_secs() + 3600,
                 &channel,
                 deltacast::clock::now_ms(),
                 100,

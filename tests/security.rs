@@ -4,11 +4,13 @@
 //! subprotocol header; JWKS-verified tokens; rate limits per connection and per user, on
 //! every action, with reads paying by what they return.
 
+use std::time::Duration;
+
 use deltacast_local::stack::StackError;
 use deltacast_tests::stack::{
-    Client, TestStack, start_stack, start_stack_with, try_start_stack_with,
+    Client, TestStack, eventually, start_stack, start_stack_with, try_start_stack_with,
 };
-use deltacast_tests::{all_items, tokens};
+use deltacast_tests::{all_items, items_naming, tokens};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -294,9 +296,93 @@ async fn a_client_never_sees_a_channel_it_may_not_read() {
     let (subscribers, _) = t.store.subscribers_page("private:x", None).await.unwrap();
     let id = reader.connection_id().await;
     assert!(
-        !subscribers.contains(&id),
+        subscribers.iter().all(|s| s.connection_id != id),
         "refused subscribes store nothing"
     );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_stops_receiving_and_is_told_once() {
+    let t = start_stack().await;
+    let caps = json!({"chat:*": ["subscribe"]});
+    // GIVEN a client with a fresh token subscribed to a channel (which also warms the
+    // stack up), and one whose token is valid for 5 s, subscribed while it was valid
+    let mut fresh = t
+        .connect(&t.token("frank", caps.clone()))
+        .await
+        .expect("connects");
+    fresh
+        .request(
+            json!({"action": "subscribe", "channel": "chat:x"}),
+            "subscribed",
+        )
+        .await;
+    let mut bob = t.connect_as("bob").await;
+    let exp = jsonwebtoken::get_current_timestamp() + 5;
+    let short = t.token_expiring_at("eve", caps, exp);
+    let mut expiring = t.connect(&short).await.expect("connects while valid");
+    let too_slow = "set-up outlived the 5 s token (machine overloaded?)";
+    expiring.send(json!({"action": "ping"})).await;
+    let pong = expiring.next().await.expect("a pong");
+    assert_eq!(pong["type"], "pong", "{too_slow}: {pong}");
+    let expiring_id = pong["connectionId"].as_str().unwrap().to_owned();
+    expiring
+        .send(json!({"action": "subscribe", "channel": "chat:x"}))
+        .await;
+    let subscribed = expiring.next().await.expect("an answer");
+    assert_eq!(subscribed["type"], "subscribed", "{too_slow}: {subscribed}");
+    // WHEN the short token has expired (`exp` is in whole seconds) and another user
+    // publishes twice, each delta fanned out before the next is published,
+    let wait = (exp + 2).saturating_sub(jsonwebtoken::get_current_timestamp());
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    for id in ["e1", "e2"] {
+        bob.request(
+            json!({"action": "publish", "channel": "chat:x", "id": id, "data": id}),
+            "ack",
+        )
+        .await;
+        let delta = fresh.next_of("delta").await;
+        assert_eq!(
+            delta["id"], id,
+            "the fresh client still receives every delta"
+        );
+    }
+    // (the fan-out removes the expired connection's items once it has told it: wait for
+    // that, so the notice has been sent)
+    let store = &t.store;
+    let removed = eventually(Duration::from_secs(20), || async {
+        items_naming(store, &expiring_id).await == 0
+    })
+    .await;
+    // THEN the expired client got exactly one `token_expired` and no delta: everything it
+    // received before the answer to its own (refused) ping,
+    expiring
+        .send(json!({"action": "ping", "id": "after"}))
+        .await;
+    let mut received = Vec::new();
+    let answer = loop {
+        let frame = expiring.next().await.expect("the socket stays open");
+        if frame["id"] == "after" {
+            break frame;
+        }
+        received.push(frame);
+    };
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["type"], "error", "{received:?}");
+    assert_eq!(received[0]["code"], "token_expired", "{received:?}");
+    assert!(
+        received[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fresh token")),
+        "{received:?}"
+    );
+    assert_eq!(
+        answer["code"], "token_expired",
+        "actions are refused with the same code"
+    );
+    // and, told, it was removed with its subscriptions.
+    assert!(removed, "the expired connection's items are still there");
     t.shutdown().await;
 }
 

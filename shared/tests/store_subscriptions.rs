@@ -6,30 +6,29 @@ mod support;
 
 use deltacast::clock;
 use deltacast::protocol::Channel;
-use deltacast::store::{CapacityMeter, Store, StoreError, SubscribeError};
+use deltacast::store::{CapacityMeter, Store, StoreError, SubscribeError, Subscriber};
 use deltacast_tests::events;
 use futures::future::join_all;
-use support::{ReplaceResponse, intercepted, items, store, store_with};
+use support::{ReplaceResponse, connected, intercepted, items, store, store_with};
 
 /// Subscribes connection `c1` to `channel` with a limit of `max`.
 async fn subscribe(store: &Store, channel: &str, max: u32) -> Result<bool, SubscribeError> {
     let channel = Channel::parse(channel).unwrap();
     store
-        .subscribe("c1", "alice", &channel, clock::now_ms(), max)
+        .subscribe(
+            "c1",
+            "alice",
+            clock::now_secs() + 3600,
+            &channel,
+            clock::now_ms(),
+            max,
+        )
         .await
 }
 
 async fn unsubscribe(store: &Store, channel: &str) {
     let channel = Channel::parse(channel).unwrap();
     store.unsubscribe("c1", &channel).await.unwrap();
-}
-
-async fn connected(store: Store) -> Store {
-    store
-        .put_connection(&events::new_connection("c1", "alice"))
-        .await
-        .unwrap();
-    store
 }
 
 /// The connection-side and channel-side subscription items of `c1`.
@@ -188,6 +187,32 @@ async fn a_lost_response_to_the_subscription_write_is_still_a_new_subscription()
     unsubscribe(&store, "chat:a").await;
     assert!(subscribe(&store, "chat:b", 1).await.unwrap());
     assert_eq!(subscription_items(&store).await, (1, 1));
+}
+
+#[tokio::test]
+async fn the_fan_out_reads_each_subscription_with_its_token_expiry() {
+    // GIVEN c1 subscribed with a token valid for an hour
+    let store = connected(store().await).await;
+    let exp = clock::now_secs() + 3600;
+    let channel = Channel::parse("chat:a").unwrap();
+    store
+        .subscribe("c1", "alice", exp, &channel, clock::now_ms(), 10)
+        .await
+        .unwrap();
+    // WHEN the fan-out reads the channel's subscribers
+    let (subscribers, next) = store.subscribers_page("chat:a", None).await.unwrap();
+    // THEN it has the expiry, which has passed one second after `exp`, not before
+    let expected = Subscriber {
+        connection_id: "c1".into(),
+        token_exp: Some(exp),
+    };
+    assert_eq!((subscribers, next), (vec![expected.clone()], None));
+    assert!(!expected.expired(exp) && expected.expired(exp + 1));
+    let stored_before_expiry = Subscriber {
+        token_exp: None,
+        ..expected
+    };
+    assert!(!stored_before_expiry.expired(u64::MAX), "never expires");
 }
 
 #[tokio::test]

@@ -87,6 +87,11 @@ impl TestStack {
         sign(json!({"sub": sub, "channels": channels}))
     }
 
+    /// A token for `sub` with `channels` capabilities that expires at `exp` (Unix seconds).
+    pub fn token_expiring_at(&self, sub: &str, channels: Value, exp: u64) -> String {
+        sign(json!({"sub": sub, "channels": channels, "exp": exp}))
+    }
+
     /// Connects with `token` in the query string.
     pub async fn connect(&self, token: &str) -> Result<Client, Refused> {
         self.connect_url(&format!("{}?token={token}", self.stack.url))

@@ -42,14 +42,29 @@ mod tests {
             .put_connection(&events::new_connection("conn-2", "bob"))
             .await
             .unwrap();
+        let exp = deltacast::clock::now_secs() + 3600;
         for name in ["a", "b", "c"] {
             let channel = Channel::parse(name).unwrap();
             store
-                .subscribe("conn-1", "alice", &channel, deltacast::clock::now_ms(), 100)
+                .subscribe(
+                    "conn-1",
+                    "alice",
+                    exp,
+                    &channel,
+                    deltacast::clock::now_ms(),
+                    100,
+                )
                 .await
                 .unwrap();
             store
-                .subscribe("conn-2", "bob", &channel, deltacast::clock::now_ms(), 100)
+                .subscribe(
+                    "conn-2",
+                    "bob",
+                    exp,
+                    &channel,
+                    deltacast::clock::now_ms(),
+                    100,
+                )
                 .await
                 .unwrap();
         }
@@ -68,7 +83,11 @@ mod tests {
             "other connections are untouched"
         );
         let (subscribers, _) = store.subscribers_page("a", None).await.unwrap();
-        assert_eq!(subscribers, ["conn-2"]);
+        let ids: Vec<&str> = subscribers
+            .iter()
+            .map(|s| s.connection_id.as_str())
+            .collect();
+        assert_eq!(ids, ["conn-2"]);
     }
 
     #[tokio::test]

@@ -15,15 +15,19 @@
 //! - Any other 4xx (a frame over the limit, a malformed request): sending it again cannot
 //!   help and would hold up the shard, so it is logged and skipped for that connection;
 //!   the client sees a seq gap and fetches `history`.
+//!
+//! A subscription whose token has expired gets no deltas; its connection is told once
+//! instead (`expiry.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use deltacast::clock;
 use deltacast::protocol::Delta;
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
-use deltacast::store::{Store, StoreError};
+use deltacast::store::{Store, StoreError, Subscriber};
 use deltacast::stream::{StreamDelta, delta_of};
 use futures::{StreamExt, stream};
 use tracing::{error, info, warn};
@@ -82,6 +86,9 @@ impl<P: Push> Fanout<P> {
 
         // connection id → its deltas (indexes into `pending`), channel by channel in seq order.
         let mut plan: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        // Connections subscribed with a token that has expired: told, never delivered to.
+        let mut expired: BTreeSet<String> = BTreeSet::new();
+        let now = clock::now_secs();
         let mut failed: HashSet<usize> = HashSet::new();
         let mut start = 0;
         while start < pending.len() {
@@ -92,9 +99,15 @@ impl<P: Push> Fanout<P> {
                     .take_while(|p| p.delta.channel == channel)
                     .count();
             match self.subscribers(&channel).await {
-                Ok(connections) => {
-                    for connection in connections {
-                        plan.entry(connection).or_default().extend(start..end);
+                Ok(subscribers) => {
+                    for subscriber in subscribers {
+                        if subscriber.expired(now) {
+                            expired.insert(subscriber.connection_id);
+                        } else {
+                            plan.entry(subscriber.connection_id)
+                                .or_default()
+                                .extend(start..end);
+                        }
                     }
                 }
                 Err(err) => {
@@ -139,6 +152,8 @@ impl<P: Push> Fanout<P> {
                 }
             }
         }
+        let told = self.tell_expired(&expired, &mut dead).await;
+        let expired = expired.len();
         let store = &self.store;
         stream::iter(dead)
             .for_each_concurrent(self.concurrency.max(1), |connection| async move {
@@ -166,6 +181,8 @@ impl<P: Push> Fanout<P> {
             delivered,
             skipped,
             gone,
+            expired,
+            told,
             failed_connections = failures,
             failed_records = response.batch_item_failures.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -174,7 +191,7 @@ impl<P: Push> Fanout<P> {
         response
     }
 
-    async fn subscribers(&self, channel: &str) -> Result<Vec<String>, StoreError> {
+    async fn subscribers(&self, channel: &str) -> Result<Vec<Subscriber>, StoreError> {
         let mut all = Vec::new();
         let mut start = None;
         loop {
@@ -250,41 +267,10 @@ fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltacast::protocol::Channel;
-    use deltacast::push::RetryPolicy;
+    use crate::testing::fanout_with;
     use deltacast_tests::push::RecordingPush;
-    use deltacast_tests::{events, fresh_store, items_naming};
+    use deltacast_tests::{events, items_naming};
     use serde_json::{Value, json};
-    use std::time::Duration;
-
-    async fn fanout_with(subscriptions: &[(&str, &str)]) -> Fanout<RecordingPush> {
-        let store = fresh_store().await;
-        for (connection, channel) in subscriptions {
-            store
-                .put_connection(&events::new_connection(connection, "user"))
-                .await
-                .unwrap();
-            store
-                .subscribe(
-                    connection,
-                    "user",
-                    &Channel::parse(channel).unwrap(),
-                    deltacast::clock::now_ms(),
-                    100,
-                )
-                .await
-                .unwrap();
-        }
-        Fanout {
-            store,
-            push: RecordingPush::new(),
-            concurrency: 8,
-            retry: RetryPolicy {
-                attempts: 3,
-                base: Duration::from_millis(1),
-            },
-        }
-    }
 
     fn seqs(frames: &[Value]) -> Vec<(String, u64)> {
         frames

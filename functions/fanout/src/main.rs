@@ -1,6 +1,9 @@
 //! Stream-triggered fan-out: pushes every new delta to its channel's subscribers.
 
+mod expiry;
 mod handler;
+#[cfg(test)]
+mod testing;
 
 use deltacast::config::ConfigError;
 use deltacast::push::{ManagementApi, RetryPolicy};

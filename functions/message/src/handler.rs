@@ -130,11 +130,8 @@ async fn dispatch<P: Push>(
     app: &App,
     push: &P,
 ) -> Result<(), ActionError> {
-    if sender.identity.exp < clock::now_secs() {
-        return Err(ActionError::refused(
-            ErrorCode::Forbidden,
-            "token expired; reconnect with a fresh token",
-        ));
+    if sender.identity.expired(clock::now_secs()) {
+        return Err(ActionError::Refused(Box::new(ErrorFrame::token_expired())));
     }
     match message {
         ClientMessage::Subscribe {
@@ -333,7 +330,7 @@ mod tests {
         let frames = w
             .send_as(CONN, &expired, r#"{"action":"ping","id":"p"}"#)
             .await;
-        assert_eq!(frames[0]["code"], "forbidden");
+        assert_eq!(frames[0]["code"], "token_expired");
         assert_eq!(frames[0]["id"], "p");
     }
 

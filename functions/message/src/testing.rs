@@ -6,6 +6,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use deltacast::auth::{Capabilities, Identity};
 use deltacast::clock;
 use deltacast::config::{Env, Settings};
+use deltacast::store::Subscriber;
 use deltacast_tests::push::RecordingPush;
 use deltacast_tests::{all_items, events, fresh_store};
 use serde_json::{Value, json};
@@ -129,6 +130,14 @@ impl World {
                 })
                 .await
                 .unwrap();
+        }
+    }
+
+    /// Alice's subscription on CONN as the fan-out reads it, her token's expiry with it.
+    pub fn subscriber(&self) -> Subscriber {
+        Subscriber {
+            connection_id: CONN.into(),
+            token_exp: Some(self.alice.exp),
         }
     }
 

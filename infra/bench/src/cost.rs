@@ -132,6 +132,7 @@ pub async fn measure(
             .subscribe(
                 &subscriber,
                 "bench",
+                deltacast::clock::now_secs() + 3600,
                 &channel,
                 deltacast::clock::now_ms(),
                 10,

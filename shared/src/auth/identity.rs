@@ -21,7 +21,18 @@ pub struct Identity {
     pub exp: u64,
 }
 
+/// Whether a token that expires at `exp` (Unix seconds) has expired at `now_secs`: the
+/// one rule for refusing a connection's actions and skipping its subscriptions.
+pub fn token_expired(exp: u64, now_secs: u64) -> bool {
+    exp < now_secs
+}
+
 impl Identity {
+    /// Whether the token behind this identity has expired at `now_secs`.
+    pub fn expired(&self, now_secs: u64) -> bool {
+        token_expired(self.exp, now_secs)
+    }
+
     /// Whether this identity may do `action` on `channel`: a grant in the token, or the
     /// owner reading their personal `user:<sub>` channel.
     pub fn may(&self, action: Action, channel: &Channel) -> bool {

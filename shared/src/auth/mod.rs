@@ -10,7 +10,8 @@
 //! - `jwks`: signing keys fetched from a JWKS endpoint and cached (RS256, ES256).
 //! - `capabilities`: [`Capabilities`] and [`Action`], what a token's `channels` claim
 //!   allows; the rules are documented there.
-//! - `identity`: [`Identity`], and its trip through the authorizer context.
+//! - `identity`: [`Identity`], and its trip through the authorizer context; the one
+//!   expiry rule, [`token_expired`].
 //! - `error`: [`AuthError`], why a token was refused.
 
 mod algorithm;
@@ -26,6 +27,6 @@ mod test_keys;
 pub use algorithm::JwtAlgorithm;
 pub use capabilities::{Action, Capabilities};
 pub use error::AuthError;
-pub use identity::Identity;
+pub use identity::{Identity, token_expired};
 pub use jwt::{Claims, JwtConfig, JwtVerifier, MAX_SUB_LEN, MIN_SECRET_BYTES};
 pub use subprotocol::{BEARER_PROTOCOL_PREFIX, SUBPROTOCOL, offered_subprotocols};

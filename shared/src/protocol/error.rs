@@ -22,6 +22,9 @@ pub enum ErrorCode {
     RateLimited,
     /// Something failed on the server; the request may be retried.
     Internal,
+    /// The connection's token has expired: its actions are refused and its subscriptions
+    /// receive nothing more. Reconnect with a fresh token.
+    TokenExpired,
 }
 
 /// `{"type":"error",...}`: a request could not be served.
@@ -56,6 +59,15 @@ impl ErrorFrame {
             seq: None,
             epoch: None,
         }
+    }
+
+    /// The `token_expired` error: an action from a connection whose token has expired,
+    /// and the one notice the fan-out sends such a connection instead of its deltas.
+    pub fn token_expired() -> Self {
+        Self::new(
+            ErrorCode::TokenExpired,
+            "token expired; reconnect with a fresh token",
+        )
     }
 }
 

@@ -4,9 +4,9 @@
 //! | item | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | connection | `c#<connectionId>` | `meta` | `sub`, `caps`, `exp`, `at`, `ip`, `ttl` |
-//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tk`, `tat`, `rv`; subscription count `subs` and its last writer's tag `sw` |
+//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tk`, `tat`, `rv`; subscription count `subs` and its last writer's tag `sw`; `xn`, the tag of the fan-out that told the connection its token expired |
 //! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
-//! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `ttl` |
+//! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `exp` (token expiry, Unix seconds; absent on items written before it was stored: never expires), `ttl` |
 //! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl` |
 //! | publish claim (idempotency) | `h#<channel>` | `m#<len(sub)>:<sub>#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |

@@ -7,6 +7,7 @@
 //! - `connections`: storing, reading, touching and removing a connection;
 //! - `rate_limit`: the token buckets of connections and users;
 //! - `subscriptions`: subscribe (with its limit), unsubscribe, a channel's subscribers;
+//! - `expiry_notice`: telling a connection once that its token expired;
 //! - `history`: a channel's head and its retained deltas;
 //! - `publish`: appending a delta exactly once (below);
 //! - `batch`: batch writes with retries of unprocessed items;
@@ -19,7 +20,8 @@
 //! frames the client sent just before closing may still be processed. Every write a frame
 //! makes on behalf of a connection is therefore conditional on the liveness item
 //! (`attribute_exists(pk)`): the rate-limit token ([`Store::take_tokens`]) and the
-//! subscription counter ([`Store::subscribe`]). Without it the frame is refused with
+//! subscription counter ([`Store::subscribe`]); so is the fan-out's token-expired claim
+//! ([`Store::claim_expiry_notice`]). Without it the frame is refused with
 //! [`StoreError::ConnectionGone`] and writes nothing, so closing right after a flood does
 //! not get around the rate limit, and `touch` never brings a connection back.
 //!
@@ -68,6 +70,7 @@ mod attributes;
 mod batch;
 mod capacity;
 mod connections;
+mod expiry_notice;
 mod history;
 pub mod items;
 mod publish;
@@ -87,7 +90,7 @@ pub use connections::NewConnection;
 pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use publish::{NewDelta, PublishError, Published};
 pub use rate_limit::{Bucket, BucketOf};
-pub use subscriptions::SubscribeError;
+pub use subscriptions::{SubscribeError, Subscriber};
 
 /// A DynamoDB call failed, an item could not be read back, or the connection a frame
 /// came from is gone.

@@ -1,7 +1,10 @@
 //! Subscriptions, stored on both sides: `c#<connection>/s#<channel>` lists a connection's
 //! channels (so `$disconnect` finds them in its own partition) and
 //! `h#<channel>/s#<connection>` lists a channel's subscribers (so the fan-out reads one
-//! partition per delta).
+//! partition per delta). The channel side carries the subscriber's token expiry (`exp`),
+//! so the fan-out can skip a connection whose token has expired without reading anything
+//! else; an item stored before subscriptions carried `exp` has none, and is treated as
+//! not expiring (the connection's TTL still ends it).
 //!
 //! ## The limit, under concurrency
 //! Counting a connection's subscriptions with a Query and then writing lets concurrent
@@ -29,6 +32,7 @@ use tracing::debug;
 use super::attributes::{Conditional, Item, conditional, dynamo, n, number, s, text};
 use super::items::{LIVE_SK, SUBSCRIPTION_PREFIX, channel_pk, connection_pk, subscription_sk};
 use super::{Store, StoreError, backoff};
+use crate::auth::token_expired;
 use crate::clock;
 use crate::protocol::Channel;
 
@@ -41,6 +45,24 @@ pub enum SubscribeError {
     /// Storage failed, or the connection is gone ([`StoreError::ConnectionGone`]).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A connection subscribed to a channel, as the fan-out reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriber {
+    /// API Gateway's connection id.
+    pub connection_id: String,
+    /// The connection's token expiry, Unix seconds; `None` on a subscription stored before
+    /// subscriptions carried it.
+    pub token_exp: Option<u64>,
+}
+
+impl Subscriber {
+    /// Whether its token has expired at `now_secs`; never, without a stored expiry.
+    pub fn expired(&self, now_secs: u64) -> bool {
+        self.token_exp
+            .is_some_and(|exp| token_expired(exp, now_secs))
+    }
 }
 
 /// What an update of a connection's subscription count did.
@@ -56,13 +78,15 @@ enum Counted {
 
 impl Store {
     /// Subscribes a connection to a channel (both sides of the subscription), unless it
-    /// already has `max_subscriptions` others. Returns `false` when it was already
+    /// already has `max_subscriptions` others; `token_exp` is its token's expiry (Unix
+    /// seconds), after which the fan-out skips it. Returns `false` when it was already
     /// subscribed. A connection whose liveness item is gone is refused with
     /// [`StoreError::ConnectionGone`] and nothing is written.
     pub async fn subscribe(
         &self,
         connection_id: &str,
         sub: &str,
+        token_exp: u64,
         channel: &Channel,
         connected_at_ms: u64,
         max_subscriptions: u32,
@@ -90,7 +114,7 @@ impl Store {
                 // is a re-subscribe.
                 Counted::AtBound if self.subscribed_meanwhile(&conn_pk, &marker_sk).await? => {
                     return self
-                        .refresh_channel_side(connection_id, sub, channel, ttl)
+                        .refresh_channel_side(connection_id, sub, token_exp, channel, ttl)
                         .await
                         .map(|()| false);
                 }
@@ -121,7 +145,7 @@ impl Store {
                 }
             }
         };
-        self.refresh_channel_side(connection_id, sub, channel, ttl)
+        self.refresh_channel_side(connection_id, sub, token_exp, channel, ttl)
             .await?;
         Ok(new)
     }
@@ -132,6 +156,7 @@ impl Store {
         &self,
         connection_id: &str,
         sub: &str,
+        token_exp: u64,
         channel: &Channel,
         ttl: AttributeValue,
     ) -> Result<(), SubscribeError> {
@@ -139,6 +164,7 @@ impl Store {
             ("pk".to_owned(), s(channel_pk(channel.as_str()))),
             ("sk".to_owned(), s(subscription_sk(connection_id))),
             ("sub".to_owned(), s(sub)),
+            ("exp".to_owned(), n(token_exp)),
             ("ttl".to_owned(), ttl),
         ]);
         self.send(
@@ -191,12 +217,14 @@ impl Store {
         Ok(())
     }
 
-    /// The connection ids subscribed to a channel, one Query page at a time.
+    /// The connections subscribed to a channel, with their token expiry, one Query page
+    /// at a time. Subscriptions past their TTL are left out; expired tokens are not (the
+    /// fan-out tells those connections once).
     pub async fn subscribers_page(
         &self,
         channel: &str,
         start: Option<Item>,
-    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
+    ) -> Result<(Vec<Subscriber>, Option<Item>), StoreError> {
         let now = clock::now_secs();
         let out = self
             .send(
@@ -206,25 +234,28 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
                     .expression_attribute_values(":pk", s(channel_pk(channel)))
                     .expression_attribute_values(":s", s(SUBSCRIPTION_PREFIX))
-                    .projection_expression("sk, #ttl")
+                    .projection_expression("sk, #ttl, #exp")
                     .expression_attribute_names("#ttl", "ttl")
+                    .expression_attribute_names("#exp", "exp")
                     .consistent_read(true)
                     .set_exclusive_start_key(start),
             )
             .await
             .map_err(dynamo)?;
-        let ids = out
+        let subscribers = out
             .items()
             .iter()
             .filter(|item| number::<u64>(item, "ttl").is_none_or(|ttl| ttl > now))
             .filter_map(|item| {
-                text(item, "sk")
-                    .and_then(|sk| sk.strip_prefix(SUBSCRIPTION_PREFIX))
-                    .map(str::to_owned)
+                let connection_id = text(item, "sk")?.strip_prefix(SUBSCRIPTION_PREFIX)?;
+                Some(Subscriber {
+                    connection_id: connection_id.to_owned(),
+                    token_exp: number(item, "exp"),
+                })
             })
             .collect();
         let next = out.last_evaluated_key.filter(|key| !key.is_empty());
-        Ok((ids, next))
+        Ok((subscribers, next))
     }
 
     /// Whether a concurrent subscribe of the channel has written the connection-side item
@@ -287,6 +318,6 @@ impl Store {
 }
 
 /// A random tag that tells one write from another.
-fn new_tag() -> String {
+pub(super) fn new_tag() -> String {
     format!("{:016x}", rand::random::<u64>())
 }

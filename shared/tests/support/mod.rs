@@ -56,6 +56,15 @@ pub async fn store() -> Store {
     deltacast_tests::fresh_store().await
 }
 
+/// The same store, with connection `c1` of `alice` stored.
+pub async fn connected(store: Store) -> Store {
+    store
+        .put_connection(&deltacast_tests::events::new_connection("c1", "alice"))
+        .await
+        .unwrap();
+    store
+}
+
 /// Every item of the table, sorted by key (for before/after comparisons).
 pub async fn items(store: &Store) -> Vec<Item> {
     let mut items = deltacast_tests::all_items(store).await;

@@ -48,6 +48,7 @@ pub async fn run<P: Push>(
         .subscribe(
             sender.connection_id,
             &sender.identity.sub,
+            sender.identity.exp,
             channel,
             sender.connected_at,
             app.settings.max_subscriptions,
@@ -180,7 +181,7 @@ mod tests {
             .subscribers_page("chat:lobby", None)
             .await
             .unwrap();
-        assert_eq!(subscribers, [CONN]);
+        assert_eq!(subscribers, [w.subscriber()]);
     }
 
     #[tokio::test]
@@ -359,7 +360,7 @@ mod tests {
         assert_eq!(w.deliver(request).await[0]["type"], "subscribed");
         // THEN the subscription lives from now on, and fan-out sees it
         let (subscribers, _) = w.app.store.subscribers_page("chat:a", None).await.unwrap();
-        assert_eq!(subscribers, [CONN]);
+        assert_eq!(subscribers, [w.subscriber()]);
         let ttl: u64 = all_items(&w.app.store)
             .await
             .iter()
