@@ -324,6 +324,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 "churn".into(),
                 json!({
                     "lost": report.lost,
+                    "delivered_pushed": report.delivered.pushed,
+                    "delivered_catch_up": report.delivered.catch_up,
+                    "delivered_history": report.delivered.history,
+                    "missed_pushes": report.delivered.missed_pushes,
                     "duplicates_after_dedupe": report.duplicates_after_dedupe,
                     "duplicates_received": report.duplicates_received,
                     "reconnects": report.reconnects,
@@ -431,7 +435,29 @@ fn rows(summary: &Value) -> Vec<(String, String, String)> {
         ));
     }
     if let Some(churn) = summary.get("churn") {
-        rows.push(("lost".into(), f(&churn["lost"]), "must be 0".into()));
+        // `lost` counts only seqs no path delivered: `history` can hide a lost push from
+        // it, so the paths come first, and missed pushes have a row of their own.
+        for (path, note) in [
+            ("pushed", "by the fan-out, live"),
+            ("catch_up", "on resubscribe, by reconnecting clients"),
+            ("history", "after a gap; 0 expected"),
+        ] {
+            rows.push((
+                format!("delivered_{path}"),
+                f(&churn[format!("delivered_{path}").as_str()]),
+                note.into(),
+            ));
+        }
+        rows.push((
+            "missed_pushes".into(),
+            f(&churn["missed_pushes"]),
+            "must be 0 (owed pushes only history delivered)".into(),
+        ));
+        rows.push((
+            "lost".into(),
+            f(&churn["lost"]),
+            "must be 0 (seqs no path delivered)".into(),
+        ));
         rows.push((
             "duplicates_after_dedupe".into(),
             f(&churn["duplicates_after_dedupe"]),
