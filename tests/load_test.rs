@@ -95,6 +95,19 @@ fn assert_ok(report: &LoadReport) {
     assert_eq!(report.publishes_acked, report.publishes_planned);
 }
 
+/// 30 clients on 3 channels, 200 publishes at 15/s, 10 % churn (the experiment).
+fn churn_load(stack: &TestStack) -> LoadConfig {
+    let mut load = config(stack);
+    load.connections = 30;
+    load.channels = 3;
+    load.publishers = 3;
+    load.rate_per_second = 15.0;
+    load.publishes = Some(200);
+    load.churn = 0.1;
+    load.seed = Some(7);
+    load
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churning_clients_catch_up_without_loss() {
     let _one = ONE_STACK.lock().await;
@@ -103,17 +116,10 @@ async fn churning_clients_catch_up_without_loss() {
 
     // WHEN 30 clients on 3 channels receive 200 publishes while 10 % of them reconnect
     // after 1 to 1.5 s away
-    let mut load = config(&stack);
-    load.connections = 30;
-    load.channels = 3;
-    load.publishers = 3;
-    load.rate_per_second = 15.0;
-    load.publishes = Some(200);
-    load.churn = 0.1;
+    let mut load = churn_load(&stack);
     load.away_min = Duration::from_secs(1);
     load.away_max = Duration::from_millis(1500);
     load.gap_timeout = PUSH_GAP_TIMEOUT;
-    load.seed = Some(7);
     let report = run(load.clone()).await.expect("the configuration is valid");
     stack.shutdown().await;
 
@@ -195,14 +201,7 @@ async fn a_management_api_that_drops_deltas_fails_the_run() {
     .await;
 
     // WHEN the run of `churning_clients_catch_up_without_loss` goes through it
-    let mut load = config(&stack);
-    load.connections = 30;
-    load.channels = 3;
-    load.publishers = 3;
-    load.rate_per_second = 15.0;
-    load.publishes = Some(200);
-    load.churn = 0.1;
-    load.seed = Some(7);
+    let load = churn_load(&stack);
     let report = run(load.clone()).await.expect("the configuration is valid");
     stack.shutdown().await;
     println!("{report}");

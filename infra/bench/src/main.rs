@@ -5,9 +5,10 @@
 //! Every figure comes from one run on this machine: start-up, memory and package size of
 //! the release binaries against a hello-world Lambda; the fan-out's delivery rate against
 //! the Management API's and the WebSocket's ceilings; fan-out time for channels up to
-//! 10,000 subscribers with 30 ms of Management API latency; end-to-end latency and loss
-//! from the load generator; DynamoDB capacity from `ReturnConsumedCapacity`, and dollars
-//! from list prices beside AWS's scan-every-connection sample.
+//! 10,000 subscribers with 30 ms of Management API latency; end-to-end latency and
+//! deliveries by path (pushed, caught up, from history; missed pushes, lost) from the load
+//! generator; DynamoDB capacity from `ReturnConsumedCapacity`, and dollars from list
+//! prices beside AWS's scan-every-connection sample.
 
 mod clients;
 mod cost;
@@ -309,7 +310,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             );
         }
         if !skipped(&args, "churn") {
-            eprintln!("measuring loss under 10 % reconnect churn...");
+            eprintln!("measuring deliveries by path under 10 % reconnect churn...");
             let mut config = load_config(&stack);
             config.connections = 200;
             config.channels = 10;
@@ -332,6 +333,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
                     "duplicates_received": report.duplicates_received,
                     "reconnects": report.reconnects,
                     "ok": report.ok(),
+                    "failures": report.failures(),
                     "report": report,
                 }),
             );
@@ -435,6 +437,29 @@ fn rows(summary: &Value) -> Vec<(String, String, String)> {
         ));
     }
     if let Some(churn) = summary.get("churn") {
+        // A figure of a failed run means little: the verdict comes first.
+        let failures = churn["failures"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        rows.push((
+            "churn_run".into(),
+            if churn["ok"] == Value::Bool(true) {
+                "OK".into()
+            } else {
+                "FAILED".into()
+            },
+            if failures.is_empty() {
+                "must be OK".into()
+            } else {
+                failures
+            },
+        ));
         // `lost` counts only seqs no path delivered: `history` can hide a lost push from
         // it, so the paths come first, and missed pushes have a row of their own.
         for (path, note) in [

@@ -90,6 +90,8 @@ pub(crate) struct ClientStats {
     pub(crate) missed_while_away: u64,
     /// Pushed frames of a seq already received (not a late push after `history`).
     pub(crate) duplicate_pushes: u64,
+    /// Connections opened (1 for a client that stayed connected).
+    pub(crate) connections: u64,
 }
 
 impl ClientStats {
@@ -135,6 +137,7 @@ impl ClientStats {
         self.missed_pushes += other.missed_pushes;
         self.missed_while_away += other.missed_while_away;
         self.duplicate_pushes += other.duplicate_pushes;
+        self.connections += other.connections;
     }
 }
 

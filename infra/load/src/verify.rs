@@ -33,7 +33,7 @@ impl Tally {
     pub(crate) fn add(&mut self, outcome: ClientOutcome, shared: &Shared, report: &mut LoadReport) {
         self.totals.absorb(&outcome.stats);
         let s = &outcome.stats;
-        if s.reconnects == 0 && s.unexpected_disconnects == 0 {
+        if s.connections == 1 {
             self.recovered_by_steady += s.applied_catch_up + s.applied_history;
             self.duplicate_pushes_steady += s.duplicate_pushes;
         }

@@ -129,6 +129,7 @@ impl Client {
             let Some(mut socket) = self.connect(deadline).await else {
                 break;
             };
+            self.stats.connections += 1;
             if churned {
                 self.stats.reconnects += 1;
                 churned = false;
