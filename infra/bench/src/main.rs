@@ -75,6 +75,9 @@ struct RunArgs {
     /// Publishes in the churn run.
     #[arg(long, default_value_t = 1000)]
     churn_publishes: usize,
+    /// Clients in the churn run (on 10 channels).
+    #[arg(long, default_value_t = 200)]
+    churn_connections: usize,
     /// Skip measurements by name: startup, cost, fanout, latency, churn.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -312,7 +315,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         if !skipped(&args, "churn") {
             eprintln!("measuring deliveries by path under 10 % reconnect churn...");
             let mut config = load_config(&stack);
-            config.connections = 200;
+            config.connections = args.churn_connections;
             config.channels = 10;
             config.publishers = 5;
             config.rate_per_second = 25.0;
