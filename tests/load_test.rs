@@ -1,7 +1,11 @@
-//! The load generator against the local stack: a churn run, and a run with the faults the
-//! local stack can inject (Management API throttling and errors, crashing function
-//! instances, stream batches delivered twice). Both must end with nothing lost, nothing
-//! applied twice and nothing out of order.
+//! The load generator against the local stack: runs without churn, with churn, with the
+//! faults the local stack can inject (Management API throttling and errors, crashing
+//! function instances, stream batches delivered twice), and with a Management API that
+//! drops what it acknowledges. Each must end with nothing lost, nothing applied twice and
+//! nothing out of order, and the report's delivery paths must say how each delta came:
+//! pushed to clients that stayed, caught up by clients that reconnected, never by
+//! `history` unless a push was lost (which must fail the run). Then the generator's own
+//! checks against a mock server (`load_mock.rs`).
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -51,6 +55,33 @@ async fn start_flaky_stack(adjust: impl Fn(&mut StackOptions)) -> TestStack {
     start_stack_with(&adjust).await
 }
 
+/// Seqs a run applies in all when every client subscribes (from seq 0) before the first
+/// publish: each of a channel's subscribers applies every publish acked on it (a slow
+/// machine may end the publish phase before all are sent).
+fn expected_applied(load: &LoadConfig, report: &LoadReport) -> u64 {
+    let subscriptions = load.connections * load.channels_per_connection;
+    assert_eq!(
+        subscriptions % load.channels,
+        0,
+        "as many clients on each channel"
+    );
+    (subscriptions / load.channels) as u64 * report.publishes_acked
+}
+
+/// The paths of a run without faults: every seq applied once; clients that never
+/// reconnected got everything pushed; nobody needed `history`.
+fn assert_pushed_or_caught_up(report: &LoadReport, load: &LoadConfig) {
+    let d = &report.delivered;
+    assert_eq!(
+        d.pushed + d.catch_up + d.history,
+        expected_applied(load, report),
+        "every seq applied once, counted by its first path"
+    );
+    assert_eq!(d.history, 0, "no gap needed history");
+    assert_eq!(d.recovered_by_steady_clients, 0);
+    assert_eq!(report.catch_up_fallbacks, 0);
+}
+
 fn assert_ok(report: &LoadReport) {
     println!("{report}");
     println!(
@@ -64,14 +95,9 @@ fn assert_ok(report: &LoadReport) {
     assert_eq!(report.publishes_acked, report.publishes_planned);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn churning_clients_catch_up_without_loss() {
-    let _one = ONE_STACK.lock().await;
-    // GIVEN the local stack
-    let stack = start_stack_with(|options| options.max_instances = 6).await;
-
-    // WHEN 30 clients on 3 channels receive 200 publishes while 10 % of them reconnect
-    let mut load = config(&stack);
+/// 30 clients on 3 channels, 200 publishes at 15/s, 10 % churn (the experiment).
+fn churn_load(stack: &TestStack) -> LoadConfig {
+    let mut load = config(stack);
     load.connections = 30;
     load.channels = 3;
     load.publishers = 3;
@@ -79,13 +105,131 @@ async fn churning_clients_catch_up_without_loss() {
     load.publishes = Some(200);
     load.churn = 0.1;
     load.seed = Some(7);
-    let report = run(load).await.expect("the configuration is valid");
+    load
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_clients_catch_up_without_loss() {
+    let _one = ONE_STACK.lock().await;
+    // GIVEN the local stack
+    let stack = start_stack_with(|options| options.max_instances = 6).await;
+
+    // WHEN 30 clients on 3 channels receive 200 publishes while 10 % of them reconnect
+    // after 1 to 1.5 s away
+    let mut load = churn_load(&stack);
+    load.away_min = Duration::from_secs(1);
+    load.away_max = Duration::from_millis(1500);
+    load.gap_timeout = PUSH_GAP_TIMEOUT;
+    let report = run(load.clone()).await.expect("the configuration is valid");
     stack.shutdown().await;
 
-    // THEN every client applied every delta from its starting point once, in order
+    // THEN every client applied every delta from its starting point once, in order; the
+    // 27 that stayed got all of them pushed, the 3 that reconnected recovered what they
+    // missed by catch-up, and nobody needed `history`
     assert_ok(&report);
     assert_eq!(report.reconnects, 3, "3 of 30 clients churned once");
     assert!(report.latency_ms.count > 0);
+    assert_pushed_or_caught_up(&report, &load);
+    let d = &report.delivered;
+    assert!(
+        d.catch_up > 0,
+        "a second away at 5 deltas/s per channel misses some"
+    );
+    assert!(d.catch_up <= d.missed_while_away);
+    // The bound: a reconnecting client misses what its channel gets while it is away
+    // (at most `away_max`) and while it reconnects and resubscribes (a handshake through
+    // the authorizer and `$connect`, then a subscribe: RECONNECT_ALLOWANCE on a debug
+    // stack, publishers catching up on their schedule after a stall included), at the
+    // planned per-channel rate.
+    let per_channel_rate = load.rate_per_second / load.channels as f64;
+    let window = (load.away_max + RECONNECT_ALLOWANCE).as_secs_f64();
+    let bound = report.reconnects
+        * load.channels_per_connection as u64
+        * (per_channel_rate * window).ceil() as u64;
+    assert!(
+        d.missed_while_away <= bound,
+        "{} missed while away, more than {bound}",
+        d.missed_while_away
+    );
+}
+
+/// How long a gap waits for its push before `history` fills it: longer than any push
+/// takes on a busy debug stack (a crashed fan-out's batch retried included), so that a
+/// push that is merely slow is not counted as recovered by `history`.
+const PUSH_GAP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Time to reconnect and resubscribe on a debug stack on a busy 2-core machine.
+const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stay_connected_get_every_delta_pushed() {
+    let _one = ONE_STACK.lock().await;
+    // GIVEN the local stack
+    let stack = start_stack_with(|options| options.max_instances = 6).await;
+
+    // WHEN 20 clients on 2 channels receive 100 publishes and none reconnects
+    let mut load = config(&stack);
+    load.connections = 20;
+    load.channels = 2;
+    load.publishers = 2;
+    load.rate_per_second = 15.0;
+    load.publishes = Some(100);
+    load.churn = 0.0;
+    load.gap_timeout = PUSH_GAP_TIMEOUT;
+    let report = run(load.clone()).await.expect("the configuration is valid");
+    stack.shutdown().await;
+
+    // THEN every delta reached every client by push: none by catch-up or history
+    assert_ok(&report);
+    let d = &report.delivered;
+    assert_eq!(
+        (d.pushed, d.catch_up, d.history, d.late_pushes),
+        (expected_applied(&load, &report), 0, 0, 0)
+    );
+    assert_eq!(report.history_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_management_api_that_drops_deltas_fails_the_run() {
+    let _one = ONE_STACK.lock().await;
+    // GIVEN the local stack whose Management API acknowledges 30 % of the delta frames
+    // posted to it and drops them (a loss the fan-out's retries cannot see)
+    let stack = start_stack_with(|options| {
+        options.max_instances = 6;
+        options.gateway.faults.drop_rate = 0.3;
+    })
+    .await;
+
+    // WHEN the run of `churning_clients_catch_up_without_loss` goes through it
+    let load = churn_load(&stack);
+    let report = run(load.clone()).await.expect("the configuration is valid");
+    stack.shutdown().await;
+    println!("{report}");
+
+    // THEN `history` fills every gap, so nothing counts as lost or behind, but the run
+    // fails on the pushes it missed: about 30 % of what clients applied
+    assert_eq!(
+        report.connect_failures, 0,
+        "the stack was too slow to connect everybody: no verdict on drops"
+    );
+    assert_eq!((report.lost, report.clients_behind), (0, 0));
+    assert!(!report.ok());
+    let d = &report.delivered;
+    let applied = expected_applied(&load, &report);
+    assert_eq!(d.pushed + d.catch_up + d.history, applied);
+    assert!(
+        d.missed_pushes * 5 >= applied && d.missed_pushes * 5 <= applied * 2,
+        "{} of {applied} pushes missed: not about 30 %",
+        d.missed_pushes
+    );
+    assert!(
+        report
+            .failures()
+            .iter()
+            .any(|f| f.contains("never pushed to a live connection")),
+        "{:?}",
+        report.failures()
+    );
 }
 
 /// The local stack with a flaky Management API (3 % of posts answer 429, 3 % answer
@@ -112,6 +256,9 @@ fn faulty_load(stack: &TestStack) -> LoadConfig {
     load.publishes = Some(150);
     load.churn = 0.1;
     load.seed = Some(11);
+    // A crashed fan-out's batch is retried by the stream poller: its pushes come late,
+    // and a gap waits for them rather than counting them as recovered by `history`.
+    load.gap_timeout = PUSH_GAP_TIMEOUT;
     load
 }
 
@@ -124,16 +271,39 @@ async fn faults_lose_nothing_and_duplicates_are_dropped() {
     // WHEN 20 clients on 2 channels receive 150 publishes while 10 % of them reconnect
     // (a resubscribe whose catch-up goes unanswered twice falls back to `history`: see
     // `catch_up_survives_management_api_errors` for why that happens)
-    let report = run(faulty_load(&stack))
-        .await
-        .expect("the configuration is valid");
+    let load = faulty_load(&stack);
+    let report = run(load.clone()).await.expect("the configuration is valid");
     stack.shutdown().await;
 
-    // THEN nothing is lost and every duplicate is removed by seq dedupe
+    // THEN nothing is lost, the failed posts were retried until pushed (not recovered by
+    // `history`), and every duplicate is removed by seq dedupe
     assert_ok(&report);
+    assert_retried_until_pushed(&report, &load);
     assert!(
-        report.duplicates_received > 0,
-        "duplicated stream batches re-send deltas, which dedupe drops"
+        report.delivered.duplicate_pushes_to_steady_clients > 0,
+        "duplicated stream batches push seqs twice to clients that never reconnected"
+    );
+}
+
+/// Under failing posts: every seq applied once; no push missed; clients that stayed
+/// connected got every delta pushed, so the 429s and 500s were retried until they went
+/// through; what the others recovered is what they missed while away.
+fn assert_retried_until_pushed(report: &LoadReport, load: &LoadConfig) {
+    let d = &report.delivered;
+    assert_eq!(
+        d.pushed + d.catch_up + d.history,
+        expected_applied(load, report)
+    );
+    assert_eq!(d.missed_pushes, 0);
+    assert_eq!(
+        d.recovered_by_steady_clients, 0,
+        "clients that stayed connected needed catch-up or history"
+    );
+    assert!(
+        d.catch_up + d.history <= d.missed_while_away,
+        "{} recovered, but only {} missed while away",
+        d.catch_up + d.history,
+        d.missed_while_away
     );
 }
 
@@ -155,11 +325,14 @@ async fn catch_up_survives_management_api_errors() {
     load.away_min = Duration::from_secs(2);
     load.away_max = Duration::from_secs(3);
     load.catch_up_attempts = None;
-    let report = run(load).await.expect("the configuration is valid");
+    let report = run(load.clone()).await.expect("the configuration is valid");
     stack.shutdown().await;
 
-    // THEN every resubscribe catches up
+    // THEN every resubscribe catches up, and the rest was pushed
     assert_ok(&report);
+    assert_retried_until_pushed(&report, &load);
+    assert!(report.delivered.catch_up > 0);
+    assert_eq!(report.not_recovered, 0);
 }
 
 #[tokio::test]
@@ -172,180 +345,9 @@ async fn remote_hosts_need_permission() {
     assert!(err.to_string().contains("--allow-remote"), "{err}");
 }
 
-/// A minimal deltacast stand-in (no auth, no storage, one epoch), to check the load
-/// generator itself: that its verification catches a lost delta, that it reorders and
-/// dedupes what a server may legitimately send, and what it costs per connection.
-mod mock {
-    use std::collections::HashMap;
-    use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
-
-    use futures::{SinkExt, StreamExt};
-    use serde_json::{Value, json};
-    use tokio::net::TcpListener;
-    use tokio::sync::mpsc;
-    use tokio_tungstenite::tungstenite::Message;
-
-    /// How the mock misbehaves.
-    #[derive(Clone, Copy, Default)]
-    pub struct Faults {
-        /// This seq (of every channel) is never sent, live or from history.
-        pub lose_seq: Option<u64>,
-        /// Send every delta twice, and each odd seq after the next one.
-        pub duplicate_and_reorder: bool,
-        /// Answer every n-th publish frame with this error code, storing nothing.
-        pub refuse_every: Option<(u64, &'static str)>,
-        /// Store every n-th publish frame but send no ack.
-        pub drop_ack_every: Option<u64>,
-    }
-
-    #[derive(Default)]
-    struct Channel {
-        deltas: Vec<Value>,
-        ids: HashMap<String, u64>,
-        subscribers: Vec<mpsc::UnboundedSender<String>>,
-        held: Option<String>,
-    }
-
-    struct State {
-        faults: Faults,
-        channels: Mutex<HashMap<String, Channel>>,
-        publishes: std::sync::atomic::AtomicU64,
-    }
-
-    /// Serves on a free loopback port; returns its `ws://` URL.
-    pub async fn serve(faults: Faults) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address: SocketAddr = listener.local_addr().expect("address");
-        let state = Arc::new(State {
-            faults,
-            channels: Mutex::new(HashMap::new()),
-            publishes: std::sync::atomic::AtomicU64::new(0),
-        });
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    if let Ok(socket) = tokio_tungstenite::accept_async(stream).await {
-                        connection(state, socket).await;
-                    }
-                });
-            }
-        });
-        format!("ws://{address}/local")
-    }
-
-    async fn connection(
-        state: Arc<State>,
-        socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    ) {
-        let (mut sink, mut stream) = socket.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-        let writer = tokio::spawn(async move {
-            while let Some(text) = rx.recv().await {
-                if sink.send(Message::text(text)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        while let Some(Ok(message)) = stream.next().await {
-            if let Message::Text(text) = message {
-                let frame: Value = serde_json::from_str(&text).expect("JSON frames");
-                handle(&state, &tx, &frame);
-            }
-        }
-        writer.abort();
-    }
-
-    fn handle(state: &State, tx: &mpsc::UnboundedSender<String>, frame: &Value) {
-        let faults = state.faults;
-        let name = frame["channel"].as_str().unwrap_or_default().to_owned();
-        let mut channels = state.channels.lock().unwrap();
-        let channel = channels.entry(name.clone()).or_default();
-        let head = channel.deltas.len() as u64;
-        let lost = |seq: u64| faults.lose_seq == Some(seq);
-        match frame["action"].as_str() {
-            Some("subscribe") => {
-                channel.subscribers.retain(|s| !s.is_closed());
-                channel.subscribers.push(tx.clone());
-                let mut reply = json!({"type": "subscribed", "channel": name, "seq": head, "epoch": "e1", "id": frame["id"]});
-                if let Some(since) = frame["since"].as_u64() {
-                    for delta in channel.deltas.iter().skip(since as usize) {
-                        if !lost(delta["seq"].as_u64().unwrap()) {
-                            let _ = tx.send(delta.to_string());
-                        }
-                    }
-                    reply["recovered"] = json!(true);
-                }
-                let _ = tx.send(reply.to_string());
-            }
-            Some("publish") => {
-                let id = frame["id"].as_str().unwrap().to_owned();
-                let n = 1 + state
-                    .publishes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Some((every, code)) = faults.refuse_every
-                    && n.is_multiple_of(every)
-                {
-                    let _ = tx.send(json!({"type": "error", "code": code, "message": "injected", "id": id, "channel": name}).to_string());
-                    return;
-                }
-                let seq = match channel.ids.get(&id) {
-                    Some(seq) => *seq,
-                    None => {
-                        let seq = head + 1;
-                        let delta = json!({"type": "delta", "channel": name, "seq": seq, "epoch": "e1", "id": id, "from": "mock", "ts": 0, "data": frame["data"]});
-                        channel.deltas.push(delta.clone());
-                        channel.ids.insert(id.clone(), seq);
-                        if !lost(seq) {
-                            let text = delta.to_string();
-                            let mut out = vec![text.clone()];
-                            if faults.duplicate_and_reorder {
-                                out.push(text.clone());
-                                if seq % 2 == 1 {
-                                    channel.held = Some(text);
-                                    out.clear();
-                                } else if let Some(held) = channel.held.take() {
-                                    out.push(held);
-                                }
-                            }
-                            for subscriber in &channel.subscribers {
-                                for text in &out {
-                                    let _ = subscriber.send(text.clone());
-                                }
-                            }
-                        }
-                        seq
-                    }
-                };
-                if faults
-                    .drop_ack_every
-                    .is_some_and(|every| n.is_multiple_of(every))
-                {
-                    return;
-                }
-                let _ = tx.send(
-                    json!({"type": "ack", "channel": name, "id": id, "seq": seq, "epoch": "e1"})
-                        .to_string(),
-                );
-            }
-            Some("history") => {
-                let since = frame["since"].as_u64().unwrap_or(0);
-                let limit = frame["limit"].as_u64().unwrap_or(100);
-                let deltas: Vec<&Value> = channel
-                    .deltas
-                    .iter()
-                    .skip(since as usize)
-                    .take(limit as usize)
-                    .filter(|d| !lost(d["seq"].as_u64().unwrap()))
-                    .collect();
-                let more = since + limit < head;
-                let _ = tx.send(json!({"type": "history", "channel": name, "epoch": "e1", "seq": head, "deltas": deltas, "more": more, "id": frame["id"]}).to_string());
-            }
-            _ => {}
-        }
-    }
-}
+/// A minimal deltacast stand-in (see the module docs).
+#[path = "load_mock.rs"]
+mod mock;
 
 fn mock_config(url: String) -> LoadConfig {
     let mut config = LoadConfig::new(url, TokenSource::Fixed("unused".into()));
@@ -382,7 +384,89 @@ async fn the_generator_reorders_and_dedupes() {
     assert!(report.ok(), "{:?}", report.failures());
     // Even seqs come twice; odd ones once, late.
     assert!(report.duplicates_received >= report.deliveries / 4);
+    assert!(
+        report.delivered.duplicate_pushes_to_steady_clients > 0,
+        "clients that never reconnected were pushed seqs twice"
+    );
     assert_eq!(report.reconnects, 4);
+}
+
+/// Seqs every mock run applies: 20 clients on 2 channels, 100 publishes, each client
+/// subscribed from seq 0 before the first publish (so `20 × 100 / 2`).
+const MOCK_APPLIED: u64 = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_churn_every_delta_is_pushed() {
+    // GIVEN a server that pushes every delta
+    let url = mock::serve(mock::Faults::default()).await;
+
+    // WHEN clients that never reconnect receive 100 publishes
+    let mut config = mock_config(url);
+    config.churn = 0.0;
+    let report = run(config).await.expect("valid");
+
+    // THEN every seq they applied came by push
+    println!("{report}");
+    assert!(report.ok(), "{:?}", report.failures());
+    let d = &report.delivered;
+    assert_eq!(
+        (d.pushed, d.catch_up, d.history, d.missed_pushes),
+        (MOCK_APPLIED, 0, 0, 0)
+    );
+    assert_eq!(report.history_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generator_notices_missed_pushes_that_history_recovers() {
+    // GIVEN a server that never pushes seqs divisible by 3, but has them in `history`
+    let url = mock::serve(mock::Faults {
+        unpushed_every: Some(3),
+        ..Default::default()
+    })
+    .await;
+
+    // WHEN clients that never reconnect receive 100 publishes (50 per channel)
+    let mut config = mock_config(url);
+    config.churn = 0.0;
+    let report = run(config).await.expect("valid");
+
+    // THEN nothing is lost or behind (history filled every gap), yet the run fails: each
+    // client missed the pushes of seqs 3, 6, ..., 48 (16 of its channel's 50)
+    println!("{report}");
+    assert_eq!((report.lost, report.clients_behind), (0, 0));
+    assert!(!report.ok());
+    let d = &report.delivered;
+    assert_eq!(d.missed_pushes, 20 * 16);
+    assert_eq!((d.pushed, d.history), (MOCK_APPLIED - 20 * 16, 20 * 16));
+    assert_eq!(
+        report.failures(),
+        vec!["320 deltas never pushed to a live connection (recovered only by history)"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_clients_recover_by_catch_up_and_nobody_else_recovers() {
+    // GIVEN a server that pushes every delta and catches up every resubscribe
+    let url = mock::serve(mock::Faults::default()).await;
+
+    // WHEN 4 of 20 clients disconnect for 50 to 200 ms while 100 publishes flow
+    let report = run(mock_config(url)).await.expect("valid");
+
+    // THEN what the reconnecting clients missed came by catch-up, everything else by push
+    println!("{report}");
+    assert!(report.ok(), "{:?}", report.failures());
+    assert_eq!(report.reconnects, 4);
+    let d = &report.delivered;
+    assert_eq!(d.pushed + d.catch_up + d.history, MOCK_APPLIED);
+    assert_eq!((d.history, d.recovered_by_steady_clients), (0, 0));
+    assert!(
+        d.catch_up > 0,
+        "clients away for 50 ms or more at 100 deltas/s per channel miss some"
+    );
+    assert!(
+        d.catch_up <= d.missed_while_away,
+        "catch-up recovers only what the client missed while away"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,11 @@
 //!   delta, history entry and ack is compared against the first sighting), and no message
 //!   id was stored under two seqs (`content_mismatches`, `duplicates_stored`); each channel's
 //!   head equals the number of distinct publishes acked on it (`unexplained_seqs`).
+//! - How each applied seq first arrived: pushed by the fan-out, in the catch-up of a
+//!   resubscribe, or from `history` ([`DeliveryPaths`]). A seq the server owed a live
+//!   connection (above its `subscribed` head, or above `since` after `recovered: true`)
+//!   that only `history` delivered is a `missed_pushes` failure: `history` hides a lost
+//!   push from `lost`, not from this check.
 //! - Latency is measured from the first send of a publish to the first receipt of its
 //!   delta by each subscriber that was live at the time (catch-up and history deltas are
 //!   not counted). Both ends run in this process, so the clocks agree.
@@ -98,6 +103,6 @@ pub use config::{
     MAX_PAYLOAD_BYTES, MAX_PUBLISHES, MAX_RATE, MAX_RUN_TIME, TokenSource,
 };
 pub use report::{
-    BehindClient, LatencyMs, LoadReport, MAX_BEHIND_LISTED, PhaseSeconds, Throughput,
+    BehindClient, DeliveryPaths, LatencyMs, LoadReport, MAX_BEHIND_LISTED, PhaseSeconds, Throughput,
 };
 pub use run::run;

@@ -50,6 +50,43 @@ pub struct PhaseSeconds {
     pub settle: f64,
 }
 
+/// Deltas applied, by the path by which each first reached its client.
+///
+/// Every seq a client applied (from its starting point to the head) counts once, in
+/// `pushed`, `catch_up` or `history`, by the first copy it received; later copies are
+/// duplicates. So `pushed + catch_up + history` is the number of seqs applied, and a delta
+/// the fan-out should have pushed but `history` recovered is not counted as pushed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeliveryPaths {
+    /// First received as a `delta` frame the fan-out pushed to a live subscription
+    /// (including ones that raced a `subscribed`, above the head it names).
+    pub pushed: u64,
+    /// First received as a `delta` frame of the catch-up of a resubscribe with `since`:
+    /// before its `subscribed`, at or below the head it names.
+    pub catch_up: u64,
+    /// First received in a `history` reply, after a gap.
+    pub history: u64,
+    /// Owed seqs that `history` brought before their push, whose push then came (slow, not
+    /// lost). A seq is owed on a connection when it is above the head of its `subscribed`
+    /// (the fan-out's) or, after a `recovered: true` resubscribe, above its `since` (the
+    /// catch-up's).
+    pub late_pushes: u64,
+    /// Owed seqs that only `history` delivered: no push came while the connection stayed
+    /// open, up to a short grace after settling (must be 0). Seqs awaited on a connection
+    /// that then closed are not counted (their push may have been on its way).
+    pub missed_pushes: u64,
+    /// Per resubscribe, the head named by its `subscribed` minus the last seq applied:
+    /// what the client missed while away, which catch-up (or `history`) had to recover.
+    pub missed_while_away: u64,
+    /// Seqs recovered (catch-up or `history`) by clients whose connection never closed
+    /// (with no faults, 0: a client that stays connected gets every delta pushed).
+    pub recovered_by_steady_clients: u64,
+    /// Pushed `delta` frames of a seq the client already had, at clients whose connection
+    /// never closed, late pushes aside: the fan-out sent a seq twice (a stream batch
+    /// delivered again). Catch-up plays no part, so it cannot make this non-zero.
+    pub duplicate_pushes_to_steady_clients: u64,
+}
+
 /// Most entries in [`LoadReport::behind`].
 pub const MAX_BEHIND_LISTED: usize = 20;
 
@@ -110,6 +147,8 @@ pub struct LoadReport {
     pub history_deltas: u64,
     /// `history` requests sent.
     pub history_requests: u64,
+    /// Deltas applied, by path (pushed, catch-up, history), and pushes missed.
+    pub delivered: DeliveryPaths,
     /// Deltas dropped by seq dedupe (already applied or already buffered).
     pub duplicates_received: u64,
     /// Seqs applied more than once after dedupe (must be 0).
@@ -159,10 +198,12 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// Nothing lost, nothing applied twice or out of order, every publish acked, every
-    /// catch-up recovered, every client connected, content consistent, no deadline missed.
+    /// Nothing lost, no push missed, nothing applied twice or out of order, every publish
+    /// acked, every catch-up recovered, every client connected, content consistent, no
+    /// deadline missed.
     pub fn ok(&self) -> bool {
         self.lost == 0
+            && self.delivered.missed_pushes == 0
             && self.clients_behind == 0
             && self.duplicates_after_dedupe == 0
             && self.out_of_order_applied == 0
@@ -196,6 +237,13 @@ impl LoadReport {
             }
         };
         check(self.lost > 0, format!("{} seqs lost", self.lost));
+        check(
+            self.delivered.missed_pushes > 0,
+            format!(
+                "{} deltas never pushed to a live connection (recovered only by history)",
+                self.delivered.missed_pushes
+            ),
+        );
         check(
             self.clients_behind > 0,
             format!("{} client channels behind the head", self.clients_behind),
@@ -280,6 +328,19 @@ impl fmt::Display for LoadReport {
             f,
             "  deliveries      {} frames, {} via history ({} requests), {} duplicates dropped",
             self.deliveries, self.history_deltas, self.history_requests, self.duplicates_received
+        )?;
+        let d = &self.delivered;
+        writeln!(
+            f,
+            "  applied by path pushed {}, catch-up {}, history {}; late pushes {}, missed pushes {}; missed while away {}; steady clients: {} recovered, {} pushed twice",
+            d.pushed,
+            d.catch_up,
+            d.history,
+            d.late_pushes,
+            d.missed_pushes,
+            d.missed_while_away,
+            d.recovered_by_steady_clients,
+            d.duplicate_pushes_to_steady_clients
         )?;
         writeln!(
             f,

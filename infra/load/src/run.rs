@@ -19,6 +19,10 @@ use crate::report::LoadReport;
 use crate::state::{ChannelTable, Phase, SHARDS, Shared};
 use crate::verify::{self, Tally};
 
+/// How long a settled run waits for pushes that `history` overtook before it stops: the
+/// fan-out retries a failed post for well under a second (5 attempts from 25 ms, doubled).
+const LATE_PUSH_GRACE: Duration = Duration::from_secs(3);
+
 /// Runs the load and reports what happened. Fails only when the configuration is
 /// unusable; everything that goes wrong during the run is in the report.
 pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
@@ -50,6 +54,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         acked: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         settled: AtomicUsize::new(0),
+        awaiting_pushes: AtomicU64::new(0),
         plan,
     });
     let plan = &shared.plan;
@@ -161,6 +166,14 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         timed_out.get_or_insert("settle");
     }
     report.phases.settle = settle_start.elapsed().as_secs_f64();
+    // Pushes that `history` overtook may still be on their way: give them a moment, so
+    // that only pushes that never come count as missed.
+    if settled {
+        wait_until(Instant::now() + LATE_PUSH_GRACE, global_deadline, || {
+            shared.awaiting_pushes.load(Ordering::Relaxed) == 0
+        })
+        .await;
+    }
     if Instant::now() >= global_deadline {
         timed_out = Some("the global deadline");
     }

@@ -103,6 +103,9 @@ pub(crate) struct Shared {
     pub(crate) refused: AtomicU64,
     /// Clients at the head of every channel during settling.
     pub(crate) settled: AtomicUsize,
+    /// Owed seqs that came first from `history` and whose push is still awaited, over all
+    /// clients (the run gives them a grace period before it stops).
+    pub(crate) awaiting_pushes: AtomicU64,
 }
 
 /// Microseconds since the Unix epoch (publish send times travel in `data`).

@@ -78,6 +78,20 @@ pub(crate) struct ClientStats {
     pub(crate) reconnects: u64,
     pub(crate) unexpected_disconnects: u64,
     pub(crate) catch_up_fallbacks: u64,
+    /// Seqs applied, by the path by which each first came: push, catch-up, history.
+    pub(crate) applied_pushed: u64,
+    pub(crate) applied_catch_up: u64,
+    pub(crate) applied_history: u64,
+    /// Owed seqs first recovered by `history` whose push came later.
+    pub(crate) late_pushes: u64,
+    /// Owed seqs recovered by `history` and never pushed while the connection stayed open.
+    pub(crate) missed_pushes: u64,
+    /// Per resubscribe: the `subscribed` head minus the last applied seq.
+    pub(crate) missed_while_away: u64,
+    /// Pushed frames of a seq already received (not a late push after `history`).
+    pub(crate) duplicate_pushes: u64,
+    /// Connections opened (1 for a client that stayed connected).
+    pub(crate) connections: u64,
 }
 
 impl ClientStats {
@@ -116,6 +130,14 @@ impl ClientStats {
         self.reconnects += other.reconnects;
         self.unexpected_disconnects += other.unexpected_disconnects;
         self.catch_up_fallbacks += other.catch_up_fallbacks;
+        self.applied_pushed += other.applied_pushed;
+        self.applied_catch_up += other.applied_catch_up;
+        self.applied_history += other.applied_history;
+        self.late_pushes += other.late_pushes;
+        self.missed_pushes += other.missed_pushes;
+        self.missed_while_away += other.missed_while_away;
+        self.duplicate_pushes += other.duplicate_pushes;
+        self.connections += other.connections;
     }
 }
 

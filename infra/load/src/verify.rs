@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::client::ClientOutcome;
-use crate::report::{BehindClient, LoadReport, MAX_BEHIND_LISTED, Throughput};
+use crate::report::{BehindClient, DeliveryPaths, LoadReport, MAX_BEHIND_LISTED, Throughput};
 use crate::state::Shared;
 use crate::stats::{COUNTERS, ClientStats, PUBLISH_CODES};
 
@@ -22,12 +22,21 @@ pub(crate) struct Tally {
     behind: u64,
     /// Clients that did not stop in time.
     pub(crate) stuck: u64,
+    /// Seqs recovered by clients whose connection never closed.
+    recovered_by_steady: u64,
+    /// Duplicate pushes to clients whose connection never closed.
+    duplicate_pushes_steady: u64,
 }
 
 impl Tally {
     /// Adds one client's outcome, noting in `report` where it fell behind.
     pub(crate) fn add(&mut self, outcome: ClientOutcome, shared: &Shared, report: &mut LoadReport) {
         self.totals.absorb(&outcome.stats);
+        let s = &outcome.stats;
+        if s.connections == 1 {
+            self.recovered_by_steady += s.applied_catch_up + s.applied_history;
+            self.duplicate_pushes_steady += s.duplicate_pushes;
+        }
         if outcome.subscribed {
             report.connected += 1;
         } else {
@@ -89,6 +98,16 @@ impl Tally {
         report.deliveries = totals.deliveries;
         report.history_deltas = totals.history_deltas;
         report.history_requests = totals.history_requests;
+        report.delivered = DeliveryPaths {
+            pushed: totals.applied_pushed,
+            catch_up: totals.applied_catch_up,
+            history: totals.applied_history,
+            late_pushes: totals.late_pushes,
+            missed_pushes: totals.missed_pushes,
+            missed_while_away: totals.missed_while_away,
+            recovered_by_steady_clients: self.recovered_by_steady,
+            duplicate_pushes_to_steady_clients: self.duplicate_pushes_steady,
+        };
         report.duplicates_received = totals.duplicates_received;
         report.duplicates_after_dedupe = totals.duplicates_after_dedupe;
         report.out_of_order_applied = totals.out_of_order_applied;

@@ -102,6 +102,10 @@ struct Serve {
     /// Fault injection: share of Management API posts answered 500.
     #[arg(long, default_value_t = 0.0)]
     fault_error_rate: f64,
+    /// Fault injection: share of Management API posts of `delta` frames answered 200 and
+    /// never delivered.
+    #[arg(long, default_value_t = 0.0)]
+    fault_drop_rate: f64,
     /// Fault injection: milliseconds added to every Management API post.
     #[arg(long, default_value_t = 0)]
     fault_latency_ms: u64,
@@ -210,6 +214,7 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
         gone_rate: serve.fault_gone_rate,
         throttle_rate: serve.fault_throttle_rate,
         error_rate: serve.fault_error_rate,
+        drop_rate: serve.fault_drop_rate,
         latency: Duration::from_millis(serve.fault_latency_ms),
     };
     options.max_instances = serve.max_instances;

@@ -1,7 +1,7 @@
 //! The gateway with a real WebSocket client and raw HTTP for the Management API, in front
 //! of scripted functions (no processes, no DynamoDB): closing handshakes, what the
 //! Management API answers while and after a connection closes, shutdown, the `$connect`
-//! response, unknown paths and the outbound queue's limit.
+//! response, unknown paths, the outbound queue's limit and the dropping Management API fault.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -466,5 +466,30 @@ async fn a_full_outbound_queue_throttles_posts() {
     assert_eq!(status, 429);
     assert_eq!(error_type(&response), Some("LimitExceededException"));
     drop(client);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropping_management_api_acknowledges_deltas_it_never_delivers() {
+    // GIVEN a gateway whose Management API drops every delta frame it is posted
+    let mut config = GatewayConfig::default();
+    config.faults.drop_rate = 1.0;
+    let gateway = gateway([], config).await;
+    let (mut client, id) = connect(&gateway).await;
+
+    // WHEN a delta and then a reply are posted to the connection
+    let delta = br#"{"type":"delta","channel":"c","seq":1}"#;
+    let reply = br#"{"type":"pong"}"#;
+    let (delta_status, _) = post(&gateway, &id, delta).await;
+    let (reply_status, _) = post(&gateway, &id, reply).await;
+
+    // THEN both are acknowledged, but only the reply arrives
+    assert_eq!((delta_status, reply_status), (200, 200));
+    match next(&mut client).await {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), r#"{"type":"pong"}"#),
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    assert_eq!(gateway.stats().dropped_posts.load(Ordering::Relaxed), 1);
+    assert_eq!(gateway.stats().posts.load(Ordering::Relaxed), 1);
     gateway.shutdown().await;
 }

@@ -78,7 +78,7 @@ impl Client {
             self.stats.content_mismatches += 1;
         }
         match via {
-            Via::Push => {
+            Via::Push | Via::CatchUp => {
                 self.stats.deliveries += 1;
                 if matches!(self.phase, Phase::Publishing { .. }) {
                     self.stats.deliveries_publishing += 1;
@@ -87,6 +87,18 @@ impl Client {
             Via::History => self.stats.history_deltas += 1,
         }
         let c = &mut self.channels[i];
+        // A frame before the `subscribed` of a resubscribe with `since` may be catch-up;
+        // `on_subscribed` gives the ones above its head back to the fan-out.
+        let via = match via {
+            Via::Push
+                if c.start.is_some()
+                    && !c.fallback
+                    && matches!(c.subscription, Subscription::Pending { .. }) =>
+            {
+                Via::CatchUp
+            }
+            via => via,
+        };
         match (&c.epoch, d.epoch.as_deref()) {
             (Some(ours), Some(theirs)) if ours != theirs => {
                 // Not this epoch's seq: it cannot be ordered with ours.
@@ -96,14 +108,22 @@ impl Client {
             (None, Some(theirs)) => c.epoch = Some(theirs.to_owned()),
             _ => {}
         }
-        let fresh = if c.start.is_some() && seq <= c.applied {
-            false
-        } else {
-            c.buffer.insert(seq)
-        };
+        let fresh = !(c.start.is_some() && seq <= c.applied || c.buffer.contains_key(&seq));
         if !fresh {
             self.stats.duplicates_received += 1;
+            if via != Via::History && c.awaiting_push.remove(&seq) {
+                // The push came after all, later than the gap timeout.
+                self.stats.late_pushes += 1;
+                self.shared.awaiting_pushes.fetch_sub(1, Ordering::Relaxed);
+            } else if via == Via::Push {
+                self.stats.duplicate_pushes += 1;
+            }
             return;
+        }
+        c.buffer.insert(seq, via);
+        if via == Via::History && c.owed_after.is_some_and(|owed| seq > owed) {
+            c.awaiting_push.insert(seq);
+            self.shared.awaiting_pushes.fetch_add(1, Ordering::Relaxed);
         }
         c.known_head = c.known_head.max(seq);
         if via == Via::Push
@@ -124,7 +144,7 @@ impl Client {
     /// Applies buffered deltas in seq order, as far as they go without a gap.
     pub(crate) fn apply_ready(&mut self, i: usize, now: Instant) {
         let c = &mut self.channels[i];
-        while let Some(&first) = c.buffer.first() {
+        while let Some((&first, &via)) = c.buffer.first_key_value() {
             if first > c.applied + 1 {
                 break;
             }
@@ -139,6 +159,11 @@ impl Client {
             }
             c.applied = first;
             c.applied_count += 1;
+            match via {
+                Via::Push => self.stats.applied_pushed += 1,
+                Via::CatchUp => self.stats.applied_catch_up += 1,
+                Via::History => self.stats.applied_history += 1,
+            }
         }
         self.update_gap(i, now);
         if self.phase == Phase::Settling {
@@ -210,14 +235,30 @@ impl Client {
                 c.start = Some(seq);
                 c.applied = seq;
                 c.epoch = epoch.map(str::to_owned);
-                while c.buffer.first().is_some_and(|s| *s <= seq) {
+                while c.buffer.first_key_value().is_some_and(|(s, _)| *s <= seq) {
                     c.buffer.pop_first();
                 }
+                c.owed_after = Some(seq);
             }
             Some(_) => {
                 if f.recovered == Some(false) {
                     self.stats.not_recovered += 1;
                 }
+                // Nothing is applied while the subscribe is pending, so `applied` is the
+                // `since` it sent.
+                self.stats.missed_while_away += seq.saturating_sub(c.applied);
+                for (_, via) in c.buffer.range_mut(seq + 1..) {
+                    if *via == Via::CatchUp {
+                        *via = Via::Push;
+                    }
+                }
+                // A `recovered: true` catch-up owes everything after `since`; without
+                // `since` (or not recovered), only what comes after the head.
+                c.owed_after = Some(if f.recovered == Some(true) && !c.fallback {
+                    c.applied
+                } else {
+                    seq
+                });
                 if let (Some(ours), Some(theirs)) = (&c.epoch, epoch)
                     && ours != theirs
                 {

@@ -129,12 +129,18 @@ impl Client {
             let Some(mut socket) = self.connect(deadline).await else {
                 break;
             };
+            self.stats.connections += 1;
             if churned {
                 self.stats.reconnects += 1;
                 churned = false;
             }
             connected_before = true;
             let end = self.session(&mut socket).await;
+            if !matches!(end, SessionEnd::Stop) {
+                // A push to a connection that closed may have been on its way: what this
+                // one still awaited is neither late nor missed.
+                self.forget_awaited_pushes();
+            }
             let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
             drop(socket);
             match end {
@@ -169,6 +175,11 @@ impl Client {
             self.shared.publishers_done.fetch_add(1, Ordering::Relaxed);
         }
         self.flush_latencies();
+        // The connection stayed open to the end (and the run gave late pushes a grace
+        // period): what is still awaited was never pushed.
+        for c in &self.channels {
+            self.stats.missed_pushes += c.awaiting_push.len() as u64;
+        }
         ClientOutcome {
             index: self.index,
             channels: self
@@ -192,6 +203,16 @@ impl Client {
                 .collect(),
             subscribed: self.subscribed_once,
             stats: self.stats,
+        }
+    }
+
+    /// Stops waiting for the pushes of seqs `history` brought first on this connection.
+    fn forget_awaited_pushes(&mut self) {
+        for c in &mut self.channels {
+            let awaited = std::mem::take(&mut c.awaiting_push).len() as u64;
+            self.shared
+                .awaiting_pushes
+                .fetch_sub(awaited, Ordering::Relaxed);
         }
     }
 
@@ -285,6 +306,7 @@ impl Client {
             c.history = None;
             c.gap_since = None;
             c.fallback = false;
+            c.owed_after = None;
             if c.subscription != Subscription::Refused {
                 c.subscription = Subscription::Idle;
                 self.subscribe(i, now);

@@ -2,7 +2,7 @@
 //! deltas not yet applied, gap tracking, the window of unacknowledged publishes, and what
 //! the client hands back when it stops.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -40,8 +40,15 @@ pub(crate) struct ChannelState {
     pub(crate) applied_count: u64,
     /// Highest seq the client knows exists.
     pub(crate) known_head: u64,
-    /// Received, not yet applied.
-    pub(crate) buffer: BTreeSet<u64>,
+    /// Received, not yet applied, with the path by which each first came.
+    pub(crate) buffer: BTreeMap<u64, Via>,
+    /// On this connection: every seq above this one is owed to the client by a push (the
+    /// fan-out's, or the catch-up of a `recovered: true` resubscribe). `None` until
+    /// `subscribed`.
+    pub(crate) owed_after: Option<u64>,
+    /// Owed seqs that came first from `history` on this connection, whose push has not
+    /// come (yet): a late push removes them, the rest are `missed_pushes`.
+    pub(crate) awaiting_push: BTreeSet<u64>,
     /// Where its subscription stands on this connection.
     pub(crate) subscription: Subscription,
     /// An outstanding `history` request: resend at the deadline.
@@ -66,7 +73,9 @@ impl ChannelState {
             applied: 0,
             applied_count: 0,
             known_head: 0,
-            buffer: BTreeSet::new(),
+            buffer: BTreeMap::new(),
+            owed_after: None,
+            awaiting_push: BTreeSet::new(),
             subscription: Subscription::Idle,
             history: None,
             history_attempt: 0,
@@ -140,9 +149,14 @@ pub(crate) enum SessionEnd {
     Stop,
 }
 
-/// How a delta arrived.
-#[derive(Clone, Copy, PartialEq)]
+/// How a delta arrived (see `DeliveryPaths` in the report for the definitions).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Via {
+    /// A `delta` frame pushed by the fan-out.
     Push,
+    /// A `delta` frame of the catch-up of a resubscribe with `since`: received before its
+    /// `subscribed`, at or below the head that `subscribed` names.
+    CatchUp,
+    /// An entry of a `history` reply.
     History,
 }

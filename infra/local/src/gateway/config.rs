@@ -22,6 +22,11 @@ pub struct ManagementFaults {
     pub throttle_rate: f64,
     /// Probability that a post answers 500.
     pub error_rate: f64,
+    /// Probability that a post of a `delta` frame answers 200 but is never written to the
+    /// socket: a Management API that loses what it acknowledged, which no retry can
+    /// notice. Only `delta` frames, so that the loss is the fan-out's (and catch-up's)
+    /// alone: a dropped reply would only be a timeout the client retries.
+    pub drop_rate: f64,
     /// Added to every post, to model the Management API's latency in AWS.
     pub latency: Duration,
 }
@@ -79,6 +84,8 @@ pub struct GatewayStats {
     pub frames_in: AtomicU64,
     /// Management API posts delivered.
     pub posts: AtomicU64,
+    /// Management API posts acknowledged and dropped (`ManagementFaults::drop_rate`).
+    pub dropped_posts: AtomicU64,
     /// Connections closed whose `$disconnect` has run (succeeded or not).
     pub disconnected: AtomicU64,
 }

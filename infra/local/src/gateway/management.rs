@@ -94,6 +94,16 @@ fn gone() -> Response {
     service_error(StatusCode::GONE, "GoneException", "connection is gone")
 }
 
+/// Whether a posted body is a deltacast `delta` frame (what `drop_rate` drops).
+fn is_delta(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<&'a str>,
+    }
+    serde_json::from_slice::<Kind>(body).is_ok_and(|k| k.kind == Some("delta"))
+}
+
 fn iso8601(epoch_ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(epoch_ms as i64)
         .unwrap_or_default()
@@ -140,6 +150,11 @@ async fn manage<F: Invoke + Clone + 'static>(
                     "PayloadTooLargeException",
                     "payload is over 128 KB",
                 );
+            }
+            if faults.drop_rate > 0.0 && is_delta(&body) && rand::random::<f64>() < faults.drop_rate
+            {
+                shared.stats.dropped_posts.fetch_add(1, Ordering::Relaxed);
+                return StatusCode::OK.into_response();
             }
             let message = match String::from_utf8(body.to_vec()) {
                 Ok(text) => Message::Text(text.into()),
