@@ -191,7 +191,7 @@ async fn a_lost_response_to_the_subscription_write_is_still_a_new_subscription()
 }
 
 #[tokio::test]
-async fn a_subscribe_costs_what_the_module_docs_say() {
+async fn a_subscribe_costs_what_the_cost_table_says_besides_the_buckets() {
     let meter = CapacityMeter::default();
     let store = connected(store().await.with_meter(meter.clone())).await;
     let cost = |meter: &CapacityMeter| {
