@@ -216,7 +216,7 @@ async fn the_fan_out_reads_each_subscription_with_its_token_expiry() {
 }
 
 #[tokio::test]
-async fn a_subscribe_costs_what_the_module_docs_say() {
+async fn a_subscribe_costs_what_the_cost_table_says_besides_the_buckets() {
     let meter = CapacityMeter::default();
     let store = connected(store().await.with_meter(meter.clone())).await;
     let cost = |meter: &CapacityMeter| {

@@ -9,6 +9,8 @@
 
 mod actions;
 mod body;
+#[cfg(test)]
+mod capacity;
 mod context;
 mod handler;
 #[cfg(test)]

@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use deltacast::auth::{Capabilities, Identity};
 use deltacast::clock;
 use deltacast::config::{Env, Settings};
-use deltacast::store::Subscriber;
+use deltacast::store::{CapacityMeter, Subscriber};
 use deltacast_tests::push::RecordingPush;
 use deltacast_tests::{all_items, events, fresh_store};
 use serde_json::{Value, json};
@@ -76,6 +76,13 @@ pub async fn world() -> World {
 }
 
 impl World {
+    /// The same world, its store adding the capacity of every request to the meter.
+    pub fn metered(mut self) -> (Self, CapacityMeter) {
+        let meter = CapacityMeter::default();
+        self.app.store = self.app.store.clone().with_meter(meter.clone());
+        (self, meter)
+    }
+
     /// Sends a frame as alice on CONN; returns the frames CONN received for it.
     pub async fn send(&self, body: Value) -> Vec<Value> {
         self.send_as(CONN, &self.alice, &body.to_string()).await

@@ -36,7 +36,9 @@ pub const PRICES: Prices = Prices {
     websocket_message_per_million: 1.00,
 };
 
-/// Measured capacity per operation.
+/// Measured capacity per operation, as the store's meter counts it (refused conditional
+/// writes included, though one publisher at a time meets none: a publish that loses races
+/// to concurrent ones pays 2 units more per lost race, see docs/data-model.md).
 #[derive(Clone, Debug, Serialize)]
 pub struct Capacity {
     /// Write units per publish of a `payload_bytes` delta (steady state).
@@ -51,10 +53,35 @@ pub struct Capacity {
     pub payload_bytes: usize,
 }
 
-/// Measures publishes and a subscriber read against DynamoDB Local.
+/// A store on a table of its own in DynamoDB Local at `dynamodb`, made from `template`:
+/// no stream trigger prunes its made-up subscribers.
+pub async fn own_store(dynamodb: &str, template: &std::path::Path) -> Result<Store, String> {
+    let client =
+        aws_sdk_dynamodb::Client::new(&deltacast_local::stack::local_sdk_config(dynamodb).await);
+    let table = format!("bench-cost-{:016x}", rand::random::<u64>());
+    deltacast_local::template::StackSpec::load(template)
+        .map_err(|e| e.to_string())?
+        .table
+        .create(&client, &table)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Store::new(
+        client,
+        table,
+        deltacast::store::Lifetimes {
+            retention: std::time::Duration::from_secs(86_400),
+            connection_ttl: std::time::Duration::from_secs(3 * 3600),
+            publish_lease: std::time::Duration::from_secs(15),
+        },
+    ))
+}
+
+/// Measures `publishes` publishes (after a first one, which starts the epoch) and the read
+/// of a channel of `subscribers` against DynamoDB Local.
 pub async fn measure(
     store: Store,
     payload_bytes: usize,
+    publishes: usize,
     subscribers: usize,
 ) -> Result<Capacity, String> {
     let meter = CapacityMeter::default();
@@ -110,8 +137,7 @@ pub async fn measure(
     };
     publish(0).await?; // the first publish also creates the epoch
     meter.reset();
-    const PUBLISHES: usize = 50;
-    for n in 1..=PUBLISHES {
+    for n in 1..=publishes {
         publish(n).await?;
     }
     let total = meter.total();
@@ -157,12 +183,12 @@ pub async fn measure(
     if read != subscribers {
         return Err(format!("read {read} subscribers of {subscribers}"));
     }
-    // Pricing rule: bucket and claim are small items (1 unit each); the delta item is
-    // its payload plus about 150 bytes of keys and attributes, in 1 KB units.
+    // Pricing rule: the two buckets and the claim are small items (1 unit each); the
+    // delta item is its payload plus about 150 bytes of keys and attributes, in 1 KB units.
     let delta_units = ((payload_bytes + 150) as f64 / 1024.0).ceil();
     Ok(Capacity {
-        wcu_per_publish: total.write_units / PUBLISHES as f64,
-        rcu_per_publish: total.read_units / PUBLISHES as f64,
+        wcu_per_publish: total.write_units / publishes as f64,
+        rcu_per_publish: total.read_units / publishes as f64,
         rcu_per_delivery: meter.total().read_units / subscribers as f64,
         expected_wcu_per_publish: 3.0 + delta_units,
         payload_bytes,
@@ -249,5 +275,28 @@ pub fn scan_everything_per_million(w: &Workload) -> CostBreakdown {
         lambda,
         api_gateway,
         total: dynamodb + lambda + api_gateway,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_measured_publish_matches_the_pricing_rule() {
+        let endpoint = std::env::var("DELTACAST_TEST_DYNAMODB")
+            .expect("DELTACAST_TEST_DYNAMODB names DynamoDB Local's endpoint");
+        let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let store = own_store(&endpoint, &template).await.unwrap();
+        let capacity = measure(store, 512, 5, 5).await.unwrap();
+        assert_eq!(
+            capacity.expected_wcu_per_publish, 4.0,
+            "2 buckets + claim + a 512-byte delta"
+        );
+        assert_eq!(capacity.wcu_per_publish, capacity.expected_wcu_per_publish);
+        assert_eq!(
+            capacity.rcu_per_publish, 5.0,
+            "2 buckets, claim, epoch, newest delta"
+        );
     }
 }

@@ -224,27 +224,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }
         if !skipped(&args, "cost") {
             eprintln!("measuring DynamoDB capacity...");
-            // A table of its own: no stream trigger prunes its made-up subscribers.
-            let client = aws_sdk_dynamodb::Client::new(
-                &deltacast_local::stack::local_sdk_config(&args.dynamodb).await,
-            );
-            let table = unique_name("bench-cost");
-            deltacast_local::template::StackSpec::load(std::path::Path::new("template.yaml"))
-                .map_err(|e| e.to_string())?
-                .table
-                .create(&client, &table)
-                .await
-                .map_err(|e| e.to_string())?;
-            let store = deltacast::store::Store::new(
-                client,
-                table,
-                deltacast::store::Lifetimes {
-                    retention: Duration::from_secs(86_400),
-                    connection_ttl: Duration::from_secs(3 * 3600),
-                    publish_lease: Duration::from_secs(15),
-                },
-            );
-            let capacity = cost::measure(store, 512, 100).await?;
+            let store =
+                cost::own_store(&args.dynamodb, std::path::Path::new("template.yaml")).await?;
+            let capacity = cost::measure(store, 512, 50, 100).await?;
             let message_ms = median_ms(
                 stack.functions()["MessageFunction"]
                     .stats()

@@ -1,0 +1,188 @@
+//! What each frame costs in DynamoDB capacity, measured through the handler with a metered
+//! store: every request a frame makes, refused conditional writes included (DynamoDB
+//! bills those too). One test per row of the table in docs/data-model.md ("Write and
+//! read units"); the figures asserted are the table's. Connecting, disconnecting, a
+//! contended publish and the fan-out's read are measured in `tests/capacity.rs`.
+
+use deltacast::store::CapacityMeter;
+use serde_json::{Value, json};
+
+use crate::testing::*;
+
+/// What `body`, sent as alice, consumed: read units, write units, and the frames it got.
+async fn cost(w: &World, meter: &CapacityMeter, body: Value) -> (f64, f64, Vec<Value>) {
+    meter.reset();
+    let frames = w.send(body).await;
+    let total = meter.total();
+    (total.read_units, total.write_units, frames)
+}
+
+fn publish(channel: &str, id: &str, data: Value) -> Value {
+    json!({"action": "publish", "channel": channel, "id": id, "data": data})
+}
+
+#[tokio::test]
+async fn a_publish_writes_two_buckets_its_claim_and_its_delta() {
+    let (w, meter) = world().await.metered();
+    let small = json!("x".repeat(700));
+
+    let (_, first, frames) = cost(&w, &meter, publish("chat:cost", "m1", small.clone())).await;
+    assert_eq!(frames[0]["seq"], 1);
+    assert_eq!(
+        first, 5.0,
+        "the first delta of an epoch also writes the epoch item"
+    );
+
+    let (read, steady, frames) = cost(&w, &meter, publish("chat:cost", "m2", small)).await;
+    assert_eq!(frames[0]["seq"], 2);
+    assert_eq!(steady, 4.0, "two buckets + claim + delta");
+    assert_eq!(
+        read, 5.0,
+        "two buckets, claim, epoch and newest delta, strongly consistent"
+    );
+
+    let big = json!("x".repeat(2500));
+    let (_, written, frames) = cost(&w, &meter, publish("chat:cost", "m3", big)).await;
+    assert_eq!(frames[0]["seq"], 3);
+    assert_eq!(written, 6.0, "a ~2.6 KB delta bills 3 units");
+}
+
+#[tokio::test]
+async fn a_duplicate_or_conflicting_publish_writes_only_the_buckets() {
+    let (w, meter) = world().await.metered();
+    let original = w.publish("chat:cost", "same", json!(1)).await;
+
+    let (_, duplicate, frames) = cost(&w, &meter, publish("chat:cost", "same", json!(1))).await;
+    assert_eq!(frames, [original]);
+    assert_eq!(duplicate, 2.0);
+
+    let guarded = json!({"action": "publish", "channel": "chat:cost", "id": "new", "data": 1, "expectSeq": 7});
+    let (_, conflict, frames) = cost(&w, &meter, guarded).await;
+    assert_eq!(frames[0]["code"], "conflict", "{frames:?}");
+    assert_eq!(conflict, 2.0);
+}
+
+#[tokio::test]
+async fn a_bad_frame_or_a_capability_refusal_costs_nothing() {
+    let (w, meter) = world().await.metered();
+    let (read, written, frames) = cost(&w, &meter, json!({"action": "nope"})).await;
+    assert_eq!(frames[0]["code"], "bad_request", "{frames:?}");
+    assert_eq!((read, written), (0.0, 0.0));
+
+    let (read, written, frames) = cost(&w, &meter, publish("secret", "m", json!(1))).await;
+    assert_eq!(frames[0]["code"], "forbidden", "{frames:?}");
+    assert_eq!((read, written), (0.0, 0.0), "refused before the rate limit");
+}
+
+#[tokio::test]
+async fn a_rate_limited_request_writes_nothing_unless_the_users_bucket_refused_it() {
+    let ping = json!({"action": "ping"});
+    // The connection's bucket refuses: it was read, nothing was written.
+    let (w, meter) = world_with(&[
+        ("RATE_LIMIT_PER_SECOND", "0.001"),
+        ("RATE_LIMIT_BURST", "1"),
+    ])
+    .await
+    .metered();
+    w.send(ping.clone()).await;
+    let (read, written, frames) = cost(&w, &meter, ping.clone()).await;
+    assert_eq!(frames[0]["code"], "rate_limited", "{frames:?}");
+    assert_eq!((read, written), (1.0, 0.0));
+
+    // The user's bucket refuses: the connection's token was already taken.
+    let (w, meter) = world_with(&[
+        ("USER_RATE_LIMIT_PER_SECOND", "0.001"),
+        ("USER_RATE_LIMIT_BURST", "1"),
+    ])
+    .await
+    .metered();
+    w.send(ping.clone()).await;
+    let (read, written, frames) = cost(&w, &meter, ping).await;
+    assert_eq!(frames[0]["code"], "rate_limited", "{frames:?}");
+    assert_eq!((read, written), (2.0, 1.0));
+}
+
+#[tokio::test]
+async fn a_frame_from_a_closed_connection_writes_nothing() {
+    let (w, meter) = world().await.metered();
+    w.app.store.remove_connection(CONN).await.unwrap();
+    let (read, written, frames) = cost(&w, &meter, json!({"action": "ping"})).await;
+    assert!(frames.is_empty(), "nobody to answer: {frames:?}");
+    assert_eq!(
+        (read, written),
+        (1.0, 0.0),
+        "the read that finds no liveness item"
+    );
+}
+
+#[tokio::test]
+async fn a_subscribe_writes_the_buckets_the_count_and_both_sides() {
+    let (w, meter) = world_with(&[("MAX_SUBSCRIPTIONS", "1")]).await.metered();
+    let subscribe = |channel: &str| json!({"action": "subscribe", "channel": channel});
+
+    let (_, new, frames) = cost(&w, &meter, subscribe("chat:a")).await;
+    assert_eq!(frames[0]["type"], "subscribed");
+    assert_eq!(new, 5.0, "two buckets + count + both subscription items");
+
+    let (_, again, frames) = cost(&w, &meter, subscribe("chat:a")).await;
+    assert_eq!(frames[0]["type"], "subscribed");
+    assert_eq!(again, 3.0, "two buckets + the channel-side item again");
+
+    let (_, refused, frames) = cost(&w, &meter, subscribe("chat:b")).await;
+    assert_eq!(frames[0]["code"], "bad_request", "{frames:?}");
+    assert_eq!(refused, 3.0, "two buckets + the refused count update");
+}
+
+#[tokio::test]
+async fn a_read_settles_its_price_with_both_buckets() {
+    let (w, meter) = world().await.metered();
+    let mut epoch = Value::Null;
+    for i in 1..=3 {
+        epoch = w.publish("chat:a", &format!("m{i}"), json!(i)).await["epoch"].clone();
+    }
+
+    let catch_up = json!({"action": "subscribe", "channel": "chat:a", "since": 0, "epoch": epoch});
+    let (_, written, frames) = cost(&w, &meter, catch_up).await;
+    assert_eq!(frames.len(), 4, "three deltas, then subscribed: {frames:?}");
+    assert_eq!(
+        written,
+        5.0 + 2.0,
+        "a new subscription, then the settlement"
+    );
+
+    let history = |since: u64| json!({"action": "history", "channel": "chat:a", "since": since});
+    let (_, written, frames) = cost(&w, &meter, history(0)).await;
+    assert_eq!(frames[0]["deltas"].as_array().unwrap().len(), 3);
+    assert_eq!(written, 2.0 + 2.0);
+
+    let (_, written, frames) = cost(&w, &meter, history(3)).await;
+    assert_eq!(frames[0]["deltas"], json!([]));
+    assert_eq!(written, 2.0 + 2.0, "an empty page is refunded its deposit");
+}
+
+#[tokio::test]
+async fn an_unsubscribe_deletes_both_sides_and_gives_back_its_place() {
+    let (w, meter) = world().await.metered();
+    w.send(json!({"action": "subscribe", "channel": "chat:a"}))
+        .await;
+    let unsubscribe = json!({"action": "unsubscribe", "channel": "chat:a"});
+
+    let (_, subscribed, frames) = cost(&w, &meter, unsubscribe.clone()).await;
+    assert_eq!(frames[0]["type"], "unsubscribed");
+    assert_eq!(subscribed, 5.0, "two buckets + both deletes + the count");
+
+    let (_, not_subscribed, frames) = cost(&w, &meter, unsubscribe).await;
+    assert_eq!(frames[0]["type"], "unsubscribed");
+    assert_eq!(
+        not_subscribed, 4.0,
+        "two buckets + the refused conditional delete + the channel-side delete"
+    );
+}
+
+#[tokio::test]
+async fn a_ping_takes_two_tokens() {
+    let (w, meter) = world().await.metered();
+    let (read, written, frames) = cost(&w, &meter, json!({"action": "ping"})).await;
+    assert_eq!(frames[0]["type"], "pong");
+    assert_eq!((read, written), (2.0, 2.0));
+}
