@@ -159,16 +159,22 @@ mod tests {
             async move {
                 let id = deltacast::protocol::MessageId::parse(&format!("m{}", i % 6)).unwrap();
                 let data = deltacast::protocol::Payload::from_json(i.to_string()).unwrap();
-                store
-                    .publish(deltacast::store::NewDelta {
-                        channel,
-                        id: &id,
-                        from: "alice",
-                        data: &data,
-                        expect_seq: None,
-                    })
-                    .await
-                    .map(|p| (id, p.seq))
+                let new = deltacast::store::NewDelta {
+                    channel,
+                    id: &id,
+                    from: "alice",
+                    data: &data,
+                    expect_seq: None,
+                };
+                // "In progress" asks the client to retry with the same id, as it would.
+                let mut result = store.publish(new).await;
+                for _ in 0..10 {
+                    if !matches!(result, Err(PublishError::InProgress)) {
+                        break;
+                    }
+                    result = store.publish(new).await;
+                }
+                result.map(|p| (id.clone(), p.seq))
             }
         }))
         .await;
