@@ -192,6 +192,7 @@ async fn the_fan_out_prunes_on_410_and_skips_frames_refused_as_too_large() {
         "pruning alice removed others' items: {lost:?}"
     );
     let (subscribers, _) = t.store.subscribers_page("gone:b", None).await.unwrap();
+    let subscribers: Vec<String> = subscribers.into_iter().map(|s| s.connection_id).collect();
     assert_eq!(
         subscribers,
         std::slice::from_ref(&bob_id),
@@ -352,8 +353,8 @@ async fn subscriber_pages(store: &Store, channel: &str) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut start = None;
     loop {
-        let (ids, next) = store.subscribers_page(channel, start).await.unwrap();
-        pages.push(ids);
+        let (subscribers, next) = store.subscribers_page(channel, start).await.unwrap();
+        pages.push(subscribers.into_iter().map(|s| s.connection_id).collect());
         match next {
             Some(key) => start = Some(key),
             None => return pages,
@@ -422,7 +423,14 @@ async fn subscription_limits_disconnects_and_fan_outs_hold_beyond_one_page() {
             async move {
                 let channel = Channel::parse(&format!("many:{i:02}")).unwrap();
                 store
-                    .subscribe(eve_id, "eve", &channel, connected_at, LIMIT as u32)
+                    .subscribe(
+                        eve_id,
+                        "eve",
+                        deltacast::clock::now_secs() + 3600,
+                        &channel,
+                        connected_at,
+                        LIMIT as u32,
+                    )
                     .await
                     .expect("subscribed through the store")
             }
