@@ -553,14 +553,14 @@ async fn a_flooding_client_is_limited_without_hurting_others() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     assert!(limited > 0, "the flood was not limited");
-    // Exactly the burst at most, plus what refilled while the flood was processed
-    // (requests that lose every race for the bucket are refused too, so never more).
+    // The burst, plus what refilled while the flood was processed: every take is an
+    // atomic addition on the bucket, so concurrent frames neither exceed nor waste it.
     let bound = 10 + (5.0 * elapsed).ceil() as usize;
     assert!(
         acks <= bound,
         "{acks} acks from {FLOOD} publishes: more than the burst of 10 and {elapsed:.1} s of refill at 5/s"
     );
-    assert!(acks >= 1, "the flooder was refused everything");
+    assert!(acks >= 10, "{acks} acks: less than the burst of 10");
     // A ping costs a token too: it is answered once one has refilled (5 a second).
     let mut pong = json!(null);
     for _ in 0..10 {
@@ -788,10 +788,11 @@ async fn more_connections_do_not_multiply_a_users_allowance() {
         clients.push(t.connect_as("mallory").await);
     }
     const EACH: usize = 10;
+    // One channel per connection: the limit is the subject here, not a busy channel.
     for (c, client) in clients.iter_mut().enumerate() {
         for i in 0..EACH {
             client
-                .send(json!({"action": "publish", "channel": "room", "id": format!("c{c}-{i}"), "data": i}))
+                .send(json!({"action": "publish", "channel": format!("room{c}"), "id": format!("c{c}-{i}"), "data": i}))
                 .await;
         }
     }
@@ -807,7 +808,7 @@ async fn more_connections_do_not_multiply_a_users_allowance() {
         }
     }
     assert!(
-        (1..=15).contains(&acks),
+        (15..=16).contains(&acks),
         "{acks} publishes acked for one user's four connections; the user's burst is 15"
     );
     let bob = t.connect_as("bob").await;

@@ -4,13 +4,13 @@
 //! | item | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | connection | `c#<connectionId>` | `meta` | `sub`, `caps`, `exp`, `at`, `ip`, `ttl` |
-//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tk`, `tat`, `rv`; subscription count `subs` and its last writer's tag `sw`; `xn`, the tag of the fan-out that told the connection its token expired |
+//! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tat`; subscription count `subs` and its last writer's tag `sw`; `xn`, the tag of the fan-out that told the connection its token expired |
 //! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
 //! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `exp` (token expiry, Unix seconds; absent on items written before it was stored: never expires), `ttl` |
 //! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl` |
 //! | publish claim (idempotency) | `h#<channel>` | `m#<len(sub)>:<sub>#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |
-//! | user rate-limit bucket | `u#<sub>` | `rate` | `tk`, `tat`, `rv`, `ttl` |
+//! | user rate-limit bucket | `u#<sub>` | `rate` | `tat`, `ttl` |
 //!
 //! Every item that names a connection lives under `c#<connectionId>` or is listed there
 //! (the `s#` items), so removing a connection is one Query on its own partition. The

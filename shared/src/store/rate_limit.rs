@@ -7,68 +7,68 @@
 //! so a backlog drained late is limited as it arrived. A request is admitted only while
 //! the bucket holds its up-front cost ([`Store::take_tokens`]); a read is charged
 //! afterwards for what it returned ([`Store::charge_tokens`]), which may leave the bucket
-//! in debt: the next requests wait until it has refilled. The debt is bounded by the
-//! burst, and what one read can return is capped, so no request is free and none locks a
-//! connection out for long.
+//! in debt: the next requests wait until it has refilled.
 //!
-//! Concurrent requests on one bucket are serialised with a version condition (`rv`).
+//! A bucket is one number, `tat` (the generic cell rate algorithm's "theoretical arrival
+//! time", Unix ms): when the bucket will be full again. It holds `burst − (tat − now) /
+//! interval` tokens, all of them once `tat` has passed. Taking tokens moves `tat` later,
+//! and because that is an addition DynamoDB can make atomically (`SET tat = tat + :cost`,
+//! on condition that the result stays within the burst), concurrent requests on a busy
+//! bucket never race one another: each is admitted or refused on the bucket as it is, so
+//! a burst admits exactly the burst. Only a full bucket (`tat` passed, or none yet) is
+//! written with a fresh value (`SET tat = :now + :cost`), on condition that it was full.
+//! The store reads `tat` first to pick between the two; a request that finds the other
+//! case after all (the bucket filled up or was taken meanwhile) learns the current value
+//! from the refusal and tries the other.
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use tracing::debug;
 
-use super::attributes::{Conditional, conditional, dynamo, n, number, s};
+use super::attributes::{Conditional, conditional, dynamo, n, number};
 use super::items::{LIVE_SK, USER_BUCKET_SK, connection_pk, user_pk};
-use super::{Store, StoreError, backoff};
+use super::{Store, StoreError};
 use crate::clock;
 use crate::config::RateLimit;
 
-/// A token bucket's state: tokens left (negative while in debt) as of `at_ms`.
+/// A token bucket's state: `tat`, when it will be full again (Unix ms); `None` or a
+/// passed time is a full bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bucket {
-    /// Tokens left.
-    pub tokens: f64,
-    /// When they were counted, Unix ms.
-    pub at_ms: u64,
+    /// When the bucket is full again, Unix ms.
+    pub tat_ms: Option<f64>,
 }
 
 impl Bucket {
     /// A full bucket.
-    pub fn full(limit: RateLimit, at_ms: u64) -> Self {
-        Self {
-            tokens: limit.burst,
-            at_ms,
-        }
+    pub fn full() -> Self {
+        Self { tat_ms: None }
     }
 
-    /// The bucket refilled up to `at_ms`. Frames may be processed out of arrival order;
-    /// time never runs backwards here.
-    fn refilled(self, limit: RateLimit, at_ms: u64) -> Self {
-        let elapsed = at_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
-        Self {
-            tokens: (self.tokens + elapsed * limit.per_second).min(limit.burst),
-            at_ms: at_ms.max(self.at_ms),
-        }
+    /// Tokens it holds at `at_ms` (negative while in debt).
+    pub fn tokens(self, limit: RateLimit, at_ms: u64) -> f64 {
+        let owed = self.tat_ms.map_or(0.0, |tat| (tat - at_ms as f64).max(0.0));
+        limit.burst - owed / interval_ms(limit)
     }
 
     /// The bucket after taking `cost` tokens at `at_ms`, or `None` when it holds fewer.
     pub fn take(self, limit: RateLimit, at_ms: u64, cost: f64) -> Option<Self> {
-        let bucket = self.refilled(limit, at_ms);
-        (bucket.tokens >= cost).then_some(Self {
-            tokens: bucket.tokens - cost,
-            ..bucket
-        })
+        (self.tokens(limit, at_ms) >= cost).then(|| self.charge(limit, at_ms, cost))
     }
 
-    /// The bucket after charging `cost` tokens at `at_ms` whatever it holds: what a
-    /// served read owes beyond its deposit (negative: a refund). The debt stops at one
-    /// burst below empty, a refund at a full bucket.
+    /// The bucket after charging `cost` tokens at `at_ms` whatever it holds (a negative
+    /// cost is a refund, which never fills it past full).
     pub fn charge(self, limit: RateLimit, at_ms: u64, cost: f64) -> Self {
-        let bucket = self.refilled(limit, at_ms);
+        let now = at_ms as f64;
+        let tat = self.tat_ms.map_or(now, |tat| tat.max(now)) + cost * interval_ms(limit);
         Self {
-            tokens: (bucket.tokens - cost).clamp(-limit.burst, limit.burst),
-            ..bucket
+            tat_ms: Some(tat.max(now)),
         }
     }
+}
+
+/// Milliseconds for one token to refill.
+fn interval_ms(limit: RateLimit) -> f64 {
+    1000.0 / limit.per_second
 }
 
 /// Whose bucket.
@@ -86,12 +86,13 @@ pub enum BucketOf<'a> {
 enum Change {
     /// Take tokens, or refuse when there are too few.
     Take(f64),
-    /// Charge tokens, into debt if need be.
+    /// Charge tokens, into debt if need be (negative: a refund).
     Charge(f64),
 }
 
-/// Reads of a bucket before its concurrent requests are given up on as racing each other.
-const MAX_TOKEN_ATTEMPTS: u32 = 8;
+/// Writes tried on one request before it gives up: each failed write means the bucket
+/// crossed between full and not full meanwhile, which takes time to happen again.
+const MAX_BUCKET_WRITES: u32 = 4;
 
 impl Store {
     /// Takes `cost` tokens from `bucket` as of `at_ms` (when the frame reached API
@@ -134,91 +135,124 @@ impl Store {
             BucketOf::Connection(id) => (connection_pk(id), LIVE_SK),
             BucketOf::User(sub) => (user_pk(sub), USER_BUCKET_SK),
         };
-        for attempt in 0..MAX_TOKEN_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
+        let gone = |connection_id: &str| {
+            // The connection closed ($disconnect removed it) or never was stored: its
+            // frames are refused, or closing right after a flood would lift the limit.
+            debug!(connection_id, "no liveness item; frame refused");
+            StoreError::ConnectionGone {
+                connection_id: connection_id.to_owned(),
             }
-            let item = self
-                .send(self.read_item(&pk, sk).projection_expression("tk, tat, rv"))
-                .await
-                .map_err(dynamo)?
-                .item;
-            let item = match (item, bucket) {
-                (Some(item), _) => Some(item),
-                (None, BucketOf::User(_)) => None,
-                (None, BucketOf::Connection(connection_id)) => {
-                    // The connection closed ($disconnect removed it) or never was stored:
-                    // its frames are refused, or closing right after a flood would lift
-                    // the limit.
-                    debug!(connection_id, "no liveness item; frame refused");
-                    return Err(StoreError::ConnectionGone {
-                        connection_id: connection_id.to_owned(),
-                    });
+        };
+        let item = self
+            .send(self.read_item(&pk, sk).projection_expression("tat"))
+            .await
+            .map_err(dynamo)?
+            .item;
+        if item.is_none()
+            && let BucketOf::Connection(id) = bucket
+        {
+            return Err(gone(id));
+        }
+        let mut state = Bucket {
+            tat_ms: item.as_ref().and_then(|i| number::<f64>(i, "tat")),
+        };
+        let now = at_ms as f64;
+        let interval = interval_ms(limit);
+        for _ in 0..MAX_BUCKET_WRITES {
+            let full = state.tat_ms.is_none_or(|tat| tat <= now);
+            let cost = match change {
+                Change::Take(cost) => {
+                    if state.take(limit, at_ms, cost).is_none() {
+                        return Ok(false);
+                    }
+                    cost
                 }
+                // A refund to a full bucket changes nothing.
+                Change::Charge(cost) if full && cost <= 0.0 => return Ok(true),
+                Change::Charge(cost) => cost,
             };
-            let version = item.as_ref().and_then(|i| number(i, "rv")).unwrap_or(0);
-            let previous = match item.as_ref().map(|i| (number(i, "tk"), number(i, "tat"))) {
-                Some((Some(tokens), Some(at))) => Bucket { tokens, at_ms: at },
-                _ => Bucket::full(limit, at_ms),
-            };
-            let next = match change {
-                Change::Take(cost) => match previous.take(limit, at_ms, cost) {
-                    Some(next) => next,
-                    None => return Ok(false),
-                },
-                Change::Charge(cost) => previous.charge(limit, at_ms, cost),
-            };
+            let step = cost * interval;
             let mut request = self
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(sk))
-                .expression_attribute_values(
-                    ":tk",
-                    AttributeValue::N(format!("{:.3}", next.tokens)),
+                .key("pk", AttributeValue::S(pk.clone()))
+                .key("sk", AttributeValue::S(sk.into()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
                 )
-                .expression_attribute_values(":tat", n(next.at_ms))
-                .expression_attribute_values(":rv", n(version))
-                .expression_attribute_values(":next", n(version + 1));
-            request = match bucket {
-                BucketOf::Connection(_) => request
-                    .update_expression("SET tk = :tk, tat = :tat, rv = :next, seen = :seen")
-                    .condition_expression(
-                        "attribute_exists(pk) AND (attribute_not_exists(rv) OR rv = :rv)",
-                    )
-                    .expression_attribute_values(":seen", n(clock::now_ms())),
-                // A user's bucket is worth keeping only while it is not full again.
-                BucketOf::User(_) => request
-                    .update_expression("SET tk = :tk, tat = :tat, rv = :next, #ttl = :ttl")
-                    .condition_expression("attribute_not_exists(rv) OR rv = :rv")
-                    .expression_attribute_names("#ttl", "ttl")
-                    .expression_attribute_values(
-                        ":ttl",
-                        n(at_ms / 1000 + refill_seconds(limit) + USER_BUCKET_GRACE_SECONDS),
-                    ),
+                .expression_attribute_values(":now", decimal(now));
+            let (mut set, mut condition) = if full {
+                request = request.expression_attribute_values(":fresh", decimal(now + step));
+                (
+                    "SET tat = :fresh".to_owned(),
+                    "(attribute_not_exists(tat) OR tat <= :now)".to_owned(),
+                )
+            } else {
+                request = request.expression_attribute_values(":step", decimal(step));
+                let mut condition = "tat > :now".to_owned();
+                if let Change::Take(_) = change {
+                    // Within the burst once taken: tat + step − now ≤ burst × interval.
+                    request = request.expression_attribute_values(
+                        ":most",
+                        decimal(now + limit.burst * interval - step),
+                    );
+                    condition.push_str(" AND tat <= :most");
+                }
+                ("SET tat = tat + :step".to_owned(), condition)
             };
+            request = match bucket {
+                BucketOf::Connection(_) => {
+                    set.push_str(", seen = :seen");
+                    condition.push_str(" AND attribute_exists(pk)");
+                    request.expression_attribute_values(":seen", n(clock::now_ms()))
+                }
+                // A user's bucket is worth keeping only until it is full again.
+                BucketOf::User(_) => {
+                    set.push_str(", #ttl = :ttl");
+                    let full_again = (now + step).max(state.tat_ms.unwrap_or(now) + step);
+                    request
+                        .expression_attribute_names("#ttl", "ttl")
+                        .expression_attribute_values(
+                            ":ttl",
+                            n((full_again / 1000.0) as u64 + USER_BUCKET_GRACE_SECONDS),
+                        )
+                }
+            };
+            let request = request
+                .update_expression(set)
+                .condition_expression(condition);
             match conditional(self.send(request).await)? {
                 Conditional::Written(_) => return Ok(true),
-                // Another request changed the bucket first, or the connection is gone:
-                // read again.
-                Conditional::Refused(_) => continue,
+                Conditional::Refused(None) => match bucket {
+                    BucketOf::Connection(id) => return Err(gone(id)),
+                    // Deleted by TTL meanwhile: a full bucket.
+                    BucketOf::User(_) => state = Bucket::full(),
+                },
+                // The bucket is not as read: go on from what it is now.
+                Conditional::Refused(Some(found)) => {
+                    state = Bucket {
+                        tat_ms: number::<f64>(&found, "tat"),
+                    }
+                }
             }
         }
-        // Lost every race: other requests are taking the tokens. A take is refused; a
-        // charge is dropped (those requests are paying).
-        debug!(?bucket, ?change, "lost every race for the bucket");
+        debug!(
+            ?bucket,
+            ?change,
+            "the bucket kept changing under this request"
+        );
         Ok(false)
     }
 }
 
+/// A number attribute with a fraction of a millisecond.
+fn decimal(value: f64) -> AttributeValue {
+    AttributeValue::N(format!("{value:.3}"))
+}
+
 /// Slack past a user bucket's refill time before DynamoDB TTL may delete it.
 const USER_BUCKET_GRACE_SECONDS: u64 = 3600;
-
-/// Seconds for an empty bucket (or one a burst in debt) to fill again.
-fn refill_seconds(limit: RateLimit) -> u64 {
-    (2.0 * limit.burst / limit.per_second).ceil() as u64
-}
 
 #[cfg(test)]
 mod tests {
@@ -231,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_full_bucket_allows_the_burst_then_the_rate() {
-        let mut bucket = Bucket::full(LIMIT, 0);
+        let mut bucket = Bucket::full();
         for _ in 0..50 {
             bucket = bucket.take(LIMIT, 0, 1.0).expect("within the burst");
         }
@@ -251,58 +285,46 @@ mod tests {
 
     #[test]
     fn refill_is_capped_at_the_burst_and_time_never_goes_back() {
-        let idle = Bucket {
-            tokens: 0.0,
-            at_ms: 0,
-        }
-        .take(LIMIT, 3_600_000, 1.0)
-        .unwrap();
-        assert_eq!(idle.tokens, 49.0);
+        let empty = Bucket {
+            tat_ms: Some(2_500.0),
+        };
+        assert_eq!(empty.tokens(LIMIT, 0), 0.0);
+        assert_eq!(empty.tokens(LIMIT, 3_600_000), 50.0, "full, never more");
+        let idle = empty.take(LIMIT, 3_600_000, 1.0).unwrap();
+        assert_eq!(idle.tokens(LIMIT, 3_600_000), 49.0);
         let late = Bucket {
-            tokens: 5.0,
-            at_ms: 1000,
-        }
-        .take(LIMIT, 400, 1.0)
-        .unwrap();
-        assert_eq!(
-            late,
-            Bucket {
-                tokens: 4.0,
-                at_ms: 1000
-            },
-            "an earlier frame refills nothing"
-        );
+            tat_ms: Some(3_250.0),
+        };
+        // 5 tokens at 1000 ms; a frame that arrived at 400 ms sees no more than that.
+        assert_eq!(late.tokens(LIMIT, 1000), 5.0);
+        assert!(late.tokens(LIMIT, 400) < 5.0);
     }
 
     #[test]
     fn a_charge_goes_into_debt_that_refuses_until_repaid() {
-        let bucket = Bucket::full(LIMIT, 0).charge(LIMIT, 0, 60.0);
-        assert_eq!(bucket.tokens, -10.0);
+        let bucket = Bucket::full().charge(LIMIT, 0, 60.0);
+        assert_eq!(bucket.tokens(LIMIT, 0), -10.0);
         assert!(bucket.take(LIMIT, 549, 1.0).is_none(), "10.98 tokens back");
         let repaid = bucket.take(LIMIT, 550, 1.0).expect("11 tokens back");
-        assert!((repaid.tokens - 0.0).abs() < 1e-9, "{repaid:?}");
-        let floor = Bucket::full(LIMIT, 0).charge(LIMIT, 0, 1000.0);
-        assert_eq!(floor.tokens, -50.0, "the debt stops at one burst");
-        assert!(floor.take(LIMIT, 2_549, 1.0).is_none());
+        assert!(repaid.tokens(LIMIT, 550).abs() < 1e-9, "{repaid:?}");
         let refund = Bucket {
-            tokens: 45.0,
-            at_ms: 0,
+            tat_ms: Some(250.0),
         }
         .charge(LIMIT, 0, -7.5);
-        assert_eq!(refund.tokens, 50.0, "a refund fills the bucket at most");
-        assert!(
-            floor.take(LIMIT, 2_550, 1.0).is_some(),
-            "repaid after (50 + 1) / 20 s"
+        assert_eq!(
+            refund.tokens(LIMIT, 0),
+            50.0,
+            "a refund fills the bucket at most"
         );
     }
 
     #[test]
     fn a_take_larger_than_what_is_left_is_refused_whole() {
         let bucket = Bucket {
-            tokens: 2.5,
-            at_ms: 0,
+            tat_ms: Some(2_375.0),
         };
+        assert_eq!(bucket.tokens(LIMIT, 0), 2.5);
         assert!(bucket.take(LIMIT, 0, 3.0).is_none());
-        assert_eq!(bucket.take(LIMIT, 0, 2.5).unwrap().tokens, 0.0);
+        assert_eq!(bucket.take(LIMIT, 0, 2.5).unwrap().tokens(LIMIT, 0), 0.0);
     }
 }

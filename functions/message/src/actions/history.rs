@@ -37,9 +37,10 @@ pub async fn run<P: Push>(
         id,
     } = args;
     authorize(sender, Action::History, channel)?;
-    rate::admit(sender, app, cost::READ_DEPOSIT).await?;
-    let head = app.store.head(channel.as_str()).await?;
     let limit = limit.unwrap_or(app.settings.history_default_limit) as usize;
+    let deposit = cost::history_deposit(limit);
+    rate::admit(sender, app, deposit).await?;
+    let head = app.store.head(channel.as_str()).await?;
     let page = match head.epoch.as_deref() {
         // Nothing follows the head: an empty page, without asking storage.
         Some(_) if since >= head.seq => DeltaPage::default(),
@@ -50,7 +51,7 @@ pub async fn run<P: Push>(
         }
         None => DeltaPage::default(),
     };
-    rate::settle(sender, app, cost::read(page.bytes, 0) - cost::READ_DEPOSIT).await;
+    rate::settle(sender, app, deposit, cost::read(page.bytes, 0)).await;
     send(
         push,
         sender,

@@ -11,14 +11,15 @@ use tracing::warn;
 use super::ActionError;
 use crate::context::{App, Sender};
 
-/// Takes `tokens` from the connection's bucket, then from the user's; refuses with
-/// `rate_limited` (naming the limit and its settings) when either holds fewer. A refusal
-/// by the user's bucket leaves the connection's tokens spent.
-pub async fn admit(sender: &Sender<'_>, app: &App, tokens: f64) -> Result<(), ActionError> {
+/// Takes `deposit` tokens (at most a bucket's burst, so that a small bucket still serves
+/// reads) from the connection's bucket, then from the user's; refuses with `rate_limited`
+/// (naming the limit and its settings) when either holds fewer. A refusal by the user's
+/// bucket leaves the connection's tokens spent.
+pub async fn admit(sender: &Sender<'_>, app: &App, deposit: f64) -> Result<(), ActionError> {
     for (bucket, limit) in buckets(sender, app) {
         if !app
             .store
-            .take_tokens(bucket, sender.received_at, limit, tokens)
+            .take_tokens(bucket, sender.received_at, limit, deposit.min(limit.burst))
             .await?
         {
             return Err(limited(bucket, limit));
@@ -27,16 +28,18 @@ pub async fn admit(sender: &Sender<'_>, app: &App, tokens: f64) -> Result<(), Ac
     Ok(())
 }
 
-/// Charges both buckets `tokens` more (a negative amount is a refund): what a served read
-/// owes beyond its deposit. The read has been served, so a failure is logged, not raised.
-pub async fn settle(sender: &Sender<'_>, app: &App, tokens: f64) {
-    if tokens == 0.0 {
-        return;
-    }
+/// Settles a request admitted with `deposit` at its real `price`: each bucket is charged
+/// the difference to what it gave (a refund when the price is lower). The request has
+/// been served (or refused after its admission), so a failure is logged, not raised.
+pub async fn settle(sender: &Sender<'_>, app: &App, deposit: f64, price: f64) {
     for (bucket, limit) in buckets(sender, app) {
+        let owed = price - deposit.min(limit.burst);
+        if owed == 0.0 {
+            continue;
+        }
         if let Err(err) = app
             .store
-            .charge_tokens(bucket, sender.received_at, limit, tokens)
+            .charge_tokens(bucket, sender.received_at, limit, owed)
             .await
             && !err.is_connection_gone()
         {
@@ -194,5 +197,59 @@ mod tests {
             "the user's burst, across four connections of 10 each"
         );
         assert_eq!(w.delta_items().await, 15);
+    }
+
+    #[tokio::test]
+    async fn a_bucket_smaller_than_a_deposit_still_serves_reads() {
+        let w = world_with(&[
+            ("RATE_LIMIT_PER_SECOND", "20"),
+            ("RATE_LIMIT_BURST", "5"),
+            ("USER_RATE_LIMIT_BURST", "0"),
+        ])
+        .await;
+        w.store_deltas("chat:small", 3, 10).await;
+        // Deposits of 8.5 (history) and 7 (this catch-up), each capped at the burst of 5;
+        // the catch-up arrives a second later, when the bucket is full again.
+        let at = |ms: u64, body: Value| {
+            let mut request = deltacast_tests::events::message(CONN, &w.alice, &body.to_string());
+            request.request_context.request_time_epoch = ms as i64;
+            request
+        };
+        let t0 = deltacast::clock::now_ms();
+        let page = w
+            .deliver(at(
+                t0,
+                json!({"action": "history", "channel": "chat:small", "since": 0}),
+            ))
+            .await;
+        assert_eq!(page[0]["type"], "history", "{page:?}");
+        let frames = w
+            .deliver(at(
+                t0 + 1000,
+                json!({"action": "subscribe", "channel": "chat:small", "since": 0}),
+            ))
+            .await;
+        assert_eq!(frames.last().unwrap()["type"], "subscribed", "{frames:?}");
+    }
+
+    #[tokio::test]
+    async fn resubscribing_at_once_to_many_channels_one_is_up_to_date_on_is_not_limited() {
+        // A client reconnecting resubscribes to all its channels at once, with `since`;
+        // up to date, each catch-up costs about a token, and so is its deposit.
+        let w = world_with(&[("USER_RATE_LIMIT_BURST", "0")]).await;
+        const CHANNELS: usize = 20;
+        for c in 0..CHANNELS {
+            w.store_deltas(&format!("chat:{c}"), 2, 10).await;
+        }
+        let frames = futures::future::join_all((0..CHANNELS).map(|c| {
+            let body = json!({"action": "subscribe", "channel": format!("chat:{c}"), "since": 2});
+            let request = deltacast_tests::events::message(CONN, &w.alice, &body.to_string());
+            crate::handler::handle(request, &w.app, &w.push)
+        }))
+        .await;
+        assert!(frames.iter().all(|response| response.is_ok()));
+        let replies = w.push.frames(CONN);
+        let subscribed = replies.iter().filter(|f| f["type"] == "subscribed").count();
+        assert_eq!(subscribed, CHANNELS, "{replies:?}");
     }
 }

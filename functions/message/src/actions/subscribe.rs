@@ -38,13 +38,25 @@ pub async fn run<P: Push>(
         id,
     } = args;
     authorize(sender, Action::Subscribe, channel)?;
-    // A catch-up is a read: it takes a deposit and settles the difference once served.
+    // A catch-up is a read: it takes a deposit, the most it can cost given how far behind
+    // the client is (the head is read for that, and again once subscribed), and settles
+    // the difference once served.
     let deposit = match since {
-        Some(_) => cost::READ_DEPOSIT,
+        Some(since) => {
+            let head = app.store.head(channel.as_str()).await?;
+            let missed = match head.epoch.as_deref() {
+                Some(current) if epoch.is_none_or(|e| e == current) => {
+                    head.seq.saturating_sub(since)
+                }
+                _ => 0,
+            };
+            cost::catch_up_deposit(missed.min(u64::from(app.settings.catchup_limit)) as usize)
+        }
         None => cost::REQUEST,
     };
     rate::admit(sender, app, deposit).await?;
-    app.store
+    let subscribed = app
+        .store
         .subscribe(
             sender.connection_id,
             &sender.identity.sub,
@@ -60,14 +72,19 @@ pub async fn run<P: Push>(
                 format!("this connection already has the most subscriptions allowed ({max}, MAX_SUBSCRIPTIONS)"),
             ),
             SubscribeError::Store(err) => err.into(),
-        })?;
+        });
+    if let Err(err) = subscribed {
+        // Refused (or failed) before reading anything: the price of a request.
+        rate::settle(sender, app, deposit, cost::REQUEST).await;
+        return Err(err);
+    }
     let head = app.store.head(channel.as_str()).await?;
     let recovered = match since {
         None => None,
         Some(since) => {
             let (recovered, price) =
                 catch_up(sender, app, push, channel, &head, since, epoch).await?;
-            rate::settle(sender, app, price - cost::READ_DEPOSIT).await;
+            rate::settle(sender, app, deposit, price).await;
             Some(recovered)
         }
     };
