@@ -723,22 +723,7 @@ async fn a_small_subscribe_frame_cannot_replay_megabytes_again_and_again() {
     // The attack: a 58-byte `subscribe` with `since: 0` returned a channel's whole retained
     // history (3.4 MB in 139 frames), and repeating it was free; only publish was limited.
     let t = start_stack().await;
-    let channel = deltacast::protocol::Channel::parse("big").unwrap();
-    let data =
-        deltacast::protocol::Payload::from_json(format!("\"{}\"", "x".repeat(23_998))).unwrap();
-    for n in 0..40 {
-        let id = deltacast::protocol::MessageId::parse(&format!("m{n}")).unwrap();
-        t.store
-            .publish(deltacast::store::NewDelta {
-                channel: &channel,
-                id: &id,
-                from: "writer",
-                data: &data,
-                expect_seq: None,
-            })
-            .await
-            .unwrap();
-    }
+    deltacast_tests::publish_deltas(&t.store, "big", 40, 24_000).await;
     let mut attacker = t.connect_as("attacker").await;
     const FRAMES: usize = 10;
     let started = std::time::Instant::now();

@@ -7,29 +7,9 @@
 mod support;
 
 use deltacast::clock;
-use deltacast::store::Store;
 use deltacast::store::items::{ClaimItem, channel_pk, claim_sk, delta_sk};
+use deltacast_tests::expire_item as expire;
 use support::{CHANNEL, deltas, publish, put, store};
-
-/// Sets the `ttl` of item (`pk`, `sk`) one second in the past.
-async fn expire(store: &Store, pk: &str, sk: &str) {
-    store
-        .client()
-        .update_item()
-        .table_name(store.table())
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.into()))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk.into()))
-        .update_expression("SET #ttl = :past")
-        .condition_expression("attribute_exists(pk)")
-        .expression_attribute_names("#ttl", "ttl")
-        .expression_attribute_values(
-            ":past",
-            aws_sdk_dynamodb::types::AttributeValue::N((clock::now_secs() - 1).to_string()),
-        )
-        .send()
-        .await
-        .expect("the item exists");
-}
 
 #[tokio::test]
 async fn a_channel_whose_newest_delta_expired_starts_a_new_epoch() {

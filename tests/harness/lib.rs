@@ -133,6 +133,48 @@ pub async fn items_naming(store: &Store, needle: &str) -> usize {
         .count()
 }
 
+/// Publishes `count` deltas of `data_bytes` bytes of data each (a JSON string) on
+/// `channel` straight through the store, as other publishers would have: no rate-limit
+/// tokens, no frames.
+pub async fn publish_deltas(store: &Store, channel: &str, count: usize, data_bytes: usize) {
+    use deltacast::protocol::{Channel, MessageId, Payload};
+    let channel = Channel::parse(channel).expect("a channel name");
+    let data = Payload::from_json(format!("\"{}\"", "x".repeat(data_bytes.saturating_sub(2))))
+        .expect("a JSON string");
+    for n in 0..count {
+        let id = MessageId::parse(&format!("stored-{n}")).expect("a message id");
+        store
+            .publish(deltacast::store::NewDelta {
+                channel: &channel,
+                id: &id,
+                from: "someone",
+                data: &data,
+                expect_seq: None,
+            })
+            .await
+            .expect("published");
+    }
+}
+
+/// Sets the `ttl` of item (`pk`, `sk`) one second in the past, as time would: expired, and
+/// not yet deleted by DynamoDB's TTL.
+pub async fn expire_item(store: &Store, pk: &str, sk: &str) {
+    let past = deltacast::clock::now_secs() - 1;
+    store
+        .client()
+        .update_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .update_expression("SET #ttl = :past")
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_names("#ttl", "ttl")
+        .expression_attribute_values(":past", AttributeValue::N(past.to_string()))
+        .send()
+        .await
+        .expect("the item exists");
+}
+
 /// Writes deltas `seqs` of `epoch` on `channel` (data: the seq), expiring at `ttl` (Unix
 /// seconds), and the channel's epoch item, straight into the table in concurrent batches:
 /// a backlog that TTL has not deleted yet, with no publish involved.

@@ -31,6 +31,16 @@ pub fn except_buckets(mut items: Vec<Item>) -> Vec<Item> {
     items
 }
 
+/// The seqs of the deltas in a `history` reply.
+pub fn page_seqs(page: &Value) -> Vec<u64> {
+    page["deltas"]
+        .as_array()
+        .expect("a history reply has deltas")
+        .iter()
+        .map(|delta| delta["seq"].as_u64().expect("a seq"))
+        .collect()
+}
+
 /// A fresh table with alice connected, and a push that records every frame.
 pub struct World {
     /// The function's shared state, on a fresh table.
@@ -120,24 +130,7 @@ impl World {
     /// Stores `count` deltas of `bytes` bytes of data each on `channel` straight through
     /// the store (taking no rate-limit tokens), as other publishers would have.
     pub async fn store_deltas(&self, channel: &str, count: usize, bytes: usize) {
-        let channel = deltacast::protocol::Channel::parse(channel).unwrap();
-        let data =
-            deltacast::protocol::Payload::from_json(format!("\"{}\"", "x".repeat(bytes - 2)))
-                .unwrap();
-        for n in 0..count {
-            let id = deltacast::protocol::MessageId::parse(&format!("stored-{n}")).unwrap();
-            self.app
-                .store
-                .publish(deltacast::store::NewDelta {
-                    channel: &channel,
-                    id: &id,
-                    from: "someone",
-                    data: &data,
-                    expect_seq: None,
-                })
-                .await
-                .unwrap();
-        }
+        deltacast_tests::publish_deltas(&self.app.store, channel, count, bytes).await;
     }
 
     /// Alice's subscription on CONN as the fan-out reads it, her token's expiry with it.

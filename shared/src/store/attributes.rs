@@ -52,6 +52,12 @@ pub(crate) fn required_number(item: &Item, pk: &str, name: &str) -> Result<u64, 
     })
 }
 
+/// A random tag that tells one write from another, so that the SDK's retry of a write
+/// that took effect recognises it as its own.
+pub(crate) fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 /// A batch request that writes `item`.
 pub(crate) fn put_request(item: Item) -> WriteRequest {
     WriteRequest::builder()

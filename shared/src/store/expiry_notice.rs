@@ -12,8 +12,7 @@
 
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
-use super::attributes::{Conditional, conditional, s, text};
-use super::subscriptions::new_tag;
+use super::attributes::{Conditional, conditional, new_tag, s, text};
 use super::{Store, StoreError};
 
 /// The liveness item's attribute that marks a connection as told.

@@ -210,7 +210,7 @@ impl Store {
                 // A user's bucket is worth keeping only until it is full again.
                 BucketOf::User(_) => {
                     set.push_str(", #ttl = :ttl");
-                    let full_again = (now + step).max(state.tat_ms.unwrap_or(now) + step);
+                    let full_again = state.charge(limit, at_ms, cost).tat_ms.unwrap_or(now);
                     request
                         .expression_attribute_names("#ttl", "ttl")
                         .expression_attribute_values(

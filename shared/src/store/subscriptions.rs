@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use tracing::debug;
 
-use super::attributes::{Conditional, Item, conditional, dynamo, n, number, s, text};
+use super::attributes::{Conditional, Item, conditional, dynamo, n, new_tag, number, s, text};
 use super::items::{LIVE_SK, SUBSCRIPTION_PREFIX, channel_pk, connection_pk, subscription_sk};
 use super::{Store, StoreError, backoff};
 use crate::auth::token_expired;
@@ -315,9 +315,4 @@ impl Store {
             Conditional::Refused(Some(_)) => Counted::AtBound,
         })
     }
-}
-
-/// A random tag that tells one write from another.
-pub(super) fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }

@@ -71,7 +71,7 @@ pub async fn run<P: Push>(
 #[cfg(test)]
 mod tests {
     use crate::testing::*;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     #[tokio::test]
     async fn history_pages_in_order() {
@@ -87,22 +87,12 @@ mod tests {
         assert_eq!(page[0]["more"], true);
         assert_eq!(page[0]["next"], 3, "where to go on: the last seq read");
         assert_eq!(page[0]["id"], "h");
-        let seqs: Vec<&Value> = page[0]["deltas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| &d["seq"])
-            .collect();
+        let seqs = page_seqs(&page[0]);
         assert_eq!(seqs, [2, 3]);
         let rest = w
             .send(json!({"action": "history", "channel": "chat:lobby", "since": 3}))
             .await;
-        let seqs: Vec<&Value> = rest[0]["deltas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| &d["seq"])
-            .collect();
+        let seqs = page_seqs(&rest[0]);
         assert_eq!(seqs, [4, 5]);
         assert_eq!(rest[0]["more"], false);
     }

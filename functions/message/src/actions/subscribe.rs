@@ -162,7 +162,6 @@ async fn catch_up<P: Push>(
 mod tests {
     use super::*;
     use crate::testing::*;
-    use aws_sdk_dynamodb::types::AttributeValue;
     use deltacast::clock;
     use deltacast_tests::{all_items, events};
     use serde_json::{Value, json};
@@ -261,22 +260,8 @@ mod tests {
         w.store_deltas("chat:old", 4, 10).await;
         let epoch = w.app.store.head("chat:old").await.unwrap().epoch.unwrap();
         for seq in [1, 2] {
-            w.app
-                .store
-                .client()
-                .update_item()
-                .table_name(w.app.store.table())
-                .key("pk", AttributeValue::S("h#chat:old".into()))
-                .key("sk", AttributeValue::S(format!("d#{epoch}#{seq:012}")))
-                .update_expression("SET #ttl = :past")
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(
-                    ":past",
-                    AttributeValue::N((clock::now_secs() - 1).to_string()),
-                )
-                .send()
-                .await
-                .unwrap();
+            let sk = deltacast::store::items::delta_sk(&epoch, seq);
+            deltacast_tests::expire_item(&w.app.store, "h#chat:old", &sk).await;
         }
         // WHEN a client catches up from the start, and reads history from the start
         let frames = w
@@ -290,12 +275,7 @@ mod tests {
         assert_eq!(seqs, [3, 4]);
         assert_eq!(frames[2]["type"], "subscribed");
         assert_eq!(frames[2]["recovered"], false);
-        let seqs: Vec<&Value> = page[0]["deltas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| &d["seq"])
-            .collect();
+        let seqs = page_seqs(&page[0]);
         assert_eq!(seqs, [3, 4]);
     }
 
