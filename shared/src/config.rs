@@ -113,6 +113,10 @@ pub struct Settings {
     /// `USER_RATE_LIMIT_PER_SECOND` (40) and `USER_RATE_LIMIT_BURST` (100): request tokens
     /// per user across all their connections; `USER_RATE_LIMIT_BURST=0` turns it off.
     pub user_rate_limit: Option<RateLimit>,
+    /// `CHANNEL_RATE_LIMIT_PER_SECOND` (500) and `CHANNEL_RATE_LIMIT_BURST` (1000):
+    /// publishes per channel, from all publishers together; `CHANNEL_RATE_LIMIT_BURST=0`
+    /// turns it off.
+    pub channel_rate_limit: Option<RateLimit>,
     /// `PUBLISH_LEASE_MS` (15000): how long an unfinished publish holds its id before a
     /// retry may take it over; longer than the message function's timeout.
     pub publish_lease: Duration,
@@ -180,6 +184,16 @@ impl Settings {
                 100.0,
             )?),
         };
+        let channel_rate = match env.number::<f64>("CHANNEL_RATE_LIMIT_BURST", 1000.0)? {
+            0.0 => None,
+            _ => Some(rate_limit(
+                env,
+                "CHANNEL_RATE_LIMIT_PER_SECOND",
+                500.0,
+                "CHANNEL_RATE_LIMIT_BURST",
+                1000.0,
+            )?),
+        };
         Ok(Self {
             table_name: env.required("TABLE_NAME")?,
             retention: Duration::from_secs(env.positive("RETENTION_SECONDS", 86_400)?),
@@ -199,6 +213,7 @@ impl Settings {
             },
             rate_limit: connection_rate,
             user_rate_limit: user_rate,
+            channel_rate_limit: channel_rate,
             publish_lease: Duration::from_millis(env.positive("PUBLISH_LEASE_MS", 15_000)?),
             management_endpoint: env.optional("MANAGEMENT_ENDPOINT"),
             fanout_concurrency: env.positive::<usize>("FANOUT_CONCURRENCY", 256)?,
@@ -353,9 +368,23 @@ mod tests {
                 burst: 100.0
             })
         );
+        assert_eq!(
+            settings.channel_rate_limit,
+            Some(RateLimit {
+                per_second: 500.0,
+                burst: 1000.0
+            })
+        );
         let off = Env::from_pairs([base[0].clone(), ("USER_RATE_LIMIT_BURST", "0".to_owned())]);
         assert_eq!(Settings::from(&off).unwrap().user_rate_limit, None);
+        let off = Env::from_pairs([
+            base[0].clone(),
+            ("CHANNEL_RATE_LIMIT_BURST", "0".to_owned()),
+        ]);
+        assert_eq!(Settings::from(&off).unwrap().channel_rate_limit, None);
         for (name, value) in [
+            ("CHANNEL_RATE_LIMIT_PER_SECOND", "0"),
+            ("CHANNEL_RATE_LIMIT_BURST", "-3"),
             ("RATE_LIMIT_PER_SECOND", "0"),
             ("RATE_LIMIT_BURST", "0.5"),
             ("USER_RATE_LIMIT_PER_SECOND", "-1"),

@@ -8,10 +8,13 @@
 //!   validated in one place) and the server frames (`ServerMessage`, `Delta`, errors).
 //! - [`auth`]: JWT verification, capabilities and the `Identity` carried from the
 //!   `$connect` authorizer to every later route.
-//! - [`store`]: the single DynamoDB table: connections, subscriptions, deltas, publish
-//!   claims; [`store::items`] documents the keys.
+//! - [`store`]: the single DynamoDB table: connections, subscriptions, deltas, the
+//!   channels' inboxes of publishes; [`store::items`] documents the keys.
+//! - [`answers`]: the frames that answer a publish, from the message function or the
+//!   sequencer.
 //! - [`push`]: delivering frames through the API Gateway Management API, with retries.
-//! - [`stream`]: reading deltas out of DynamoDB Streams records.
+//! - [`stream`]: reading deltas (for the fan-out) and inbox items (for the sequencer)
+//!   out of DynamoDB Streams records.
 //! - [`config`]: settings from environment variables.
 //! - [`cost`]: what each request costs in rate-limit tokens.
 //! - [`init`]: reporting a function's configuration error to Lambda's init-error endpoint.
@@ -19,6 +22,7 @@
 //! - [`telemetry`]: logging setup.
 //! - [`clock`]: Unix time helpers.
 
+pub mod answers;
 pub mod auth;
 pub mod aws;
 pub mod clock;

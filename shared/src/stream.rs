@@ -6,7 +6,7 @@
 use aws_lambda_events::dynamodb::EventRecord;
 
 use crate::protocol::Delta;
-use crate::store::items::DeltaItem;
+use crate::store::items::{DeltaItem, INBOX_PREFIX, InboxItem};
 
 /// What a stream record holds.
 #[derive(Debug, PartialEq)]
@@ -30,6 +30,33 @@ pub fn delta_of(record: EventRecord) -> StreamDelta {
             Ok(delta) => StreamDelta::Delta(delta),
             Err(err) => StreamDelta::Malformed(err.to_string()),
         },
+    }
+}
+
+/// What a stream record of the inbox holds.
+#[derive(Debug, PartialEq)]
+pub enum StreamPublish {
+    /// Not a new or taken-over inbox item (the trigger's filter should have dropped it).
+    NotAPublish,
+    /// A publish for the sequencer.
+    Publish(Box<InboxItem>),
+    /// An inbox item that cannot be read; why.
+    Malformed(String),
+}
+
+/// Reads one record of the sequencer's input: an INSERT (a new publish) or a MODIFY (a
+/// publish taken over after its lease) of an inbox item.
+pub fn publish_of(record: EventRecord) -> StreamPublish {
+    let inbox = matches!(
+        record.change.keys.get("pk"),
+        Some(serde_dynamo::AttributeValue::S(pk)) if pk.starts_with(INBOX_PREFIX)
+    );
+    if !inbox || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+        return StreamPublish::NotAPublish;
+    }
+    match serde_dynamo::from_item::<_, InboxItem>(record.change.new_image) {
+        Ok(item) => StreamPublish::Publish(Box::new(item)),
+        Err(err) => StreamPublish::Malformed(err.to_string()),
     }
 }
 
@@ -90,6 +117,45 @@ mod tests {
     }
 
     /// The checked-in fuzz corpus (`tests/corpus/stream_record/`), replayed on every run.
+    #[test]
+    fn reads_new_and_taken_over_publishes_of_the_inbox_only() {
+        let inbox = |event: &str, pk: &str, image: Value| {
+            let mut record = record(event, json!({"S": "m#5:alice#m1"}), image);
+            record
+                .change
+                .keys
+                .insert("pk".into(), serde_dynamo::AttributeValue::S(pk.into()));
+            record
+        };
+        let good = json!({"pk": {"S": "q#chat"}, "sk": {"S": "m#5:alice#m1"}, "id": {"S": "m1"},
+            "from": {"S": "alice"}, "data": {"S": "[1]"}, "conn": {"S": "c1"}, "after": {"N": "3"},
+            "ep": {"S": "e"}, "lease": {"N": "10"}, "ttl": {"N": "20"}});
+        for event in ["INSERT", "MODIFY"] {
+            let StreamPublish::Publish(item) = publish_of(inbox(event, "q#chat", good.clone()))
+            else {
+                panic!("{event}: a publish")
+            };
+            assert_eq!(
+                (item.channel(), item.id.as_str(), item.after, item.exp),
+                (Some("chat"), "m1", 3, None)
+            );
+        }
+        assert_eq!(
+            publish_of(inbox("REMOVE", "q#chat", good.clone())),
+            StreamPublish::NotAPublish
+        );
+        assert_eq!(
+            publish_of(inbox("INSERT", "h#chat", good)),
+            StreamPublish::NotAPublish
+        );
+        let StreamPublish::Malformed(why) =
+            publish_of(inbox("INSERT", "q#chat", json!({"pk": {"S": "q#chat"}})))
+        else {
+            panic!("malformed")
+        };
+        assert!(why.contains("missing field"), "{why}");
+    }
+
     #[test]
     fn the_fuzz_corpus_decodes_without_panicking() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/stream_record");

@@ -7,7 +7,7 @@
 mod support;
 
 use deltacast::clock;
-use deltacast::store::items::{ClaimItem, channel_pk, claim_sk, delta_sk};
+use deltacast::store::items::{InboxItem, channel_pk, claim_sk, delta_sk, inbox_pk};
 use deltacast_tests::expire_item as expire;
 use support::{CHANNEL, deltas, publish, put, store};
 
@@ -60,22 +60,27 @@ async fn an_expired_claim_does_not_hold_its_message_id() {
     // GIVEN a claim on m1 whose retention has passed although its lease looks live (the
     // writer's clock was ahead, or it crashed long ago), and no delta
     let store = store().await;
-    let claim = ClaimItem {
-        pk: channel_pk(CHANNEL),
+    let claim = InboxItem {
+        pk: inbox_pk(CHANNEL),
         sk: claim_sk("alice", "m1"),
-        ep: "old".into(),
-        seq: 7,
+        id: "m1".into(),
+        from: "alice".into(),
+        data: "1".into(),
+        conn: "c".into(),
+        ep: Some("old".into()),
+        after: 7,
+        exp: None,
         lease: clock::now_ms() + 60_000,
         ttl: clock::now_secs() - 1,
     };
     put(&store, serde_dynamo::to_item(&claim).unwrap()).await;
     // WHEN m1 is published
-    let published = publish(&store, "m1").await.expect("not InProgress");
+    let published = publish(&store, "m1").await.expect("not in flight");
     // THEN the attempt took the claim over and stored its delta at the channel's next seq
     assert_eq!(published.seq, 1);
     assert!(!published.duplicate);
     assert_eq!(deltas(&store).await.len(), 1);
-    let claim = support::item(&store, &channel_pk(CHANNEL), &claim_sk("alice", "m1"))
+    let claim = support::item(&store, &inbox_pk(CHANNEL), &claim_sk("alice", "m1"))
         .await
         .expect("the claim");
     let ttl: u64 = claim["ttl"].as_n().unwrap().parse().unwrap();

@@ -1,12 +1,18 @@
-//! Publishing against DynamoDB Local: exactly once per publisher's message id and gap-free
-//! seqs, also when the SDK retries a write whose response was lost, or another message
-//! (another publisher's with the same id included) takes the seq.
+//! Publishing against DynamoDB Local, the inbox put and the sequencer's batch together:
+//! exactly once per publisher's message id and gap-free seqs, also when the SDK retries a
+//! write whose response was lost, another message (another publisher's with the same id
+//! included) takes the seq, a stream batch comes twice, two sequencers work on one channel
+//! at once, or a publish is taken over after its lease.
 
 mod support;
 
 use deltacast::clock;
-use deltacast::store::PublishError;
-use deltacast::store::items::{ClaimItem, DELTA_PREFIX, EPOCH_SK, EpochItem, channel_pk, claim_sk};
+use deltacast::config::RateLimit;
+use deltacast::protocol::{Channel, MessageId, Payload};
+use deltacast::store::items::{
+    DELTA_PREFIX, EPOCH_SK, EpochItem, InboxItem, channel_pk, claim_sk, inbox_pk,
+};
+use deltacast::store::{Enqueued, NewDelta, PublishError, Published, Sequenced};
 use support::{
     CHANNEL, ReplaceResponse, deltas, intercepted, items, publish, publish_as, put, store,
     store_with,
@@ -55,40 +61,252 @@ async fn a_delta_of_another_message_at_the_seq_is_not_this_publishs_write() {
 }
 
 #[tokio::test]
-async fn a_retried_claim_write_that_took_effect_is_held() {
-    // GIVEN a client whose first claim write succeeds but loses its response
+async fn a_retried_inbox_put_that_took_effect_is_queued() {
+    // GIVEN a client whose first inbox put succeeds but loses its response
     let lose = ReplaceResponse::lose_put("m#");
     let store = store_with(vec![intercepted(lose.clone())]).await;
     // WHEN a message is published
-    let published = publish(&store, "m1").await.expect("not InProgress");
-    // THEN the claim was recognised as this call's own, and the delta stored once
+    let published = publish(&store, "m1").await.expect("not in flight");
+    // THEN the inbox item was recognised as this call's own, and the delta stored once
     assert!(lose.fired(), "no response was lost");
     assert_eq!(published.seq, 1);
     assert_eq!(deltas(&store).await.len(), 1);
 }
 
-#[tokio::test]
-async fn a_live_foreign_claim_answers_in_progress() {
-    // GIVEN another attempt at m1 holding a live lease, its delta not yet written
-    let store = store().await;
-    let claim = ClaimItem {
-        pk: channel_pk(CHANNEL),
-        sk: claim_sk("alice", "m1"),
-        ep: "e1".into(),
-        seq: 1,
-        lease: clock::now_ms() + 60_000,
+/// An inbox item for alice's `id`, written `after` head 0 of no epoch, its lease ending
+/// `lease_ms` from now (in the past when negative), for connection `conn`.
+fn inbox_item(id: &str, conn: &str, lease_ms: i64) -> InboxItem {
+    InboxItem {
+        pk: inbox_pk(CHANNEL),
+        sk: claim_sk("alice", id),
+        id: id.into(),
+        from: "alice".into(),
+        data: "1".into(),
+        conn: conn.into(),
+        ep: None,
+        after: 0,
+        exp: None,
+        lease: (clock::now_ms() as i64 + lease_ms) as u64,
         ttl: clock::now_secs() + 3600,
-    };
-    put(&store, serde_dynamo::to_item(&claim).unwrap()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_live_claim_answers_in_flight_and_writes_nothing() {
+    // GIVEN alice's m1 in the inbox, its lease live, not sequenced yet
+    let store = store().await;
+    put(
+        &store,
+        serde_dynamo::to_item(inbox_item("m1", "c1", 60_000)).unwrap(),
+    )
+    .await;
     let before = items(&store).await;
     // WHEN m1 is published again
     let result = publish(&store, "m1").await;
-    // THEN the caller hears InProgress, and nothing was written
-    assert!(
-        matches!(result, Err(PublishError::InProgress)),
-        "{result:?}"
-    );
+    // THEN the caller hears "in flight", and nothing was written
+    assert!(matches!(result, Err(PublishError::InFlight)), "{result:?}");
     assert_eq!(items(&store).await, before);
+}
+
+#[tokio::test]
+async fn a_claim_whose_lease_ran_out_unsequenced_is_taken_over_and_stored_once() {
+    // GIVEN alice's m1 in the inbox, its lease over, and its stream record never sequenced
+    // (the sequencer gave its batch up)
+    let store = store().await;
+    let lost = inbox_item("m1", "c1", -1);
+    put(&store, serde_dynamo::to_item(&lost).unwrap()).await;
+    // WHEN she sends m1 again on connection c2
+    let channel = Channel::parse(CHANNEL).unwrap();
+    let id = MessageId::parse("m1").unwrap();
+    let data = Payload::from_json("2".into()).unwrap();
+    let new = NewDelta {
+        channel: &channel,
+        id: &id,
+        from: "alice",
+        data: &data,
+        expect_seq: None,
+    };
+    let Enqueued::Queued(taken) = store.enqueue(new, "c2", None).await.unwrap() else {
+        panic!("expected the claim to be taken over");
+    };
+    // THEN the message (its first data) is queued again, to be acked on c2
+    assert_eq!((taken.conn.as_str(), taken.data.as_str()), ("c2", "1"));
+    assert!(taken.lease > clock::now_ms());
+    // AND when both stream records come (the old one late), it is stored once
+    let outcomes = store
+        .sequence(CHANNEL, vec![lost, *taken.clone()], None)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 1, "one answer per claim: {outcomes:?}");
+    assert_eq!(
+        outcomes[0].0.conn, "c2",
+        "to the connection that sent it last"
+    );
+    let again = store.sequence(CHANNEL, vec![*taken], None).await.unwrap();
+    assert_eq!(
+        again[0].1,
+        Sequenced::Published(Published {
+            seq: 1,
+            epoch: deltas(&store).await[0]["ep"].as_s().unwrap().clone(),
+            duplicate: true
+        })
+    );
+    assert_eq!(deltas(&store).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_gets_gap_free_seqs_in_stream_order_and_a_batch_delivered_again_stores_nothing() {
+    // GIVEN five messages queued (the sequencer's batch) and one stored before them
+    let store = store().await;
+    publish(&store, "m0").await.unwrap();
+    let mut batch = Vec::new();
+    for n in 1..=5 {
+        let item = queue(&store, &format!("m{n}"), None).await;
+        batch.push(item);
+    }
+    // WHEN the batch is sequenced
+    let outcomes = store.sequence(CHANNEL, batch.clone(), None).await.unwrap();
+    // THEN each got the next seq, in order
+    let seqs: Vec<u64> = outcomes.iter().map(|(_, o)| published(o).0).collect();
+    assert_eq!(seqs, [2, 3, 4, 5, 6]);
+    // AND delivered again (Lambda retrying the batch), it is acked the same, storing nothing
+    let before = items(&store).await;
+    let again = store.sequence(CHANNEL, batch, None).await.unwrap();
+    let seqs: Vec<(u64, bool)> = again.iter().map(|(_, o)| published(o)).collect();
+    assert_eq!(seqs, [2, 3, 4, 5, 6].map(|seq| (seq, true)));
+    assert_eq!(items(&store).await, before);
+}
+
+#[tokio::test]
+async fn two_sequencers_on_one_channel_store_each_message_once_without_gaps() {
+    // GIVEN 30 queued messages, and two sequencers given overlapping shares of them at once
+    // (a partition split, or a batch retried while a claim taken over is sequenced)
+    let store = store().await;
+    let mut queued = Vec::new();
+    for n in 0..30 {
+        queued.push(queue(&store, &format!("m{n}"), None).await);
+    }
+    let (a, b) = (queued[..20].to_vec(), queued[10..].to_vec());
+    // WHEN both run
+    let (left, right) = tokio::join!(
+        store.sequence(CHANNEL, a, None),
+        store.sequence(CHANNEL, b, None)
+    );
+    // THEN each message has one seq, whoever answered, and the seqs are 1..=30
+    let mut by_id = std::collections::HashMap::new();
+    for (item, outcome) in left.unwrap().into_iter().chain(right.unwrap()) {
+        let seq = published(&outcome).0;
+        assert_eq!(*by_id.entry(item.id).or_insert(seq), seq, "one id, one seq");
+    }
+    let mut seqs: Vec<u64> = by_id.into_values().collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    assert_eq!(deltas(&store).await.len(), 30);
+}
+
+#[tokio::test]
+async fn a_guard_that_no_longer_holds_when_its_turn_comes_is_a_conflict_and_frees_the_id() {
+    // GIVEN m2 queued with expectSeq 0, and m1 sequenced before it
+    let store = store().await;
+    let guarded = queue(&store, "m2", Some(0)).await;
+    publish(&store, "m1").await.unwrap();
+    // WHEN m2's turn comes
+    let outcomes = store.sequence(CHANNEL, vec![guarded], None).await.unwrap();
+    // THEN it is a conflict with the head, and its inbox item is gone
+    match &outcomes[0].1 {
+        Sequenced::Conflict(head) => assert_eq!(head.seq, 1),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(
+        support::item(&store, &inbox_pk(CHANNEL), &claim_sk("alice", "m2"))
+            .await
+            .is_none()
+    );
+    // AND the same id may be published again
+    assert_eq!(
+        publish_as(&store, "alice", "m2", Some(1))
+            .await
+            .unwrap()
+            .seq,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_channel_over_its_limit_refuses_with_when_to_retry_and_keeps_its_bucket_on_the_newest_delta()
+ {
+    // GIVEN a channel limited to bursts of 2 at 1 publish per second, and 3 queued messages
+    let store = store().await;
+    let limit = RateLimit {
+        per_second: 1.0,
+        burst: 2.0,
+    };
+    let mut batch = Vec::new();
+    for n in 1..=3 {
+        batch.push(queue(&store, &format!("m{n}"), None).await);
+    }
+    // WHEN they are sequenced
+    let outcomes = store.sequence(CHANNEL, batch, Some(limit)).await.unwrap();
+    // THEN two are stored, and the third refused with about a second to wait
+    assert!(matches!(outcomes[1].1, Sequenced::Published(_)));
+    match outcomes[2].1 {
+        Sequenced::RateLimited { retry_after_ms } => {
+            assert!((500..=1000).contains(&retry_after_ms), "{retry_after_ms}")
+        }
+        ref other => panic!("expected rate_limited, got {other:?}"),
+    }
+    // AND its id is free again, while the newest delta carries the bucket
+    assert!(
+        support::item(&store, &inbox_pk(CHANNEL), &claim_sk("alice", "m3"))
+            .await
+            .is_none()
+    );
+    let newest = deltas(&store).await.pop().unwrap();
+    let tat: u64 = newest["tat"].as_n().unwrap().parse().unwrap();
+    assert!(tat > clock::now_ms(), "the bucket is not full");
+    // AND the message function's check refuses at once, writing nothing
+    let channel = Channel::parse(CHANNEL).unwrap();
+    let id = MessageId::parse("m3").unwrap();
+    let data = Payload::from_json("3".into()).unwrap();
+    let new = NewDelta {
+        channel: &channel,
+        id: &id,
+        from: "alice",
+        data: &data,
+        expect_seq: None,
+    };
+    let before = items(&store).await;
+    assert!(matches!(
+        store.enqueue(new, "c", Some(limit)).await.unwrap(),
+        Enqueued::RateLimited { retry_after_ms } if retry_after_ms > 0
+    ));
+    assert_eq!(items(&store).await, before);
+}
+
+/// Queues alice's `id` on [`CHANNEL`] (guarded by `expect_seq`) for connection `c`.
+async fn queue(store: &deltacast::store::Store, id: &str, expect_seq: Option<u64>) -> InboxItem {
+    let channel = Channel::parse(CHANNEL).unwrap();
+    let id = MessageId::parse(id).unwrap();
+    let data = Payload::from_json("1".into()).unwrap();
+    let new = NewDelta {
+        channel: &channel,
+        id: &id,
+        from: "alice",
+        data: &data,
+        expect_seq,
+    };
+    match store.enqueue(new, "c", None).await.unwrap() {
+        Enqueued::Queued(item) => *item,
+        other => panic!("expected it queued, got {other:?}"),
+    }
+}
+
+/// The seq and duplicate flag of a published outcome.
+fn published(outcome: &Sequenced) -> (u64, bool) {
+    match outcome {
+        Sequenced::Published(p) => (p.seq, p.duplicate),
+        other => panic!("expected it published, got {other:?}"),
+    }
 }
 
 #[tokio::test]

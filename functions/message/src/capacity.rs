@@ -22,7 +22,7 @@ fn publish(channel: &str, id: &str, data: Value) -> Value {
 }
 
 #[tokio::test]
-async fn a_publish_writes_two_buckets_its_claim_and_its_delta() {
+async fn a_publish_writes_two_buckets_its_inbox_item_and_its_delta() {
     let (w, meter) = world().await.metered();
     let small = json!("x".repeat(700));
 
@@ -35,26 +35,32 @@ async fn a_publish_writes_two_buckets_its_claim_and_its_delta() {
 
     let (read, steady, frames) = cost(&w, &meter, publish("chat:cost", "m2", small)).await;
     assert_eq!(frames[0]["seq"], 2);
-    assert_eq!(steady, 4.0, "two buckets + claim + delta");
     assert_eq!(
-        read, 5.0,
-        "two buckets, claim, epoch and newest delta, strongly consistent"
+        steady, 4.0,
+        "two buckets + inbox item + delta (by the sequencer)"
+    );
+    assert_eq!(
+        read, 6.0,
+        "two buckets, then epoch and newest delta twice (publish and sequencer), strongly consistent"
     );
 
     let big = json!("x".repeat(2500));
     let (_, written, frames) = cost(&w, &meter, publish("chat:cost", "m3", big)).await;
     assert_eq!(frames[0]["seq"], 3);
-    assert_eq!(written, 6.0, "a ~2.6 KB delta bills 3 units");
+    assert_eq!(
+        written, 8.0,
+        "a ~2.6 KB message bills 3 units twice: in the inbox and as the delta"
+    );
 }
 
 #[tokio::test]
-async fn a_duplicate_or_conflicting_publish_writes_only_the_buckets() {
+async fn a_duplicate_writes_its_refused_inbox_put_and_a_conflict_only_the_buckets() {
     let (w, meter) = world().await.metered();
     let original = w.publish("chat:cost", "same", json!(1)).await;
 
     let (_, duplicate, frames) = cost(&w, &meter, publish("chat:cost", "same", json!(1))).await;
     assert_eq!(frames, [original]);
-    assert_eq!(duplicate, 2.0);
+    assert_eq!(duplicate, 3.0, "two buckets + the refused inbox put");
 
     let guarded = json!({"action": "publish", "channel": "chat:cost", "id": "new", "data": 1, "expectSeq": 7});
     let (_, conflict, frames) = cost(&w, &meter, guarded).await;

@@ -3,9 +3,12 @@
 //! Gateway drives the function, with real `$default` payloads.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use deltacast::answers;
 use deltacast::auth::{Capabilities, Identity};
 use deltacast::clock;
 use deltacast::config::{Env, Settings};
+use deltacast::push::Push;
+use deltacast::store::items::InboxItem;
 use deltacast::store::{CapacityMeter, Subscriber};
 use deltacast_tests::push::RecordingPush;
 use deltacast_tests::{all_items, events, fresh_store};
@@ -49,6 +52,8 @@ pub struct World {
     pub push: RecordingPush,
     /// The sender most tests use: chat:* and news rights.
     pub alice: Identity,
+    /// The inbox messages (claim key and lease) the stand-in sequencer has handled.
+    sequenced: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 /// An identity for `sub` with `caps`, valid for an hour.
@@ -77,6 +82,7 @@ pub async fn world_with(vars: &[(&str, &str)]) -> World {
             "alice",
             json!({"chat:*": ["subscribe", "publish", "history"], "news": ["subscribe"]}),
         ),
+        sequenced: Default::default(),
     }
 }
 
@@ -115,7 +121,42 @@ impl World {
             .unwrap_or_default();
         let response = handle(request, &self.app, &self.push).await.unwrap();
         assert_eq!(response.status_code, 200);
+        self.sequence().await;
         self.push.frames(&connection_id)
+    }
+
+    /// Does what the sequencer function does with the stream's new inbox items: gives them
+    /// their seqs through the real store and posts each publisher its answer.
+    pub async fn sequence(&self) {
+        let mut by_channel: std::collections::BTreeMap<String, Vec<InboxItem>> = Default::default();
+        for item in all_items(&self.app.store).await {
+            if !item["pk"].as_s().is_ok_and(|pk| pk.starts_with("q#")) {
+                continue;
+            }
+            let item: InboxItem = serde_dynamo::from_item(item).expect("an inbox item");
+            if self
+                .sequenced
+                .lock()
+                .unwrap()
+                .insert((item.sk.clone(), item.lease))
+            {
+                let channel = item.channel().expect("a channel").to_owned();
+                by_channel.entry(channel).or_default().push(item);
+            }
+        }
+        let limit = self.app.settings.channel_rate_limit;
+        for (channel, items) in by_channel {
+            let outcomes = self
+                .app
+                .store
+                .sequence(&channel, items, limit)
+                .await
+                .expect("sequenced");
+            for (item, outcome) in outcomes {
+                let frame = answers::sequenced(&item, &outcome, limit).expect("an answer");
+                self.push.post(&item.conn, &frame).await.expect("posted");
+            }
+        }
     }
 
     /// Publishes as alice; returns the single reply.

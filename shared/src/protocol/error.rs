@@ -18,8 +18,12 @@ pub enum ErrorCode {
     TooLarge,
     /// `expectSeq` did not match the channel's head.
     Conflict,
-    /// Too many publishes; slow down.
+    /// Too many requests from this connection or user, or publishes to this channel;
+    /// `retryAfterMs` says when to try again.
     RateLimited,
+    /// A publish with this id (by this publisher) is being stored: its ack goes to the
+    /// connection that sent it. Retry with the same id after `retryAfterMs`.
+    InFlight,
     /// Something failed on the server; the request may be retried.
     Internal,
     /// The connection's token has expired: its actions are refused and its subscriptions
@@ -46,6 +50,9 @@ pub struct ErrorFrame {
     /// The channel's epoch, on `conflict`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// When to try again, in milliseconds, on `rate_limited` and `in_flight`.
+    #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorFrame {
@@ -58,7 +65,14 @@ impl ErrorFrame {
             channel: None,
             seq: None,
             epoch: None,
+            retry_after_ms: None,
         }
+    }
+
+    /// The same error, asking to retry after `ms` milliseconds.
+    pub fn retry_after(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
     }
 
     /// The `token_expired` error: an action from a connection whose token has expired,

@@ -14,7 +14,9 @@
 //! plus the retention, while that setting stays the same), so they come first in a read
 //! and a few pages get past them.
 
-use super::attributes::{Item, dynamo, required_number, s};
+use std::collections::HashMap;
+
+use super::attributes::{Item, dynamo, number, required_number, s, text};
 use super::items::{DELTA_PREFIX, DeltaItem, EPOCH_SK, EpochItem, channel_pk, delta_sk};
 use super::{Store, StoreError};
 use crate::clock;
@@ -63,6 +65,8 @@ pub(crate) struct ChannelState {
     pub(crate) recorded: Option<String>,
     /// The live epoch and its newest seq.
     pub(crate) live: Option<(String, u64)>,
+    /// The channel's rate-limit bucket, as the newest delta left it.
+    pub(crate) tat: Option<u64>,
 }
 
 impl ChannelState {
@@ -98,6 +102,7 @@ impl Store {
             return Ok(ChannelState {
                 recorded: None,
                 live: None,
+                tat: None,
             });
         };
         let out = self
@@ -108,7 +113,7 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
                     .expression_attribute_values(":pk", s(&pk))
                     .expression_attribute_values(":d", s(format!("{DELTA_PREFIX}{}#", epoch.ep)))
-                    .projection_expression("sk, seq, #ttl")
+                    .projection_expression("sk, seq, #ttl, tat")
                     .expression_attribute_names("#ttl", "ttl")
                     .scan_index_forward(false)
                     .limit(1)
@@ -124,6 +129,7 @@ impl Store {
             )),
             None => None,
         };
+        let tat = out.items().first().and_then(|item| number(item, "tat"));
         let live = match newest {
             // History starts over once the newest delta has expired.
             Some((_, ttl)) if ttl <= now => None,
@@ -135,6 +141,7 @@ impl Store {
         Ok(ChannelState {
             live: live.map(|seq| (epoch.ep.clone(), seq)),
             recorded: Some(epoch.ep),
+            tat,
         })
     }
 
@@ -222,17 +229,54 @@ impl Store {
         }
     }
 
-    /// The delta at `seq` of `epoch`, expired or not.
-    pub(crate) async fn delta(
+    /// The seqs of the deltas in `epoch` with `after < seq <= to`, expired or not, by
+    /// `(from, id)`; only the one message `only` when given (the others are filtered out
+    /// by DynamoDB, though read and billed all the same).
+    pub(crate) async fn seqs_of(
         &self,
         channel: &str,
         epoch: &str,
-        seq: u64,
-    ) -> Result<Option<DeltaItem>, StoreError> {
-        let out = self
-            .send(self.read_item(channel_pk(channel), delta_sk(epoch, seq)))
-            .await
-            .map_err(dynamo)?;
-        Ok(out.item.map(serde_dynamo::from_item).transpose()?)
+        after: u64,
+        to: u64,
+        only: Option<(&str, &str)>,
+    ) -> Result<HashMap<(String, String), u64>, StoreError> {
+        let mut found = HashMap::new();
+        let to = to.min(MAX_SEQ);
+        if after >= to {
+            return Ok(found);
+        }
+        let mut start: Option<Item> = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(channel_pk(channel)))
+                .expression_attribute_values(":from", s(delta_sk(epoch, after + 1)))
+                .expression_attribute_values(":to", s(delta_sk(epoch, to)))
+                .projection_expression("seq, id, #from")
+                .expression_attribute_names("#from", "from")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            if let Some((from, id)) = only {
+                request = request
+                    .filter_expression("id = :id AND #from = :sender")
+                    .expression_attribute_values(":id", s(id))
+                    .expression_attribute_values(":sender", s(from));
+            }
+            let out = self.send(request).await.map_err(dynamo)?;
+            for item in out.items() {
+                if let (Some(from), Some(id), Some(seq)) =
+                    (text(item, "from"), text(item, "id"), number(item, "seq"))
+                {
+                    found.insert((from.to_owned(), id.to_owned()), seq);
+                }
+            }
+            match out.last_evaluated_key.filter(|key| !key.is_empty()) {
+                Some(key) => start = Some(key),
+                None => return Ok(found),
+            }
+        }
     }
 }

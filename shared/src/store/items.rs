@@ -7,8 +7,8 @@
 //! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tat`; subscription count `subs` and its last writer's tag `sw`; `xn`, the tag of the fan-out that told the connection its token expired |
 //! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
 //! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `exp` (token expiry, Unix seconds; absent on items written before it was stored: never expires), `ttl` |
-//! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl` |
-//! | publish claim (idempotency) | `h#<channel>` | `m#<len(sub)>:<sub>#<messageId>` | `ep`, `seq`, `lease`, `ttl` |
+//! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl`; `tat`, the channel's rate-limit bucket after this delta |
+//! | inbox (a publish, and its idempotency claim) | `q#<channel>` | `m#<len(sub)>:<sub>#<messageId>` | `id`, `from`, `data`, `conn`, `ep`, `after`, `exp`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |
 //! | user rate-limit bucket | `u#<sub>` | `rate` | `tat`, `ttl` |
 //!
@@ -17,14 +17,19 @@
 //! liveness item is the connection's presence: frames whose connection has none any more
 //! write nothing.
 //!
+//! A publish is first written to the channel's inbox, keyed by its message id, then given
+//! its seq by the sequencer, which writes the delta (see `sequence`). The inbox has its own
+//! partition key, so a channel's publishes and its history do not share one partition's
+//! write rate.
+//!
 //! A message id is the publisher's idempotency key, so the claim names the publisher too:
 //! the same id from another `sub` is another message. A `sub` may hold any character (`#`
 //! and `:` included, up to `MAX_SUB_LEN` bytes), so it is written with its length in bytes
 //! first: the key is read from the left as digits up to the first `:`, exactly that many
 //! bytes of `sub`, `#`, then the id, which makes it collision-free for any `sub` and id
 //! without escaping (and keeps it under 200 bytes, far from DynamoDB's 1 KB sort key
-//! limit). Claims written before this key (`m#<messageId>`) are never read again (a retry
-//! spanning the upgrade may store its message twice); they expire with their retention.
+//! limit). Claims written before the inbox (`h#<channel>` / `m#...`) are never read again (a
+//! retry spanning the upgrade may store its message twice); they expire with their retention.
 
 use crate::protocol::{Delta, Payload};
 use serde::{Deserialize, Serialize};
@@ -38,6 +43,15 @@ pub fn connection_pk(connection_id: &str) -> String {
 pub fn channel_pk(channel: &str) -> String {
     format!("h#{channel}")
 }
+
+/// Partition key of a channel's inbox: publishes waiting for their seq, and the
+/// idempotency claims of those that have one.
+pub fn inbox_pk(channel: &str) -> String {
+    format!("{INBOX_PREFIX}{channel}")
+}
+
+/// Partition key prefix of inbox items; the sequencer's stream filter selects on it.
+pub const INBOX_PREFIX: &str = "q#";
 
 /// Partition key of a user's rate-limit bucket.
 pub fn user_pk(sub: &str) -> String {
@@ -116,6 +130,11 @@ pub struct DeltaItem {
     pub data: String,
     /// Expiry for DynamoDB TTL, Unix seconds.
     pub ttl: u64,
+    /// The channel's rate-limit bucket after this delta (`tat`, Unix ms; see
+    /// `rate_limit`): the newest delta carries the channel's bucket, so keeping it costs
+    /// no write of its own. Absent on deltas written before the channel limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tat: Option<u64>,
 }
 
 /// A stored item could not be read back as what its key says it is.
@@ -151,6 +170,7 @@ impl DeltaItem {
             ts: delta.ts,
             data: delta.data.get().to_owned(),
             ttl,
+            tat: None,
         }
     }
 
@@ -188,21 +208,41 @@ impl TryFrom<DeltaItem> for Delta {
     }
 }
 
-/// A publish claim: a publisher's message id → where its delta goes (or went).
+/// A publish in the channel's inbox: the message, and its claim on the id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ClaimItem {
-    /// `h#<channel>`.
+pub struct InboxItem {
+    /// `q#<channel>`.
     pub pk: String,
     /// `m#<len(sub)>:<sub>#<messageId>`.
     pub sk: String,
-    /// Epoch of the delta.
-    pub ep: String,
-    /// Seq of the delta.
-    pub seq: u64,
-    /// Until when (Unix ms) the claimer may still be writing the delta.
+    /// The message id.
+    pub id: String,
+    /// The publisher's `sub`.
+    pub from: String,
+    /// The payload, as JSON text.
+    pub data: String,
+    /// The connection to ack (the latest one that sent the message).
+    pub conn: String,
+    /// The channel's live epoch when it was written, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ep: Option<String>,
+    /// The channel's head seq in `ep` when it was written: the message's seq is above it,
+    /// and at most `MAX_BACKLOG` above it (the sequencer refuses it otherwise).
+    pub after: u64,
+    /// `expectSeq`, if the publish is guarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Until when (Unix ms) the publish is in flight; after that a retry may take it over.
     pub lease: u64,
-    /// Expiry for DynamoDB TTL, Unix seconds.
+    /// Expiry for DynamoDB TTL, Unix seconds: the claim lasts as long as the history.
     pub ttl: u64,
+}
+
+impl InboxItem {
+    /// The channel, from the partition key.
+    pub fn channel(&self) -> Option<&str> {
+        self.pk.strip_prefix(INBOX_PREFIX)
+    }
 }
 
 /// A channel's current epoch.

@@ -9,7 +9,8 @@
 //! - `subscriptions`: subscribe (with its limit), unsubscribe, a channel's subscribers;
 //! - `expiry_notice`: telling a connection once that its token expired;
 //! - `history`: a channel's head and its retained deltas;
-//! - `publish`: appending a delta exactly once (below);
+//! - `inbox`: a publish's first step, its inbox item and idempotency claim (below);
+//! - `sequence`: its second step, seqs for a batch of inbox messages and their deltas;
 //! - `batch`: batch writes with retries of unprocessed items;
 //! - `capacity`: the consumed-capacity meter every request reports to, and
 //!   `item_size`: an item's billed size, for the refused writes DynamoDB does not report;
@@ -26,28 +27,22 @@
 //! [`StoreError::ConnectionGone`] and writes nothing, so closing right after a flood does
 //! not get around the rate limit, and `touch` never brings a connection back.
 //!
-//! ## Publishing without transactions
-//! Seqs must be gap-free and a `(channel, publisher, id)` must publish once: the id is the
-//! publisher's idempotency key, so the same id from another `sub` is another message. A
-//! publish:
-//! 1. reads the message's claim `m#<len(sub)>:<sub>#<id>`; if it points at a stored delta
-//!    with this id and this publisher, the publish is a duplicate and gets the original ack;
-//! 2. reads the head (the channel's epoch item, then its newest delta);
-//! 3. checks `expectSeq` (a mismatch writes nothing);
-//! 4. writes the claim `{seq: head+1, lease}` conditionally, so only one attempt at a
-//!    time works on a message id;
-//! 5. writes the delta at `head+1` with `attribute_not_exists`, so each seq is taken
-//!    once. A lost race re-reads the head and moves the claim.
+//! ## Publishing: an inbox and a sequencer
+//! Seqs must be gap-free and a `(channel, publisher, id)` must publish once, however many
+//! publishers share a channel. Publishers that each read the head and race for the next
+//! seq serialise on the channel and spend their retries losing (measured in
+//! `docs/publish-designs.md`), so a publish is two steps:
+//! 1. [`Store::enqueue`] (the message function): one conditional put of the message into
+//!    the channel's inbox, keyed by the publisher's id, which is also its idempotency
+//!    claim; a put that finds the claim answers the original ack or "in flight";
+//! 2. [`Store::sequence`] (the sequencer function, fed by the table's stream): one head
+//!    read for a whole batch, then each delta at the next seq with `attribute_not_exists`,
+//!    and the ack to the publisher's connection.
 //!
-//! The SDK retries a write whose response was lost (a timeout, a 5xx), and the retry of
-//! a write that took effect fails its own condition. So a refused claim or delta write
-//! asks for the item in the way: when it is this call's claim, or this message's delta
-//! at that seq, the write counts as done rather than lost.
-//!
-//! A seq exists exactly when its delta item does, so there are no gaps, and the claim
-//! serialises attempts on one id, so there are no duplicates. A claim whose lease ran out
-//! without a delta (its writer crashed) is taken over by the next retry. The common path
-//! writes two items (≤1 KB delta: 2 write units) where a transaction would bill 4.
+//! Publishers never meet, so a publish costs the same on a busy channel as on a quiet one:
+//! the inbox put and the delta write (≤1 KB each: 2 write units, as a publish cost before;
+//! a transaction would bill 4). The sequencer's module docs say why no message is stored
+//! twice, and [`Store::publish`] does both steps in the caller, for tools and tests.
 //!
 //! ## What a frame costs
 //! The write and read units of each request, refused conditional writes included, are
@@ -60,10 +55,11 @@ mod capacity;
 mod connections;
 mod expiry_notice;
 mod history;
+mod inbox;
 mod item_size;
 pub mod items;
-mod publish;
 mod rate_limit;
+mod sequence;
 mod subscriptions;
 
 use std::time::Duration;
@@ -77,8 +73,9 @@ pub use batch::MAX_BATCH_ATTEMPTS;
 pub use capacity::{Capacity, CapacityMeter};
 pub use connections::NewConnection;
 pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
-pub use publish::{NewDelta, PublishError, Published};
+pub use inbox::{Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
 pub use rate_limit::{Bucket, BucketOf};
+pub use sequence::{PublishError, Sequenced};
 pub use subscriptions::{SubscribeError, Subscriber};
 
 /// A DynamoDB call failed, an item could not be read back, or the connection a frame

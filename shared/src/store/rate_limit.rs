@@ -55,6 +55,13 @@ impl Bucket {
         (self.tokens(limit, at_ms) >= cost).then(|| self.charge(limit, at_ms, cost))
     }
 
+    /// How long from `at_ms` until it holds `cost` tokens, in whole milliseconds; `None`
+    /// when it holds them now.
+    pub fn wait_ms(self, limit: RateLimit, at_ms: u64, cost: f64) -> Option<u64> {
+        let missing = cost - self.tokens(limit, at_ms);
+        (missing > 0.0).then(|| (missing * interval_ms(limit)).ceil().max(1.0) as u64)
+    }
+
     /// The bucket after charging `cost` tokens at `at_ms` whatever it holds (a negative
     /// cost is a refund, which never fills it past full).
     pub fn charge(self, limit: RateLimit, at_ms: u64, cost: f64) -> Self {

@@ -1,13 +1,17 @@
-//! `publish`: appends a delta exactly once per `(channel, publisher, id)` and acks with its seq.
+//! `publish`: puts the message in its channel's inbox, exactly once per `(channel,
+//! publisher, id)`. The sequencer gives it its seq and acks the sender; this function
+//! answers only what it can tell at once: the original ack of an id already stored, an id
+//! still in flight, a channel over its limit, an `expectSeq` that does not hold.
 
+use deltacast::answers;
 use deltacast::auth::Action;
 use deltacast::cost;
-use deltacast::protocol::{Channel, ErrorCode, ErrorFrame, MessageId, Payload, ServerMessage};
-use deltacast::push::Push;
-use deltacast::store::{NewDelta, PublishError};
-use tracing::info;
+use deltacast::protocol::{Channel, ErrorFrame, MessageId, Payload};
+use deltacast::push::{Push, post_with_retry};
+use deltacast::store::{Enqueued, NewDelta};
+use tracing::{debug, info};
 
-use super::{ActionError, authorize, rate, send};
+use super::{ActionError, authorize, rate};
 use crate::context::{App, Sender};
 
 /// The fields of a `publish` frame.
@@ -22,7 +26,7 @@ pub struct Args<'a> {
     pub expect_seq: Option<u64>,
 }
 
-/// Publishes `args.data` to `args.channel` and acks the sender.
+/// Queues `args.data` for `args.channel`; the sequencer acks the sender.
 pub async fn run<P: Push>(
     args: Args<'_>,
     sender: &Sender<'_>,
@@ -37,51 +41,41 @@ pub async fn run<P: Push>(
     } = args;
     authorize(sender, Action::Publish, channel)?;
     rate::admit(sender, app, cost::REQUEST).await?;
-    let published = app
+    let new = NewDelta {
+        channel,
+        id,
+        from: &sender.identity.sub,
+        data,
+        expect_seq,
+    };
+    let channel_limit = app.settings.channel_rate_limit;
+    match app
         .store
-        .publish(NewDelta {
-            channel,
-            id,
-            from: &sender.identity.sub,
-            data,
-            expect_seq,
-        })
-        .await
-        .map_err(|err| match err {
-            PublishError::Conflict { head } => ActionError::Refused(Box::new(ErrorFrame {
-                seq: Some(head.seq),
-                epoch: head.epoch,
-                ..ErrorFrame::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "expectSeq is {}, but the channel's head is {}",
-                        expect_seq.unwrap_or(0),
-                        head.seq
-                    ),
-                )
-            })),
-            PublishError::InProgress | PublishError::Contended => ActionError::refused(
-                ErrorCode::Internal,
-                format!("{err}; retry with the same id"),
-            ),
-            PublishError::Store(err) => err.into(),
-        })?;
-    info!(
-        seq = published.seq,
-        duplicate = published.duplicate,
-        "published"
-    );
-    send(
-        push,
-        sender,
-        &ServerMessage::Ack {
-            channel,
-            id,
-            seq: published.seq,
-            epoch: &published.epoch,
-        },
-    )
-    .await
+        .enqueue(new, sender.connection_id, channel_limit)
+        .await?
+    {
+        Enqueued::Queued(_) => {
+            debug!("queued for the sequencer");
+            Ok(())
+        }
+        Enqueued::Published(published) => {
+            info!(seq = published.seq, "already published; acked again");
+            let ack = answers::ack(channel, id, &published);
+            Ok(post_with_retry(push, sender.connection_id, &ack, sender.retry).await?)
+        }
+        Enqueued::InFlight { retry_after_ms } => Err(refused(answers::in_flight(retry_after_ms))),
+        Enqueued::RateLimited { retry_after_ms } => Err(refused(answers::channel_limited(
+            channel_limit,
+            retry_after_ms,
+        ))),
+        Enqueued::Conflict { head } => {
+            Err(refused(answers::conflict(expect_seq.unwrap_or(0), head)))
+        }
+    }
+}
+
+fn refused(frame: ErrorFrame) -> ActionError {
+    ActionError::Refused(Box::new(frame))
 }
 
 #[cfg(test)]
@@ -89,6 +83,7 @@ mod tests {
     use super::*;
     use crate::testing::*;
     use deltacast::clock;
+    use deltacast::store::PublishError;
     use deltacast_tests::{all_items, events};
     use serde_json::json;
 
@@ -166,12 +161,13 @@ mod tests {
                     data: &data,
                     expect_seq: None,
                 };
-                // "In progress" asks the client to retry with the same id, as it would.
+                // "In flight" asks the client to retry with the same id, as it would.
                 let mut result = store.publish(new).await;
-                for _ in 0..10 {
-                    if !matches!(result, Err(PublishError::InProgress)) {
+                for _ in 0..50 {
+                    if !matches!(result, Err(PublishError::InFlight)) {
                         break;
                     }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     result = store.publish(new).await;
                 }
                 result.map(|p| (id.clone(), p.seq))

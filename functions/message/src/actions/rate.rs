@@ -4,7 +4,7 @@
 //! prices are in [`deltacast::cost`].
 
 use deltacast::config::RateLimit;
-use deltacast::protocol::ErrorCode;
+use deltacast::protocol::{ErrorCode, ErrorFrame};
 use deltacast::store::BucketOf;
 use tracing::warn;
 
@@ -22,7 +22,7 @@ pub async fn admit(sender: &Sender<'_>, app: &App, deposit: f64) -> Result<(), A
             .take_tokens(bucket, sender.received_at, limit, deposit.min(limit.burst))
             .await?
         {
-            return Err(limited(bucket, limit));
+            return Err(limited(bucket, limit, deposit.min(limit.burst)));
         }
     }
     Ok(())
@@ -60,7 +60,9 @@ fn buckets<'a>(sender: &'a Sender<'_>, app: &App) -> Vec<(BucketOf<'a>, RateLimi
     buckets
 }
 
-fn limited(bucket: BucketOf<'_>, limit: RateLimit) -> ActionError {
+/// The `rate_limited` refusal of a request that needed `tokens`: it may come back once
+/// that many have refilled (sooner said than done while the bucket is in debt).
+fn limited(bucket: BucketOf<'_>, limit: RateLimit, tokens: f64) -> ActionError {
     let (whose, settings) = match bucket {
         BucketOf::Connection(_) => ("this connection", "RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST"),
         BucketOf::User(_) => (
@@ -68,14 +70,15 @@ fn limited(bucket: BucketOf<'_>, limit: RateLimit) -> ActionError {
             "USER_RATE_LIMIT_PER_SECOND, USER_RATE_LIMIT_BURST",
         ),
     };
-    ActionError::refused(
-        ErrorCode::RateLimited,
-        format!(
-            "rate limit reached for {whose}: {} tokens per second, bursts of {} ({settings}); \
-             a request costs 1 token, a read more by what it returns",
-            limit.per_second, limit.burst
-        ),
-    )
+    let message = format!(
+        "rate limit reached for {whose}: {} tokens per second, bursts of {} ({settings}); \
+         a request costs 1 token, a read more by what it returns",
+        limit.per_second, limit.burst
+    );
+    let wait = (tokens / limit.per_second * 1000.0).ceil().max(1.0) as u64;
+    ActionError::Refused(Box::new(
+        ErrorFrame::new(ErrorCode::RateLimited, message).retry_after(wait),
+    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,39 @@
+//! Stream-triggered sequencer: gives a channel's inbox messages their seqs, writes their
+//! deltas and acks the publishers.
+
+mod handler;
+
+use deltacast::config::ConfigError;
+use deltacast::push::{ManagementApi, RetryPolicy};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    deltacast::telemetry::init();
+    // A wrong configuration is reported to Lambda's init-error endpoint, readable.
+    let (settings, endpoint) = deltacast::init::or_exit(
+        deltacast::config::Settings::from_env().and_then(|settings| {
+            let endpoint = settings
+                .management_endpoint
+                .clone()
+                .ok_or(ConfigError::Missing("MANAGEMENT_ENDPOINT"))?;
+            Ok((settings, endpoint))
+        }),
+    )
+    .await;
+    let sdk = deltacast::aws::load().await;
+    let sequencer = handler::Sequencer {
+        store: deltacast::aws::store(&sdk, &settings),
+        push: ManagementApi::new(&sdk, &endpoint),
+        channel_limit: settings.channel_rate_limit,
+        retry: RetryPolicy {
+            attempts: settings.push_attempts,
+            base: settings.push_backoff_base,
+        },
+    };
+    let sequencer = &sequencer;
+    run(service_fn(move |event: LambdaEvent<_>| async move {
+        Ok::<_, Error>(sequencer.handle(event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,572 @@
+//! The second half of a publish: giving a batch of inbox messages their seqs and writing
+//! their deltas (the sequencer function calls [`Store::sequence`] with what the stream
+//! brought). One read of the head serves the whole batch, so a busy channel costs one
+//! head read per batch instead of a race per publish.
+//!
+//! ## Exactly once, gap-free, in order
+//! Each delta is written at the head + 1 with `attribute_not_exists`, one after another,
+//! so a seq exists only once the one below it does, and the stream sees a channel's deltas
+//! in seq order. Before it writes, the sequencer looks for the batch's messages among the
+//! deltas above the lowest `after` they recorded (a stream batch delivered again, a claim
+//! taken over after its lease): those are acked with their stored seq, not stored again.
+//! Normally one invocation at a time works on a channel (a partition key's records come in
+//! one shard, read one batch at a time), but nothing depends on it: a writer that finds
+//! its seq taken reads the head again and looks again, and since it only ever writes the
+//! seq right after one it saw or wrote, no message escapes that look.
+//!
+//! ## Refusals
+//! A message is refused, and its inbox item deleted so its id may be sent again, when
+//! - its `expectSeq` is not the head when its turn comes (`conflict`);
+//! - the channel's bucket (kept on the newest delta as `tat`) holds no token
+//!   (`rate_limited`, with how long until it does);
+//! - its seq would be more than [`MAX_BACKLOG`] above the head it recorded: the channel is
+//!   that far behind (`rate_limited`). This bound is also what keeps the duplicate
+//!   search of [`Store::enqueue`] short.
+
+use std::collections::HashMap;
+
+use tracing::{debug, warn};
+
+use super::attributes::{Conditional, conditional, n, s, text};
+use super::history::Head;
+use super::inbox::{Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
+use super::items::{DeltaItem, EPOCH_SK, EpochItem, InboxItem, channel_pk, delta_sk};
+use super::{Store, StoreError, backoff};
+use crate::clock;
+use crate::config::RateLimit;
+use crate::store::Bucket;
+
+/// What became of one inbox message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sequenced {
+    /// Stored (now, or before: `duplicate`).
+    Published(Published),
+    /// Its `expectSeq` was not the head; the head.
+    Conflict(Head),
+    /// The channel is over its limit, or too far behind; retry after this many ms.
+    RateLimited {
+        /// Milliseconds.
+        retry_after_ms: u64,
+    },
+}
+
+/// Why a publish through [`Store::publish`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// `expectSeq` did not match.
+    #[error("head is {}, not the expected seq", .head.seq)]
+    Conflict {
+        /// The head at the time of the check.
+        head: Head,
+    },
+    /// Another attempt with the same id (by the same publisher) is in flight.
+    #[error("a publish with this id is still in flight")]
+    InFlight,
+    /// The channel is over its limit.
+    #[error("the channel is over its rate limit; retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// Milliseconds.
+        retry_after_ms: u64,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Heads read per batch before its remaining messages are refused as `rate_limited`:
+/// each extra read follows a seq lost to another writer on the channel.
+const MAX_SEQUENCE_ATTEMPTS: u32 = 16;
+
+/// What becomes of one message of a batch, against the head as the batch advances it.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Stored at `seq`, the channel's bucket at `tat` after it.
+    Write { seq: u64, tat: Option<u64> },
+    /// Refused.
+    Refuse(Sequenced),
+}
+
+/// The channel as a batch finds it.
+struct Batch<'a> {
+    /// The live epoch, or the one the batch starts.
+    epoch: &'a str,
+    /// Whether the batch starts `epoch`.
+    fresh: bool,
+    /// The head seq in `epoch`.
+    head: u64,
+    /// The channel's bucket, from the newest delta.
+    tat: Option<u64>,
+    /// The channel's limit, unless off.
+    limit: Option<RateLimit>,
+    /// Now, Unix ms.
+    now: u64,
+}
+
+impl Batch<'_> {
+    /// Each message's step, in order: a conflict, a refusal by the backlog bound or the
+    /// limit, or the next seq.
+    fn plan(&self, pending: Vec<InboxItem>) -> Vec<(InboxItem, Step)> {
+        let mut head = self.head;
+        let mut bucket = Bucket {
+            tat_ms: self.tat.map(|tat| tat as f64),
+        };
+        let mut plan = Vec::with_capacity(pending.len());
+        for item in pending {
+            let after = if self.fresh {
+                0
+            } else {
+                effective_after(&item, self.epoch)
+            };
+            let step = if item.exp.is_some_and(|exp| exp != head) {
+                Step::Refuse(Sequenced::Conflict(Head {
+                    epoch: (!self.fresh || head > 0).then(|| self.epoch.to_owned()),
+                    seq: head,
+                }))
+            } else if head + 1 - after.min(head) > MAX_BACKLOG {
+                Step::Refuse(Sequenced::RateLimited {
+                    retry_after_ms: 2 * IN_FLIGHT_RETRY_MS,
+                })
+            } else if let Some(wait) = self.limit.and_then(|l| bucket.wait_ms(l, self.now, 1.0)) {
+                Step::Refuse(Sequenced::RateLimited {
+                    retry_after_ms: wait,
+                })
+            } else {
+                if let Some(limit) = self.limit {
+                    bucket = bucket.charge(limit, self.now, 1.0);
+                }
+                head += 1;
+                Step::Write {
+                    seq: head,
+                    tat: bucket.tat_ms.map(|tat| tat.ceil() as u64),
+                }
+            };
+            plan.push((item, step));
+        }
+        plan
+    }
+}
+
+impl Store {
+    /// Gives `inbox` (messages of `channel`, in stream order) their seqs, writes their
+    /// deltas and returns what became of each (see the module docs).
+    pub async fn sequence(
+        &self,
+        channel: &str,
+        inbox: Vec<InboxItem>,
+        limit: Option<RateLimit>,
+    ) -> Result<Vec<(InboxItem, Sequenced)>, StoreError> {
+        let mut pending = latest_per_claim(inbox);
+        let mut done = Vec::with_capacity(pending.len());
+        for attempt in 0..MAX_SEQUENCE_ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let state = self.channel_state(channel).await?;
+            if let Some((epoch, head)) = &state.live {
+                let lowest = pending
+                    .iter()
+                    .map(|item| effective_after(item, epoch))
+                    .min()
+                    .unwrap_or(*head);
+                if lowest < *head {
+                    let stored = self.seqs_of(channel, epoch, lowest, *head, None).await?;
+                    pending.retain(|item| {
+                        match stored.get(&(item.from.clone(), item.id.clone())) {
+                            Some(seq) => {
+                                let published = Published {
+                                    seq: *seq,
+                                    epoch: epoch.clone(),
+                                    duplicate: true,
+                                };
+                                done.push((item.clone(), Sequenced::Published(published)));
+                                false
+                            }
+                            None => true,
+                        }
+                    });
+                }
+            }
+            let (epoch, fresh) = match &state.live {
+                Some((epoch, _)) => (epoch.clone(), false),
+                None => (new_epoch(), true),
+            };
+            let head = state.live.as_ref().map_or(0, |(_, seq)| *seq);
+            let batch = Batch {
+                epoch: &epoch,
+                fresh,
+                head,
+                tat: state.tat,
+                limit,
+                now: clock::now_ms(),
+            };
+            let plan = batch.plan(std::mem::take(&mut pending));
+            let writes = plan
+                .iter()
+                .any(|(_, step)| matches!(step, Step::Write { .. }));
+            if fresh
+                && writes
+                && !self
+                    .start_epoch(channel, &epoch, state.recorded.as_deref())
+                    .await?
+            {
+                pending = plan.into_iter().map(|(item, _)| item).collect();
+                continue;
+            }
+            let mut lost = false;
+            for (item, step) in plan {
+                if lost {
+                    pending.push(item);
+                    continue;
+                }
+                match step {
+                    Step::Write { seq, tat } => {
+                        let delta = self.delta_item(channel, &item, &epoch, seq, tat);
+                        if self.put_delta(delta).await? {
+                            let published = Published {
+                                seq,
+                                epoch: epoch.clone(),
+                                duplicate: false,
+                            };
+                            done.push((item, Sequenced::Published(published)));
+                        } else {
+                            debug!(channel, seq, attempt, "seq taken; reading the head again");
+                            lost = true;
+                            pending.push(item);
+                        }
+                    }
+                    Step::Refuse(refusal) => {
+                        self.release(&item).await?;
+                        done.push((item, refusal));
+                    }
+                }
+            }
+        }
+        warn!(
+            channel,
+            left = pending.len(),
+            "channel too contended; refusing the rest of the batch"
+        );
+        for item in pending {
+            self.release(&item).await?;
+            done.push((
+                item,
+                Sequenced::RateLimited {
+                    retry_after_ms: IN_FLIGHT_RETRY_MS,
+                },
+            ));
+        }
+        Ok(done)
+    }
+
+    /// Publishes at once, without the sequencer: the inbox put, then this one message's
+    /// sequencing in the caller. For tools and tests that write through the store; safe
+    /// beside a running sequencer (see the module docs), which then acks nobody.
+    pub async fn publish(&self, new: NewDelta<'_>) -> Result<Published, PublishError> {
+        let item = match self.enqueue(new, "", None).await? {
+            Enqueued::Queued(item) => *item,
+            Enqueued::Published(published) => return Ok(published),
+            Enqueued::InFlight { .. } => return Err(PublishError::InFlight),
+            Enqueued::RateLimited { retry_after_ms } => {
+                return Err(PublishError::RateLimited { retry_after_ms });
+            }
+            Enqueued::Conflict { head } => return Err(PublishError::Conflict { head }),
+        };
+        let outcome = self
+            .sequence(new.channel.as_str(), vec![item], None)
+            .await?
+            .pop()
+            .map(|(_, outcome)| outcome);
+        match outcome {
+            Some(Sequenced::Published(published)) => Ok(published),
+            Some(Sequenced::Conflict(head)) => Err(PublishError::Conflict { head }),
+            Some(Sequenced::RateLimited { retry_after_ms }) => {
+                Err(PublishError::RateLimited { retry_after_ms })
+            }
+            None => Err(PublishError::InFlight),
+        }
+    }
+
+    /// The delta item of `item` at `seq`, carrying the channel's bucket after it.
+    fn delta_item(
+        &self,
+        channel: &str,
+        item: &InboxItem,
+        epoch: &str,
+        seq: u64,
+        tat: Option<u64>,
+    ) -> DeltaItem {
+        let ts = clock::now_ms();
+        DeltaItem {
+            pk: channel_pk(channel),
+            sk: delta_sk(epoch, seq),
+            seq,
+            ep: epoch.to_owned(),
+            id: item.id.clone(),
+            from: item.from.clone(),
+            ts,
+            data: item.data.clone(),
+            ttl: ts / 1000 + self.lifetimes.retention.as_secs(),
+            tat,
+        }
+    }
+
+    /// Writes a delta unless its seq is taken; whether the seq holds it. A refusal that
+    /// finds this very message there is the SDK's retry of a write whose response was lost
+    /// (a timeout, a 5xx): written. Another message's delta, the same id from another
+    /// publisher included, is not.
+    async fn put_delta(&self, delta: DeltaItem) -> Result<bool, StoreError> {
+        let (id, from) = (delta.id.clone(), delta.from.clone());
+        let request = self
+            .client
+            .put_item()
+            .set_item(Some(serde_dynamo::to_item(delta)?))
+            .condition_expression("attribute_not_exists(pk)");
+        Ok(match self.put_or_find(request).await? {
+            Conditional::Written(()) => true,
+            Conditional::Refused(found) => found.is_some_and(|found| {
+                text(&found, "id") == Some(id.as_str())
+                    && text(&found, "from") == Some(from.as_str())
+            }),
+        })
+    }
+
+    /// Deletes a refused message's inbox item, so its id may be sent again; unless a
+    /// retry has taken it over since (another lease), which is then the sequencer's again.
+    async fn release(&self, item: &InboxItem) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&item.pk))
+            .key("sk", s(&item.sk))
+            .condition_expression("lease = :lease")
+            .expression_attribute_values(":lease", n(item.lease));
+        conditional(self.send(request).await)?;
+        Ok(())
+    }
+
+    /// Records a new epoch, unless another writer replaced `previous` first.
+    async fn start_epoch(
+        &self,
+        channel: &str,
+        epoch: &str,
+        previous: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let item = serde_dynamo::to_item(EpochItem {
+            pk: channel_pk(channel),
+            sk: EPOCH_SK.into(),
+            ep: epoch.into(),
+            at: clock::now_ms(),
+        })?;
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        request = match previous {
+            Some(previous) => request
+                .condition_expression("ep = :previous")
+                .expression_attribute_values(":previous", s(previous)),
+            None => request.condition_expression("attribute_not_exists(pk)"),
+        };
+        Ok(matches!(
+            conditional(self.send(request).await)?,
+            Conditional::Written(_)
+        ))
+    }
+}
+
+/// The head `item` recorded, as a seq of `epoch`: 0 when it recorded another epoch (or
+/// none), since the channel started `epoch` after it was written.
+fn effective_after(item: &InboxItem, epoch: &str) -> u64 {
+    if item.ep.as_deref() == Some(epoch) {
+        item.after
+    } else {
+        0
+    }
+}
+
+/// One entry per claim, in the order of first appearance, with its latest image (a claim
+/// taken over names the connection to ack now).
+fn latest_per_claim(inbox: Vec<InboxItem>) -> Vec<InboxItem> {
+    let mut order: Vec<String> = Vec::new();
+    let mut latest: HashMap<String, InboxItem> = HashMap::new();
+    for item in inbox {
+        if !latest.contains_key(&item.sk) {
+            order.push(item.sk.clone());
+        }
+        latest.insert(item.sk.clone(), item);
+    }
+    order
+        .into_iter()
+        .filter_map(|key| latest.remove(&key))
+        .collect()
+}
+
+/// A fresh epoch: the creation time and randomness, as an opaque string.
+fn new_epoch() -> String {
+    format!("{:x}{:04x}", clock::now_ms(), rand::random::<u16>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox(sk: &str, conn: &str, ep: Option<&str>, after: u64) -> InboxItem {
+        InboxItem {
+            pk: "q#c".into(),
+            sk: sk.into(),
+            id: sk.into(),
+            from: "alice".into(),
+            data: "1".into(),
+            conn: conn.into(),
+            ep: ep.map(str::to_owned),
+            after,
+            exp: None,
+            lease: 1,
+            ttl: 1,
+        }
+    }
+
+    #[test]
+    fn a_claim_seen_twice_keeps_its_place_and_its_latest_connection() {
+        let batch = vec![
+            inbox("a", "c1", None, 0),
+            inbox("b", "c1", None, 0),
+            inbox("a", "c2", None, 0),
+        ];
+        let kept = latest_per_claim(batch);
+        let keys: Vec<(&str, &str)> = kept
+            .iter()
+            .map(|i| (i.sk.as_str(), i.conn.as_str()))
+            .collect();
+        assert_eq!(keys, [("a", "c2"), ("b", "c1")]);
+    }
+
+    fn batch(head: u64, limit: Option<RateLimit>) -> Batch<'static> {
+        Batch {
+            epoch: "e1",
+            fresh: false,
+            head,
+            tat: None,
+            limit,
+            now: 1_000_000,
+        }
+    }
+
+    fn steps(plan: Vec<(InboxItem, Step)>) -> Vec<Step> {
+        plan.into_iter().map(|(_, step)| step).collect()
+    }
+
+    #[test]
+    fn a_batch_takes_the_next_seqs_in_order() {
+        let items = (0..3)
+            .map(|n| inbox(&format!("m{n}"), "c", Some("e1"), 5))
+            .collect();
+        assert_eq!(
+            steps(batch(5, None).plan(items)),
+            [6, 7, 8].map(|seq| Step::Write { seq, tat: None })
+        );
+    }
+
+    #[test]
+    fn expect_seq_is_checked_against_the_head_as_the_batch_advances_it() {
+        let mut guarded = inbox("b", "c", Some("e1"), 5);
+        guarded.exp = Some(6);
+        let mut stale = inbox("c", "c", Some("e1"), 5);
+        stale.exp = Some(6);
+        let plan = batch(5, None).plan(vec![inbox("a", "c", Some("e1"), 5), guarded, stale]);
+        let head = |seq| {
+            Step::Refuse(Sequenced::Conflict(Head {
+                epoch: Some("e1".into()),
+                seq,
+            }))
+        };
+        assert_eq!(
+            steps(plan),
+            [
+                Step::Write { seq: 6, tat: None },
+                Step::Write { seq: 7, tat: None },
+                head(7)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_too_far_behind_its_recorded_head_is_refused() {
+        let head = 2 * MAX_BACKLOG;
+        let near = inbox("a", "c", Some("e1"), head - MAX_BACKLOG + 1);
+        let far = inbox("b", "c", Some("e1"), head - MAX_BACKLOG + 1);
+        let other_epoch = inbox("c", "c", Some("e0"), head);
+        let plan = batch(head, None).plan(vec![near, far, other_epoch]);
+        assert_eq!(
+            steps(plan),
+            [
+                Step::Write {
+                    seq: head + 1,
+                    tat: None
+                },
+                Step::Refuse(Sequenced::RateLimited {
+                    retry_after_ms: 2 * IN_FLIGHT_RETRY_MS
+                }),
+                Step::Refuse(Sequenced::RateLimited {
+                    retry_after_ms: 2 * IN_FLIGHT_RETRY_MS
+                }),
+            ],
+            "seq − after may be MAX_BACKLOG, no more; another epoch's `after` counts as 0"
+        );
+    }
+
+    #[test]
+    fn the_channel_bucket_admits_its_burst_then_says_when_to_retry() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 2.0,
+        };
+        let items = (0..3)
+            .map(|n| inbox(&format!("m{n}"), "c", Some("e1"), 0))
+            .collect();
+        let plan = steps(batch(0, Some(limit)).plan(items));
+        // 100 ms per token: the bucket is full again 100 ms after each publish.
+        assert_eq!(
+            plan,
+            [
+                Step::Write {
+                    seq: 1,
+                    tat: Some(1_000_100)
+                },
+                Step::Write {
+                    seq: 2,
+                    tat: Some(1_000_200)
+                },
+                Step::Refuse(Sequenced::RateLimited {
+                    retry_after_ms: 100
+                }),
+            ]
+        );
+        // A batch that finds the bucket as the newest delta left it goes on from there.
+        let later = Batch {
+            tat: Some(1_000_200),
+            now: 1_000_150,
+            ..batch(2, Some(limit))
+        };
+        let plan = steps(later.plan(vec![inbox("m3", "c", Some("e1"), 2)]));
+        assert_eq!(
+            plan,
+            [Step::Write {
+                seq: 3,
+                tat: Some(1_000_300)
+            }]
+        );
+    }
+
+    #[test]
+    fn after_counts_only_in_the_epoch_it_was_recorded_in() {
+        assert_eq!(effective_after(&inbox("a", "c", Some("e1"), 7), "e1"), 7);
+        assert_eq!(effective_after(&inbox("a", "c", Some("e1"), 7), "e2"), 0);
+        assert_eq!(effective_after(&inbox("a", "c", None, 7), "e2"), 0);
+    }
+}
