@@ -6,7 +6,7 @@
 //! DynamoDB Local under-reports). The rows for client frames are measured through the
 //! message function's handler (`functions/message/src/capacity.rs`); here are
 //! `$connect`, `$disconnect` (each one store call, made here as the handler makes it), a
-//! contended publish, and the fan-out's read.
+//! publish contended by concurrent sequencing, a sequenced batch, and the fan-out's read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use deltacast::config::RateLimit;
 use deltacast::protocol::{Channel, MessageId, Payload};
-use deltacast::store::{BucketOf, CapacityMeter, NewDelta, Store, items};
+use deltacast::store::{BucketOf, CapacityMeter, Enqueued, NewDelta, Store, items};
 use deltacast_tests::{events, fresh_store, fresh_table, lifetimes, sdk_config};
 use futures::future::join_all;
 
@@ -151,9 +151,9 @@ async fn contended_publishes_pay_for_the_writes_they_lost() {
             (head + 1..=head + PUBLISHERS as u64).collect::<Vec<_>>()
         );
         head += PUBLISHERS as u64;
-        // THEN each seq lost to another publisher cost a refused delta write (1 unit: the
-        // delta in the way is small) and the move of the claim (1 unit), on top of the
-        // four units of each publish
+        // THEN each seq lost to another writer cost a refused delta write (1 unit: the
+        // delta in the way is small), on top of the four units of each publish (the inbox
+        // item stays where it is: nothing else moves)
         let lost = f64::from(refusals.puts.load(Ordering::SeqCst));
         assert_eq!(
             refusals.others.load(Ordering::SeqCst),
@@ -161,13 +161,51 @@ async fn contended_publishes_pay_for_the_writes_they_lost() {
             "no bucket was contended"
         );
         let total = meter.total();
-        assert_eq!(total.write_units, 4.0 * PUBLISHERS as f64 + 2.0 * lost);
+        assert_eq!(total.write_units, 4.0 * PUBLISHERS as f64 + lost);
         assert_eq!(total.refused_write_units, lost);
         if lost > 0.0 {
             return;
         }
     }
     panic!("three rounds of {PUBLISHERS} concurrent publishes never raced");
+}
+
+#[tokio::test]
+async fn a_sequenced_batch_reads_the_head_once_and_writes_one_unit_per_small_delta() {
+    // GIVEN 20 small publishes queued on a channel that has its epoch
+    let (store, meter) = metered(fresh_store().await).await;
+    let channel = Channel::parse("chat:batch").unwrap();
+    let data = Payload::from_json("\"a small delta\"".into()).unwrap();
+    fn new<'a>(channel: &'a Channel, id: &'a MessageId, data: &'a Payload) -> NewDelta<'a> {
+        NewDelta {
+            channel,
+            id,
+            from: "u",
+            data,
+            expect_seq: None,
+        }
+    }
+    let first = MessageId::parse("first").unwrap();
+    store.publish(new(&channel, &first, &data)).await.unwrap();
+    let mut batch = Vec::new();
+    for n in 0..20 {
+        let id = MessageId::parse(&format!("m{n}")).unwrap();
+        match store
+            .enqueue(new(&channel, &id, &data), "c", None)
+            .await
+            .unwrap()
+        {
+            Enqueued::Queued(item) => batch.push(*item),
+            other => panic!("{other:?}"),
+        }
+    }
+    // WHEN the sequencer takes them as one batch
+    meter.reset();
+    let outcomes = store.sequence("chat:batch", batch, None).await.unwrap();
+    assert_eq!(outcomes.len(), 20);
+    // THEN it read the head once (epoch item and newest delta: 2 units) and wrote 20 units
+    let total = meter.total();
+    assert_eq!((total.read_units, total.write_units), (2.0, 20.0));
 }
 
 /// Answers DynamoDB's refusal of a conditional write with the same refusal carrying
