@@ -33,10 +33,28 @@ fn reads_the_functions_routes_and_authorizer() {
 }
 
 #[test]
-fn reads_the_stream_trigger() {
+fn reads_the_stream_triggers() {
     let spec = spec();
-    let trigger = &spec.stream_triggers[0];
-    assert_eq!(trigger.function, "FanoutFunction");
+    assert_eq!(spec.stream_triggers.len(), 2);
+    let sequencer = spec
+        .stream_triggers
+        .iter()
+        .find(|t| t.function == "SequencerFunction")
+        .expect("the sequencer's trigger");
+    assert_eq!(spec.functions["SequencerFunction"].binary, "sequencer");
+    assert!(sequencer.bisect_on_error && sequencer.report_batch_item_failures);
+    assert_eq!(sequencer.parallelization_factor, 1);
+    assert_eq!(
+        sequencer.filters,
+        [
+            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "q#"}]}}}})
+        ]
+    );
+    let trigger = spec
+        .stream_triggers
+        .iter()
+        .find(|t| t.function == "FanoutFunction")
+        .expect("the fan-out's trigger");
     assert!(trigger.bisect_on_error && trigger.report_batch_item_failures);
     assert_eq!(trigger.maximum_retry_attempts, 10);
     assert_eq!(trigger.parallelization_factor, 1);

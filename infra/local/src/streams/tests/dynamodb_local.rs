@@ -33,6 +33,15 @@ fn spec() -> StackSpec {
         .expect("template.yaml")
 }
 
+/// The template's trigger of the fan-out (the one filtered to delta inserts).
+fn fanout_trigger() -> StreamTrigger {
+    spec()
+        .stream_triggers
+        .into_iter()
+        .find(|t| t.function == "FanoutFunction")
+        .expect("the fan-out's trigger")
+}
+
 /// A table of the test's own, made from the template (stream NEW_IMAGE).
 struct Table {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -182,7 +191,7 @@ fn sequence_of(function: &TestFunction, sk: &str) -> String {
 async fn only_delta_inserts_reach_the_function_with_the_templates_filter() {
     let table = Table::create().await;
     table.put("d#000000").await;
-    let trigger = spec().stream_triggers[0].clone();
+    let trigger = fanout_trigger();
     assert_eq!(trigger.starting_position, "LATEST");
     let function = TestFunction::default();
     let running = table.start(trigger, &function, &options());
