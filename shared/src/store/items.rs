@@ -13,7 +13,8 @@
 //! | user rate-limit bucket | `u#<sub>` | `rate` | `tat`, `ttl` |
 //!
 //! Every item that names a connection lives under `c#<connectionId>` or is listed there
-//! (the `s#` items), so removing a connection is one Query on its own partition. The
+//! (the `s#` items), so removing a connection is one Query on its own partition; only
+//! its publishes' inbox items keep its id (`conn`, whom to ack) for their retention. The
 //! liveness item is the connection's presence: frames whose connection has none any more
 //! write nothing.
 //!
