@@ -83,6 +83,14 @@ pub fn stream_records() -> Vec<Value> {
         .clone()
 }
 
+/// The sequencer's DynamoDB Streams batch in `tests/fixtures/stream-inbox.json`: alice's
+/// `m1` from `conn-A`, bob's `m2` from `conn-B`, then `m1` taken over from `conn-C` (a
+/// MODIFY), all on `chat:lobby`.
+pub fn stream_inbox() -> Event {
+    serde_json::from_value(fixture("stream-inbox.json"))
+        .expect("fixture is a DynamoDB Streams event")
+}
+
 /// A DynamoDB Streams event whose records are the given raw JSON records.
 pub fn stream_event(records: Vec<Value>) -> Event {
     serde_json::from_value(serde_json::json!({ "Records": records }))

@@ -134,3 +134,119 @@ impl<P: Push> Sequencer<P> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use deltacast_tests::push::RecordingPush;
+    use deltacast_tests::{all_items, events, fresh_store, lifetimes, sdk_config};
+    use serde_json::Value;
+
+    use super::*;
+
+    fn sequencer(store: Store, channel_limit: Option<RateLimit>) -> Sequencer<RecordingPush> {
+        Sequencer {
+            store,
+            push: RecordingPush::new(),
+            channel_limit,
+            retry: RetryPolicy {
+                attempts: 3,
+                base: Duration::from_millis(1),
+            },
+        }
+    }
+
+    /// The `(type, id, seq)` of every frame `connection` received.
+    fn answers(s: &Sequencer<RecordingPush>, connection: &str) -> Vec<(String, String, Value)> {
+        s.push
+            .frames(connection)
+            .iter()
+            .map(|f| {
+                let kind = f["code"]
+                    .as_str()
+                    .or(f["type"].as_str())
+                    .unwrap_or_default();
+                (
+                    kind.to_owned(),
+                    f["id"].as_str().unwrap().to_owned(),
+                    f["seq"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn ack(id: &str, seq: u64) -> (String, String, Value) {
+        ("ack".into(), id.into(), seq.into())
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_sequenced_in_stream_order_and_each_publisher_acked_once_per_delivery() {
+        // GIVEN the fixture batch: m1 (taken over by conn-C later in the batch) and m2
+        let s = sequencer(fresh_store().await, None);
+        // WHEN it is handled
+        let response = s.handle(events::stream_inbox()).await;
+        // THEN m1 and m2 got seqs 1 and 2, acked to the connection that sent them last
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(answers(&s, "conn-C"), [ack("m1", 1)]);
+        assert_eq!(answers(&s, "conn-B"), [ack("m2", 2)]);
+        assert!(answers(&s, "conn-A").is_empty(), "m1 was taken over");
+        // AND delivered again, the batch is acked the same and stores nothing new
+        let before = all_items(&s.store).await;
+        s.push.clear();
+        s.handle(events::stream_inbox()).await;
+        assert_eq!(answers(&s, "conn-C"), [ack("m1", 1)]);
+        assert_eq!(answers(&s, "conn-B"), [ack("m2", 2)]);
+        assert_eq!(all_items(&s.store).await, before);
+    }
+
+    #[tokio::test]
+    async fn a_channel_over_its_limit_is_told_when_to_retry() {
+        // GIVEN a channel taking one publish at a time, one per 10 s
+        let limit = RateLimit {
+            per_second: 0.1,
+            burst: 1.0,
+        };
+        let s = sequencer(fresh_store().await, Some(limit));
+        // WHEN the batch comes
+        s.handle(events::stream_inbox()).await;
+        // THEN m1 is stored and m2 refused, with about 10 s to wait
+        assert_eq!(answers(&s, "conn-C"), [ack("m1", 1)]);
+        let refusal = &s.push.frames("conn-B")[0];
+        assert_eq!(refusal["code"], "rate_limited", "{refusal}");
+        assert_eq!(refusal["channel"], "chat:lobby");
+        let wait = refusal["retryAfterMs"].as_u64().expect("retryAfterMs");
+        assert!((9_000..=10_000).contains(&wait), "{wait}");
+        assert!(
+            refusal["message"]
+                .as_str()
+                .unwrap()
+                .contains("CHANNEL_RATE_LIMIT_PER_SECOND"),
+            "{refusal}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_channel_that_cannot_be_sequenced_reports_its_records_for_another_delivery() {
+        // GIVEN a store whose table does not exist (storage failing)
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+        let s = sequencer(Store::new(client, "no-such-table", lifetimes()), None);
+        // WHEN the batch comes
+        let response = s.handle(events::stream_inbox()).await;
+        // THEN every record of the channel is reported, in stream order, and nobody acked
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                "4421584500000000017450439101",
+                "4421584500000000017450439102",
+                "4421584500000000017450439103"
+            ]
+        );
+        assert!(answers(&s, "conn-B").is_empty());
+    }
+}
