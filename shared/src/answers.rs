@@ -23,7 +23,7 @@ pub fn ack(channel: &Channel, id: &MessageId, published: &Published) -> String {
 pub fn conflict(expect_seq: u64, head: Head) -> ErrorFrame {
     ErrorFrame {
         seq: Some(head.seq),
-        epoch: head.epoch,
+        epoch: head.epoch.map(Into::into),
         ..ErrorFrame::new(
             ErrorCode::Conflict,
             format!(
@@ -78,4 +78,94 @@ pub fn sequenced(
         ..refusal
     };
     Some(ServerMessage::Error(&frame).to_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn item(exp: Option<u64>) -> InboxItem {
+        InboxItem {
+            pk: "q#chat:lobby".into(),
+            sk: "m#5:alice#m1".into(),
+            id: "m1".into(),
+            from: "alice".into(),
+            data: "1".into(),
+            conn: "c".into(),
+            ep: None,
+            after: 0,
+            exp,
+            lease: 0,
+            ttl: 0,
+        }
+    }
+
+    fn frame(item: &InboxItem, outcome: Sequenced) -> Value {
+        let limit = Some(RateLimit {
+            per_second: 200.0,
+            burst: 400.0,
+        });
+        serde_json::from_str(&sequenced(item, &outcome, limit).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_sequencer_answers_with_the_frames_the_message_function_would_send() {
+        let published = Sequenced::Published(Published {
+            seq: 7,
+            epoch: "e1".into(),
+            duplicate: false,
+        });
+        assert_eq!(
+            frame(&item(None), published),
+            json!({"type": "ack", "channel": "chat:lobby", "id": "m1", "seq": 7, "epoch": "e1"})
+        );
+        let head = Head {
+            epoch: Some("e1".into()),
+            seq: 9,
+        };
+        let conflict = frame(&item(Some(8)), Sequenced::Conflict(head));
+        assert_eq!(
+            (
+                &conflict["code"],
+                &conflict["seq"],
+                &conflict["epoch"],
+                &conflict["id"]
+            ),
+            (&json!("conflict"), &json!(9), &json!("e1"), &json!("m1"))
+        );
+        assert_eq!(
+            conflict["message"],
+            "expectSeq is 8, but the channel's head is 9"
+        );
+        let limited = frame(
+            &item(None),
+            Sequenced::RateLimited {
+                retry_after_ms: 250,
+            },
+        );
+        assert_eq!(
+            (
+                &limited["code"],
+                &limited["retryAfterMs"],
+                &limited["channel"]
+            ),
+            (&json!("rate_limited"), &json!(250), &json!("chat:lobby"))
+        );
+        let message = limited["message"].as_str().unwrap();
+        assert!(
+            message.contains("200 publishes per second, bursts of 400")
+                && message.contains("CHANNEL_RATE_LIMIT_PER_SECOND"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn in_flight_says_when_to_send_the_same_id_again() {
+        let frame = serde_json::to_value(ServerMessage::Error(&in_flight(500))).unwrap();
+        assert_eq!(
+            (&frame["code"], &frame["retryAfterMs"]),
+            (&json!("in_flight"), &json!(500))
+        );
+    }
 }

@@ -47,12 +47,14 @@ pub struct ErrorFrame {
     /// The channel's head seq, on `conflict`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
-    /// The channel's epoch, on `conflict`.
+    /// The channel's epoch, on `conflict` (boxed, with `retryAfterMs` in 32 bits, so the
+    /// frame stays small enough to pass by value).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
-    /// When to try again, in milliseconds, on `rate_limited` and `in_flight`.
+    pub epoch: Option<Box<str>>,
+    /// When to try again, in milliseconds, on `rate_limited` and `in_flight` (at most
+    /// about 49 days).
     #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
-    pub retry_after_ms: Option<u64>,
+    pub retry_after_ms: Option<u32>,
 }
 
 impl ErrorFrame {
@@ -71,7 +73,7 @@ impl ErrorFrame {
 
     /// The same error, asking to retry after `ms` milliseconds.
     pub fn retry_after(mut self, ms: u64) -> Self {
-        self.retry_after_ms = Some(ms);
+        self.retry_after_ms = Some(u32::try_from(ms).unwrap_or(u32::MAX));
         self
     }
 

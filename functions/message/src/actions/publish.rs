@@ -239,6 +239,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_id_still_in_flight_is_answered_in_flight_with_when_to_retry() {
+        // GIVEN alice's m1 in the inbox, not sequenced yet (sent on another connection)
+        let w = world().await;
+        let channel = Channel::parse("chat:a").unwrap();
+        let id = deltacast::protocol::MessageId::parse("m1").unwrap();
+        let data = deltacast::protocol::Payload::from_json("1".into()).unwrap();
+        let new = deltacast::store::NewDelta {
+            channel: &channel,
+            id: &id,
+            from: "alice",
+            data: &data,
+            expect_seq: None,
+        };
+        w.app.store.enqueue(new, "conn-old", None).await.unwrap();
+        // WHEN she sends m1 again, before the sequencer got to it
+        let body = json!({"action": "publish", "channel": "chat:a", "id": "m1", "data": 1});
+        let request = events::message(CONN, &w.alice, &body.to_string());
+        crate::handler::handle(request, &w.app, &w.push)
+            .await
+            .unwrap();
+        // THEN she is told it is in flight, and when to send it again: not `internal`
+        let frames = w.push.frames(CONN);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["code"], "in_flight");
+        assert_eq!(frames[0]["id"], "m1");
+        let wait = frames[0]["retryAfterMs"].as_u64().expect("retryAfterMs");
+        assert!((1..=500).contains(&wait), "{wait}");
+    }
+
+    #[tokio::test]
+    async fn a_channel_over_its_limit_is_refused_at_once_with_when_to_retry() {
+        let w = world_with(&[
+            ("CHANNEL_RATE_LIMIT_PER_SECOND", "0.01"),
+            ("CHANNEL_RATE_LIMIT_BURST", "1"),
+        ])
+        .await;
+        assert_eq!(w.publish("chat:a", "m1", json!(1)).await["type"], "ack");
+        let before = except_buckets(all_items(&w.app.store).await);
+        let refused = w.publish("chat:a", "m2", json!(2)).await;
+        assert_eq!(refused["code"], "rate_limited", "{refused}");
+        let wait = refused["retryAfterMs"].as_u64().expect("retryAfterMs");
+        assert!((90_000..=100_000).contains(&wait), "{wait}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("CHANNEL_RATE_LIMIT_PER_SECOND"),
+            "{refused}"
+        );
+        assert_eq!(
+            except_buckets(all_items(&w.app.store).await),
+            before,
+            "nothing written but the tokens"
+        );
+    }
+
+    #[tokio::test]
     async fn the_bucket_refills_by_arrival_time() {
         let w = world_with(&[("RATE_LIMIT_PER_SECOND", "10"), ("RATE_LIMIT_BURST", "1")]).await;
         let frame = |id: &str| {
