@@ -213,6 +213,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             dynamodb: args.dynamodb.clone(),
             publishers: vec![1, 10, 100],
             seconds: 3.0,
+            rtt_ms: 0.0,
         };
         let report = designs::measure(&designs).await?;
         eprint!("{}", designs::table(&report));

@@ -14,6 +14,7 @@ const COUNTER_SK: &str = "head";
 
 /// One publish of `from`'s message `id`.
 pub async fn publish(ctx: &Ctx, from: &str, id: &str, data: &str) -> Result<Outcome, String> {
+    ctx.round_trip().await;
     let out = ctx
         .client
         .update_item()

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -31,14 +32,22 @@ pub struct Meter {
     rcu_milli: AtomicU64,
     retries: AtomicU64,
     batches: AtomicU64,
+    round_trips: AtomicU64,
 }
 
 impl Meter {
     /// A request and the capacity it reports (`TOTAL` reports only `CapacityUnits`, so
     /// the caller says whether they are write or read units).
     pub fn record(&self, consumed: Option<&ConsumedCapacity>, write: bool) {
+        self.record_units(
+            consumed.and_then(|c| c.capacity_units).unwrap_or(0.0),
+            write,
+        );
+    }
+
+    /// A request that consumed `units` write (or read) units.
+    pub fn record_units(&self, units: f64, write: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let units = consumed.and_then(|c| c.capacity_units).unwrap_or(0.0);
         let milli = (units * 1000.0).round() as u64;
         let total = if write {
             &self.wcu_milli
@@ -65,6 +74,11 @@ impl Meter {
         self.batches.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many requests paid the added network latency.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
     /// `(requests, wcu, rcu, retries, batches)`.
     pub fn totals(&self) -> (u64, f64, f64, u64, u64) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -88,19 +102,30 @@ pub struct Ctx {
     pub pk: String,
     /// What the run asked of DynamoDB.
     pub meter: Meter,
+    /// Network latency added to each request (DynamoDB Local has none).
+    pub rtt: Duration,
     /// Every `(from, id)` whose delta a candidate reported as stored, by seq.
     pub stored: Mutex<Vec<(u64, String)>>,
 }
 
 impl Ctx {
     /// A fresh context for `channel` on `table`.
-    pub fn new(client: Client, table: &str, channel: &str) -> Self {
+    pub fn new(client: Client, table: &str, channel: &str, rtt: Duration) -> Self {
         Ctx {
+            rtt,
             client,
             table: table.to_owned(),
             pk: channel_pk(channel),
             meter: Meter::default(),
             stored: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The added network latency of one request: call before each metered request.
+    pub async fn round_trip(&self) {
+        self.meter.round_trips.fetch_add(1, Ordering::Relaxed);
+        if !self.rtt.is_zero() {
+            tokio::time::sleep(self.rtt).await;
         }
     }
 
@@ -175,6 +200,7 @@ impl Ctx {
         if let Some((name, value)) = values {
             request = request.expression_attribute_values(name, value);
         }
+        self.round_trip().await;
         match request.send().await {
             Ok(out) => {
                 self.meter.record(out.consumed_capacity(), true);
@@ -230,6 +256,7 @@ impl Ctx {
 
     /// The newest seq of the epoch: a Query of one item, newest first.
     pub async fn newest_seq(&self) -> Result<u64, String> {
+        self.round_trip().await;
         let out = self
             .deltas()
             .projection_expression("seq")
@@ -250,6 +277,7 @@ impl Ctx {
 
     /// A consistent GetItem of `sk`.
     pub async fn get(&self, sk: String) -> Result<Option<Item>, String> {
+        self.round_trip().await;
         let out = self
             .client
             .get_item()

@@ -44,6 +44,10 @@ pub struct DesignsArgs {
     /// Seconds per run.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Milliseconds of network latency added to each request (0: DynamoDB Local as is;
+    /// 5: about AWS's round trip within a region).
+    #[arg(long, default_value_t = 0.0)]
+    pub rtt_ms: f64,
 }
 
 /// Bytes of each message's data.
@@ -69,6 +73,8 @@ pub struct DesignsReport {
     pub runs: Vec<DesignRun>,
     /// What the figures leave out.
     pub caveats: Vec<&'static str>,
+    /// Milliseconds of network latency added to each request.
+    pub rtt_ms: f64,
 }
 
 /// The designs, in the order they are run and shown.
@@ -80,17 +86,20 @@ pub enum Design {
     Race,
     /// Atomic head counter.
     Counter,
-    /// Inbox and single sequencer.
+    /// Inbox and single sequencer, deltas written one after another.
     Sequencer,
+    /// Inbox and single sequencer, a batch's deltas in one transaction.
+    SequencerTx,
 }
 
 impl Design {
     /// Every design.
-    pub const ALL: [Design; 4] = [
+    pub const ALL: [Design; 5] = [
         Design::Ceiling,
         Design::Race,
         Design::Counter,
         Design::Sequencer,
+        Design::SequencerTx,
     ];
 
     /// Its name in the report.
@@ -100,6 +109,7 @@ impl Design {
             Design::Race => "race",
             Design::Counter => "counter",
             Design::Sequencer => "sequencer",
+            Design::SequencerTx => "sequencer-tx",
         }
     }
 }
@@ -108,6 +118,7 @@ impl Design {
 pub async fn measure(args: &DesignsArgs) -> Result<DesignsReport, String> {
     let client = Client::new(&deltacast_local::stack::local_sdk_config(&args.dynamodb).await);
     let duration = Duration::from_secs_f64(args.seconds);
+    let rtt = Duration::from_secs_f64(args.rtt_ms / 1000.0);
     let mut tables = Vec::new();
     for design in Design::ALL {
         let table = format!(
@@ -125,7 +136,7 @@ pub async fn measure(args: &DesignsArgs) -> Result<DesignsReport, String> {
     'all: for &publishers in &args.publishers {
         for (design, table) in &tables {
             eprintln!("  {} with {publishers} publishers...", design.name());
-            match run(&client, table, *design, publishers, duration).await {
+            match run(&client, table, *design, publishers, duration, rtt).await {
                 Ok(r) => runs.push(r),
                 Err(e) => {
                     result = Err(format!(
@@ -144,6 +155,7 @@ pub async fn measure(args: &DesignsArgs) -> Result<DesignsReport, String> {
     runs.sort_by_key(|r| Design::ALL.iter().position(|d| d.name() == r.design));
     Ok(DesignsReport {
         seconds: args.seconds,
+        rtt_ms: args.rtt_ms,
         payload_bytes: PAYLOAD_BYTES,
         runs,
         caveats: vec![
@@ -151,6 +163,7 @@ pub async fn measure(args: &DesignsArgs) -> Result<DesignsReport, String> {
             "refused conditional writes are counted as 1 write unit each (DynamoDB bills them by item size; all items here are under 1 KB)",
             "counter: no crash repair (tombstones for seqs whose publisher died), which costs nothing on this path",
             "sequencer: an in-process channel stands in for the DynamoDB stream, so the stream's delay (a poll, ~100 ms to 1 s on AWS) is not in the latency; the sequencer neither updates the claims with their seqs nor posts acks over the Management API",
+            "sequencer-tx: DynamoDB Local reports 2 write units per transaction whatever its size; the figure counts AWS's 2 per item (≤ 1 KB)",
         ],
     })
 }
@@ -162,15 +175,20 @@ pub async fn run(
     design: Design,
     publishers: usize,
     duration: Duration,
+    rtt: Duration,
 ) -> Result<DesignRun, String> {
     let channel = format!(
         "{}-{publishers}-{:08x}",
         design.name(),
         rand::random::<u32>()
     );
-    let ctx = Arc::new(Ctx::new(client.clone(), table, &channel));
+    let ctx = Arc::new(Ctx::new(client.clone(), table, &channel, rtt));
     ctx.start_epoch().await?;
-    let sequencer = (design == Design::Sequencer).then(|| sequencer::Sequencer::start(ctx.clone()));
+    let sequencer = match design {
+        Design::Sequencer => Some(sequencer::Sequencer::start(ctx.clone(), false)),
+        Design::SequencerTx => Some(sequencer::Sequencer::start(ctx.clone(), true)),
+        _ => None,
+    };
     let sequencer = Arc::new(sequencer);
     let data = "x".repeat(PAYLOAD_BYTES);
     let started = Instant::now();
@@ -190,8 +208,10 @@ pub async fn run(
                     (Design::Ceiling, _) => ceiling_put(&ctx, &from, &id, &data).await?,
                     (Design::Race, _) => race::publish(&ctx, &from, &id, &data).await?,
                     (Design::Counter, _) => counter::publish(&ctx, &from, &id, &data).await?,
-                    (Design::Sequencer, Some(s)) => s.publish(&ctx, &from, &id, &data).await?,
-                    (Design::Sequencer, None) => unreachable!("the sequencer was started"),
+                    (_, Some(s)) => s.publish(&ctx, &from, &id, &data).await?,
+                    (Design::Sequencer | Design::SequencerTx, None) => {
+                        unreachable!("the sequencer was started")
+                    }
                 };
                 match outcome {
                     Outcome::Stored => tally.latencies.push(begun.elapsed()),
@@ -226,6 +246,13 @@ pub async fn run(
         tally.retries,
         tally.batches,
     ) = ctx.meter.totals();
+    if ctx.meter.round_trips() != tally.requests {
+        return Err(format!(
+            "{} requests but {} round trips: a request path skips the added latency",
+            tally.requests,
+            ctx.meter.round_trips()
+        ));
+    }
     let mut report = DesignRun::from_tally(design.name(), publishers, &tally);
     if design != Design::Ceiling {
         report.problems = Some(ctx.problems(report.publishes).await?);
@@ -235,6 +262,7 @@ pub async fn run(
 
 /// The ceiling's "publish": one unconditional PutItem of a delta-sized item.
 async fn ceiling_put(ctx: &Ctx, from: &str, id: &str, data: &str) -> Result<Outcome, String> {
+    ctx.round_trip().await;
     let mut item = ctx.delta(0, from, id, data);
     item.insert("sk".into(), dynamo::s(format!("x#{from}#{id}")));
     let out = ctx
@@ -253,7 +281,7 @@ async fn ceiling_put(ctx: &Ctx, from: &str, id: &str, data: &str) -> Result<Outc
 /// The report as a table, each run beside the ceiling at the same concurrency.
 pub fn table(report: &DesignsReport) -> String {
     let mut out = format!(
-        "{:<10} {:>4} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6}  check\n",
+        "{:<12} {:>4} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6}  check\n",
         "design",
         "P",
         "publ/s",
@@ -280,7 +308,7 @@ pub fn table(report: &DesignsReport) -> String {
             Some(p) => p.join("; "),
         };
         out.push_str(&format!(
-            "{:<10} {:>4} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7} {:>6}  {check}\n",
+            "{:<12} {:>4} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7} {:>6}  {check}\n",
             r.design,
             r.publishers,
             r.per_s,

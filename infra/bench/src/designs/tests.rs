@@ -14,17 +14,16 @@ async fn every_design_stores_gap_free_seqs_once_per_message() {
     let client = Client::new(&deltacast_local::stack::local_sdk_config(&endpoint).await);
     let table = format!("bench-designs-test-{:08x}", rand::random::<u32>());
     dynamo::create_table(&client, &table).await.unwrap();
-    for design in [Design::Race, Design::Counter, Design::Sequencer] {
+    for design in [
+        Design::Race,
+        Design::Counter,
+        Design::Sequencer,
+        Design::SequencerTx,
+    ] {
         for publishers in [1, 8] {
-            let run = run(
-                &client,
-                &table,
-                design,
-                publishers,
-                Duration::from_millis(300),
-            )
-            .await
-            .unwrap();
+            let run = run(&client, &table, design, publishers, ms(300), ms(0))
+                .await
+                .unwrap();
             assert!(run.publishes > 0, "{design:?} with {publishers}: {run:?}");
             assert_eq!(
                 run.problems,
@@ -34,17 +33,17 @@ async fn every_design_stores_gap_free_seqs_once_per_message() {
             assert!(run.wcu_per_publish >= 2.0, "{design:?}: {run:?}");
         }
     }
-    let ceiling = run(
-        &client,
-        &table,
-        Design::Ceiling,
-        4,
-        Duration::from_millis(200),
-    )
-    .await
-    .unwrap();
+    let ceiling = run(&client, &table, Design::Ceiling, 4, ms(200), ms(0))
+        .await
+        .unwrap();
     assert!(ceiling.publishes > 0 && ceiling.problems.is_none());
     assert_eq!(ceiling.requests_per_publish, 1.0);
+    // With added latency (each run also checks that every request paid it once).
+    let far = run(&client, &table, Design::Counter, 1, ms(100), ms(20))
+        .await
+        .unwrap();
+    assert!(far.p50_ms >= 60.0, "three round trips: {far:?}");
+    assert_eq!(far.problems, Some(vec![]));
     dynamo::delete_table(&client, &table).await.unwrap();
 }
 
@@ -61,4 +60,8 @@ fn rows_put_each_design_beside_the_ceiling_at_its_concurrency() {
     assert_eq!(rows[0].0, "publish_designs race P=10 per_s");
     assert_eq!(rows[0].1, "120");
     assert!(rows[0].2.starts_with("ceiling 900/s;"), "{}", rows[0].2);
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
