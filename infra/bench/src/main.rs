@@ -12,6 +12,7 @@
 
 mod clients;
 mod cost;
+mod designs;
 mod fanout;
 mod plot;
 mod startup;
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Run every measurement (the default).
     Run(RunArgs),
+    /// Candidate publish designs for one hot channel, side by side (issue 12).
+    Designs(designs::DesignsArgs),
     /// Internal: the WebSocket audience of the fan-out measurement.
     Clients {
         #[arg(long)]
@@ -78,7 +81,7 @@ struct RunArgs {
     /// Clients in the churn run (on 10 channels).
     #[arg(long, default_value_t = 200)]
     churn_connections: usize,
-    /// Skip measurements by name: startup, cost, fanout, latency, churn.
+    /// Skip measurements by name: startup, cost, fanout, latency, churn, publish_designs.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
 }
@@ -112,6 +115,9 @@ fn main() -> std::process::ExitCode {
             }))
         }
         Some(Command::Run(args)) => runtime.block_on(run(args)),
+        Some(Command::Designs(args)) => runtime
+            .block_on(designs::measure(&args))
+            .map(|report| print!("{}", designs::table(&report))),
         None => Err("usage: deltacast-bench run --dynamodb URL (see --help)".to_owned()),
     };
     match result {
@@ -197,6 +203,22 @@ async fn run(args: RunArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         summary.insert(
             "startup".into(),
+            serde_json::to_value(report).map_err(|e| e.to_string())?,
+        );
+    }
+
+    if !skipped(&args, "publish_designs") {
+        eprintln!("comparing publish designs on one hot channel...");
+        let designs = designs::DesignsArgs {
+            dynamodb: args.dynamodb.clone(),
+            publishers: vec![1, 10, 100],
+            seconds: 3.0,
+            rtt_ms: 0.0,
+        };
+        let report = designs::measure(&designs).await?;
+        eprint!("{}", designs::table(&report));
+        summary.insert(
+            "publish_designs".into(),
             serde_json::to_value(report).map_err(|e| e.to_string())?,
         );
     }
@@ -426,6 +448,9 @@ fn rows(summary: &Value) -> Vec<(String, String, String)> {
                 f(&cost["scan_every_connection_usd_per_million_deliveries"]["total"])
             ),
         ));
+    }
+    if let Some(section) = summary.get("publish_designs") {
+        rows.extend(designs::rows(section));
     }
     if let Some(churn) = summary.get("churn") {
         // A figure of a failed run means little: the verdict comes first.
