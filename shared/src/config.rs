@@ -113,7 +113,7 @@ pub struct Settings {
     /// `USER_RATE_LIMIT_PER_SECOND` (40) and `USER_RATE_LIMIT_BURST` (100): request tokens
     /// per user across all their connections; `USER_RATE_LIMIT_BURST=0` turns it off.
     pub user_rate_limit: Option<RateLimit>,
-    /// `CHANNEL_RATE_LIMIT_PER_SECOND` (200) and `CHANNEL_RATE_LIMIT_BURST` (400):
+    /// `CHANNEL_RATE_LIMIT_PER_SECOND` (100) and `CHANNEL_RATE_LIMIT_BURST` (200):
     /// publishes per channel, from all publishers together; `CHANNEL_RATE_LIMIT_BURST=0`
     /// turns it off.
     pub channel_rate_limit: Option<RateLimit>,
@@ -184,14 +184,14 @@ impl Settings {
                 100.0,
             )?),
         };
-        let channel_rate = match env.number::<f64>("CHANNEL_RATE_LIMIT_BURST", 400.0)? {
+        let channel_rate = match env.number::<f64>("CHANNEL_RATE_LIMIT_BURST", 200.0)? {
             0.0 => None,
             _ => Some(rate_limit(
                 env,
                 "CHANNEL_RATE_LIMIT_PER_SECOND",
-                200.0,
+                100.0,
                 "CHANNEL_RATE_LIMIT_BURST",
-                400.0,
+                200.0,
             )?),
         };
         Ok(Self {
@@ -371,8 +371,8 @@ mod tests {
         assert_eq!(
             settings.channel_rate_limit,
             Some(RateLimit {
-                per_second: 200.0,
-                burst: 400.0
+                per_second: 100.0,
+                burst: 200.0
             })
         );
         let off = Env::from_pairs([base[0].clone(), ("USER_RATE_LIMIT_BURST", "0".to_owned())]);
