@@ -138,6 +138,7 @@ impl World {
         Subscriber {
             connection_id: CONN.into(),
             token_exp: Some(self.alice.exp),
+            coalesce: false,
         }
     }
 

@@ -79,7 +79,7 @@ pub use connections::NewConnection;
 pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use publish::{NewDelta, PublishError, Published};
 pub use rate_limit::{Bucket, BucketOf};
-pub use subscriptions::{SubscribeError, Subscriber};
+pub use subscriptions::{SubscribeError, Subscriber, Subscription};
 
 /// A DynamoDB call failed, an item could not be read back, or the connection a frame
 /// came from is gone.
