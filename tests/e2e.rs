@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use deltacast_tests::stack::{TestStack, eventually, start_stack};
-use deltacast_tests::{items_naming, tokens};
+use deltacast_tests::{items_naming, tokens, write_history};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -376,5 +376,100 @@ async fn binary_frames_of_utf8_json_work_like_text_frames() {
         .request(json!({"action": "ping", "id": "after"}), "pong")
         .await;
     assert_eq!(pong["id"], "after", "the connection is still usable");
+    t.shutdown().await;
+}
+
+/// Each frame's seqs, for `delta` and `deltas` frames; `None` for any other frame.
+fn delta_seqs(frame: &Value) -> Option<Vec<u64>> {
+    match frame["type"].as_str()? {
+        "delta" => Some(vec![frame["seq"].as_u64()?]),
+        "deltas" => frame["deltas"]
+            .as_array()?
+            .iter()
+            .map(|d| d["seq"].as_u64())
+            .collect(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalescing_client_gets_a_burst_in_deltas_frames_and_a_v1_client_one_frame_each() {
+    // GIVEN a client subscribed with coalesce and a v1 client, on the same channel
+    let t = start_stack().await;
+    let mut packed = t.connect_as("alice").await;
+    let mut plain = t.connect_as("bob").await;
+    let subscribed = packed
+        .request(
+            json!({"action": "subscribe", "channel": "chat:burst", "coalesce": true}),
+            "subscribed",
+        )
+        .await;
+    assert_eq!(subscribed["seq"], 0);
+    plain
+        .request(
+            json!({"action": "subscribe", "channel": "chat:burst"}),
+            "subscribed",
+        )
+        .await;
+    // WHEN 24 deltas are written at once (one batch write)
+    let ttl = deltacast::clock::now_secs() + 3600;
+    write_history(&t.store, "chat:burst", "e-burst", 1..=24, ttl).await;
+    // THEN the coalescing client gets them all, once, in order, in fewer frames than
+    // deltas, in `deltas` frames of at most 32 KB
+    let mut frames = Vec::new();
+    let mut received = Vec::new();
+    while received.len() < 24 {
+        let frame = packed.next().await.expect("a frame");
+        if let Some(seqs) = delta_seqs(&frame) {
+            received.extend(seqs);
+            frames.push(frame);
+        }
+    }
+    assert_eq!(received, (1..=24).collect::<Vec<_>>());
+    assert!(frames.len() < 24, "{} frames", frames.len());
+    assert!(frames.iter().any(|f| f["type"] == "deltas"), "{frames:?}");
+    assert!(frames.iter().all(|f| f.to_string().len() <= 32_768));
+    let first = frames.iter().find(|f| f["type"] == "deltas").unwrap();
+    assert_eq!(first["channel"], "chat:burst");
+    assert!(first["deltas"][0].get("type").is_none());
+    assert_eq!(first["deltas"][0]["epoch"], "e-burst");
+    // AND the v1 client gets one `delta` frame per delta, in order
+    let mut deltas = Vec::new();
+    while deltas.len() < 24 {
+        let frame = plain.next().await.expect("a frame");
+        assert_ne!(frame["type"], "deltas", "a v1 client never gets `deltas`");
+        if frame["type"] == "delta" {
+            deltas.push(frame);
+        }
+    }
+    assert_eq!(seqs(&deltas), (1..=24).collect::<Vec<_>>());
+    // WHEN 12 deltas of 5 KB follow (more than 32 KB together), published one by one
+    deltacast_tests::publish_deltas(&t.store, "chat:burst", 12, 5_000).await;
+    // THEN the coalescing client gets them in order in frames of at most 32 KB, and the
+    // v1 client one `delta` frame each
+    let mut received = Vec::new();
+    while received.len() < 12 {
+        let frame = packed.next().await.expect("a frame");
+        if let Some(seqs) = delta_seqs(&frame) {
+            assert!(
+                frame.to_string().len() <= 32_768,
+                "{} bytes",
+                frame.to_string().len()
+            );
+            received.extend(seqs);
+        }
+    }
+    assert_eq!(received, (25..=36).collect::<Vec<_>>());
+    let mut deltas = Vec::new();
+    while deltas.len() < 12 {
+        deltas.push(plain.next().await.expect("a frame"));
+    }
+    assert!(deltas.iter().all(|f| f["type"] == "delta"), "{deltas:?}");
+    assert_eq!(seqs(&deltas), (25..=36).collect::<Vec<_>>());
+    // AND nothing more reaches either
+    for client in [&mut packed, &mut plain] {
+        let late = client.drain().await;
+        assert!(late.iter().all(|f| delta_seqs(f).is_none()), "{late:?}");
+    }
     t.shutdown().await;
 }

@@ -6,10 +6,12 @@ mod support;
 
 use deltacast::clock;
 use deltacast::protocol::Channel;
-use deltacast::store::{CapacityMeter, Store, StoreError, SubscribeError, Subscriber};
+use deltacast::store::{
+    CapacityMeter, Store, StoreError, SubscribeError, Subscriber, Subscription,
+};
 use deltacast_tests::events;
 use futures::future::join_all;
-use support::{ReplaceResponse, connected, intercepted, items, store, store_with};
+use support::{ReplaceResponse, connected, intercepted, item, items, store, store_with};
 
 /// Subscribes connection `c1` to `channel` with a limit of `max`.
 async fn subscribe(store: &Store, channel: &str, max: u32) -> Result<bool, SubscribeError> {
@@ -218,6 +220,7 @@ async fn the_fan_out_reads_each_subscription_with_its_token_expiry() {
     let expected = Subscriber {
         connection_id: "c1".into(),
         token_exp: Some(exp),
+        coalesce: false,
     };
     assert_eq!((subscribers, next), (vec![expected.clone()], None));
     assert!(!expected.expired(exp) && expected.expired(exp + 1));
@@ -245,4 +248,44 @@ async fn a_subscribe_costs_what_the_cost_table_says_besides_the_buckets() {
     meter.reset();
     unsubscribe(&store, "chat:a").await;
     assert_eq!(cost(&meter), (0.0, 3.0), "an unsubscribe");
+}
+
+/// Subscribes `c1` to `chat:a` choosing `coalesce`, and returns what the fan-out reads.
+async fn subscribe_coalescing(store: &Store, coalesce: bool) -> Subscriber {
+    let channel = Channel::parse("chat:a").unwrap();
+    let subscription = Subscription {
+        channel: &channel,
+        coalesce,
+    };
+    let exp = clock::now_secs() + 3600;
+    store
+        .subscribe_with("c1", "alice", exp, subscription, clock::now_ms(), 10)
+        .await
+        .unwrap();
+    let (mut subscribers, _) = store.subscribers_page("chat:a", None).await.unwrap();
+    assert_eq!(subscribers.len(), 1, "{subscribers:?}");
+    subscribers.remove(0)
+}
+
+#[tokio::test]
+async fn the_coalesce_choice_round_trips_and_a_resubscribe_replaces_it() {
+    // GIVEN a connection on a metered store
+    let meter = CapacityMeter::default();
+    let store = connected(store().await.with_meter(meter.clone())).await;
+    let by_channel = || item(&store, "h#chat:a", "s#c1");
+    // WHEN it subscribes with coalesce, THEN the fan-out reads the choice, at the cost of
+    // a v1 subscribe (the cost table's 1 RCU and 3 WCU) and the read of the choice (1 RCU)
+    meter.reset();
+    assert!(subscribe_coalescing(&store, true).await.coalesce);
+    let total = meter.total();
+    assert_eq!((total.read_units, total.write_units), (2.0, 3.0));
+    assert!(by_channel().await.unwrap().contains_key("co"));
+    // WHEN it subscribes again without it, THEN the item is a v1 item again: no `co`
+    assert!(!subscribe_coalescing(&store, false).await.coalesce);
+    assert!(!by_channel().await.unwrap().contains_key("co"));
+    // AND choosing coalesce again sets it again
+    assert!(subscribe_coalescing(&store, true).await.coalesce);
+    // AND the plain subscribe is v1
+    subscribe(&store, "chat:a", 10).await.unwrap();
+    assert!(!by_channel().await.unwrap().contains_key("co"));
 }

@@ -47,6 +47,17 @@ impl RecordingPush {
             .collect()
     }
 
+    /// The frames delivered to `connection_id`, as sent, in order.
+    pub fn texts(&self, connection_id: &str) -> Vec<String> {
+        self.frames
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| c == connection_id)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
     /// How many posts were attempted to `connection_id`, delivered or not.
     pub fn attempts(&self, connection_id: &str) -> usize {
         self.attempts

@@ -5,7 +5,12 @@
 //! and each connection gets its deltas of a channel one after another, in seq order.
 //! Connections are served concurrently, up to `concurrency` posts in flight.
 //!
-//! What a failed post means for its record:
+//! A subscription made with `coalesce` gets its consecutive deltas of one channel and one
+//! epoch in as few `deltas` frames of at most 32 KB as it takes (`frames.rs`); any other
+//! gets one `delta` frame per delta, as always.
+//!
+//! What a failed post means for its record (for a `deltas` frame: for each of its deltas,
+//! so a frame that fails fails its first delta and everything after it):
 //! - 410: the connection is gone; it is removed with its subscriptions, nothing fails.
 //! - 429, 5xx, timeouts: retried with backoff; if it still fails, its delta (and the
 //!   connection's later ones) are reported in `batchItemFailures`. Lambda retries from
@@ -19,6 +24,7 @@
 //! A subscription whose token has expired gets no deltas; its connection is told once
 //! instead (`expiry.rs`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
@@ -31,6 +37,8 @@ use deltacast::store::{Store, StoreError, Subscriber};
 use deltacast::stream::{StreamDelta, delta_of};
 use futures::{StreamExt, stream};
 use tracing::{error, info, warn};
+
+use crate::frames::{self, MAX_FRAME_BYTES, Part};
 
 /// The fan-out's dependencies, built once per process.
 pub struct Fanout<P> {
@@ -50,17 +58,35 @@ struct Pending {
     position: usize,
     sequence_number: String,
     delta: Delta,
+    /// Its `delta` frame.
     frame: String,
+    /// Its JSON object, as an element of a `deltas` frame.
+    element: String,
+}
+
+/// One delta of a connection's share of the batch.
+struct Entry {
+    /// Its index in the batch's `pending`.
+    index: usize,
+    /// Whether the connection subscribed to its channel with `coalesce`.
+    coalesce: bool,
 }
 
 /// What happened to one connection's share of the batch.
 enum Outcome {
-    /// Delivered this many; skipped this many that can never be delivered.
-    Delivered(usize, usize),
+    /// Delivered this many deltas in `frames` frames; skipped this many that can never
+    /// be delivered.
+    Delivered {
+        delivered: usize,
+        skipped: usize,
+        frames: usize,
+    },
     Gone,
-    /// Delivered `delivered`, then failed on the delta at `from` in the connection's list.
+    /// Delivered `delivered` deltas in `frames` frames, then failed on the frame starting
+    /// with the delta at `from` in the connection's list.
     Failed {
         delivered: usize,
+        frames: usize,
         from: usize,
         error: PushError,
     },
@@ -84,8 +110,8 @@ impl<P: Push> Fanout<P> {
             (p.delta.channel.clone(), epoch, p.delta.seq)
         });
 
-        // connection id → its deltas (indexes into `pending`), channel by channel in seq order.
-        let mut plan: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        // connection id → its deltas, channel by channel in seq order.
+        let mut plan: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         // Connections subscribed with a token that has expired: told, never delivered to.
         let mut expired: BTreeSet<String> = BTreeSet::new();
         let now = clock::now_secs();
@@ -104,9 +130,12 @@ impl<P: Push> Fanout<P> {
                         if subscriber.expired(now) {
                             expired.insert(subscriber.connection_id);
                         } else {
-                            plan.entry(subscriber.connection_id)
-                                .or_default()
-                                .extend(start..end);
+                            plan.entry(subscriber.connection_id).or_default().extend(
+                                (start..end).map(|index| Entry {
+                                    index,
+                                    coalesce: subscriber.coalesce,
+                                }),
+                            );
                         }
                     }
                 }
@@ -119,7 +148,7 @@ impl<P: Push> Fanout<P> {
         }
 
         let pending = &pending;
-        let outcomes: Vec<(String, Vec<usize>, Outcome)> = stream::iter(plan)
+        let outcomes: Vec<(String, Vec<Entry>, Outcome)> = stream::iter(plan)
             .map(|(connection, deltas)| async move {
                 let outcome = self.deliver(&connection, &deltas, pending).await;
                 (connection, deltas, outcome)
@@ -129,12 +158,18 @@ impl<P: Push> Fanout<P> {
             .await;
 
         let (mut delivered, mut skipped, mut gone, mut failures) = (0usize, 0, 0, 0);
+        let mut posted = 0;
         let mut dead = Vec::new();
         for (connection, deltas, outcome) in outcomes {
             match outcome {
-                Outcome::Delivered(n, s) => {
+                Outcome::Delivered {
+                    delivered: n,
+                    skipped: s,
+                    frames,
+                } => {
                     delivered += n;
                     skipped += s;
+                    posted += frames;
                 }
                 Outcome::Gone => {
                     gone += 1;
@@ -142,13 +177,15 @@ impl<P: Push> Fanout<P> {
                 }
                 Outcome::Failed {
                     delivered: n,
+                    frames,
                     from,
                     error,
                 } => {
                     delivered += n;
+                    posted += frames;
                     failures += 1;
                     warn!(connection_id = connection, %error, "delivery failed after retries");
-                    failed.extend(&deltas[from..]);
+                    failed.extend(deltas[from..].iter().map(|entry| entry.index));
                 }
             }
         }
@@ -179,6 +216,7 @@ impl<P: Push> Fanout<P> {
         info!(
             deltas = pending.len(),
             delivered,
+            frames = posted,
             skipped,
             gone,
             expired,
@@ -204,33 +242,62 @@ impl<P: Push> Fanout<P> {
         }
     }
 
-    async fn deliver(&self, connection: &str, deltas: &[usize], pending: &[Pending]) -> Outcome {
-        let mut skipped = 0;
-        for (n, index) in deltas.iter().enumerate() {
-            let delta = &pending[*index];
-            match post_with_retry(&self.push, connection, &delta.frame, self.retry).await {
-                Ok(()) => {}
+    /// Posts a connection's deltas, frame by frame, stopping at the first frame that
+    /// fails (or at a 410).
+    async fn deliver(&self, connection: &str, deltas: &[Entry], pending: &[Pending]) -> Outcome {
+        let parts: Vec<Part<'_>> = deltas
+            .iter()
+            .map(|entry| {
+                let p = &pending[entry.index];
+                Part {
+                    channel: &p.delta.channel,
+                    epoch: &p.delta.epoch,
+                    seq: p.delta.seq,
+                    element_bytes: p.element.len(),
+                    coalesce: entry.coalesce,
+                }
+            })
+            .collect();
+        let (mut skipped, mut posted) = (0, 0);
+        for group in frames::group(&parts, MAX_FRAME_BYTES) {
+            let first = &pending[deltas[group.start].index];
+            let frame = if group.len() == 1 {
+                Cow::Borrowed(first.frame.as_str())
+            } else {
+                let elements = deltas[group.clone()]
+                    .iter()
+                    .map(|entry| pending[entry.index].element.as_str());
+                Cow::Owned(frames::deltas_frame(&first.delta.channel, elements))
+            };
+            match post_with_retry(&self.push, connection, &frame, self.retry).await {
+                Ok(()) => posted += 1,
                 Err(PushError::Gone) => return Outcome::Gone,
                 Err(err @ (PushError::TooLarge | PushError::Rejected(_))) => {
                     error!(
                         connection_id = connection,
-                        channel = delta.delta.channel,
-                        seq = delta.delta.seq,
+                        channel = first.delta.channel,
+                        seq = first.delta.seq,
+                        deltas = group.len(),
                         error = %err,
-                        "delta cannot be delivered to this connection; skipped"
+                        "frame cannot be delivered to this connection; its deltas skipped"
                     );
-                    skipped += 1;
+                    skipped += group.len();
                 }
                 Err(error) => {
                     return Outcome::Failed {
-                        delivered: n - skipped,
-                        from: n,
+                        delivered: group.start - skipped,
+                        frames: posted,
+                        from: group.start,
                         error,
                     };
                 }
             }
         }
-        Outcome::Delivered(deltas.len() - skipped, skipped)
+        Outcome::Delivered {
+            delivered: deltas.len() - skipped,
+            skipped,
+            frames: posted,
+        }
     }
 }
 
@@ -249,11 +316,13 @@ fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
                     continue;
                 }
                 let frame = delta.to_frame();
+                let element = serde_json::to_string(&delta).expect("a delta always serialises");
                 pending.push(Pending {
                     position,
                     sequence_number,
                     delta,
                     frame,
+                    element,
                 });
             }
             StreamDelta::Malformed(reason) => {
@@ -267,8 +336,7 @@ fn decode(records: Vec<EventRecord>) -> Vec<Pending> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fanout_with;
-    use deltacast_tests::push::RecordingPush;
+    use crate::testing::{FailingWhen, fanout_with, with_push};
     use deltacast_tests::{events, items_naming};
     use serde_json::{Value, json};
 
@@ -366,25 +434,15 @@ mod tests {
     async fn persistent_failures_report_the_undelivered_records() {
         let fanout = fanout_with(&[("ok", "chat:lobby"), ("flaky", "chat:lobby")]).await;
         let batch = events::stream_batch();
-        let response = {
-            // seq 1 goes through; seq 2 fails every attempt.
-            struct AfterFirst<'a>(&'a RecordingPush);
-            impl Push for AfterFirst<'_> {
-                async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
-                    if connection_id == "flaky" && frame.contains("\"seq\":2") {
-                        return Err(PushError::Failed("500".into()));
-                    }
-                    self.0.post(connection_id, frame).await
-                }
-            }
-            let failing = Fanout {
-                store: fanout.store.clone(),
-                push: AfterFirst(&fanout.push),
-                concurrency: 8,
-                retry: fanout.retry,
-            };
-            failing.handle(batch).await
+        // seq 1 goes through; seq 2 fails every attempt.
+        let push = FailingWhen {
+            push: &fanout.push,
+            fail: |connection: &str, frame: &str| {
+                (connection == "flaky" && frame.contains("\"seq\":2"))
+                    .then(|| PushError::Failed("500".into()))
+            },
         };
+        let response = with_push(&fanout, push).handle(batch).await;
         assert_eq!(
             failed_ids(&response),
             ["4421584500000000017450439092"],

@@ -1,6 +1,9 @@
 //! Stream-triggered fan-out: pushes every new delta to its channel's subscribers.
 
+#[cfg(test)]
+mod coalesced_tests;
 mod expiry;
+mod frames;
 mod handler;
 #[cfg(test)]
 mod testing;

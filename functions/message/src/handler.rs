@@ -139,12 +139,14 @@ async fn dispatch<P: Push>(
             since,
             epoch,
             id,
+            coalesce,
         } => {
             let args = subscribe::Args {
                 channel,
                 since: *since,
                 epoch: epoch.as_deref(),
                 id: id.as_ref(),
+                coalesce: *coalesce,
             };
             subscribe::run(args, sender, app, push).await
         }

@@ -179,6 +179,7 @@ impl World {
         Subscriber {
             connection_id: CONN.into(),
             token_exp: Some(self.alice.exp),
+            coalesce: false,
         }
     }
 

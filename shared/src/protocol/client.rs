@@ -15,12 +15,14 @@ use super::payload::{Payload, compact, nesting_depth};
 /// One frame from a client, parsed and validated.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientMessage {
-    /// Start receiving a channel's deltas, optionally catching up from `since`.
+    /// Start receiving a channel's deltas, optionally catching up from `since`; with
+    /// `coalesce`, the fan-out may send several in one `deltas` frame.
     Subscribe {
         channel: Channel,
         since: Option<u64>,
         epoch: Option<String>,
         id: Option<MessageId>,
+        coalesce: bool,
     },
     /// Stop receiving a channel's deltas.
     Unsubscribe {
@@ -167,11 +169,18 @@ fn validate(raw: &RawFrame<'_>, limits: &FrameLimits) -> Result<ClientMessage, I
                     "`epoch` needs `since`: send the last seq you saw with its epoch",
                 ));
             }
+            let coalesce = raw
+                .coalesce
+                .map(|value| fields::boolean("coalesce", value, limits))
+                .transpose()
+                .map_err(bad)?
+                .unwrap_or(false);
             Ok(ClientMessage::Subscribe {
                 channel,
                 since,
                 epoch,
                 id,
+                coalesce,
             })
         }
         "unsubscribe" => Ok(ClientMessage::Unsubscribe { channel, id }),
@@ -256,8 +265,13 @@ mod tests {
                 since: Some(4),
                 epoch: Some("e1".into()),
                 id: Some(MessageId::parse("r1").unwrap()),
+                coalesce: false,
             }
         );
+        assert!(matches!(
+            parse(r#"{"action":"subscribe","channel":"a","coalesce":true}"#).unwrap(),
+            ClientMessage::Subscribe { coalesce: true, .. }
+        ));
         assert!(matches!(
             parse(r#"{"action":"unsubscribe","channel":"a"}"#).unwrap(),
             ClientMessage::Unsubscribe { id: None, .. }
@@ -314,7 +328,7 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(
             e.message,
-            "unknown field `sinse`; subscribe takes channel, since, epoch, id"
+            "unknown field `sinse`; subscribe takes channel, since, epoch, id, coalesce"
         );
         assert_eq!(e.id, Some(MessageId::parse("r9").unwrap()), "echoes the id");
 
@@ -340,7 +354,7 @@ mod tests {
         let e = error(r#"{"action":"subscribe","channel":"a","data":1}"#);
         assert_eq!(
             e.message,
-            "field `data` is not allowed in subscribe; subscribe takes channel, since, epoch, id"
+            "field `data` is not allowed in subscribe; subscribe takes channel, since, epoch, id, coalesce"
         );
 
         let e = error(r#"{"action":"subscribe"}"#);
@@ -573,6 +587,7 @@ mod tests {
                 ("since", "3"),
                 ("epoch", r#""e1""#),
                 ("id", r#""r1""#),
+                ("coalesce", "true"),
             ],
             "unsubscribe" => &[("channel", r#""chat:a""#), ("id", r#""r1""#)],
             "publish" => &[
@@ -641,6 +656,13 @@ mod tests {
                 (r#""""#.into(), "an empty string"),
                 ("{}".into(), "an object"),
             ],
+            "coalesce" => vec![
+                ("1".into(), "1"),
+                ("0".into(), "0"),
+                (r#""true""#.into(), r#"the string "true""#),
+                ("[true]".into(), "an array"),
+                ("{}".into(), "an object"),
+            ],
             _ => vec![],
         };
         let mut values: Vec<(String, String)> =
@@ -664,6 +686,7 @@ mod tests {
             "data" => {
                 "any JSON value of at most 24576 bytes serialised, nested at most 32 levels deep"
             }
+            "coalesce" => "true or false",
             other => unreachable!("{other}"),
         }
     }
@@ -732,7 +755,10 @@ mod tests {
     fn a_field_of_another_action_is_refused_with_the_fields_this_one_takes() {
         for action in ACTIONS {
             let takes: Vec<&str> = valid_fields(action).iter().map(|(k, _)| *k).collect();
-            for other in ["channel", "since", "epoch", "limit", "expectSeq", "data"] {
+            for other in fields::FIELDS
+                .into_iter()
+                .filter(|f| !["action", "id"].contains(f))
+            {
                 if takes.contains(&other) {
                     continue;
                 }
@@ -773,7 +799,7 @@ mod tests {
     fn an_unknown_or_repeated_field_is_named() {
         assert_eq!(
             error(r#"{"action":"nope","x":1}"#).message,
-            "unknown field `x`; a frame's fields are action, id, channel, since, epoch, limit, expectSeq, data"
+            "unknown field `x`; a frame's fields are action, id, channel, since, epoch, limit, expectSeq, data, coalesce"
         );
         assert_eq!(
             error(r#"{"action":"ping","id":"a","id":"b"}"#).message,
@@ -791,6 +817,19 @@ mod tests {
             parse(r#"{"action":"subscribe","channel":"a","since":null}"#).unwrap(),
             ClientMessage::Subscribe { since: None, .. }
         ));
+        for coalesce in ["false", "null"] {
+            let frame = format!(r#"{{"action":"subscribe","channel":"a","coalesce":{coalesce}}}"#);
+            assert!(
+                matches!(
+                    parse(&frame).unwrap(),
+                    ClientMessage::Subscribe {
+                        coalesce: false,
+                        ..
+                    }
+                ),
+                "{frame}"
+            );
+        }
     }
 
     /// Property tests over the parser: generated frames, valid and broken, never panic
@@ -808,7 +847,7 @@ mod tests {
             "ping",
             "shout",
         ];
-        const FIELDS: [&str; 9] = [
+        const FIELDS: [&str; 10] = [
             "action",
             "channel",
             "id",
@@ -817,6 +856,7 @@ mod tests {
             "limit",
             "expectSeq",
             "data",
+            "coalesce",
             "junk",
         ];
 
@@ -997,6 +1037,7 @@ mod fuzz_regressions {
         use ErrorCode::{BadRequest, TooLarge};
         let expected: &[(&str, Result<&str, ErrorCode>)] = &[
             ("bad-channel.json", Err(BadRequest)),
+            ("bad-coalesce.json", Err(BadRequest)),
             ("bad-duplicate.json", Err(BadRequest)),
             ("bad-field-type.json", Err(BadRequest)),
             ("bad-not-object.json", Err(BadRequest)),
@@ -1016,6 +1057,7 @@ mod fuzz_regressions {
             ("publish-object.json", Ok("publish")),
             ("publish-unicode.json", Ok("publish")),
             ("subscribe-bare.json", Ok("subscribe")),
+            ("subscribe-coalesce.json", Ok("subscribe")),
             ("subscribe.json", Ok("subscribe")),
             ("unsubscribe.json", Ok("unsubscribe")),
         ];

@@ -14,7 +14,7 @@ use super::names::{Channel, MessageId};
 pub(super) const ACTIONS: [&str; 5] = ["subscribe", "unsubscribe", "publish", "history", "ping"];
 
 /// Every field a frame may carry, as on the wire.
-pub(super) const FIELDS: [&str; 8] = [
+pub(super) const FIELDS: [&str; 9] = [
     "action",
     "id",
     "channel",
@@ -23,12 +23,13 @@ pub(super) const FIELDS: [&str; 8] = [
     "limit",
     "expectSeq",
     "data",
+    "coalesce",
 ];
 
 /// The fields `action` takes besides `action` itself; `None` for an unknown action.
 pub(super) fn fields_of(action: &str) -> Option<&'static [&'static str]> {
     Some(match action {
-        "subscribe" => &["channel", "since", "epoch", "id"],
+        "subscribe" => &["channel", "since", "epoch", "id", "coalesce"],
         "unsubscribe" => &["channel", "id"],
         "publish" => &["channel", "id", "data", "expectSeq"],
         "history" => &["channel", "since", "limit", "id"],
@@ -60,6 +61,7 @@ pub(super) fn form(field: &str, limits: &FrameLimits) -> String {
             "any JSON value of at most {} bytes serialised, nested at most {} levels deep",
             limits.max_data_bytes, limits.max_data_depth
         ),
+        "coalesce" => "true or false".into(),
         other => unreachable!("no field {other}"),
     }
 }
@@ -128,6 +130,15 @@ pub(super) fn epoch(raw: &RawValue, limits: &FrameLimits) -> Result<String, Stri
     string(raw)
         .filter(|epoch| !epoch.is_empty() && epoch.len() <= MAX_EPOCH_LEN)
         .ok_or_else(|| refusal("epoch", limits, raw))
+}
+
+/// The `coalesce` choice of a `subscribe`: a JSON boolean.
+pub(super) fn boolean(field: &str, raw: &RawValue, limits: &FrameLimits) -> Result<bool, String> {
+    match raw.get() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(refusal(field, limits, raw)),
+    }
 }
 
 /// A JSON string's text; `None` for any other value (or a string that is not Unicode).

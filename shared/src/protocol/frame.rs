@@ -32,6 +32,8 @@ pub(super) struct RawFrame<'a> {
     pub expect_seq: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     pub data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub coalesce: Option<&'a RawValue>,
 }
 
 /// `data: null` is a value (a delta may well be `null`), unlike a missing `data`.
@@ -57,7 +59,7 @@ impl<'a> RawFrame<'a> {
     }
 
     /// The fields besides `action`, with whether each is present.
-    pub fn present_fields(&self) -> [(&'static str, bool); 7] {
+    pub fn present_fields(&self) -> [(&'static str, bool); 8] {
         [
             ("id", self.id.is_some()),
             ("channel", self.channel.is_some()),
@@ -66,6 +68,7 @@ impl<'a> RawFrame<'a> {
             ("limit", self.limit.is_some()),
             ("expectSeq", self.expect_seq.is_some()),
             ("data", self.data.is_some()),
+            ("coalesce", self.coalesce.is_some()),
         ]
     }
 

@@ -40,6 +40,13 @@ impl Delta {
 pub enum ServerMessage<'a> {
     /// A delta of a subscribed channel.
     Delta(&'a Delta),
+    /// Several consecutive deltas of one channel and one epoch, in seq order, for a
+    /// subscription made with `coalesce` (the fan-out builds this frame's text itself,
+    /// from each delta's JSON object, to size it exactly: see `functions/fanout`).
+    Deltas {
+        channel: &'a str,
+        deltas: &'a [Delta],
+    },
     /// The subscription is live; catch-up (if asked for) has been sent.
     Subscribed {
         channel: &'a Channel,
@@ -124,6 +131,14 @@ mod tests {
         assert_eq!(
             ServerMessage::Error(&err).to_json(),
             r#"{"type":"error","code":"conflict","message":"head is 3","seq":3}"#
+        );
+        assert_eq!(
+            ServerMessage::Deltas {
+                channel: "chat",
+                deltas: std::slice::from_ref(&delta)
+            }
+            .to_json(),
+            r#"{"type":"deltas","channel":"chat","deltas":[{"channel":"chat","seq":7,"epoch":"e1","id":"m1","from":"alice","ts":1700000000000,"data":{"t":"hi"}}]}"#
         );
         assert_eq!(
             ServerMessage::Unsubscribed {

@@ -6,7 +6,7 @@
 //! | connection | `c#<connectionId>` | `meta` | `sub`, `caps`, `exp`, `at`, `ip`, `ttl` |
 //! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tat`; subscription count `subs` and its last writer's tag `sw`; `xn`, the tag of the fan-out that told the connection its token expired |
 //! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
-//! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `exp` (token expiry, Unix seconds; absent on items written before it was stored: never expires), `ttl` |
+//! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `exp` (token expiry, Unix seconds; absent on items written before it was stored: never expires), `co` (true when subscribed with `coalesce`; absent: one frame per delta), `ttl` |
 //! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl`; `tat`, the channel's rate-limit bucket after this delta |
 //! | inbox (a publish, and its idempotency claim) | `q#<channel>` | `m#<len(sub)>:<sub>#<messageId>` | `id`, `from`, `data`, `conn`, `ep`, `after`, `exp`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |

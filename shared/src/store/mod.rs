@@ -76,7 +76,7 @@ pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use inbox::{Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
 pub use rate_limit::{Bucket, BucketOf};
 pub use sequence::{PublishError, Sequenced};
-pub use subscriptions::{SubscribeError, Subscriber};
+pub use subscriptions::{SubscribeError, Subscriber, Subscription};
 
 /// A DynamoDB call failed, an item could not be read back, or the connection a frame
 /// came from is gone.

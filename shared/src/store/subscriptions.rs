@@ -4,7 +4,12 @@
 //! partition per delta). The channel side carries the subscriber's token expiry (`exp`),
 //! so the fan-out can skip a connection whose token has expired without reading anything
 //! else; an item stored before subscriptions carried `exp` has none, and is treated as
-//! not expiring (the connection's TTL still ends it).
+//! not expiring (the connection's TTL still ends it). It also carries the subscriber's
+//! delivery choice: `co` (true) when the client subscribed with `coalesce`, so the fan-out
+//! may send several deltas in one `deltas` frame. `co` is written only when true, so a
+//! v1 subscription's item is exactly what it was before (same bytes, same write units),
+//! and an item stored before `co` existed reads as v1. Every subscribe rewrites the whole
+//! channel-side item, so subscribing again with another choice replaces it.
 //!
 //! ## The limit, under concurrency
 //! Counting a connection's subscriptions with a Query and then writing lets concurrent
@@ -36,6 +41,10 @@ use crate::auth::token_expired;
 use crate::clock;
 use crate::protocol::Channel;
 
+/// The channel-side attribute recording a coalescing subscription (absent: one frame per
+/// delta).
+const COALESCE: &str = "co";
+
 /// Why a subscription was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
@@ -55,6 +64,17 @@ pub struct Subscriber {
     /// The connection's token expiry, Unix seconds; `None` on a subscription stored before
     /// subscriptions carried it.
     pub token_exp: Option<u64>,
+    /// Whether it subscribed with `coalesce` (several deltas per `deltas` frame).
+    pub coalesce: bool,
+}
+
+/// What a subscribe asks for: a channel, and how its deltas are to be delivered.
+#[derive(Clone, Copy, Debug)]
+pub struct Subscription<'a> {
+    /// The channel.
+    pub channel: &'a Channel,
+    /// Whether the fan-out may coalesce consecutive deltas into one `deltas` frame.
+    pub coalesce: bool,
 }
 
 impl Subscriber {
@@ -81,7 +101,8 @@ impl Store {
     /// already has `max_subscriptions` others; `token_exp` is its token's expiry (Unix
     /// seconds), after which the fan-out skips it. Returns `false` when it was already
     /// subscribed. A connection whose liveness item is gone is refused with
-    /// [`StoreError::ConnectionGone`] and nothing is written.
+    /// [`StoreError::ConnectionGone`] and nothing is written. Deltas are delivered one
+    /// frame each; [`Store::subscribe_with`] chooses.
     pub async fn subscribe(
         &self,
         connection_id: &str,
@@ -91,6 +112,33 @@ impl Store {
         connected_at_ms: u64,
         max_subscriptions: u32,
     ) -> Result<bool, SubscribeError> {
+        let subscription = Subscription {
+            channel,
+            coalesce: false,
+        };
+        self.subscribe_with(
+            connection_id,
+            sub,
+            token_exp,
+            subscription,
+            connected_at_ms,
+            max_subscriptions,
+        )
+        .await
+    }
+
+    /// [`Store::subscribe`], with the delivery `subscription` asks for; subscribing again
+    /// replaces an earlier choice.
+    pub async fn subscribe_with(
+        &self,
+        connection_id: &str,
+        sub: &str,
+        token_exp: u64,
+        subscription: Subscription<'_>,
+        connected_at_ms: u64,
+        max_subscriptions: u32,
+    ) -> Result<bool, SubscribeError> {
+        let channel = subscription.channel;
         let gone = || StoreError::ConnectionGone {
             connection_id: connection_id.to_owned(),
         };
@@ -114,7 +162,7 @@ impl Store {
                 // is a re-subscribe.
                 Counted::AtBound if self.subscribed_meanwhile(&conn_pk, &marker_sk).await? => {
                     return self
-                        .refresh_channel_side(connection_id, sub, token_exp, channel, ttl)
+                        .refresh_channel_side(connection_id, sub, token_exp, subscription, ttl)
                         .await
                         .map(|()| false);
                 }
@@ -145,7 +193,7 @@ impl Store {
                 }
             }
         };
-        self.refresh_channel_side(connection_id, sub, token_exp, channel, ttl)
+        self.refresh_channel_side(connection_id, sub, token_exp, subscription, ttl)
             .await?;
         Ok(new)
     }
@@ -157,16 +205,22 @@ impl Store {
         connection_id: &str,
         sub: &str,
         token_exp: u64,
-        channel: &Channel,
+        subscription: Subscription<'_>,
         ttl: AttributeValue,
     ) -> Result<(), SubscribeError> {
-        let by_channel = HashMap::from([
-            ("pk".to_owned(), s(channel_pk(channel.as_str()))),
+        let mut by_channel = HashMap::from([
+            (
+                "pk".to_owned(),
+                s(channel_pk(subscription.channel.as_str())),
+            ),
             ("sk".to_owned(), s(subscription_sk(connection_id))),
             ("sub".to_owned(), s(sub)),
             ("exp".to_owned(), n(token_exp)),
             ("ttl".to_owned(), ttl),
         ]);
+        if subscription.coalesce {
+            by_channel.insert(COALESCE.to_owned(), AttributeValue::Bool(true));
+        }
         self.send(
             self.client
                 .put_item()
@@ -217,8 +271,8 @@ impl Store {
         Ok(())
     }
 
-    /// The connections subscribed to a channel, with their token expiry, one Query page
-    /// at a time. Subscriptions past their TTL are left out; expired tokens are not (the
+    /// The connections subscribed to a channel, with their token expiry and delivery
+    /// choice, one Query page at a time. Subscriptions past their TTL are left out; expired tokens are not (the
     /// fan-out tells those connections once).
     pub async fn subscribers_page(
         &self,
@@ -234,9 +288,10 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
                     .expression_attribute_values(":pk", s(channel_pk(channel)))
                     .expression_attribute_values(":s", s(SUBSCRIPTION_PREFIX))
-                    .projection_expression("sk, #ttl, #exp")
+                    .projection_expression("sk, #ttl, #exp, #co")
                     .expression_attribute_names("#ttl", "ttl")
                     .expression_attribute_names("#exp", "exp")
+                    .expression_attribute_names("#co", COALESCE)
                     .consistent_read(true)
                     .set_exclusive_start_key(start),
             )
@@ -251,6 +306,7 @@ impl Store {
                 Some(Subscriber {
                     connection_id: connection_id.to_owned(),
                     token_exp: number(item, "exp"),
+                    coalesce: matches!(item.get(COALESCE), Some(AttributeValue::Bool(true))),
                 })
             })
             .collect();

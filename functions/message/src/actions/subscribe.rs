@@ -1,12 +1,14 @@
 //! `subscribe`: stores the subscription first (so no live delta is missed), then replays
-//! retained deltas after `since`, then confirms with `subscribed`.
+//! retained deltas after `since`, then confirms with `subscribed`. The catch-up is sent
+//! as `delta` frames even for a subscription with `coalesce`, which only changes how the
+//! fan-out delivers live deltas.
 
 use deltacast::auth::Action;
 use deltacast::cost;
 use deltacast::protocol::MAX_READ_BYTES;
 use deltacast::protocol::{Channel, ErrorCode, MessageId, ServerMessage};
 use deltacast::push::{Push, PushError};
-use deltacast::store::{Head, SubscribeError};
+use deltacast::store::{Head, SubscribeError, Subscription};
 use tracing::warn;
 
 use super::{ActionError, authorize, rate, send};
@@ -22,6 +24,8 @@ pub struct Args<'a> {
     pub epoch: Option<&'a str>,
     /// The request id to echo.
     pub id: Option<&'a MessageId>,
+    /// Whether live deltas may come several to a `deltas` frame.
+    pub coalesce: bool,
 }
 
 /// Subscribes the sender to `args.channel`, catching up from `args.since` when given.
@@ -36,6 +40,7 @@ pub async fn run<P: Push>(
         since,
         epoch,
         id,
+        coalesce,
     } = args;
     authorize(sender, Action::Subscribe, channel)?;
     // A catch-up is a read: it takes a deposit, the most it can cost given how far behind
@@ -57,11 +62,11 @@ pub async fn run<P: Push>(
     rate::admit(sender, app, deposit).await?;
     let subscribed = app
         .store
-        .subscribe(
+        .subscribe_with(
             sender.connection_id,
             &sender.identity.sub,
             sender.identity.exp,
-            channel,
+            Subscription { channel, coalesce },
             sender.connected_at,
             app.settings.max_subscriptions,
         )
@@ -163,6 +168,7 @@ mod tests {
     use super::*;
     use crate::testing::*;
     use deltacast::clock;
+    use deltacast::store::Subscriber;
     use deltacast_tests::{all_items, events};
     use serde_json::{Value, json};
 
@@ -198,6 +204,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(subscribers, [w.subscriber()]);
+    }
+
+    #[tokio::test]
+    async fn the_coalesce_choice_reaches_the_fan_out_and_a_wrong_one_changes_nothing() {
+        let w = world().await;
+        let subscribers = || async {
+            w.app
+                .store
+                .subscribers_page("chat:lobby", None)
+                .await
+                .unwrap()
+                .0
+        };
+        // A wrong type is refused, naming the field, and subscribes nothing.
+        let refused = w
+            .send(json!({"action": "subscribe", "channel": "chat:lobby", "coalesce": "yes"}))
+            .await;
+        assert_eq!(refused[0]["code"], "bad_request");
+        assert_eq!(
+            refused[0]["message"],
+            r#"coalesce must be true or false; got the string "yes""#
+        );
+        assert!(subscribers().await.is_empty());
+        // With coalesce, the fan-out reads the choice; a plain resubscribe undoes it.
+        let subscribed = w
+            .send(json!({"action": "subscribe", "channel": "chat:lobby", "coalesce": true}))
+            .await;
+        assert_eq!(subscribed[0]["type"], "subscribed");
+        let coalescing = Subscriber {
+            coalesce: true,
+            ..w.subscriber()
+        };
+        assert_eq!(subscribers().await, [coalescing]);
+        w.send(json!({"action": "subscribe", "channel": "chat:lobby"}))
+            .await;
+        assert_eq!(subscribers().await, [w.subscriber()]);
     }
 
     #[tokio::test]
