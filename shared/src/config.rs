@@ -137,6 +137,17 @@ impl Settings {
         Self::from(&Env::from_process())
     }
 
+    /// Reads the settings of a function that posts without a request to take the endpoint
+    /// from (the stream consumers): `MANAGEMENT_ENDPOINT` is required.
+    pub fn with_management_endpoint() -> Result<(Self, String), ConfigError> {
+        let settings = Self::from_env()?;
+        let endpoint = settings
+            .management_endpoint
+            .clone()
+            .ok_or(ConfigError::Missing("MANAGEMENT_ENDPOINT"))?;
+        Ok((settings, endpoint))
+    }
+
     /// Reads the settings from `env`.
     pub fn from(env: &Env) -> Result<Self, ConfigError> {
         let max_data_bytes = env.positive::<usize>("MAX_DATA_BYTES", 24 * 1024)?;

@@ -240,6 +240,14 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy the settings ask for (`PUSH_RETRY_ATTEMPTS`, `PUSH_RETRY_BASE_MS`).
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            attempts: settings.push_attempts,
+            base: settings.push_backoff_base,
+        }
+    }
+
     fn delay(&self, retry: u32) -> Duration {
         crate::clock::full_jitter(self.base, Duration::from_secs(2), retry)
     }

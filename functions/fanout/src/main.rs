@@ -8,7 +8,6 @@ mod handler;
 #[cfg(test)]
 mod testing;
 
-use deltacast::config::ConfigError;
 use deltacast::push::{ManagementApi, RetryPolicy};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
@@ -16,25 +15,14 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     deltacast::telemetry::init();
     // A wrong configuration is reported to Lambda's init-error endpoint, readable.
-    let (settings, endpoint) = deltacast::init::or_exit(
-        deltacast::config::Settings::from_env().and_then(|settings| {
-            let endpoint = settings
-                .management_endpoint
-                .clone()
-                .ok_or(ConfigError::Missing("MANAGEMENT_ENDPOINT"))?;
-            Ok((settings, endpoint))
-        }),
-    )
-    .await;
+    let (settings, endpoint) =
+        deltacast::init::or_exit(deltacast::config::Settings::with_management_endpoint()).await;
     let sdk = deltacast::aws::load().await;
     let fanout = handler::Fanout {
         store: deltacast::aws::store(&sdk, &settings),
         push: ManagementApi::new(&sdk, &endpoint),
         concurrency: settings.fanout_concurrency,
-        retry: RetryPolicy {
-            attempts: settings.push_attempts,
-            base: settings.push_backoff_base,
-        },
+        retry: RetryPolicy::from_settings(&settings),
     };
     let fanout = &fanout;
     run(service_fn(move |event: LambdaEvent<_>| async move {

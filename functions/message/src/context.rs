@@ -19,10 +19,7 @@ pub struct App {
 impl App {
     /// The retry policy for replies (`PUSH_RETRY_ATTEMPTS`, `PUSH_RETRY_BASE_MS`).
     pub fn retry(&self) -> RetryPolicy {
-        RetryPolicy {
-            attempts: self.settings.push_attempts,
-            base: self.settings.push_backoff_base,
-        }
+        RetryPolicy::from_settings(&self.settings)
     }
 }
 
