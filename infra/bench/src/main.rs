@@ -13,6 +13,7 @@
 mod clients;
 mod cost;
 mod fanout;
+mod hot_channel;
 mod plot;
 mod startup;
 
@@ -78,9 +79,12 @@ struct RunArgs {
     /// Clients in the churn run (on 10 channels).
     #[arg(long, default_value_t = 200)]
     churn_connections: usize,
-    /// Skip measurements by name: startup, cost, fanout, latency, churn.
+    /// Skip measurements by name: startup, cost, fanout, latency, churn, hot_channel.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// The hot-channel section's settings.
+    #[command(flatten)]
+    hot: hot_channel::HotArgs,
 }
 
 const FUNCTIONS: [&str; 5] = ["authorizer", "connect", "disconnect", "message", "fanout"];
@@ -127,7 +131,11 @@ fn skipped(args: &RunArgs, name: &str) -> bool {
     args.skip.iter().any(|s| s == name)
 }
 
-async fn start_stack(args: &RunArgs) -> Result<Stack, String> {
+/// Starts the bench's local stack, adjusted by `adjust` (instances, extra environment).
+async fn start_stack_with(
+    args: &RunArgs,
+    adjust: impl FnOnce(&mut StackOptions),
+) -> Result<Stack, String> {
     let root = std::env::current_dir().map_err(|e| e.to_string())?;
     let mut options = StackOptions::new(root);
     options.bind = "127.0.0.1:0".parse().expect("address");
@@ -155,6 +163,7 @@ async fn start_stack(args: &RunArgs) -> Result<Stack, String> {
         options.env.insert(name.into(), "1000".into());
     }
     options.env.insert("MAX_SUBSCRIPTIONS".into(), "10".into());
+    adjust(&mut options);
     Stack::start(options).await.map_err(|e| e.to_string())
 }
 
@@ -206,7 +215,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .any(|m| !skipped(&args, m));
     if wants_stack {
         eprintln!("starting the local stack (release binaries)...");
-        let stack = start_stack(&args).await?;
+        let stack = start_stack_with(&args, |_| {}).await?;
         let mut fanout_report = None;
         if !skipped(&args, "fanout") {
             eprintln!(
@@ -332,6 +341,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         stack.shutdown().await;
     }
 
+    if !skipped(&args, "hot_channel") {
+        eprintln!("measuring a hot channel (1 channel against 100, sustained rate, overload)...");
+        let section = hot_channel::measure(&args, &summary).await?;
+        summary.insert("hot_channel".into(), section);
+    }
+
     let summary = Value::Object(summary);
     let path = args.out.join("summary.json");
     std::fs::write(
@@ -347,13 +362,18 @@ async fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The summary's figures as (figure, value, baseline) rows.
-fn rows(summary: &Value) -> Vec<(String, String, String)> {
-    let f = |v: &Value| match v.as_f64() {
+/// A figure as the table shows it: whole numbers without decimals, others with two.
+fn figure(v: &Value) -> String {
+    match v.as_f64() {
         Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
         Some(x) => format!("{x:.2}"),
         None => "-".to_owned(),
-    };
+    }
+}
+
+/// The summary's figures as (figure, value, baseline) rows.
+fn rows(summary: &Value) -> Vec<(String, String, String)> {
+    let f = figure;
     let mut rows: Vec<(String, String, String)> = Vec::new();
     if let Some(startup) = summary.get("startup") {
         let hello = &startup["hello_init_ms_p50"];
@@ -480,6 +500,7 @@ fn rows(summary: &Value) -> Vec<(String, String, String)> {
             "must be 0".into(),
         ));
     }
+    rows.extend(hot_channel::rows(summary, &figure));
     rows
 }
 
