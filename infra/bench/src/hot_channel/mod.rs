@@ -170,7 +170,7 @@ async fn unlimited_runs(stack: &Stack, hot: &HotArgs) -> Result<Unlimited, Strin
     let n = hot.connections;
     let hundred = measure_run(
         "100 channels",
-        load(stack, hot, 100, n, hot.rate, hot.publishes),
+        load(stack, hot, n.min(100), n, hot.rate, hot.publishes),
     )
     .await?;
     let one = measure_run("1 channel", load(stack, hot, 1, n, hot.rate, hot.publishes)).await?;

@@ -17,31 +17,16 @@ pub fn rows(summary: &Value, f: &dyn Fn(&Value) -> String) -> Vec<(String, Strin
     let offered = format!("offered {}/s", f(&hot["offered_per_second"]));
     for (key, label) in [("hundred_channels", "100ch"), ("one_channel", "1ch")] {
         let run = &hot[key];
-        row(
-            &format!("{label}_acked_per_s"),
-            f(&run["acked_per_second"]),
-            offered.clone(),
-        );
-        row(
-            &format!("{label}_delivery_p50_ms"),
-            f(&run["delivery_p50_ms"]),
-            String::new(),
-        );
-        row(
-            &format!("{label}_delivery_p99_ms"),
-            f(&run["delivery_p99_ms"]),
-            String::new(),
-        );
-        row(
-            &format!("{label}_timeouts"),
-            f(&run["timeouts"]),
-            "must be 0".into(),
-        );
-        row(
-            &format!("{label}_internal"),
-            f(&run["internal"]),
-            "must be 0".into(),
-        );
+        for (figure, baseline) in [
+            ("acked_per_second", offered.as_str()),
+            ("delivery_p50_ms", ""),
+            ("delivery_p99_ms", ""),
+            ("timeouts", "must be 0"),
+            ("internal", "must be 0"),
+        ] {
+            let name = format!("{label}_{}", figure.replace("per_second", "per_s"));
+            row(&name, f(&run[figure]), baseline.into());
+        }
     }
     row(
         "acked_ratio_1_vs_100",
@@ -85,27 +70,16 @@ pub fn rows(summary: &Value, f: &dyn Fn(&Value) -> String) -> Vec<(String, Strin
             f(&figures["refused_by_code"]["rate_limited"]),
             "the only refusal expected".into(),
         );
-        row(
-            "overload_other_refusals",
-            f(&overload["other_refusals"]),
-            "must be 0".into(),
-        );
-        row(
-            "overload_timeouts",
-            f(&figures["timeouts"]),
-            "must be 0".into(),
-        );
-        row("overload_lost", f(&figures["lost"]), "must be 0".into());
-        row(
-            "overload_duplicates",
-            f(&figures["duplicates"]),
-            "must be 0".into(),
-        );
-        row(
-            "overload_out_of_order",
-            f(&figures["out_of_order"]),
-            "must be 0".into(),
-        );
+        let zeros = [
+            ("overload_other_refusals", &overload["other_refusals"]),
+            ("overload_timeouts", &figures["timeouts"]),
+            ("overload_lost", &figures["lost"]),
+            ("overload_duplicates", &figures["duplicates"]),
+            ("overload_out_of_order", &figures["out_of_order"]),
+        ];
+        for (name, value) in zeros {
+            row(name, f(value), "must be 0".into());
+        }
     }
     row(
         "coalesce_frames_per_delta",
