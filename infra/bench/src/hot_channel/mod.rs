@@ -51,7 +51,7 @@ pub struct HotArgs {
     #[arg(long = "hot-max-instances", default_value_t = 32)]
     pub max_instances: usize,
     /// `CHANNEL_RATE_LIMIT_PER_SECOND` (and `_BURST`) outside the overload run: out of the
-    /// way, so the search finds what the publish path sustains, not the limit.
+    /// way, so the search finds what the publish path sustains, not the limit (0: off).
     #[arg(long = "hot-channel-limit", default_value_t = 10_000)]
     pub channel_limit: u64,
     /// First rate of the search, publishes/s.
@@ -69,6 +69,9 @@ pub struct HotArgs {
     /// The search starts no new step after this many seconds.
     #[arg(long = "hot-search-budget-seconds", default_value_t = 480.0)]
     pub search_budget_seconds: f64,
+    /// The channel limit of the overload run, publishes/s (default: the sustained rate).
+    #[arg(long = "hot-overload-limit")]
+    pub overload_limit: Option<u64>,
     /// Seconds of the 50 deltas/s burst to coalescing subscribers.
     #[arg(long = "hot-burst-seconds", default_value_t = 6.0)]
     pub burst_seconds: f64,
@@ -143,13 +146,18 @@ fn step_publishes(rate: f64, seconds: f64) -> u64 {
     ((rate * seconds).round() as u64).clamp(STEP_PUBLISHES.0, STEP_PUBLISHES.1)
 }
 
-/// Starts the hot-channel stack with the channel limit at `limit`/s (burst as much).
+/// Starts the hot-channel stack with the channel limit at `limit`/s (burst as much; 0:
+/// no limit).
 async fn start(args: &RunArgs, limit: u64) -> Result<Stack, String> {
     let max_instances = args.hot.max_instances;
     crate::start_stack_with(args, |options| {
         options.max_instances = max_instances;
         for name in ["CHANNEL_RATE_LIMIT_PER_SECOND", "CHANNEL_RATE_LIMIT_BURST"] {
             options.env.insert(name.into(), limit.to_string());
+        }
+        if limit == 0 {
+            // A burst of 0 turns the limit off; a rate of 0 would be refused.
+            options.env.remove("CHANNEL_RATE_LIMIT_PER_SECOND");
         }
     })
     .await
@@ -238,8 +246,10 @@ pub async fn measure(
     let comparison = compare(&one, &hundred);
     let sustained = search.sustained();
 
-    let overload = if sustained > 0.0 {
-        let limit = sustained.round().max(1.0) as u64;
+    let limit = hot
+        .overload_limit
+        .or((sustained > 0.0).then(|| sustained.round().max(1.0) as u64));
+    let overload = if let Some(limit) = limit.filter(|l| *l > 0) {
         let offered = 2.0 * limit as f64;
         let stack = start(args, limit).await?;
         let publishes = step_publishes(offered, hot.step_seconds);
@@ -258,7 +268,7 @@ pub async fn measure(
             "figures": figures,
         })
     } else {
-        json!({"skipped": "no rate was sustained, so there is no limit to overload"})
+        json!({"skipped": "no rate was sustained (and no --hot-overload-limit), so there is no limit to overload"})
     };
 
     let reference = |section: &str, key: &str| {
