@@ -59,6 +59,9 @@ pub struct RunFigures {
     pub ok: bool,
     /// The load generator's failures.
     pub failures: Vec<String>,
+    /// Its other errors by kind (handshakes, subscribe refusals and timeouts, ...), to
+    /// tell why clients never connected.
+    pub errors: BTreeMap<String, u64>,
 }
 
 impl RunFigures {
@@ -89,6 +92,7 @@ impl RunFigures {
             deltas_pushed: report.deltas_pushed,
             ok: report.ok(),
             failures: report.failures(),
+            errors: report.errors.clone(),
         }
     }
 
