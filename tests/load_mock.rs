@@ -1,7 +1,8 @@
 //! A minimal deltacast stand-in for the load generator's own tests (no auth, no storage,
 //! one epoch): it checks that the generator's verification catches a lost delta and a
-//! missed push, that it reorders and dedupes what a server may legitimately send, and what
-//! it costs per connection. Included by `load_test.rs` as `mod mock`.
+//! missed push, that it reorders and dedupes what a server may legitimately send (acks
+//! twice, several deltas in one coalesced `deltas` frame), that it retries `in_flight` and
+//! `rate_limited` after `retryAfterMs`, and what it costs per connection. Included by `load_test.rs` as `mod mock`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,13 +28,28 @@ pub struct Faults {
     /// Never push seqs divisible by n live (catch-up and history still have them): a
     /// fan-out whose posts are acknowledged and lost.
     pub unpushed_every: Option<u64>,
+    /// The `retryAfterMs` of the refusals of `refuse_every`.
+    pub retry_after_ms: Option<u64>,
+    /// Send every ack twice (acks are asynchronous and may repeat).
+    pub duplicate_acks: bool,
+}
+
+/// How often the deltas held for coalescing subscribers go out, in one `deltas` frame per
+/// subscriber and channel.
+const COALESCE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// One subscription: where its frames go, and for a coalescing one (`"coalesce": true`)
+/// the deltas held for its next `deltas` frame.
+struct Subscriber {
+    tx: mpsc::UnboundedSender<String>,
+    coalesced: Option<Vec<Value>>,
 }
 
 #[derive(Default)]
 struct Channel {
     deltas: Vec<Value>,
     ids: HashMap<String, u64>,
-    subscribers: Vec<mpsc::UnboundedSender<String>>,
+    subscribers: Vec<Subscriber>,
     held: Option<String>,
 }
 
@@ -51,6 +67,13 @@ pub async fn serve(faults: Faults) -> String {
         faults,
         channels: Mutex::new(HashMap::new()),
         publishes: std::sync::atomic::AtomicU64::new(0),
+    });
+    let flusher = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(COALESCE_EVERY).await;
+            flush_coalesced(&flusher);
+        }
     });
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -87,6 +110,20 @@ async fn connection(
     writer.abort();
 }
 
+/// Sends each coalescing subscriber what was held for it, in one `deltas` frame.
+fn flush_coalesced(state: &State) {
+    let mut channels = state.channels.lock().unwrap();
+    for (name, channel) in channels.iter_mut() {
+        for subscriber in &mut channel.subscribers {
+            if let Some(held) = subscriber.coalesced.as_mut().filter(|h| !h.is_empty()) {
+                let deltas = std::mem::take(held);
+                let frame = json!({"type": "deltas", "channel": name, "deltas": deltas});
+                let _ = subscriber.tx.send(frame.to_string());
+            }
+        }
+    }
+}
+
 fn handle(state: &State, tx: &mpsc::UnboundedSender<String>, frame: &Value) {
     let faults = state.faults;
     let name = frame["channel"].as_str().unwrap_or_default().to_owned();
@@ -96,8 +133,12 @@ fn handle(state: &State, tx: &mpsc::UnboundedSender<String>, frame: &Value) {
     let lost = |seq: u64| faults.lose_seq == Some(seq);
     match frame["action"].as_str() {
         Some("subscribe") => {
-            channel.subscribers.retain(|s| !s.is_closed());
-            channel.subscribers.push(tx.clone());
+            channel.subscribers.retain(|s| !s.tx.is_closed());
+            let coalesce = frame["coalesce"] == json!(true);
+            channel.subscribers.push(Subscriber {
+                tx: tx.clone(),
+                coalesced: coalesce.then(Vec::new),
+            });
             let mut reply = json!({"type": "subscribed", "channel": name, "seq": head, "epoch": "e1", "id": frame["id"]});
             if let Some(since) = frame["since"].as_u64() {
                 for delta in channel.deltas.iter().skip(since as usize) {
@@ -117,7 +158,11 @@ fn handle(state: &State, tx: &mpsc::UnboundedSender<String>, frame: &Value) {
             if let Some((every, code)) = faults.refuse_every
                 && n.is_multiple_of(every)
             {
-                let _ = tx.send(json!({"type": "error", "code": code, "message": "injected", "id": id, "channel": name}).to_string());
+                let mut error = json!({"type": "error", "code": code, "message": "injected", "id": id, "channel": name});
+                if let Some(ms) = faults.retry_after_ms {
+                    error["retryAfterMs"] = json!(ms);
+                }
+                let _ = tx.send(error.to_string());
                 return;
             }
             let seq = match channel.ids.get(&id) {
@@ -142,9 +187,18 @@ fn handle(state: &State, tx: &mpsc::UnboundedSender<String>, frame: &Value) {
                                 out.push(held);
                             }
                         }
-                        for subscriber in &channel.subscribers {
-                            for text in &out {
-                                let _ = subscriber.send(text.clone());
+                        for subscriber in &mut channel.subscribers {
+                            match &mut subscriber.coalesced {
+                                Some(held) => {
+                                    let mut element = delta.clone();
+                                    element.as_object_mut().unwrap().remove("type");
+                                    held.push(element);
+                                }
+                                None => {
+                                    for text in &out {
+                                        let _ = subscriber.tx.send(text.clone());
+                                    }
+                                }
                             }
                         }
                     }
@@ -157,10 +211,12 @@ fn handle(state: &State, tx: &mpsc::UnboundedSender<String>, frame: &Value) {
             {
                 return;
             }
-            let _ = tx.send(
-                json!({"type": "ack", "channel": name, "id": id, "seq": seq, "epoch": "e1"})
-                    .to_string(),
-            );
+            let ack = json!({"type": "ack", "channel": name, "id": id, "seq": seq, "epoch": "e1"})
+                .to_string();
+            if faults.duplicate_acks {
+                let _ = tx.send(ack.clone());
+            }
+            let _ = tx.send(ack);
         }
         Some("history") => {
             let since = frame["since"].as_u64().unwrap_or(0);

@@ -395,18 +395,25 @@ async fn the_generator_reorders_and_dedupes() {
 /// subscribed from seq 0 before the first publish (so `20 × 100 / 2`).
 const MOCK_APPLIED: u64 = 1_000;
 
+/// A mock run with `faults` whose clients never reconnect (`coalesce`: they subscribe with
+/// `"coalesce": true`); prints the report.
+async fn steady_mock_run(faults: mock::Faults, coalesce: bool) -> LoadReport {
+    let url = mock::serve(faults).await;
+    let mut config = mock_config(url);
+    config.churn = 0.0;
+    config.coalesce = coalesce;
+    let report = run(config).await.expect("valid");
+    println!("{report}");
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_churn_every_delta_is_pushed() {
     // GIVEN a server that pushes every delta
-    let url = mock::serve(mock::Faults::default()).await;
-
     // WHEN clients that never reconnect receive 100 publishes
-    let mut config = mock_config(url);
-    config.churn = 0.0;
-    let report = run(config).await.expect("valid");
+    let report = steady_mock_run(mock::Faults::default(), false).await;
 
     // THEN every seq they applied came by push
-    println!("{report}");
     assert!(report.ok(), "{:?}", report.failures());
     let d = &report.delivered;
     assert_eq!(
@@ -419,20 +426,16 @@ async fn without_churn_every_delta_is_pushed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generator_notices_missed_pushes_that_history_recovers() {
     // GIVEN a server that never pushes seqs divisible by 3, but has them in `history`
-    let url = mock::serve(mock::Faults {
+    let faults = mock::Faults {
         unpushed_every: Some(3),
         ..Default::default()
-    })
-    .await;
+    };
 
     // WHEN clients that never reconnect receive 100 publishes (50 per channel)
-    let mut config = mock_config(url);
-    config.churn = 0.0;
-    let report = run(config).await.expect("valid");
+    let report = steady_mock_run(faults, false).await;
 
     // THEN nothing is lost or behind (history filled every gap), yet the run fails: each
     // client missed the pushes of seqs 3, 6, ..., 48 (16 of its channel's 50)
-    println!("{report}");
     assert_eq!((report.lost, report.clients_behind), (0, 0));
     assert!(!report.ok());
     let d = &report.delivered;
@@ -471,10 +474,18 @@ async fn reconnecting_clients_recover_by_catch_up_and_nobody_else_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_retry_refused_and_unanswered_publishes() {
-    for code in ["rate_limited", "internal"] {
-        // GIVEN a server that refuses every 7th publish and leaves every 5th unacked
+    for (code, retry_after_ms) in [
+        ("rate_limited", None),
+        ("rate_limited", Some(150)),
+        ("in_flight", Some(100)),
+        ("in_flight", None),
+        ("internal", None),
+    ] {
+        // GIVEN a server that refuses every 7th publish (with `retryAfterMs` or without)
+        // and leaves every 5th unacked
         let url = mock::serve(mock::Faults {
             refuse_every: Some((7, code)),
+            retry_after_ms,
             drop_ack_every: Some(5),
             ..Default::default()
         })
@@ -485,13 +496,74 @@ async fn publishers_retry_refused_and_unanswered_publishes() {
         config.request_timeout = Duration::from_millis(300);
         let report = run(config).await.expect("valid");
 
-        // THEN every publish is acked in the end, each stored once
+        // THEN every publish is acked in the end, each stored once; refusals are counted
+        // by code, unanswered attempts apart
         println!("{report}");
         assert!(report.ok(), "{code}: {:?}", report.failures());
-        assert!(report.publish_errors[code] > 0);
-        assert!(report.publish_errors["timeout"] > 0);
+        assert!(report.refused_by_code[code] > 0);
+        assert_eq!(
+            report.refused_by_code.len(),
+            1,
+            "{:?}",
+            report.refused_by_code
+        );
+        assert!(report.publish_timeouts > 0);
         assert!(report.publish_attempts > report.publishes_sent);
+        assert!(report.throughput.acked_per_second > 0.0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_acked_twice_count_once() {
+    // GIVEN a server that sends every ack twice
+    let faults = mock::Faults {
+        duplicate_acks: true,
+        ..Default::default()
+    };
+
+    // WHEN the generator runs against it
+    let report = steady_mock_run(faults, false).await;
+
+    // THEN each publish is acked once, and the second acks are counted apart
+    assert!(report.ok(), "{:?}", report.failures());
+    assert_eq!(report.publishes_acked, 100);
+    assert_eq!(report.duplicate_acks, 100);
+    assert_eq!(report.unexplained_seqs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_deltas_frames_are_applied_and_counted() {
+    // GIVEN a server that sends a coalescing subscriber what came in each 20 ms in one
+    // `deltas` frame
+    // WHEN clients subscribe with coalesce and receive 100 publishes at 200/s
+    let report = steady_mock_run(mock::Faults::default(), true).await;
+
+    // THEN every seq is pushed and applied once, in order, in fewer frames than deltas
+    assert!(report.ok(), "{:?}", report.failures());
+    let d = &report.delivered;
+    assert_eq!((d.pushed, d.history), (MOCK_APPLIED, 0));
+    assert_eq!(report.deltas_pushed, MOCK_APPLIED);
+    assert!(
+        report.frames_received * 2 <= report.deltas_pushed,
+        "{} frames for {} deltas",
+        report.frames_received,
+        report.deltas_pushed
+    );
+    assert!(report.latency_ms.count >= MOCK_APPLIED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_coalesce_one_frame_per_delta() {
+    // GIVEN the same server
+    // WHEN clients subscribe without coalesce
+    let report = steady_mock_run(mock::Faults::default(), false).await;
+
+    // THEN every delta came in a frame of its own
+    assert!(report.ok(), "{:?}", report.failures());
+    assert_eq!(
+        (report.frames_received, report.deltas_pushed),
+        (MOCK_APPLIED, MOCK_APPLIED)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

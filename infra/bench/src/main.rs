@@ -14,6 +14,7 @@ mod clients;
 mod cost;
 mod designs;
 mod fanout;
+mod hot_channel;
 mod plot;
 mod startup;
 
@@ -81,12 +82,23 @@ struct RunArgs {
     /// Clients in the churn run (on 10 channels).
     #[arg(long, default_value_t = 200)]
     churn_connections: usize,
-    /// Skip measurements by name: startup, cost, fanout, latency, churn, publish_designs.
+    /// Skip measurements by name: startup, cost, fanout, latency, churn, hot_channel,
+    /// publish_designs.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// The hot-channel section's settings.
+    #[command(flatten)]
+    hot: hot_channel::HotArgs,
 }
 
-const FUNCTIONS: [&str; 5] = ["authorizer", "connect", "disconnect", "message", "fanout"];
+const FUNCTIONS: [&str; 6] = [
+    "authorizer",
+    "connect",
+    "disconnect",
+    "message",
+    "fanout",
+    "sequencer",
+];
 const POLL_INTERVAL_MS: u64 = 100;
 
 fn main() -> std::process::ExitCode {
@@ -133,7 +145,11 @@ fn skipped(args: &RunArgs, name: &str) -> bool {
     args.skip.iter().any(|s| s == name)
 }
 
-async fn start_stack(args: &RunArgs) -> Result<Stack, String> {
+/// Starts the bench's local stack, adjusted by `adjust` (instances, extra environment).
+async fn start_stack_with(
+    args: &RunArgs,
+    adjust: impl FnOnce(&mut StackOptions),
+) -> Result<Stack, String> {
     let root = std::env::current_dir().map_err(|e| e.to_string())?;
     let mut options = StackOptions::new(root);
     options.bind = "127.0.0.1:0".parse().expect("address");
@@ -161,6 +177,7 @@ async fn start_stack(args: &RunArgs) -> Result<Stack, String> {
         options.env.insert(name.into(), "1000".into());
     }
     options.env.insert("MAX_SUBSCRIPTIONS".into(), "10".into());
+    adjust(&mut options);
     Stack::start(options).await.map_err(|e| e.to_string())
 }
 
@@ -228,7 +245,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .any(|m| !skipped(&args, m));
     if wants_stack {
         eprintln!("starting the local stack (release binaries)...");
-        let stack = start_stack(&args).await?;
+        let stack = start_stack_with(&args, |_| {}).await?;
         let mut fanout_report = None;
         if !skipped(&args, "fanout") {
             eprintln!(
@@ -354,6 +371,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         stack.shutdown().await;
     }
 
+    if !skipped(&args, "hot_channel") {
+        eprintln!("measuring a hot channel (1 channel against 100, sustained rate, overload)...");
+        let section = hot_channel::measure(&args, &summary).await?;
+        summary.insert("hot_channel".into(), section);
+    }
+
     let summary = Value::Object(summary);
     let path = args.out.join("summary.json");
     std::fs::write(
@@ -369,13 +392,18 @@ async fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The summary's figures as (figure, value, baseline) rows.
-fn rows(summary: &Value) -> Vec<(String, String, String)> {
-    let f = |v: &Value| match v.as_f64() {
+/// A figure as the table shows it: whole numbers without decimals, others with two.
+fn figure(v: &Value) -> String {
+    match v.as_f64() {
         Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
         Some(x) => format!("{x:.2}"),
         None => "-".to_owned(),
-    };
+    }
+}
+
+/// The summary's figures as (figure, value, baseline) rows.
+fn rows(summary: &Value) -> Vec<(String, String, String)> {
+    let f = figure;
     let mut rows: Vec<(String, String, String)> = Vec::new();
     if let Some(startup) = summary.get("startup") {
         let hello = &startup["hello_init_ms_p50"];
@@ -505,6 +533,7 @@ fn rows(summary: &Value) -> Vec<(String, String, String)> {
             "must be 0".into(),
         ));
     }
+    rows.extend(hot_channel::rows(summary, &figure));
     rows
 }
 

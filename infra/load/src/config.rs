@@ -96,6 +96,9 @@ pub struct LoadConfig {
     /// `since` and fill the gap with `history` instead (counted in
     /// `catch_up_fallbacks`); `None`: keep asking with `since`.
     pub catch_up_attempts: Option<u32>,
+    /// Subscribe with `"coalesce": true`, so the server may push several deltas of a
+    /// channel in one `deltas` frame (the report's `frames_received` / `deltas_pushed`).
+    pub coalesce: bool,
     /// Unacknowledged publishes per publisher at most.
     pub publish_window: usize,
     /// The deadline of the whole run; `None`: the sum of the phases' deadlines plus 30 s.
@@ -135,6 +138,7 @@ impl LoadConfig {
             request_timeout: Duration::from_secs(3),
             gap_timeout: Duration::from_millis(500),
             catch_up_attempts: Some(2),
+            coalesce: false,
             publish_window: 16,
             max_run_time: None,
             allow_remote: false,

@@ -31,6 +31,8 @@
 //!   subscribes with `since` = the last applied seq and the channel's `epoch`.
 //! - Deltas that arrive **before `subscribed`** (catch-up and live ones racing it) are held
 //!   in the channel's buffer, not applied.
+//! - With `coalesce`, it subscribes with `"coalesce": true` and takes each `deltas` frame
+//!   as the `delta` frames of its elements, in order.
 //! - Deltas are **applied strictly in seq order from the buffer**: a seq at or below the
 //!   last applied one, or already buffered, is dropped and counted in
 //!   `duplicates_received`.
@@ -49,8 +51,10 @@
 //!   Reply timeouts double on each retry, so a slow server is not buried in retries.
 //! - **Publishers** give every publish a unique id (`<run>.<publisher>.<n>`) and put their
 //!   send time and that id in `data`. A publish is retried with the same id on `internal`,
-//!   on a missing ack, and after a reconnect, which idempotency makes safe; `rate_limited`
-//!   pauses the publisher with a doubling backoff. At most `publish_window` publishes are
+//!   on `in_flight` (after its `retryAfterMs`), on a missing ack, and after a reconnect,
+//!   which idempotency makes safe; `rate_limited` pauses the publisher for its
+//!   `retryAfterMs` (a doubling backoff without it). Acks are asynchronous and may come
+//!   twice for one publish: the first counts. At most `publish_window` publishes are
 //!   unacknowledged at once. (Publishes to one channel race for its next seq, so more
 //!   than a couple in flight per channel add retries and latency, not throughput.)
 //!
@@ -82,7 +86,8 @@
 //! - `plan.rs`: the validated configuration: run id, channel names, quotas, deadlines, URLs.
 //! - `state.rs`: what the clients share: phase, channel heads and id sightings.
 //! - `client/`: one simulated client: `session.rs` (connect, reconnect, one connection),
-//!   `requests.rs` (what it sends), `receive.rs` (what it does with each frame), `state.rs`.
+//!   `requests.rs` (what it sends), `receive.rs` (what it does with each frame),
+//!   `retry.rs` (what it does with a refused publish), `state.rs`.
 //! - `frame.rs`: the server frames it parses; `stats.rs`: per-client counters.
 //! - `run.rs`: the phases; `verify.rs`: the end-of-run checks; `latency.rs`: histograms.
 //! - `report.rs`: [`LoadReport`], its verdict and its text form.

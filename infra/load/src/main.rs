@@ -84,6 +84,10 @@ struct Args {
     /// Unacknowledged publishes per publisher at most.
     #[arg(long, default_value_t = 16)]
     publish_window: usize,
+    /// Subscribe with `"coalesce": true` (the server may push several deltas in one
+    /// `deltas` frame; the report counts frames and deltas).
+    #[arg(long)]
+    coalesce: bool,
     /// Handshakes in progress at once.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -138,6 +142,7 @@ fn config(args: Args) -> Result<(LoadConfig, Option<PathBuf>), String> {
     config.connect_timeout = seconds("connect-timeout", args.connect_timeout)?;
     config.connect_concurrency = args.connect_concurrency;
     config.publish_window = args.publish_window;
+    config.coalesce = args.coalesce;
     config.request_timeout = seconds("request-timeout", args.request_timeout)?;
     config.max_run_time = args
         .max_run_time

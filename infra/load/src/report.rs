@@ -33,6 +33,10 @@ pub struct Throughput {
     pub publish_phase_seconds: f64,
     /// Publishes sent per second of the publish phase.
     pub publishes_per_second: f64,
+    /// Distinct publishes acked per second, from the start of publishing to the later of
+    /// the end of the publish phase and the last first ack: what the server sustained (at
+    /// most the offered rate when it keeps up; lower when acks fall behind).
+    pub acked_per_second: f64,
     /// Delta frames received per second of the publish phase (all clients).
     pub deliveries_per_second: f64,
 }
@@ -138,10 +142,23 @@ pub struct LoadReport {
     pub publish_attempts: u64,
     /// Distinct publishes acknowledged.
     pub publishes_acked: u64,
-    /// Publish failures by error code, plus `timeout` (no ack within the request timeout);
-    /// retried ones included.
-    pub publish_errors: BTreeMap<String, u64>,
-    /// Delta frames received (fan-out and catch-up), duplicates included.
+    /// Acks of a publish already acked (acks are asynchronous; a publish sent again may be
+    /// acked twice with the same seq): counted once in `publishes_acked`, and here.
+    pub duplicate_acks: u64,
+    /// The server's refusals of publish attempts, by error code (`rate_limited`,
+    /// `in_flight`, `internal`, ...), retried ones included.
+    pub refused_by_code: BTreeMap<String, u64>,
+    /// Publish attempts with no answer within the request timeout (each was sent again).
+    pub publish_timeouts: u64,
+    /// `delta` and `deltas` frames received on live subscriptions (history replies and
+    /// catch-up before `subscribed` aside): with `coalesce`, one frame may carry several
+    /// deltas.
+    pub frames_received: u64,
+    /// Deltas those frames carried: `frames_received / deltas_pushed` is the frames per
+    /// delivered delta.
+    pub deltas_pushed: u64,
+    /// Deltas received in `delta` and `deltas` frames (fan-out and catch-up), duplicates
+    /// included.
     pub deliveries: u64,
     /// Deltas received in `history` replies.
     pub history_deltas: u64,
@@ -317,17 +334,24 @@ impl fmt::Display for LoadReport {
         )?;
         writeln!(
             f,
-            "  publishes       {} sent of {} planned, {} acked, {} attempts; errors: {}",
+            "  publishes       {} sent of {} planned, {} acked ({} acked twice), {} attempts; {} timed out; refused: {}",
             self.publishes_sent,
             self.publishes_planned,
             self.publishes_acked,
+            self.duplicate_acks,
             self.publish_attempts,
-            counts(&self.publish_errors)
+            self.publish_timeouts,
+            counts(&self.refused_by_code)
         )?;
         writeln!(
             f,
-            "  deliveries      {} frames, {} via history ({} requests), {} duplicates dropped",
-            self.deliveries, self.history_deltas, self.history_requests, self.duplicates_received
+            "  deliveries      {} deltas, {} via history ({} requests), {} duplicates dropped; live: {} frames carried {} deltas",
+            self.deliveries,
+            self.history_deltas,
+            self.history_requests,
+            self.duplicates_received,
+            self.frames_received,
+            self.deltas_pushed
         )?;
         let d = &self.delivered;
         writeln!(
@@ -368,8 +392,11 @@ impl fmt::Display for LoadReport {
         let t = &self.throughput;
         writeln!(
             f,
-            "  throughput      {:.1} publishes/s, {:.1} deliveries/s over {:.1} s",
-            t.publishes_per_second, t.deliveries_per_second, t.publish_phase_seconds
+            "  throughput      {:.1} publishes/s sent, {:.1} acked/s, {:.1} deliveries/s over {:.1} s",
+            t.publishes_per_second,
+            t.acked_per_second,
+            t.deliveries_per_second,
+            t.publish_phase_seconds
         )?;
         let p = &self.phases;
         writeln!(

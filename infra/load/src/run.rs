@@ -16,7 +16,7 @@ use crate::config::{LoadConfig, LoadError};
 use crate::latency::{self, new_histogram};
 use crate::plan::Plan;
 use crate::report::LoadReport;
-use crate::state::{ChannelTable, Phase, SHARDS, Shared};
+use crate::state::{ChannelTable, Phase, SHARDS, Shared, unix_micros};
 use crate::verify::{self, Tally};
 
 /// How long a settled run waits for pushes that `history` overtook before it stops: the
@@ -52,6 +52,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         publishers_done: AtomicUsize::new(0),
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
+        last_ack_micros: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         settled: AtomicUsize::new(0),
         awaiting_pushes: AtomicU64::new(0),
@@ -123,6 +124,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
 
     // 2. Publishing.
     let publish_start = Instant::now();
+    let publish_start_micros = unix_micros();
     let publish_end = publish_start + plan.publish_limit;
     let _ = phase_tx.send(Phase::Publishing {
         start: publish_start,
@@ -195,7 +197,10 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     verify::check_channels(&shared, &mut report);
     report.latency_ms = latency::summarise(&shared.latency);
-    tally.fill(&mut report, publish_seconds);
+    let last_ack = shared.last_ack_micros.load(Ordering::Relaxed);
+    let last_ack_seconds =
+        (last_ack > 0).then(|| last_ack.saturating_sub(publish_start_micros) as f64 / 1e6);
+    tally.fill(&mut report, publish_seconds, last_ack_seconds);
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     report.timed_out = timed_out.is_some();
     report.timed_out_in = timed_out.map(str::to_owned);

@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) sent: AtomicU64,
     /// Distinct publishes acked.
     pub(crate) acked: AtomicU64,
+    /// When the latest first ack of a publish came, µs since the Unix epoch (0: none yet).
+    pub(crate) last_ack_micros: AtomicU64,
     /// Publishes refused for good (never to be acked).
     pub(crate) refused: AtomicU64,
     /// Clients at the head of every channel during settling.

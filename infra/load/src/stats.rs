@@ -47,11 +47,17 @@ pub(crate) const COUNTERS: [(Counter, &str); 17] = [
     (Counter::PublishRefused, "publish_refused"),
 ];
 
-/// Publish error codes counted separately.
-pub(crate) const PUBLISH_CODES: [&str; 8] = [
+/// The pseudo-code under which publish attempts that got no answer within the request
+/// timeout are counted (reported apart from the server's answers).
+pub(crate) const TIMEOUT: &str = "timeout";
+
+/// Publish error codes counted separately (the server's, [`TIMEOUT`], and `other` for any
+/// code not listed).
+pub(crate) const PUBLISH_CODES: [&str; 9] = [
     "internal",
     "rate_limited",
-    "timeout",
+    "in_flight",
+    TIMEOUT,
     "bad_request",
     "forbidden",
     "too_large",
@@ -66,6 +72,12 @@ pub(crate) struct ClientStats {
     pub(crate) publishes_sent: u64,
     pub(crate) publish_attempts: u64,
     pub(crate) publishes_acked: u64,
+    /// Acks of a publish already acked (a resent publish acked again).
+    pub(crate) duplicate_acks: u64,
+    /// `delta` and `deltas` frames received on a live subscription (not history replies).
+    pub(crate) frames_received: u64,
+    /// Deltas those frames carried.
+    pub(crate) deltas_pushed: u64,
     pub(crate) deliveries: u64,
     pub(crate) deliveries_publishing: u64,
     pub(crate) history_deltas: u64,
@@ -118,6 +130,9 @@ impl ClientStats {
         self.publishes_sent += other.publishes_sent;
         self.publish_attempts += other.publish_attempts;
         self.publishes_acked += other.publishes_acked;
+        self.duplicate_acks += other.duplicate_acks;
+        self.frames_received += other.frames_received;
+        self.deltas_pushed += other.deltas_pushed;
         self.deliveries += other.deliveries;
         self.deliveries_publishing += other.deliveries_publishing;
         self.history_deltas += other.history_deltas;
@@ -150,5 +165,27 @@ mod tests {
         for (index, (counter, _)) in COUNTERS.iter().enumerate() {
             assert_eq!(*counter as usize, index);
         }
+    }
+
+    #[test]
+    fn publish_answers_are_counted_by_code() {
+        let mut stats = ClientStats::default();
+        for code in [
+            "rate_limited",
+            "in_flight",
+            "in_flight",
+            TIMEOUT,
+            "brand_new",
+        ] {
+            stats.publish_error(code);
+        }
+        let count = |code: &str| {
+            stats.publish_errors[PUBLISH_CODES.iter().position(|c| *c == code).unwrap()]
+        };
+        assert_eq!(count("rate_limited"), 1);
+        assert_eq!(count("in_flight"), 2);
+        assert_eq!(count(TIMEOUT), 1);
+        assert_eq!(count("other"), 1, "an unknown code is counted, as other");
+        assert_eq!(count("internal"), 0);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crate::client::ClientOutcome;
 use crate::report::{BehindClient, DeliveryPaths, LoadReport, MAX_BEHIND_LISTED, Throughput};
 use crate::state::Shared;
-use crate::stats::{COUNTERS, ClientStats, PUBLISH_CODES};
+use crate::stats::{COUNTERS, ClientStats, PUBLISH_CODES, TIMEOUT};
 
 /// What the clients handed back, summed as they stop.
 #[derive(Default)]
@@ -72,15 +72,28 @@ impl Tally {
         }
     }
 
-    /// Writes the sums into `report`; rates are over a publish phase of `publish_seconds`.
-    pub(crate) fn fill(self, report: &mut LoadReport, publish_seconds: f64) {
+    /// Writes the sums into `report`; rates are over a publish phase of `publish_seconds`,
+    /// whose last first ack came `last_ack_seconds` after it started.
+    pub(crate) fn fill(
+        self,
+        report: &mut LoadReport,
+        publish_seconds: f64,
+        last_ack_seconds: Option<f64>,
+    ) {
         let totals = self.totals;
         report.publishes_sent = totals.publishes_sent;
         report.publish_attempts = totals.publish_attempts;
         report.publishes_acked = totals.publishes_acked;
-        report.publish_errors = PUBLISH_CODES
+        report.duplicate_acks = totals.duplicate_acks;
+        report.frames_received = totals.frames_received;
+        report.deltas_pushed = totals.deltas_pushed;
+        let (timeouts, refusals): (Vec<_>, Vec<_>) = PUBLISH_CODES
             .iter()
             .zip(totals.publish_errors)
+            .partition(|(code, _)| **code == TIMEOUT);
+        report.publish_timeouts = timeouts.iter().map(|(_, n)| n).sum();
+        report.refused_by_code = refusals
+            .into_iter()
             .filter(|(_, n)| *n > 0)
             .map(|(code, n)| (code.to_string(), n))
             .collect();
@@ -128,9 +141,26 @@ impl Tally {
         report.throughput = Throughput {
             publish_phase_seconds: publish_seconds,
             publishes_per_second: per_second(totals.publishes_sent),
+            acked_per_second: acked_per_second(
+                totals.publishes_acked,
+                publish_seconds,
+                last_ack_seconds,
+            ),
             deliveries_per_second: per_second(totals.deliveries_publishing),
         };
     }
+}
+
+/// Publishes acked per second, over the publish phase or, when acks came after it, up to
+/// the last first ack (so a server that falls behind is not credited with acks it gave
+/// during the drain as if they came in time).
+pub(crate) fn acked_per_second(
+    acked: u64,
+    publish_seconds: f64,
+    last_ack_seconds: Option<f64>,
+) -> f64 {
+    let span = publish_seconds.max(last_ack_seconds.unwrap_or(0.0));
+    if span > 0.0 { acked as f64 / span } else { 0.0 }
 }
 
 /// Across everybody: one id per seq, one seq per id, one acked publish per seq.
@@ -150,5 +180,49 @@ pub(crate) fn check_channels(shared: &Shared, report: &mut LoadReport) {
         if acked == table.sent.load(Ordering::Relaxed) {
             report.unexplained_seqs += head.saturating_sub(acked);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acked_per_second_spans_the_acks_that_came_late() {
+        // Acks within the phase: over the phase.
+        assert_eq!(acked_per_second(3000, 15.0, Some(14.9)), 200.0);
+        // Acks that trail the phase: up to the last one.
+        assert_eq!(acked_per_second(3000, 15.0, Some(30.0)), 100.0);
+        assert_eq!(acked_per_second(0, 15.0, None), 0.0);
+        assert_eq!(acked_per_second(10, 0.0, None), 0.0);
+    }
+
+    #[test]
+    fn answers_and_timeouts_are_reported_apart() {
+        let mut tally = Tally::default();
+        let code = |c: &str| PUBLISH_CODES.iter().position(|x| *x == c).unwrap();
+        tally.totals.publish_errors[code("rate_limited")] = 4;
+        tally.totals.publish_errors[code("in_flight")] = 2;
+        tally.totals.publish_errors[code("internal")] = 1;
+        tally.totals.publish_errors[code(TIMEOUT)] = 7;
+        tally.totals.publishes_acked = 10;
+        tally.totals.duplicate_acks = 3;
+        tally.totals.frames_received = 5;
+        tally.totals.deltas_pushed = 25;
+        let mut report = LoadReport::default();
+        tally.fill(&mut report, 2.0, Some(4.0));
+        assert_eq!(report.publish_timeouts, 7);
+        let refused: Vec<_> = report
+            .refused_by_code
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            refused,
+            [("in_flight", 2), ("internal", 1), ("rate_limited", 4)]
+        );
+        assert_eq!(report.throughput.acked_per_second, 2.5);
+        assert_eq!((report.duplicate_acks, report.publishes_acked), (3, 10));
+        assert_eq!((report.frames_received, report.deltas_pushed), (5, 25));
     }
 }

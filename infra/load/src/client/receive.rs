@@ -1,15 +1,18 @@
 //! What a client does with each frame: deltas are deduplicated by seq, buffered and
 //! applied strictly in order; `subscribed` sets the starting point or resumes; `history`
-//! fills gaps page by page; acks and errors settle or retry publishes. Every sighting of
-//! a seq is checked against the run's shared table.
+//! fills gaps page by page; acks and errors settle or retry publishes (an ack may come
+//! twice for one publish: it counts once). A coalesced `deltas` frame goes through the
+//! same path as its deltas' `delta` frames would, in order. Every sighting of a seq is
+//! checked against the run's shared table.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::retry::{RATE_LIMIT_BACKOFF, RATE_LIMIT_BACKOFF_MAX, Retry, after_refusal};
 use super::session::Client;
-use super::state::{RATE_LIMIT_BACKOFF, RATE_LIMIT_BACKOFF_MAX, Subscription, Via};
+use super::state::{Subscription, Via};
 use crate::frame::Frame;
 use crate::state::{Phase, SHARDS, Sighting, id_hash, jitter, unix_micros};
 use crate::stats::Counter;
@@ -34,13 +37,23 @@ impl Client {
         };
         let now = Instant::now();
         match frame.kind.as_deref() {
-            Some("delta") => {
+            Some(kind @ ("delta" | "deltas")) => {
                 match frame
                     .channel
                     .as_deref()
                     .and_then(|name| self.find_channel(name))
                 {
-                    Some(i) => self.on_delta(i, &frame, Via::Push, now),
+                    Some(i) if kind == "delta" => {
+                        self.count_pushed(i, 1);
+                        self.on_delta(i, &frame, Via::Push, now);
+                    }
+                    Some(i) => {
+                        let deltas = frame.deltas.as_deref().unwrap_or_default();
+                        self.count_pushed(i, deltas.len() as u64);
+                        for delta in deltas {
+                            self.on_delta(i, delta, Via::Push, now);
+                        }
+                    }
                     None => self.stats.bump(Counter::StrayReply),
                 }
             }
@@ -59,6 +72,15 @@ impl Client {
                 self.stats.bump(Counter::GatewayInternalError);
             }
             None => self.stats.bump(Counter::UnknownFrame),
+        }
+    }
+
+    /// Counts a pushed frame carrying `deltas` deltas, when its subscription is live (the
+    /// frames-per-delta figure is about live delivery, not catch-up).
+    fn count_pushed(&mut self, i: usize, deltas: u64) {
+        if deltas > 0 && self.channels[i].subscription == Subscription::Live {
+            self.stats.frames_received += 1;
+            self.stats.deltas_pushed += deltas;
         }
     }
 
@@ -344,9 +366,15 @@ impl Client {
                 table.acked.fetch_add(1, Ordering::Relaxed);
                 self.stats.publishes_acked += 1;
                 self.shared.acked.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .last_ack_micros
+                    .fetch_max(unix_micros(), Ordering::Relaxed);
             }
             None => {
-                // A late ack for a publish sent twice: it must name the same seq.
+                // A second ack for a publish sent twice (acks are asynchronous and a
+                // resent publish may be acked again): it counts once, and must name the
+                // same seq.
+                self.stats.duplicate_acks += 1;
                 if let Some(table) = f
                     .channel
                     .as_deref()
@@ -380,22 +408,24 @@ impl Client {
             let Some(index) = p.in_flight.iter().position(|f| f.number == number) else {
                 return;
             };
-            match code {
-                "rate_limited" => {
-                    let pause = jitter(p.backoff);
-                    p.backoff = (p.backoff * 2).min(RATE_LIMIT_BACKOFF_MAX);
-                    p.paused_until = Some(now + pause);
+            let attempts = p.in_flight[index].attempts;
+            match after_refusal(code, f.retry_after_ms, p.backoff, attempts) {
+                Retry::PausePublisher(pause) => {
+                    if f.retry_after_ms.is_none() {
+                        p.backoff = (p.backoff * 2).min(RATE_LIMIT_BACKOFF_MAX);
+                    }
+                    let until = now + pause;
+                    p.paused_until = Some(p.paused_until.map_or(until, |u| u.max(until)));
                     let f = &mut p.in_flight[index];
                     f.awaiting = false;
-                    f.resend_at = now + pause;
+                    f.resend_at = until;
                 }
-                "internal" => {
+                Retry::Resend(wait) => {
                     let f = &mut p.in_flight[index];
-                    let base = Duration::from_millis(100) * (1 << f.attempts.min(4));
                     f.awaiting = false;
-                    f.resend_at = now + jitter(base.min(Duration::from_secs(2)));
+                    f.resend_at = now + wait;
                 }
-                _ => {
+                Retry::Never => {
                     // Refused for good: it stays unacknowledged, and the report says so.
                     p.in_flight.swap_remove(index);
                     self.stats.bump(Counter::PublishRefused);

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::session::Client;
 use super::state::{InFlight, Subscription};
 use crate::state::{Phase, unix_micros};
-use crate::stats::Counter;
+use crate::stats::{Counter, TIMEOUT};
 
 /// Largest `limit` a `history` request asks for (the server allows up to 1000).
 const HISTORY_PAGE: u64 = 500;
@@ -48,18 +48,25 @@ impl Client {
         }
         let c = &self.channels[i];
         let name = self.channel_name(i);
+        let coalesce = if self.config().coalesce {
+            r#","coalesce":true"#
+        } else {
+            ""
+        };
         let frame = match (c.start, &c.epoch) {
-            (None, _) => format!(r#"{{"action":"subscribe","channel":"{name}","id":"s"}}"#),
+            (None, _) => {
+                format!(r#"{{"action":"subscribe","channel":"{name}"{coalesce},"id":"s"}}"#)
+            }
             (Some(_), _) if c.fallback => {
-                format!(r#"{{"action":"subscribe","channel":"{name}","id":"s"}}"#)
+                format!(r#"{{"action":"subscribe","channel":"{name}"{coalesce},"id":"s"}}"#)
             }
             (Some(_), Some(epoch)) => format!(
-                r#"{{"action":"subscribe","channel":"{name}","since":{},"epoch":{},"id":"s"}}"#,
+                r#"{{"action":"subscribe","channel":"{name}","since":{},"epoch":{}{coalesce},"id":"s"}}"#,
                 c.applied,
                 serde_json::Value::from(epoch.as_str())
             ),
             (Some(_), None) => format!(
-                r#"{{"action":"subscribe","channel":"{name}","since":{},"id":"s"}}"#,
+                r#"{{"action":"subscribe","channel":"{name}","since":{}{coalesce},"id":"s"}}"#,
                 c.applied
             ),
         };
@@ -149,7 +156,7 @@ impl Client {
         for f in &mut publisher.in_flight {
             if f.resend_at <= now {
                 if f.awaiting {
-                    self.stats.publish_error("timeout");
+                    self.stats.publish_error(TIMEOUT);
                 }
                 f.awaiting = true;
                 f.attempts += 1;

@@ -14,9 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::retry::RATE_LIMIT_BACKOFF;
 use super::state::{
-    ChannelOutcome, ChannelState, ClientOutcome, Publisher, RATE_LIMIT_BACKOFF, SessionEnd,
-    Subscription,
+    ChannelOutcome, ChannelState, ClientOutcome, Publisher, SessionEnd, Subscription,
 };
 use crate::config::LoadConfig;
 use crate::state::{Phase, Shared, jitter};

@@ -9,11 +9,6 @@ use tokio::time::Instant;
 
 use crate::stats::ClientStats;
 
-/// First pause after `rate_limited`; doubled on each one, reset by an ack.
-pub(crate) const RATE_LIMIT_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest pause after `rate_limited`.
-pub(crate) const RATE_LIMIT_BACKOFF_MAX: Duration = Duration::from_secs(4);
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Subscription {
     /// Not asked on this connection yet.
@@ -112,7 +107,7 @@ pub(crate) struct Publisher {
     pub(crate) in_flight: Vec<InFlight>,
     /// No sending before this (after `rate_limited`).
     pub(crate) paused_until: Option<Instant>,
-    /// The next pause after `rate_limited`.
+    /// The next pause after `rate_limited` without `retryAfterMs`.
     pub(crate) backoff: Duration,
     /// It has sent its share (or publishing is over).
     pub(crate) done: bool,
