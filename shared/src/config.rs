@@ -117,8 +117,9 @@ pub struct Settings {
     /// publishes per channel, from all publishers together; `CHANNEL_RATE_LIMIT_BURST=0`
     /// turns it off.
     pub channel_rate_limit: Option<RateLimit>,
-    /// `PUBLISH_LEASE_MS` (15000): how long an unfinished publish holds its id before a
-    /// retry may take it over; longer than the message function's timeout.
+    /// `PUBLISH_LEASE_MS` (15000): how long a publish the sequencer has not stored holds
+    /// its id before a retry may take it over (safe at any time: a message stored
+    /// meanwhile is found, not stored again); longer than a stream batch usually takes.
     pub publish_lease: Duration,
     /// `MANAGEMENT_ENDPOINT`: the API Gateway Management API endpoint
     /// (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`).

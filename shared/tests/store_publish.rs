@@ -283,6 +283,37 @@ async fn a_channel_over_its_limit_refuses_with_when_to_retry_and_keeps_its_bucke
     assert_eq!(items(&store).await, before);
 }
 
+#[tokio::test]
+async fn a_refused_message_whose_stream_record_comes_again_is_not_stored() {
+    // GIVEN three queued messages, the third refused by the channel's limit (its inbox
+    // item deleted, its publisher told nothing was stored)
+    let store = store().await;
+    let limit = RateLimit {
+        per_second: 0.01,
+        burst: 2.0,
+    };
+    let mut batch = Vec::new();
+    for n in 1..=3 {
+        batch.push(queue(&store, &format!("m{n}"), None).await);
+    }
+    let first = store
+        .sequence(CHANNEL, batch.clone(), Some(limit))
+        .await
+        .unwrap();
+    assert!(matches!(first[2].1, Sequenced::RateLimited { .. }));
+    // WHEN Lambda delivers the same records again (another channel of the batch failed),
+    // with the bucket full again
+    let again = store.sequence(CHANNEL, batch, None).await.unwrap();
+    // THEN the refused message stays unstored and unanswered; the others are acked as
+    // they were
+    let answered: Vec<(&str, (u64, bool))> = again
+        .iter()
+        .map(|(item, outcome)| (item.id.as_str(), published(outcome)))
+        .collect();
+    assert_eq!(answered, [("m1", (1, true)), ("m2", (2, true))]);
+    assert_eq!(deltas(&store).await.len(), 2);
+}
+
 /// Queues alice's `id` on [`CHANNEL`] (guarded by `expect_seq`) for connection `c`.
 async fn queue(store: &deltacast::store::Store, id: &str, expect_seq: Option<u64>) -> InboxItem {
     let channel = Channel::parse(CHANNEL).unwrap();

@@ -176,6 +176,24 @@ mod tests {
             .collect()
     }
 
+    /// What the fixture's records say was written: each image put in stream order, so the
+    /// inbox holds what the stream shows (m1 as taken over by conn-C).
+    async fn write_images(store: &Store) {
+        for record in events::stream_inbox().records {
+            let image = record.change.new_image;
+            let item: deltacast::store::items::InboxItem =
+                serde_dynamo::from_item(image).expect("an inbox item");
+            store
+                .client()
+                .put_item()
+                .table_name(store.table())
+                .set_item(Some(serde_dynamo::to_item(&item).unwrap()))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
     fn ack(id: &str, seq: u64) -> (String, String, Value) {
         ("ack".into(), id.into(), seq.into())
     }
@@ -184,6 +202,7 @@ mod tests {
     async fn a_batch_is_sequenced_in_stream_order_and_each_publisher_acked_once_per_delivery() {
         // GIVEN the fixture batch: m1 (taken over by conn-C later in the batch) and m2
         let s = sequencer(fresh_store().await, None);
+        write_images(&s.store).await;
         // WHEN it is handled
         let response = s.handle(events::stream_inbox()).await;
         // THEN m1 and m2 got seqs 1 and 2, acked to the connection that sent them last
@@ -208,6 +227,7 @@ mod tests {
             burst: 1.0,
         };
         let s = sequencer(fresh_store().await, Some(limit));
+        write_images(&s.store).await;
         // WHEN the batch comes
         s.handle(events::stream_inbox()).await;
         // THEN m1 is stored and m2 refused, with about 10 s to wait
@@ -224,6 +244,11 @@ mod tests {
                 .contains("CHANNEL_RATE_LIMIT_PER_SECOND"),
             "{refusal}"
         );
+        // AND when the batch comes again, m2 (refused, its inbox item gone) stays unstored
+        s.push.clear();
+        s.handle(events::stream_inbox()).await;
+        assert!(answers(&s, "conn-B").is_empty());
+        assert_eq!(answers(&s, "conn-C"), [ack("m1", 1)]);
     }
 
     #[tokio::test]

@@ -14,7 +14,9 @@
 
 use tracing::debug;
 
-use super::attributes::{Conditional, conditional, dynamo, n, s};
+use futures::{StreamExt, TryStreamExt};
+
+use super::attributes::{Conditional, conditional, dynamo, n, number, s};
 use super::history::{ChannelState, Head};
 use super::items::{InboxItem, claim_sk, inbox_pk};
 use super::{Store, StoreError};
@@ -300,6 +302,37 @@ impl Store {
                 retry_after_ms: IN_FLIGHT_RETRY_MS,
             }),
         }
+    }
+}
+
+impl Store {
+    /// The items of `images` (inbox items as the stream showed them) that are still in the
+    /// inbox as shown: an item refused and deleted since, or taken over (another lease,
+    /// whose own image comes later), must not be sequenced from an old image, or a batch
+    /// delivered again would store a message its publisher was told was not stored.
+    pub(crate) async fn still_queued(
+        &self,
+        images: Vec<InboxItem>,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        let leases = futures::stream::iter(&images)
+            .map(|image| async move {
+                let out = self
+                    .send(
+                        self.read_item(&image.pk, &image.sk)
+                            .projection_expression("lease"),
+                    )
+                    .await
+                    .map_err(dynamo)?;
+                Ok::<_, StoreError>(out.item.and_then(|item| number::<u64>(&item, "lease")))
+            })
+            .buffered(32)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(images
+            .into_iter()
+            .zip(leases)
+            .filter_map(|(image, lease)| (lease == Some(image.lease)).then_some(image))
+            .collect())
     }
 }
 

@@ -9,10 +9,14 @@
 //! in seq order. Before it writes, the sequencer looks for the batch's messages among the
 //! deltas above the lowest `after` they recorded (a stream batch delivered again, a claim
 //! taken over after its lease): those are acked with their stored seq, not stored again.
-//! Normally one invocation at a time works on a channel (a partition key's records come in
-//! one shard, read one batch at a time), but nothing depends on it: a writer that finds
-//! its seq taken reads the head again and looks again, and since it only ever writes the
-//! seq right after one it saw or wrote, no message escapes that look.
+//! One invocation at a time works on a channel's records (a partition key's records come
+//! in order, one batch at a time, whatever the `ParallelizationFactor`). Writes do not
+//! depend on it: a writer that finds its seq taken (a tool publishing through
+//! [`Store::publish`] beside the sequencer) reads the head again and looks again, and
+//! since it only ever writes the seq right after one it saw or wrote, no message escapes
+//! that look. Before anything, a batch keeps only the messages still in the inbox as the
+//! stream showed them ([`Store::still_queued`], one read each): a message refused and
+//! deleted since must not be stored when Lambda delivers its record again.
 //!
 //! ## Refusals
 //! A message is refused, and its inbox item deleted so its id may be sent again, when
@@ -155,7 +159,7 @@ impl Store {
         inbox: Vec<InboxItem>,
         limit: Option<RateLimit>,
     ) -> Result<Vec<(InboxItem, Sequenced)>, StoreError> {
-        let mut pending = latest_per_claim(inbox);
+        let mut pending = self.still_queued(latest_per_claim(inbox)).await?;
         let mut done = Vec::with_capacity(pending.len());
         for attempt in 0..MAX_SEQUENCE_ATTEMPTS {
             if pending.is_empty() {
@@ -166,28 +170,19 @@ impl Store {
             }
             let state = self.channel_state(channel).await?;
             if let Some((epoch, head)) = &state.live {
-                let lowest = pending
-                    .iter()
-                    .map(|item| effective_after(item, epoch))
-                    .min()
-                    .unwrap_or(*head);
-                if lowest < *head {
-                    let stored = self.seqs_of(channel, epoch, lowest, *head, None).await?;
-                    pending.retain(|item| {
-                        match stored.get(&(item.from.clone(), item.id.clone())) {
-                            Some(seq) => {
-                                let published = Published {
-                                    seq: *seq,
-                                    epoch: epoch.clone(),
-                                    duplicate: true,
-                                };
-                                done.push((item.clone(), Sequenced::Published(published)));
-                                false
-                            }
-                            None => true,
-                        }
-                    });
-                }
+                let stored = self.stored(channel, epoch, *head, &pending).await?;
+                pending.retain(|item| match stored.get(&item.sk) {
+                    Some(seq) => {
+                        let published = Published {
+                            seq: *seq,
+                            epoch: epoch.clone(),
+                            duplicate: true,
+                        };
+                        done.push((item.clone(), Sequenced::Published(published)));
+                        false
+                    }
+                    None => true,
+                });
             }
             let (epoch, fresh) = match &state.live {
                 Some((epoch, _)) => (epoch.clone(), false),
@@ -259,6 +254,46 @@ impl Store {
             ));
         }
         Ok(done)
+    }
+
+    /// Which of `pending` are stored already in `epoch` (up to `head`), by claim key: a
+    /// message can only be at a seq within [`MAX_BACKLOG`] of the head it recorded, so
+    /// only those windows are read (merged where they overlap), and a delta with the same
+    /// publisher and id outside its window (an older message that reused the id after
+    /// its claim expired) is not taken for it.
+    async fn stored(
+        &self,
+        channel: &str,
+        epoch: &str,
+        head: u64,
+        pending: &[InboxItem],
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let mut windows: Vec<(u64, u64)> = pending
+            .iter()
+            .map(|item| effective_after(item, epoch))
+            .map(|after| (after, head.min(after + MAX_BACKLOG)))
+            .filter(|(after, to)| after < to)
+            .collect();
+        windows.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (after, to) in windows {
+            match merged.last_mut() {
+                Some(last) if after <= last.1 => last.1 = last.1.max(to),
+                _ => merged.push((after, to)),
+            }
+        }
+        let mut seqs = HashMap::new();
+        for (after, to) in merged {
+            seqs.extend(self.seqs_of(channel, epoch, after, to, None).await?);
+        }
+        Ok(pending
+            .iter()
+            .filter_map(|item| {
+                let seq = *seqs.get(&(item.from.clone(), item.id.clone()))?;
+                let after = effective_after(item, epoch);
+                (after < seq && seq <= after + MAX_BACKLOG).then(|| (item.sk.clone(), seq))
+            })
+            .collect())
     }
 
     /// Publishes at once, without the sequencer: the inbox put, then this one message's

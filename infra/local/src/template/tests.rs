@@ -43,7 +43,10 @@ fn reads_the_stream_triggers() {
         .expect("the sequencer's trigger");
     assert_eq!(spec.functions["SequencerFunction"].binary, "sequencer");
     assert!(sequencer.bisect_on_error && sequencer.report_batch_item_failures);
-    assert_eq!(sequencer.parallelization_factor, 1);
+    assert_eq!(
+        sequencer.parallelization_factor, 10,
+        "a hot channel does not hold up the quiet ones of its shard"
+    );
     assert_eq!(
         sequencer.filters,
         [
