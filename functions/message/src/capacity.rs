@@ -40,8 +40,11 @@ async fn a_publish_writes_two_buckets_its_inbox_item_and_its_delta() {
         "two buckets + inbox item + delta (by the sequencer)"
     );
     assert_eq!(
-        read, 6.0,
-        "two buckets, then epoch and newest delta twice (publish and sequencer), strongly consistent"
+        read, 10.0,
+        "two buckets, then the head (epoch and newest delta) before the inbox put and again \
+         before the delta (message function); the inbox item, the head and the newest \
+         delta found stored (the sequencer, which gets every new inbox item from the \
+         stream); strongly consistent"
     );
 
     let big = json!("x".repeat(2500));

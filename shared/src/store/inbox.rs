@@ -31,8 +31,8 @@ use crate::store::Bucket;
 pub const MAX_BACKLOG: u64 = 1000;
 
 /// How long a publisher whose id is in flight is asked to wait before sending it again:
-/// about what the sequencer takes (one stream poll and a batch).
-pub const IN_FLIGHT_RETRY_MS: u64 = 500;
+/// about what the sequencer takes on a busy channel (a stream poll and a batch or two).
+pub const IN_FLIGHT_RETRY_MS: u64 = 1000;
 
 /// A publish request.
 #[derive(Clone, Copy, Debug)]
@@ -179,10 +179,10 @@ impl Store {
         state: &ChannelState,
         new: Option<InboxItem>,
     ) -> Result<Option<Enqueued>, StoreError> {
+        let now = clock::now_ms();
         if let Some(published) = self.find_published(channel, &claimed, state).await? {
             return Ok(Some(Enqueued::Published(published)));
         }
-        let now = clock::now_ms();
         if claimed.lease > now {
             debug!(channel, "publish with this id in flight");
             return Ok(Some(Enqueued::InFlight {

@@ -35,9 +35,12 @@
 //! 1. [`Store::enqueue`] (the message function): one conditional put of the message into
 //!    the channel's inbox, keyed by the publisher's id, which is also its idempotency
 //!    claim; a put that finds the claim answers the original ack or "in flight";
-//! 2. [`Store::sequence`] (the sequencer function, fed by the table's stream): one head
-//!    read for a whole batch, then each delta at the next seq with `attribute_not_exists`,
-//!    and the ack to the publisher's connection.
+//! 2. [`Store::sequence_now`] (the message function, once): the message's delta at the
+//!    next seq with `attribute_not_exists`, acked at once, as on a quiet channel it is; if
+//!    another writer took that seq, the message is left in the inbox for
+//!    [`Store::sequence`] (the sequencer function, fed by the table's stream): one head
+//!    read for a whole batch, then each delta at the next seq, and the ack to the
+//!    publisher's connection.
 //!
 //! Publishers never meet, so a publish costs the same on a busy channel as on a quiet one:
 //! the inbox put and the delta write (≤1 KB each: 2 write units, as a publish cost before;

@@ -159,11 +159,58 @@ impl Store {
         inbox: Vec<InboxItem>,
         limit: Option<RateLimit>,
     ) -> Result<Vec<(InboxItem, Sequenced)>, StoreError> {
-        let mut pending = self.still_queued(latest_per_claim(inbox)).await?;
+        let pending = self.still_queued(latest_per_claim(inbox)).await?;
+        let (mut done, left) = self
+            .sequence_attempts(channel, pending, limit, MAX_SEQUENCE_ATTEMPTS)
+            .await?;
+        if !left.is_empty() {
+            warn!(
+                channel,
+                left = left.len(),
+                "channel too contended; refusing the rest of the batch"
+            );
+        }
+        for item in left {
+            self.release(&item).await?;
+            done.push((
+                item,
+                Sequenced::RateLimited {
+                    retry_after_ms: IN_FLIGHT_RETRY_MS,
+                },
+            ));
+        }
+        Ok(done)
+    }
+
+    /// The message function's fast path: one attempt at sequencing the message it has just
+    /// queued, so that on a quiet channel the publisher is acked at once, without waiting
+    /// for the stream. `None` when another writer took the seq (the channel is busy): the
+    /// message stays in the inbox, and the sequencer takes it from the stream.
+    pub async fn sequence_now(
+        &self,
+        item: InboxItem,
+        limit: Option<RateLimit>,
+    ) -> Result<Option<Sequenced>, StoreError> {
+        let channel = item.channel().unwrap_or_default().to_owned();
+        let (mut done, _left) = self
+            .sequence_attempts(&channel, vec![item], limit, 1)
+            .await?;
+        Ok(done.pop().map(|(_, outcome)| outcome))
+    }
+
+    /// Up to `attempts` head reads at sequencing `pending`: what became of each, and the
+    /// messages still without a seq when the attempts ran out.
+    async fn sequence_attempts(
+        &self,
+        channel: &str,
+        mut pending: Vec<InboxItem>,
+        limit: Option<RateLimit>,
+        attempts: u32,
+    ) -> Result<(Vec<(InboxItem, Sequenced)>, Vec<InboxItem>), StoreError> {
         let mut done = Vec::with_capacity(pending.len());
-        for attempt in 0..MAX_SEQUENCE_ATTEMPTS {
+        for attempt in 0..attempts {
             if pending.is_empty() {
-                return Ok(done);
+                break;
             }
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
@@ -239,21 +286,7 @@ impl Store {
                 }
             }
         }
-        warn!(
-            channel,
-            left = pending.len(),
-            "channel too contended; refusing the rest of the batch"
-        );
-        for item in pending {
-            self.release(&item).await?;
-            done.push((
-                item,
-                Sequenced::RateLimited {
-                    retry_after_ms: IN_FLIGHT_RETRY_MS,
-                },
-            ));
-        }
-        Ok(done)
+        Ok((done, pending))
     }
 
     /// Which of `pending` are stored already in `epoch` (up to `head`), by claim key: a

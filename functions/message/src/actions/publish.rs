@@ -8,7 +8,7 @@ use deltacast::auth::Action;
 use deltacast::cost;
 use deltacast::protocol::{Channel, ErrorFrame, MessageId, Payload};
 use deltacast::push::{Push, post_with_retry};
-use deltacast::store::{Enqueued, NewDelta};
+use deltacast::store::{Enqueued, NewDelta, Sequenced};
 use tracing::{debug, info};
 
 use super::{ActionError, authorize, rate};
@@ -54,10 +54,22 @@ pub async fn run<P: Push>(
         .enqueue(new, sender.connection_id, channel_limit)
         .await?
     {
-        Enqueued::Queued(_) => {
-            debug!("queued for the sequencer");
-            Ok(())
-        }
+        Enqueued::Queued(item) => match app.store.sequence_now(*item, channel_limit).await? {
+            Some(Sequenced::Published(published)) => {
+                let ack = answers::ack(channel, id, &published);
+                Ok(post_with_retry(push, sender.connection_id, &ack, sender.retry).await?)
+            }
+            Some(Sequenced::Conflict(head)) => {
+                Err(refused(answers::conflict(expect_seq.unwrap_or(0), head)))
+            }
+            Some(Sequenced::RateLimited { retry_after_ms }) => Err(refused(
+                answers::channel_limited(channel_limit, retry_after_ms),
+            )),
+            None => {
+                debug!("channel busy; left to the sequencer");
+                Ok(())
+            }
+        },
         Enqueued::Published(published) => {
             info!(seq = published.seq, "already published; acked again");
             let ack = answers::ack(channel, id, &published);
@@ -265,7 +277,7 @@ mod tests {
         assert_eq!(frames[0]["code"], "in_flight");
         assert_eq!(frames[0]["id"], "m1");
         let wait = frames[0]["retryAfterMs"].as_u64().expect("retryAfterMs");
-        assert!((1..=500).contains(&wait), "{wait}");
+        assert!((1..=1000).contains(&wait), "{wait}");
     }
 
     #[tokio::test]
