@@ -9,7 +9,7 @@
 
 use deltacast::config::RateLimit;
 use deltacast::protocol::{Channel, MessageId, Payload};
-use deltacast::store::{BucketOf, CapacityMeter, NewConnection, NewDelta, Store};
+use deltacast::store::{BucketOf, CapacityMeter, Enqueued, NewConnection, NewDelta, Store};
 use serde::Serialize;
 
 /// List prices, USD.
@@ -123,15 +123,31 @@ pub async fn measure(
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            store
-                .publish(NewDelta {
-                    channel,
-                    id: &id,
-                    from: "bench",
-                    data,
-                    expect_seq: None,
-                })
+            let new = NewDelta {
+                channel,
+                id: &id,
+                from: "bench",
+                data,
+                expect_seq: None,
+            };
+            // Then it queues the message and stores it at once (a quiet channel), and the
+            // sequencer, given the inbox item by the stream, finds it stored.
+            let queued = match store
+                .enqueue(new, "bench-publisher", None)
                 .await
+                .map_err(|e| e.to_string())?
+            {
+                Enqueued::Queued(item) => *item,
+                other => return Err(format!("not queued: {other:?}")),
+            };
+            store
+                .sequence_now(queued.clone(), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .sequence(channel.as_str(), vec![queued], None)
+                .await
+                .map(drop)
                 .map_err(|e| e.to_string())
         }
     };
@@ -291,12 +307,13 @@ mod tests {
         let capacity = measure(store, 512, 5, 5).await.unwrap();
         assert_eq!(
             capacity.expected_wcu_per_publish, 4.0,
-            "2 buckets + claim + a 512-byte delta"
+            "2 buckets + inbox item + a 512-byte delta"
         );
         assert_eq!(capacity.wcu_per_publish, capacity.expected_wcu_per_publish);
         assert_eq!(
-            capacity.rcu_per_publish, 5.0,
-            "2 buckets, claim, epoch, newest delta"
+            capacity.rcu_per_publish, 10.0,
+            "2 buckets, the head twice (message function), the inbox item, the head and the \
+             stored delta (sequencer)"
         );
     }
 }
