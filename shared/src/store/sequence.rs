@@ -31,7 +31,7 @@ use std::collections::HashMap;
 
 use tracing::{debug, warn};
 
-use super::attributes::{Conditional, conditional, n, s, text};
+use super::attributes::{Conditional, conditional, n, number, s, text};
 use super::history::Head;
 use super::inbox::{Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
 use super::items::{DeltaItem, EPOCH_SK, EpochItem, InboxItem, channel_pk, delta_sk};
@@ -266,11 +266,11 @@ impl Store {
                 match step {
                     Step::Write { seq, tat } => {
                         let delta = self.delta_item(channel, &item, &epoch, seq, tat);
-                        if self.put_delta(delta).await? {
+                        if let Some(ours) = self.put_delta(delta).await? {
                             let published = Published {
                                 seq,
                                 epoch: epoch.clone(),
-                                duplicate: false,
+                                duplicate: !ours,
                             };
                             done.push((item, Sequenced::Published(published)));
                         } else {
@@ -381,23 +381,27 @@ impl Store {
         }
     }
 
-    /// Writes a delta unless its seq is taken; whether the seq holds it. A refusal that
-    /// finds this very message there is the SDK's retry of a write whose response was lost
-    /// (a timeout, a 5xx): written. Another message's delta, the same id from another
-    /// publisher included, is not.
-    async fn put_delta(&self, delta: DeltaItem) -> Result<bool, StoreError> {
-        let (id, from) = (delta.id.clone(), delta.from.clone());
+    /// Writes a delta unless its seq is taken. `Some(true)`: written (a refusal that
+    /// finds this very item there is the SDK's retry of a write whose response was lost);
+    /// `Some(false)`: the seq holds this message, written by another writer (who acked
+    /// it); `None`: another message took the seq (the same id from another publisher
+    /// included).
+    async fn put_delta(&self, delta: DeltaItem) -> Result<Option<bool>, StoreError> {
+        let (id, from, ts) = (delta.id.clone(), delta.from.clone(), delta.ts);
         let request = self
             .client
             .put_item()
             .set_item(Some(serde_dynamo::to_item(delta)?))
             .condition_expression("attribute_not_exists(pk)");
         Ok(match self.put_or_find(request).await? {
-            Conditional::Written(()) => true,
-            Conditional::Refused(found) => found.is_some_and(|found| {
-                text(&found, "id") == Some(id.as_str())
-                    && text(&found, "from") == Some(from.as_str())
-            }),
+            Conditional::Written(()) => Some(true),
+            Conditional::Refused(Some(found))
+                if text(&found, "id") == Some(id.as_str())
+                    && text(&found, "from") == Some(from.as_str()) =>
+            {
+                Some(number::<u64>(&found, "ts") == Some(ts))
+            }
+            Conditional::Refused(_) => None,
         })
     }
 

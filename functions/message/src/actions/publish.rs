@@ -55,6 +55,9 @@ pub async fn run<P: Push>(
         .await?
     {
         Enqueued::Queued(item) => match app.store.sequence_now(*item, channel_limit).await? {
+            // Stored by the sequencer first (its stream poll came between the two
+            // writes): it acked.
+            Some(Sequenced::Published(published)) if published.duplicate => Ok(()),
             Some(Sequenced::Published(published)) => {
                 let ack = answers::ack(channel, id, &published);
                 Ok(post_with_retry(push, sender.connection_id, &ack, sender.retry).await?)
