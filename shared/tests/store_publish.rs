@@ -8,13 +8,12 @@ mod support;
 
 use deltacast::clock;
 use deltacast::config::RateLimit;
-use deltacast::protocol::{Channel, MessageId, Payload};
 use deltacast::store::items::{
     DELTA_PREFIX, EPOCH_SK, EpochItem, InboxItem, channel_pk, claim_sk, inbox_pk,
 };
-use deltacast::store::{Enqueued, NewDelta, PublishError, Published, Sequenced};
+use deltacast::store::{Enqueued, PublishError, Published, Sequenced};
 use support::{
-    CHANNEL, ReplaceResponse, deltas, intercepted, items, publish, publish_as, put, store,
+    CHANNEL, ReplaceResponse, deltas, enqueue, intercepted, items, publish, publish_as, put, store,
     store_with,
 };
 
@@ -116,17 +115,7 @@ async fn a_claim_whose_lease_ran_out_unsequenced_is_taken_over_and_stored_once()
     let lost = inbox_item("m1", "c1", -1);
     put(&store, serde_dynamo::to_item(&lost).unwrap()).await;
     // WHEN she sends m1 again on connection c2
-    let channel = Channel::parse(CHANNEL).unwrap();
-    let id = MessageId::parse("m1").unwrap();
-    let data = Payload::from_json("2".into()).unwrap();
-    let new = NewDelta {
-        channel: &channel,
-        id: &id,
-        from: "alice",
-        data: &data,
-        expect_seq: None,
-    };
-    let Enqueued::Queued(taken) = store.enqueue(new, "c2", None).await.unwrap() else {
+    let Enqueued::Queued(taken) = enqueue(&store, "m1", "2", None, "c2", None).await else {
         panic!("expected the claim to be taken over");
     };
     // THEN the message (its first data) is queued again, to be acked on c2
@@ -265,19 +254,9 @@ async fn a_channel_over_its_limit_refuses_with_when_to_retry_and_keeps_its_bucke
     let tat: u64 = newest["tat"].as_n().unwrap().parse().unwrap();
     assert!(tat > clock::now_ms(), "the bucket is not full");
     // AND the message function's check refuses at once, writing nothing
-    let channel = Channel::parse(CHANNEL).unwrap();
-    let id = MessageId::parse("m3").unwrap();
-    let data = Payload::from_json("3".into()).unwrap();
-    let new = NewDelta {
-        channel: &channel,
-        id: &id,
-        from: "alice",
-        data: &data,
-        expect_seq: None,
-    };
     let before = items(&store).await;
     assert!(matches!(
-        store.enqueue(new, "c", Some(limit)).await.unwrap(),
+        enqueue(&store, "m3", "3", None, "c", Some(limit)).await,
         Enqueued::RateLimited { retry_after_ms } if retry_after_ms > 0
     ));
     assert_eq!(items(&store).await, before);
@@ -316,17 +295,7 @@ async fn a_refused_message_whose_stream_record_comes_again_is_not_stored() {
 
 /// Queues alice's `id` on [`CHANNEL`] (guarded by `expect_seq`) for connection `c`.
 async fn queue(store: &deltacast::store::Store, id: &str, expect_seq: Option<u64>) -> InboxItem {
-    let channel = Channel::parse(CHANNEL).unwrap();
-    let id = MessageId::parse(id).unwrap();
-    let data = Payload::from_json("1".into()).unwrap();
-    let new = NewDelta {
-        channel: &channel,
-        id: &id,
-        from: "alice",
-        data: &data,
-        expect_seq,
-    };
-    match store.enqueue(new, "c", None).await.unwrap() {
+    match enqueue(store, id, "1", expect_seq, "c", None).await {
         Enqueued::Queued(item) => *item,
         other => panic!("expected it queued, got {other:?}"),
     }

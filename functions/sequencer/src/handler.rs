@@ -42,32 +42,28 @@ impl<P: Push> Sequencer<P> {
     /// Sequences the batch; returns the records to deliver again.
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let started = Instant::now();
-        // channel → its messages, with each one's record sequence number, in stream order.
-        let mut channels: BTreeMap<String, Vec<(String, InboxItem)>> = BTreeMap::new();
-        let mut order: Vec<String> = Vec::new();
+        // channel → its messages, with each one's place in the batch, in stream order; and
+        // each record's sequence number, by place.
+        let mut channels: BTreeMap<String, Vec<(usize, InboxItem)>> = BTreeMap::new();
+        let mut numbers: Vec<String> = Vec::new();
         // Claims taken over (MODIFY): their publisher is acked even when the message was
         // stored already. A new publish (INSERT) found stored was acked by whoever stored
         // it: the message function's fast path, or this sequencer when the batch came first.
         let mut taken_over: HashSet<String> = HashSet::new();
-        for record in event.records {
-            let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
-            order.push(sequence_number.clone());
+        for (position, record) in event.records.into_iter().enumerate() {
+            numbers.push(record.change.sequence_number.clone().unwrap_or_default());
             let modify = record.event_name == "MODIFY";
             match publish_of(record) {
-                StreamPublish::Publish(item) if modify => {
-                    taken_over.insert(item.sk.clone());
-                    if let Some(channel) = item.channel() {
+                StreamPublish::Publish(item) => match item.channel() {
+                    Some(channel) => {
+                        if modify {
+                            taken_over.insert(item.sk.clone());
+                        }
                         channels
                             .entry(channel.to_owned())
                             .or_default()
-                            .push((sequence_number, *item));
+                            .push((position, *item));
                     }
-                }
-                StreamPublish::Publish(item) => match item.channel() {
-                    Some(channel) => channels
-                        .entry(channel.to_owned())
-                        .or_default()
-                        .push((sequence_number, *item)),
                     None => error!("inbox item without a channel; skipped"),
                 },
                 StreamPublish::Malformed(reason) => {
@@ -77,46 +73,45 @@ impl<P: Push> Sequencer<P> {
             }
         }
         let taken_over = &taken_over;
-        let results: Vec<(usize, Option<Vec<String>>)> = stream::iter(channels)
+        let results: Vec<(usize, Vec<usize>)> = stream::iter(channels)
             .map(|(channel, records)| async move {
-                let numbers: Vec<String> = records.iter().map(|(n, _)| n.clone()).collect();
-                let items = records.into_iter().map(|(_, item)| item).collect();
+                let (positions, items): (Vec<usize>, Vec<InboxItem>) = records.into_iter().unzip();
                 match self.store.sequence(&channel, items, self.channel_limit).await {
                     Ok(mut outcomes) => {
                         outcomes.retain(|(item, outcome)| {
                             !matches!(outcome, Sequenced::Published(p) if p.duplicate)
                                 || taken_over.contains(&item.sk)
                         });
-                        (self.answer_all(&outcomes).await, None)
+                        (self.answer_all(&outcomes).await, Vec::new())
                     }
                     Err(err) => {
                         error!(channel, error = %err, "could not sequence; the records will come again");
-                        (0, Some(numbers))
+                        (0, positions)
                     }
                 }
             })
             .buffer_unordered(CHANNEL_CONCURRENCY)
             .collect()
             .await;
-        let mut failed: Vec<String> = Vec::new();
+        let mut failed: Vec<usize> = Vec::new();
         let mut answered = 0;
         for (n, failures) in results {
             answered += n;
-            failed.extend(failures.unwrap_or_default());
+            failed.extend(failures);
         }
         // In stream order, so the first failure is the record Lambda resumes from.
-        failed.sort_by_key(|n| order.iter().position(|o| o == n));
+        failed.sort_unstable();
         let mut response = DynamoDbEventResponse::default();
         response.batch_item_failures = failed
             .into_iter()
-            .map(|n| {
+            .map(|position| {
                 let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(n);
+                failure.item_identifier = Some(numbers[position].clone());
                 failure
             })
             .collect();
         info!(
-            records = order.len(),
+            records = numbers.len(),
             answered,
             failed_records = response.batch_item_failures.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,

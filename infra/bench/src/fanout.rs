@@ -221,11 +221,7 @@ async fn one_delta(
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    crate::percentile::nearest_rank(sorted, p / 100.0).unwrap_or(f64::NAN)
 }
 
 fn epoch_us(t: SystemTime) -> u64 {

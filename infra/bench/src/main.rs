@@ -15,6 +15,7 @@ mod cost;
 mod designs;
 mod fanout;
 mod hot_channel;
+mod percentile;
 mod plot;
 mod startup;
 mod summary;

@@ -339,8 +339,5 @@ impl Store {
 /// How long until the channel's bucket (as its newest delta left it) takes one more
 /// publish, or `None` when it takes one now.
 pub(crate) fn channel_wait_ms(state: &ChannelState, limit: RateLimit, now_ms: u64) -> Option<u64> {
-    let bucket = Bucket {
-        tat_ms: state.tat.map(|tat| tat as f64),
-    };
-    bucket.wait_ms(limit, now_ms, 1.0)
+    Bucket::from_stored(state.tat).wait_ms(limit, now_ms, 1.0)
 }

@@ -44,6 +44,19 @@ impl Bucket {
         Self { tat_ms: None }
     }
 
+    /// The bucket as a `tat` stored in whole milliseconds left it (a channel's, on its
+    /// newest delta).
+    pub fn from_stored(tat_ms: Option<u64>) -> Self {
+        Self {
+            tat_ms: tat_ms.map(|tat| tat as f64),
+        }
+    }
+
+    /// Its `tat` as stored, in whole milliseconds (rounded up, so never fuller than it is).
+    pub fn stored(self) -> Option<u64> {
+        self.tat_ms.map(|tat| tat.ceil() as u64)
+    }
+
     /// Tokens it holds at `at_ms` (negative while in debt).
     pub fn tokens(self, limit: RateLimit, at_ms: u64) -> f64 {
         let owed = self.tat_ms.map_or(0.0, |tat| (tat - at_ms as f64).max(0.0));

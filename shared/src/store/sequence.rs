@@ -111,9 +111,7 @@ impl Batch<'_> {
     /// limit, or the next seq.
     fn plan(&self, pending: Vec<InboxItem>) -> Vec<(InboxItem, Step)> {
         let mut head = self.head;
-        let mut bucket = Bucket {
-            tat_ms: self.tat.map(|tat| tat as f64),
-        };
+        let mut bucket = Bucket::from_stored(self.tat);
         let mut plan = Vec::with_capacity(pending.len());
         for item in pending {
             let after = if self.fresh {
@@ -141,7 +139,7 @@ impl Batch<'_> {
                 head += 1;
                 Step::Write {
                     seq: head,
-                    tat: bucket.tat_ms.map(|tat| tat.ceil() as u64),
+                    tat: bucket.stored(),
                 }
             };
             plan.push((item, step));

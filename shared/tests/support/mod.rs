@@ -117,6 +117,29 @@ pub async fn publish(store: &Store, id: &str) -> Result<Published, PublishError>
     publish_as(store, "alice", id, None).await
 }
 
+/// Puts alice's message `id` with `data` (JSON) in [`CHANNEL`]'s inbox, as the message
+/// function does for connection `conn`, guarded by `expect_seq` and the channel `limit`.
+pub async fn enqueue(
+    store: &Store,
+    id: &str,
+    data: &str,
+    expect_seq: Option<u64>,
+    conn: &str,
+    limit: Option<deltacast::config::RateLimit>,
+) -> deltacast::store::Enqueued {
+    let channel = Channel::parse(CHANNEL).unwrap();
+    let id = MessageId::parse(id).unwrap();
+    let data = Payload::from_json(data.into()).unwrap();
+    let new = NewDelta {
+        channel: &channel,
+        id: &id,
+        from: "alice",
+        data: &data,
+        expect_seq,
+    };
+    store.enqueue(new, conn, limit).await.unwrap()
+}
+
 /// Publishes `1` as `from`'s message `id` on [`CHANNEL`], guarded by `expect_seq`.
 pub async fn publish_as(
     store: &Store,

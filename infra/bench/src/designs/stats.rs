@@ -103,11 +103,7 @@ pub fn per(total: f64, count: u64) -> f64 {
 
 /// The nearest-rank percentile `p` (0–100) of ascending `sorted`; 0 when it is empty.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    crate::percentile::nearest_rank(sorted, p / 100.0).unwrap_or(0.0)
 }
 
 #[cfg(test)]

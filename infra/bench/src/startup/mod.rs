@@ -235,11 +235,7 @@ pub async fn measure(
 pub(crate) fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return 0.0;
-    };
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    ms(sorted[rank.min(last)])
+    crate::percentile::nearest_rank(&sorted, p).map_or(0.0, ms)
 }
 
 /// `duration` in milliseconds, to two decimals.
