@@ -195,7 +195,7 @@ async fn a_sequenced_batch_reads_the_head_once_and_writes_one_unit_per_small_del
             .await
             .unwrap()
         {
-            Enqueued::Queued(item) => batch.push(*item),
+            Enqueued::Claimed(claim) => batch.push(claim.item),
             other => panic!("{other:?}"),
         }
     }

@@ -98,6 +98,7 @@ mod tests {
             exp,
             lease: 0,
             ttl: 0,
+            q: Some(1),
         }
     }
 

@@ -31,7 +31,7 @@ async fn a_batch_that_stays_unprocessed_is_given_up() {
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "batch write left 2 item(s) unprocessed after {MAX_BATCH_ATTEMPTS} attempts"
+                    "batch request left 2 item(s) unprocessed after {MAX_BATCH_ATTEMPTS} attempts"
                 )
             );
         }

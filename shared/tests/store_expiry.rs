@@ -72,6 +72,7 @@ async fn an_expired_claim_does_not_hold_its_message_id() {
         exp: None,
         lease: clock::now_ms() + 60_000,
         ttl: clock::now_secs() - 1,
+        q: None,
     };
     put(&store, serde_dynamo::to_item(&claim).unwrap()).await;
     // WHEN m1 is published

@@ -87,6 +87,7 @@ fn inbox_item(id: &str, conn: &str, lease_ms: i64) -> InboxItem {
         exp: None,
         lease: (clock::now_ms() as i64 + lease_ms) as u64,
         ttl: clock::now_secs() + 3600,
+        q: Some(1),
     }
 }
 
@@ -293,11 +294,13 @@ async fn a_refused_message_whose_stream_record_comes_again_is_not_stored() {
     assert_eq!(deltas(&store).await.len(), 2);
 }
 
-/// Queues alice's `id` on [`CHANNEL`] (guarded by `expect_seq`) for connection `c`.
+/// Claims alice's `id` on [`CHANNEL`] (guarded by `expect_seq`) for connection `c`, and
+/// returns the claim as the sequencer gets it (a quiet channel's claim, as if handed over).
 async fn queue(store: &deltacast::store::Store, id: &str, expect_seq: Option<u64>) -> InboxItem {
     match enqueue(store, id, "1", expect_seq, "c", None).await {
+        Enqueued::Claimed(claim) => claim.item,
         Enqueued::Queued(item) => *item,
-        other => panic!("expected it queued, got {other:?}"),
+        other => panic!("expected it claimed, got {other:?}"),
     }
 }
 
@@ -393,4 +396,63 @@ async fn another_publishers_delta_with_the_same_id_at_the_seq_is_not_this_publis
             ("m1".into(), "alice".into())
         ]
     );
+}
+
+#[tokio::test]
+async fn a_fast_path_that_loses_its_seq_hands_its_claim_to_the_sequencer() {
+    // GIVEN alice's m1 claimed on a quiet channel, for her own function to store
+    let store = store().await;
+    let Enqueued::Claimed(claim) = enqueue(&store, "m1", "1", None, "c", None).await else {
+        panic!("a quiet channel's claim is the caller's");
+    };
+    assert_eq!(claim.item.q, None, "not the sequencer's yet");
+    // WHEN another writer takes the next seq before her delta write
+    publish_as(&store, "bob", "b1", None).await.unwrap();
+    let outcome = store.sequence_now(*claim, None).await.unwrap();
+    // THEN nothing is stored for m1 here, and its claim is now the sequencer's (`q`, which
+    // its stream filter passes), with its lease and connection as they were
+    assert_eq!(outcome, None);
+    let claims: Vec<InboxItem> = items(&store)
+        .await
+        .into_iter()
+        .filter(|item| {
+            item["sk"]
+                .as_s()
+                .is_ok_and(|sk| sk == &claim_sk("alice", "m1"))
+        })
+        .map(|item| serde_dynamo::from_item(item).unwrap())
+        .collect();
+    assert_eq!(claims.len(), 1);
+    assert_eq!((claims[0].q, claims[0].conn.as_str()), (Some(1), "c"));
+    // AND the sequencer stores it after bob's
+    let outcomes = store.sequence(CHANNEL, claims, None).await.unwrap();
+    assert_eq!(published(&outcomes[0].1), (2, false));
+}
+
+#[tokio::test]
+async fn while_the_sequencer_writes_a_channel_its_publishes_go_to_the_sequencer_at_once() {
+    // GIVEN a channel whose newest delta the sequencer has just written
+    let store = store().await;
+    let batch = vec![queue(&store, "m1", None).await];
+    let outcomes = store.sequence(CHANNEL, batch, None).await.unwrap();
+    assert_eq!(published(&outcomes[0].1), (1, false));
+    assert!(
+        deltas(&store).await[0].contains_key("sq"),
+        "marked as the sequencer's"
+    );
+    // WHEN alice publishes m2
+    let queued = enqueue(&store, "m2", "2", None, "c", None).await;
+    // THEN its claim is the sequencer's at once: no fast path racing the sequencer
+    let Enqueued::Queued(item) = queued else {
+        panic!("expected it queued for the sequencer, got {queued:?}");
+    };
+    assert_eq!(item.q, Some(1));
+    // AND once the channel has been quiet for the busy window, publishes take the fast
+    // path again
+    tokio::time::sleep(std::time::Duration::from_millis(
+        deltacast::store::BUSY_WINDOW_MS + 50,
+    ))
+    .await;
+    let later = enqueue(&store, "m3", "3", None, "c", None).await;
+    assert!(matches!(later, Enqueued::Claimed(_)), "{later:?}");
 }

@@ -125,12 +125,13 @@ impl World {
         self.push.frames(&connection_id)
     }
 
-    /// Does what the sequencer function does with the stream's new inbox items: gives them
-    /// their seqs through the real store and posts each publisher its answer.
+    /// Does what the sequencer function does with the inbox items its stream filter
+    /// passes (those with `q`): gives them their seqs through the real store and posts
+    /// each publisher its answer.
     pub async fn sequence(&self) {
         let mut by_channel: std::collections::BTreeMap<String, Vec<InboxItem>> = Default::default();
         for item in all_items(&self.app.store).await {
-            if !item["pk"].as_s().is_ok_and(|pk| pk.starts_with("q#")) {
+            if !item["pk"].as_s().is_ok_and(|pk| pk.starts_with("q#")) || !item.contains_key("q") {
                 continue;
             }
             let item: InboxItem = serde_dynamo::from_item(item).expect("an inbox item");
@@ -153,7 +154,7 @@ impl World {
                 .await
                 .expect("sequenced");
             for (item, outcome) in outcomes {
-                // Stored already (by the message function's fast path): acked then.
+                // Stored already (a retry's claim found stored): acked then.
                 if matches!(&outcome, deltacast::store::Sequenced::Published(p) if p.duplicate) {
                     continue;
                 }

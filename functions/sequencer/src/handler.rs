@@ -1,4 +1,5 @@
-//! Sequences a batch of stream records (new and taken-over inbox items): the records are
+//! Sequences a batch of stream records (the inbox items that are the sequencer's: queued on a
+//! busy channel, handed over or taken over; see `store::inbox`): the records are
 //! grouped by channel, in stream order, and each channel's messages go to
 //! [`Store::sequence`] together, channels concurrently. Each publisher then gets its
 //! answer (an `ack`, `conflict` or `rate_limited`) on the connection that sent the message.
@@ -46,9 +47,10 @@ impl<P: Push> Sequencer<P> {
         // each record's sequence number, by place.
         let mut channels: BTreeMap<String, Vec<(usize, InboxItem)>> = BTreeMap::new();
         let mut numbers: Vec<String> = Vec::new();
-        // Claims taken over (MODIFY): their publisher is acked even when the message was
-        // stored already. A new publish (INSERT) found stored was acked by whoever stored
-        // it: the message function's fast path, or this sequencer when the batch came first.
+        // Claims handed over or taken over (MODIFY): their publisher is acked even when the
+        // message was stored already (a retry's claim whose first writer stored it late).
+        // A claim queued at once (INSERT) found stored was acked when this sequencer stored
+        // it: the stream delivered its batch again.
         let mut taken_over: HashSet<String> = HashSet::new();
         for (position, record) in event.records.into_iter().enumerate() {
             numbers.push(record.change.sequence_number.clone().unwrap_or_default());

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::{
+    batch_get_item::{BatchGetItemError, BatchGetItemOutput, builders::BatchGetItemFluentBuilder},
     batch_write_item::{
         BatchWriteItemError, BatchWriteItemOutput, builders::BatchWriteItemFluentBuilder,
     },
@@ -186,6 +187,8 @@ measured!(
     DeleteItemFluentBuilder => DeleteItemOutput, DeleteItemError, true, unknown_item,
         DeleteItemError::refused;
     BatchWriteItemFluentBuilder => BatchWriteItemOutput, BatchWriteItemError, true,
+        unconditional, never_refused;
+    BatchGetItemFluentBuilder => BatchGetItemOutput, BatchGetItemError, false,
         unconditional, never_refused;
 );
 

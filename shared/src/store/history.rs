@@ -60,6 +60,7 @@ pub const EXPIRED_READ_BUDGET: usize = 200;
 const QUERY_ITEMS: usize = 200;
 
 /// What a publish needs to know about a channel.
+#[derive(Clone, Debug)]
 pub(crate) struct ChannelState {
     /// The epoch item's value, live or not.
     pub(crate) recorded: Option<String>,
@@ -67,6 +68,8 @@ pub(crate) struct ChannelState {
     pub(crate) live: Option<(String, u64)>,
     /// The channel's rate-limit bucket, as the newest delta left it.
     pub(crate) tat: Option<u64>,
+    /// When the sequencer wrote the newest delta (Unix ms), if it did.
+    pub(crate) sequenced_at: Option<u64>,
 }
 
 impl ChannelState {
@@ -79,6 +82,13 @@ impl ChannelState {
             },
             None => Head::default(),
         }
+    }
+
+    /// Whether the sequencer is storing this channel's publishes: it wrote the newest
+    /// delta less than `window_ms` before `now_ms`.
+    pub(crate) fn busy(&self, now_ms: u64, window_ms: u64) -> bool {
+        self.sequenced_at
+            .is_some_and(|at| now_ms.saturating_sub(at) < window_ms)
     }
 }
 
@@ -103,6 +113,7 @@ impl Store {
                 recorded: None,
                 live: None,
                 tat: None,
+                sequenced_at: None,
             });
         };
         let out = self
@@ -113,7 +124,7 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
                     .expression_attribute_values(":pk", s(&pk))
                     .expression_attribute_values(":d", s(format!("{DELTA_PREFIX}{}#", epoch.ep)))
-                    .projection_expression("sk, seq, #ttl, tat")
+                    .projection_expression("sk, seq, #ttl, tat, ts, sq")
                     .expression_attribute_names("#ttl", "ttl")
                     .scan_index_forward(false)
                     .limit(1)
@@ -130,6 +141,11 @@ impl Store {
             None => None,
         };
         let tat = out.items().first().and_then(|item| number(item, "tat"));
+        let sequenced_at = out
+            .items()
+            .first()
+            .filter(|item| item.contains_key("sq"))
+            .and_then(|item| number(item, "ts"));
         let live = match newest {
             // History starts over once the newest delta has expired.
             Some((_, ttl)) if ttl <= now => None,
@@ -142,6 +158,7 @@ impl Store {
             live: live.map(|seq| (epoch.ep.clone(), seq)),
             recorded: Some(epoch.ep),
             tat,
+            sequenced_at,
         })
     }
 

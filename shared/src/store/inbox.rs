@@ -1,25 +1,37 @@
-//! The first half of a publish: writing the message to its channel's inbox, where the
-//! sequencer gives it a seq (`sequence`). The inbox item is also the message's claim on
-//! its id, so a publish is one conditional put, however many publishers share the channel:
-//! nothing here races for a seq.
+//! The first half of a publish: the message's claim on its id, written to its channel's
+//! inbox. A quiet channel's publish is then stored by the message function itself
+//! ([`Store::sequence_now`], the fast path); a busy channel's goes to the sequencer, which
+//! gives a whole batch its seqs (`sequence`). Nothing here races for a seq.
 //!
+//! ## Who stores a message
+//! A claim written without `q` is the message function's to store: it writes the delta at
+//! the head it read, and if another writer took that seq, it hands the claim over (sets
+//! `q`, [`Store::hand_over`]). A claim with `q` is the sequencer's: its stream filter
+//! passes only those. A publish finds its channel busy when the sequencer wrote the newest
+//! delta less than [`BUSY_WINDOW_MS`] ago; its claim is then written with `q` at once, so
+//! under contention the fast path stops racing the sequencer, and a channel the sequencer
+//! has drained goes back to the fast path by itself.
+//!
+//! ## The same id again
 //! When the put finds the id already claimed (a retry, or the same id sent twice), the
-//! message has either been sequenced, and the publisher gets its original ack, or is still
+//! message has either been stored, and the publisher gets its original ack, or is still
 //! on its way: then the answer is [`Enqueued::InFlight`] while its lease lasts, and a retry
-//! after the lease takes the claim over, so a message the sequencer never got (its stream
-//! batch given up on) is not lost. Whether it was sequenced is a bounded read: its seq is
-//! above the head its inbox item recorded (`after`), and the sequencer refuses a message
-//! whose seq would be more than [`MAX_BACKLOG`] above it, so the answer lies in at most
-//! that many deltas.
+//! after the lease takes the claim over for the sequencer, so a message whose writer gave
+//! up (a crash between the claim and the delta, a stream batch given up on) is not lost.
+//! Whether it was stored is a bounded read: its seq is above the head its claim recorded
+//! (`after`), and no writer stores a message more than [`MAX_BACKLOG`] above it, so the
+//! answer lies in at most that many deltas.
 
 use tracing::debug;
 
-use futures::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
 
-use super::attributes::{Conditional, conditional, dynamo, n, number, s};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
+
+use super::attributes::{Conditional, Item, conditional, dynamo, n, number, s, text};
 use super::history::{ChannelState, Head};
 use super::items::{InboxItem, claim_sk, inbox_pk};
-use super::{Store, StoreError};
+use super::{MAX_BATCH_ATTEMPTS, Store, StoreError, backoff};
 use crate::clock;
 use crate::config::RateLimit;
 use crate::protocol::{Channel, MessageId, Payload};
@@ -33,6 +45,14 @@ pub const MAX_BACKLOG: u64 = 1000;
 /// How long a publisher whose id is in flight is asked to wait before sending it again:
 /// about what the sequencer takes on a busy channel (a stream poll and a batch or two).
 pub const IN_FLIGHT_RETRY_MS: u64 = 1000;
+
+/// How long after the sequencer's last delta a channel counts as busy, so that publishes
+/// go straight to the sequencer instead of racing it for seqs: about two stream polls on
+/// AWS. A channel quiet that long goes back to the fast path.
+pub const BUSY_WINDOW_MS: u64 = 1000;
+
+/// Keys per `BatchGetItem`, DynamoDB's limit.
+const BATCH_GET_KEYS: usize = 100;
 
 /// A publish request.
 #[derive(Clone, Copy, Debug)]
@@ -60,10 +80,23 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// A claim the caller stores itself ([`Store::sequence_now`]), with the channel as it
+/// was read for it.
+#[derive(Debug)]
+pub struct Claim {
+    /// The claim, as written (without `q`).
+    pub item: InboxItem,
+    /// The channel when it was claimed.
+    pub(crate) state: ChannelState,
+}
+
 /// What [`Store::enqueue`] did.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Enqueued {
-    /// In the inbox: the sequencer acks the connection (or refuses) once it has a seq.
+    /// Claimed on a quiet channel: the caller stores it with [`Store::sequence_now`].
+    Claimed(Box<Claim>),
+    /// Claimed for the sequencer (the channel is busy, or a retry took an unstored claim
+    /// over): the sequencer acks the connection (or refuses) once it has a seq.
     Queued(Box<InboxItem>),
     /// The same publisher's message with this id is stored already: its original ack.
     Published(Published),
@@ -86,9 +119,10 @@ pub enum Enqueued {
 }
 
 impl Store {
-    /// Writes a publish to its channel's inbox, for connection `conn` to be acked by the
-    /// sequencer, unless its id is claimed already, the channel is over `channel_limit`
-    /// or `expectSeq` does not hold (checked again by the sequencer, which decides).
+    /// Claims a publish's id in its channel's inbox, for connection `conn` to be acked,
+    /// unless its id is claimed already, the channel is over `channel_limit` or
+    /// `expectSeq` does not hold (checked again by whoever stores it, which decides). On a
+    /// busy channel the claim is the sequencer's at once (see the module docs).
     pub async fn enqueue(
         &self,
         new: NewDelta<'_>,
@@ -140,6 +174,7 @@ impl Store {
             exp: new.expect_seq,
             lease: now + self.lifetimes.publish_lease.as_millis() as u64,
             ttl: now / 1000 + self.lifetimes.retention.as_secs(),
+            q: state.busy(now, BUSY_WINDOW_MS).then_some(1),
         };
         let request = self
             .client
@@ -149,7 +184,7 @@ impl Store {
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":now", n(now / 1000));
         let found = match self.put_or_find(request).await? {
-            Conditional::Written(()) => return Ok(Enqueued::Queued(Box::new(item))),
+            Conditional::Written(()) => return Ok(claimed_now(item, state)),
             Conditional::Refused(found) => found,
         };
         let Some(found) = found else {
@@ -161,7 +196,7 @@ impl Store {
         let claimed: InboxItem = serde_dynamo::from_item(found)?;
         // The SDK retried a put that had taken effect: this very publish is queued.
         if claimed == item {
-            return Ok(Enqueued::Queued(Box::new(item)));
+            return Ok(claimed_now(item, state));
         }
         Ok(self
             .claimed(channel, claimed, &state, Some(item))
@@ -239,13 +274,14 @@ impl Store {
     }
 
     /// Takes over a claim whose lease ran out with its message unsequenced: the same
-    /// message (its first data) goes to the sequencer again, acked to the new connection.
+    /// message (its first data) goes to the sequencer (`q`), acked to the new connection.
     async fn take_over(&self, claimed: InboxItem, new: InboxItem) -> Result<Enqueued, StoreError> {
         let mut set = vec![
             "#conn = :conn",
             "#lease = :lease",
             "#after = :after",
             "#ttl = :ttl",
+            "q = :q",
         ];
         let mut remove = Vec::new();
         let mut request = self
@@ -265,6 +301,7 @@ impl Store {
             .expression_attribute_values(":lease", n(new.lease))
             .expression_attribute_values(":after", n(new.after))
             .expression_attribute_values(":ttl", n(new.ttl))
+            .expression_attribute_values(":q", n(1))
             .expression_attribute_values(":previous", n(claimed.lease));
         match &new.ep {
             Some(epoch) => {
@@ -294,6 +331,7 @@ impl Store {
                     exp: new.exp,
                     lease: new.lease,
                     ttl: new.ttl,
+                    q: Some(1),
                     ..claimed
                 })))
             }
@@ -306,33 +344,104 @@ impl Store {
 }
 
 impl Store {
+    /// Hands a claim the fast path could not store (another writer took its seq) to the
+    /// sequencer: sets `q`, unless a retry has taken the claim over since (another lease,
+    /// the sequencer's already) or it is gone.
+    pub(crate) async fn hand_over(&self, item: &InboxItem) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&item.pk))
+            .key("sk", s(&item.sk))
+            .update_expression("SET q = :q")
+            .condition_expression("lease = :lease")
+            .expression_attribute_values(":q", n(1))
+            .expression_attribute_values(":lease", n(item.lease));
+        if let Conditional::Refused(_) = conditional(self.send(request).await)? {
+            debug!("claim changed before its hand-over; the sequencer has it already");
+        }
+        Ok(())
+    }
+
     /// The items of `images` (inbox items as the stream showed them) that are still in the
     /// inbox as shown: an item refused and deleted since, or taken over (another lease,
     /// whose own image comes later), must not be sequenced from an old image, or a batch
-    /// delivered again would store a message its publisher was told was not stored.
+    /// delivered again would store a message its publisher was told was not stored. One
+    /// `BatchGetItem` per 100 images.
     pub(crate) async fn still_queued(
         &self,
         images: Vec<InboxItem>,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        let leases = futures::stream::iter(&images)
-            .map(|image| async move {
-                let out = self
+        let mut leases: HashMap<(String, String), u64> = HashMap::new();
+        for chunk in images.chunks(BATCH_GET_KEYS) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|image| {
+                    HashMap::from([("pk".into(), s(&image.pk)), ("sk".into(), s(&image.sk))])
+                })
+                .collect();
+            keys.dedup();
+            let mut attempt = 0;
+            while !keys.is_empty() {
+                if attempt == MAX_BATCH_ATTEMPTS {
+                    return Err(StoreError::Unprocessed {
+                        items: keys.len(),
+                        attempts: attempt,
+                    });
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                let wanted = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression("pk, sk, lease")
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys are set, the only required field");
+                let mut out = self
                     .send(
-                        self.read_item(&image.pk, &image.sk)
-                            .projection_expression("lease"),
+                        self.client
+                            .batch_get_item()
+                            .request_items(&self.table, wanted),
                     )
                     .await
                     .map_err(dynamo)?;
-                Ok::<_, StoreError>(out.item.and_then(|item| number::<u64>(&item, "lease")))
-            })
-            .buffered(32)
-            .try_collect::<Vec<_>>()
-            .await?;
+                for item in out
+                    .responses
+                    .as_mut()
+                    .and_then(|tables| tables.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    if let (Some(pk), Some(sk), Some(lease)) = (
+                        text(&item, "pk"),
+                        text(&item, "sk"),
+                        number::<u64>(&item, "lease"),
+                    ) {
+                        leases.insert((pk.to_owned(), sk.to_owned()), lease);
+                    }
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .map(|left| left.keys)
+                    .unwrap_or_default();
+                attempt += 1;
+            }
+        }
         Ok(images
             .into_iter()
-            .zip(leases)
-            .filter_map(|(image, lease)| (lease == Some(image.lease)).then_some(image))
+            .filter(|image| leases.get(&(image.pk.clone(), image.sk.clone())) == Some(&image.lease))
             .collect())
+    }
+}
+
+/// The answer to a claim just written: the caller's to store, or the sequencer's.
+fn claimed_now(item: InboxItem, state: ChannelState) -> Enqueued {
+    if item.q.is_some() {
+        Enqueued::Queued(Box::new(item))
+    } else {
+        Enqueued::Claimed(Box::new(Claim { item, state }))
     }
 }
 

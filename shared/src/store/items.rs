@@ -136,6 +136,10 @@ pub struct DeltaItem {
     /// no write of its own. Absent on deltas written before the channel limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tat: Option<u64>,
+    /// `1` when the sequencer wrote it: while the newest delta is the sequencer's and
+    /// recent, the channel is busy and publishes go straight to the sequencer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sq: Option<u8>,
 }
 
 /// A stored item could not be read back as what its key says it is.
@@ -172,6 +176,7 @@ impl DeltaItem {
             data: delta.data.get().to_owned(),
             ttl,
             tat: None,
+            sq: None,
         }
     }
 
@@ -237,6 +242,12 @@ pub struct InboxItem {
     pub lease: u64,
     /// Expiry for DynamoDB TTL, Unix seconds: the claim lasts as long as the history.
     pub ttl: u64,
+    /// `1` once the message is the sequencer's to store (queued on a busy channel, handed
+    /// over by a fast path that lost its seq, or taken over by a retry): the sequencer's
+    /// stream filter passes only such items. Absent while the message function's fast
+    /// path stores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<u8>,
 }
 
 impl InboxItem {

@@ -76,7 +76,9 @@ pub use batch::MAX_BATCH_ATTEMPTS;
 pub use capacity::{Capacity, CapacityMeter};
 pub use connections::NewConnection;
 pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
-pub use inbox::{Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
+pub use inbox::{
+    BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
+};
 pub use rate_limit::{Bucket, BucketOf};
 pub use sequence::{PublishError, Sequenced};
 pub use subscriptions::{SubscribeError, Subscriber, Subscription};
@@ -94,8 +96,8 @@ pub enum StoreError {
     /// An item could not be converted.
     #[error("item conversion failed: {0}")]
     Conversion(#[from] serde_dynamo::Error),
-    /// A batch write left items unprocessed (DynamoDB kept throttling) after every retry.
-    #[error("batch write left {items} item(s) unprocessed after {attempts} attempts")]
+    /// A batch request left items unprocessed (DynamoDB kept throttling) after every retry.
+    #[error("batch request left {items} item(s) unprocessed after {attempts} attempts")]
     Unprocessed {
         /// How many items of the batch stayed unprocessed.
         items: usize,

@@ -1,7 +1,10 @@
-//! The second half of a publish: giving a batch of inbox messages their seqs and writing
-//! their deltas (the sequencer function calls [`Store::sequence`] with what the stream
-//! brought). One read of the head serves the whole batch, so a busy channel costs one
-//! head read per batch instead of a race per publish.
+//! The second half of a publish: giving claimed messages their seqs and writing their
+//! deltas. On a quiet channel the message function does it for its own message, at the
+//! head it read for the claim ([`Store::sequence_now`], one write); the sequencer function
+//! does it for a busy channel's messages, a batch at a time ([`Store::sequence`] with what
+//! the stream brought): one read of the head serves the whole batch, so a busy channel
+//! costs one head read per batch instead of a race per publish. The sequencer marks its
+//! deltas (`sq`), which is how publishes tell that the channel is busy (see `inbox`).
 //!
 //! ## Exactly once, gap-free, in order
 //! Each delta is written at the head + 1 with `attribute_not_exists`, one after another,
@@ -32,8 +35,9 @@ use std::collections::HashMap;
 use tracing::{debug, warn};
 
 use super::attributes::{Conditional, conditional, n, number, s, text};
+use super::history::ChannelState;
 use super::history::Head;
-use super::inbox::{Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
+use super::inbox::{Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
 use super::items::{DeltaItem, EPOCH_SK, EpochItem, InboxItem, channel_pk, delta_sk};
 use super::{Store, StoreError, backoff};
 use crate::clock;
@@ -80,6 +84,16 @@ pub enum PublishError {
 /// Heads read per batch before its remaining messages are refused as `rate_limited`:
 /// each extra read follows a seq lost to another writer on the channel.
 const MAX_SEQUENCE_ATTEMPTS: u32 = 16;
+
+/// How [`Store::sequence_attempts`] goes about a batch.
+struct Attempts {
+    /// The channel as already read for the first attempt, if it was.
+    first_state: Option<ChannelState>,
+    /// Most tries (head reads, the first one included).
+    most: u32,
+    /// Whether the deltas are marked as the sequencer's (`sq`).
+    mark: bool,
+}
 
 /// What becomes of one message of a batch, against the head as the batch advances it.
 #[derive(Debug, PartialEq)]
@@ -158,8 +172,13 @@ impl Store {
         limit: Option<RateLimit>,
     ) -> Result<Vec<(InboxItem, Sequenced)>, StoreError> {
         let pending = self.still_queued(latest_per_claim(inbox)).await?;
+        let attempts = Attempts {
+            first_state: None,
+            most: MAX_SEQUENCE_ATTEMPTS,
+            mark: true,
+        };
         let (mut done, left) = self
-            .sequence_attempts(channel, pending, limit, MAX_SEQUENCE_ATTEMPTS)
+            .sequence_attempts(channel, pending, limit, attempts)
             .await?;
         if !left.is_empty() {
             warn!(
@@ -180,40 +199,54 @@ impl Store {
         Ok(done)
     }
 
-    /// The message function's fast path: one attempt at sequencing the message it has just
-    /// queued, so that on a quiet channel the publisher is acked at once, without waiting
-    /// for the stream. `None` when another writer took the seq (the channel is busy): the
-    /// message stays in the inbox, and the sequencer takes it from the stream.
+    /// The message function's fast path: stores the message it has just claimed at the
+    /// head it read for the claim, so that on a quiet channel the publisher is acked at
+    /// once, without waiting for the stream. `None` when another writer took the seq (the
+    /// channel is busy): the claim is handed to the sequencer, which acks.
     pub async fn sequence_now(
         &self,
-        item: InboxItem,
+        claim: Claim,
         limit: Option<RateLimit>,
     ) -> Result<Option<Sequenced>, StoreError> {
+        let Claim { item, state } = claim;
         let channel = item.channel().unwrap_or_default().to_owned();
-        let (mut done, _left) = self
-            .sequence_attempts(&channel, vec![item], limit, 1)
+        let attempts = Attempts {
+            first_state: Some(state),
+            most: 1,
+            mark: false,
+        };
+        let (mut done, left) = self
+            .sequence_attempts(&channel, vec![item], limit, attempts)
             .await?;
+        for item in &left {
+            self.hand_over(item).await?;
+        }
         Ok(done.pop().map(|(_, outcome)| outcome))
     }
 
-    /// Up to `attempts` head reads at sequencing `pending`: what became of each, and the
-    /// messages still without a seq when the attempts ran out.
+    /// Up to `attempts.most` tries at sequencing `pending`, each against the head as read
+    /// then: what became of each, and the messages still without a seq when the attempts
+    /// ran out.
     async fn sequence_attempts(
         &self,
         channel: &str,
         mut pending: Vec<InboxItem>,
         limit: Option<RateLimit>,
-        attempts: u32,
+        attempts: Attempts,
     ) -> Result<(Vec<(InboxItem, Sequenced)>, Vec<InboxItem>), StoreError> {
         let mut done = Vec::with_capacity(pending.len());
-        for attempt in 0..attempts {
+        let mut first_state = attempts.first_state;
+        for attempt in 0..attempts.most {
             if pending.is_empty() {
                 break;
             }
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            let state = self.channel_state(channel).await?;
+            let state = match first_state.take() {
+                Some(state) => state,
+                None => self.channel_state(channel).await?,
+            };
             if let Some((epoch, head)) = &state.live {
                 let stored = self.stored(channel, epoch, *head, &pending).await?;
                 pending.retain(|item| match stored.get(&item.sk) {
@@ -263,7 +296,8 @@ impl Store {
                 }
                 match step {
                     Step::Write { seq, tat } => {
-                        let delta = self.delta_item(channel, &item, &epoch, seq, tat);
+                        let mut delta = self.delta_item(channel, &item, &epoch, seq, tat);
+                        delta.sq = attempts.mark.then_some(1);
                         if let Some(ours) = self.put_delta(delta).await? {
                             let published = Published {
                                 seq,
@@ -327,12 +361,14 @@ impl Store {
             .collect())
     }
 
-    /// Publishes at once, without the sequencer: the inbox put, then this one message's
-    /// sequencing in the caller. For tools and tests that write through the store; safe
-    /// beside a running sequencer (see the module docs), which then acks nobody.
+    /// Publishes at once, without the sequencer: the claim, then this one message's
+    /// sequencing in the caller, up to [`MAX_SEQUENCE_ATTEMPTS`] head reads. For tools and
+    /// tests that write through the store; safe beside a running sequencer (see the
+    /// module docs), which then acks nobody.
     pub async fn publish(&self, new: NewDelta<'_>) -> Result<Published, PublishError> {
-        let item = match self.enqueue(new, "", None).await? {
-            Enqueued::Queued(item) => *item,
+        let (item, first_state) = match self.enqueue(new, "", None).await? {
+            Enqueued::Claimed(claim) => (claim.item, Some(claim.state)),
+            Enqueued::Queued(item) => (*item, None),
             Enqueued::Published(published) => return Ok(published),
             Enqueued::InFlight { .. } => return Err(PublishError::InFlight),
             Enqueued::RateLimited { retry_after_ms } => {
@@ -340,18 +376,26 @@ impl Store {
             }
             Enqueued::Conflict { head } => return Err(PublishError::Conflict { head }),
         };
-        let outcome = self
-            .sequence(new.channel.as_str(), vec![item], None)
-            .await?
-            .pop()
-            .map(|(_, outcome)| outcome);
-        match outcome {
+        let attempts = Attempts {
+            first_state,
+            most: MAX_SEQUENCE_ATTEMPTS,
+            mark: false,
+        };
+        let (mut done, left) = self
+            .sequence_attempts(new.channel.as_str(), vec![item], None, attempts)
+            .await?;
+        for item in &left {
+            self.release(item).await?;
+        }
+        match done.pop().map(|(_, outcome)| outcome) {
             Some(Sequenced::Published(published)) => Ok(published),
             Some(Sequenced::Conflict(head)) => Err(PublishError::Conflict { head }),
             Some(Sequenced::RateLimited { retry_after_ms }) => {
                 Err(PublishError::RateLimited { retry_after_ms })
             }
-            None => Err(PublishError::InFlight),
+            None => Err(PublishError::RateLimited {
+                retry_after_ms: IN_FLIGHT_RETRY_MS,
+            }),
         }
     }
 
@@ -376,6 +420,7 @@ impl Store {
             data: item.data.clone(),
             ttl: ts / 1000 + self.lifetimes.retention.as_secs(),
             tat,
+            sq: None,
         }
     }
 
@@ -498,6 +543,7 @@ mod tests {
             exp: None,
             lease: 1,
             ttl: 1,
+            q: Some(1),
         }
     }
 

@@ -1,7 +1,9 @@
-//! `publish`: puts the message in its channel's inbox, exactly once per `(channel,
-//! publisher, id)`. The sequencer gives it its seq and acks the sender; this function
-//! answers only what it can tell at once: the original ack of an id already stored, an id
-//! still in flight, a channel over its limit, an `expectSeq` that does not hold.
+//! `publish`: claims the message's id in its channel's inbox, exactly once per `(channel,
+//! publisher, id)`. On a quiet channel this function then stores the delta and acks (the
+//! fast path); on a busy one, or when another writer took the seq, the sequencer stores it
+//! and acks. Either way this function answers what it can tell at once: the original ack
+//! of an id already stored, an id still in flight, a channel over its limit, an
+//! `expectSeq` that does not hold.
 
 use deltacast::answers;
 use deltacast::auth::Action;
@@ -26,7 +28,7 @@ pub struct Args<'a> {
     pub expect_seq: Option<u64>,
 }
 
-/// Queues `args.data` for `args.channel`; the sequencer acks the sender.
+/// Publishes `args.data` on `args.channel`: acked here, or by the sequencer.
 pub async fn run<P: Push>(
     args: Args<'_>,
     sender: &Sender<'_>,
@@ -54,10 +56,7 @@ pub async fn run<P: Push>(
         .enqueue(new, sender.connection_id, channel_limit)
         .await?
     {
-        Enqueued::Queued(item) => match app.store.sequence_now(*item, channel_limit).await? {
-            // Stored by the sequencer first (its stream poll came between the two
-            // writes): it acked.
-            Some(Sequenced::Published(published)) if published.duplicate => Ok(()),
+        Enqueued::Claimed(claim) => match app.store.sequence_now(*claim, channel_limit).await? {
             Some(Sequenced::Published(published)) => {
                 let ack = answers::ack(channel, id, &published);
                 Ok(post_with_retry(push, sender.connection_id, &ack, sender.retry).await?)
@@ -69,10 +68,14 @@ pub async fn run<P: Push>(
                 answers::channel_limited(channel_limit, retry_after_ms),
             )),
             None => {
-                debug!("channel busy; left to the sequencer");
+                debug!("seq taken; handed to the sequencer");
                 Ok(())
             }
         },
+        Enqueued::Queued(_) => {
+            debug!("channel busy; queued for the sequencer");
+            Ok(())
+        }
         Enqueued::Published(published) => {
             info!(seq = published.seq, "already published; acked again");
             let ack = answers::ack(channel, id, &published);

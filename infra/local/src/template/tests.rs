@@ -50,7 +50,7 @@ fn reads_the_stream_triggers() {
     assert_eq!(
         sequencer.filters,
         [
-            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "q#"}]}}}})
+            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "q#"}]}}, "NewImage": {"q": {"N": [{"exists": true}]}}}})
         ]
     );
     let trigger = spec
