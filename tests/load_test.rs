@@ -467,6 +467,27 @@ async fn without_churn_every_delta_is_pushed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_only_clients_publish_without_subscribing() {
+    // GIVEN a server that pushes every delta, and a run whose 20 clients all publish but
+    // only the first 2 subscribe (one to each channel)
+    let url = mock::serve(mock::Faults::default()).await;
+    let mut config = mock_config(url);
+    config.churn = 0.0;
+    config.publishers = 20;
+    config.subscribers = Some(2);
+    // WHEN they publish 100 messages
+    let report = run(config).await.expect("valid");
+    println!("{report}");
+
+    // THEN every client counts as connected, every publish is acked, and each delta is
+    // delivered once: to the one subscriber of its channel
+    assert!(report.ok(), "{:?}", report.failures());
+    assert_eq!(report.connected, 20);
+    assert_eq!(report.publishes_acked, 100);
+    assert_eq!(report.delivered.pushed, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generator_notices_missed_pushes_that_history_recovers() {
     // GIVEN a server that never pushes seqs divisible by 3, but has them in `history`
     let faults = mock::Faults {

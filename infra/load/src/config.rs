@@ -57,6 +57,10 @@ pub struct LoadConfig {
     pub channels: usize,
     /// Channels each connection subscribes to (connection `i` takes `i*c .. i*c + c` mod K).
     pub channels_per_connection: usize,
+    /// How many of the connections subscribe (connections `0..subscribers`; the others
+    /// only publish, so a run can offer one channel's publishes without multiplying its
+    /// deliveries); `None`: all of them.
+    pub subscribers: Option<usize>,
     /// How many of the connections also publish (connections `0..publishers`).
     pub publishers: usize,
     /// Aggregate publish rate, per second (keep it under the server's per-connection
@@ -121,6 +125,7 @@ impl LoadConfig {
             connections: 100,
             channels: 10,
             channels_per_connection: 1,
+            subscribers: None,
             publishers: 5,
             rate_per_second: 50.0,
             publishes: Some(1000),

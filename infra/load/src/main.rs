@@ -41,6 +41,9 @@ struct Args {
     /// Channels each connection subscribes to.
     #[arg(long, default_value_t = 1)]
     channels_per_connection: usize,
+    /// How many of the connections subscribe (the others only publish; default: all).
+    #[arg(long)]
+    subscribers: Option<usize>,
     /// How many of the connections publish.
     #[arg(long, default_value_t = 5)]
     publishers: usize,
@@ -121,6 +124,7 @@ fn config(args: Args) -> Result<(LoadConfig, Option<PathBuf>), String> {
     config.connections = args.connections;
     config.channels = args.channels;
     config.channels_per_connection = args.channels_per_connection;
+    config.subscribers = args.subscribers;
     config.publishers = args.publishers;
     config.rate_per_second = args.rate;
     config.duration = args.duration.map(|d| seconds("duration", d)).transpose()?;

@@ -76,6 +76,9 @@ impl Plan {
                 "channels per connection must be 1 to min(channels, {MAX_CHANNELS_PER_CONNECTION})"
             ));
         }
+        if c.subscribers.is_some_and(|n| n == 0 || n > c.connections) {
+            return invalid("subscribers must be 1 to the number of connections".into());
+        }
         if c.publishers == 0 || c.publishers > c.connections {
             return invalid("publishers must be 1 to the number of connections".into());
         }

@@ -3,7 +3,8 @@
 //! instances per function, the per-channel limit out of the way), in one run:
 //!
 //! 1. the same offered load (`--hot-rate`, `--hot-publishes`, 100 connections, 100
-//!    publishers, no churn) on 100 channels and on 1: acked/s, delivery p50/p99, timeouts,
+//!    publishers, no churn) on 100 channels (one subscriber each) and on 1 (with
+//!    `--hot-subscribers`, 1: the same deliveries): acked/s, delivery p50/p99, timeouts,
 //!    `internal`, and the ratios 1:100;
 //! 2. frames per delivered delta for 100 coalescing subscribers of one channel during a
 //!    burst of 50 deltas/s;
@@ -38,8 +39,8 @@ pub use rows::rows;
 #[derive(clap::Args, Clone, Debug)]
 pub struct HotArgs {
     /// Offered rate of the 1-vs-100-channel comparison, publishes/s (one the 100-channel
-    /// case sustains).
-    #[arg(long = "hot-rate", default_value_t = 200.0)]
+    /// case sustains: 100/s on the 2-core machine the figures come from).
+    #[arg(long = "hot-rate", default_value_t = 100.0)]
     pub rate: f64,
     /// Publishes in each run of the comparison.
     #[arg(long = "hot-publishes", default_value_t = 3000)]
@@ -47,6 +48,12 @@ pub struct HotArgs {
     /// Connections (each also publishes) in every hot-channel run.
     #[arg(long = "hot-connections", default_value_t = 100)]
     pub connections: usize,
+    /// Connections subscribed to the channel in the one-channel runs (comparison, search,
+    /// overload); the others only publish. 1 keeps the deliveries those runs make equal
+    /// to the 100-channel run's (each publish delivered once), so they compare publish
+    /// paths, not fan-outs. The coalescing burst subscribes every connection.
+    #[arg(long = "hot-subscribers", default_value_t = 1)]
+    pub subscribers: usize,
     /// Instances per function at most on the hot-channel stack.
     #[arg(long = "hot-max-instances", default_value_t = 32)]
     pub max_instances: usize,
@@ -106,6 +113,9 @@ fn load(
     config.connections = hot.connections;
     config.channels = channels;
     config.channels_per_connection = 1;
+    if channels == 1 {
+        config.subscribers = Some(hot.subscribers.clamp(1, hot.connections));
+    }
     config.publishers = publishers.min(hot.connections);
     config.rate_per_second = rate;
     config.publishes = Some(publishes);
@@ -186,6 +196,7 @@ async fn unlimited_runs(stack: &Stack, hot: &HotArgs) -> Result<Unlimited, Strin
     let burst_publishes = (BURST_RATE * hot.burst_seconds).round().max(1.0) as u64;
     let mut burst_config = load(stack, hot, 1, BURST_PUBLISHERS, BURST_RATE, burst_publishes);
     burst_config.coalesce = true;
+    burst_config.subscribers = None;
     let burst = measure_run("coalescing burst", burst_config).await?;
 
     let started = Instant::now();
@@ -282,6 +293,7 @@ pub async fn measure(
         "offered_per_second": hot.rate,
         "publishes": hot.publishes,
         "connections": hot.connections,
+        "subscribers_of_one_channel": hot.subscribers,
         "max_instances": hot.max_instances,
         "hundred_channels": hundred,
         "one_channel": one,

@@ -215,7 +215,7 @@ impl Client {
             .count();
         if subscribed + refused == self.channels.len() {
             self.ready = true;
-            self.subscribed_once = subscribed > 0;
+            self.subscribed_once = subscribed > 0 || self.channels.is_empty();
             self.shared.ready.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -72,7 +72,9 @@ impl Client {
     ) -> Self {
         let plan = &shared.plan;
         let config = &plan.config;
+        let subscribes = config.subscribers.is_none_or(|n| index < n);
         let channels = (0..config.channels_per_connection)
+            .filter(|_| subscribes)
             .map(|j| {
                 ChannelState::new((index * config.channels_per_connection + j) % config.channels)
             })
@@ -301,6 +303,8 @@ impl Client {
     /// Runs one connection until churn, close or stop.
     pub(crate) async fn session(&mut self, socket: &mut Socket) -> SessionEnd {
         let now = Instant::now();
+        // A publish-only client (no channels) is ready once connected.
+        self.check_ready();
         for i in 0..self.channels.len() {
             let c = &mut self.channels[i];
             c.history = None;
