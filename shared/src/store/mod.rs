@@ -61,6 +61,7 @@ mod history;
 mod inbox;
 mod item_size;
 pub mod items;
+mod plan;
 mod rate_limit;
 mod sequence;
 mod subscriptions;
@@ -79,8 +80,9 @@ pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use inbox::{
     BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
 };
+pub use plan::Sequenced;
 pub use rate_limit::{Bucket, BucketOf};
-pub use sequence::{PublishError, Sequenced};
+pub use sequence::PublishError;
 pub use subscriptions::{SubscribeError, Subscriber, Subscription};
 
 /// A DynamoDB call failed, an item could not be read back, or the connection a frame

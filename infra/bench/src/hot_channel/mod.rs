@@ -54,6 +54,17 @@ pub struct HotArgs {
     /// paths, not fan-outs. The coalescing burst subscribes every connection.
     #[arg(long = "hot-subscribers", default_value_t = 1)]
     pub subscribers: usize,
+    /// DynamoDB Local for this section (default: the run's `--dynamodb`). `make bench`
+    /// starts a fresh one: a DynamoDB Local that has served the other sections answers
+    /// slower (its one SQLite thread serves every request), which a run at hundreds of
+    /// publishes per second turns into timeouts.
+    #[arg(long = "hot-dynamodb")]
+    pub dynamodb: Option<String>,
+    /// Milliseconds between the hot-channel stack's stream polls: 250, the rate at which
+    /// Lambda polls a DynamoDB stream shard (four times a second), since how many deltas
+    /// one fan-out batch holds (what coalescing packs) follows from it.
+    #[arg(long = "hot-poll-interval-ms", default_value_t = 250)]
+    pub poll_interval_ms: u64,
     /// Instances per function at most on the hot-channel stack.
     #[arg(long = "hot-max-instances", default_value_t = 32)]
     pub max_instances: usize,
@@ -162,6 +173,8 @@ async fn start(args: &RunArgs, limit: u64) -> Result<Stack, String> {
     let max_instances = args.hot.max_instances;
     crate::start_stack_with(args, |options| {
         options.max_instances = max_instances;
+        options.dynamodb_endpoint = endpoint(args).to_owned();
+        options.poll_interval = Duration::from_millis(args.hot.poll_interval_ms);
         for name in ["CHANNEL_RATE_LIMIT_PER_SECOND", "CHANNEL_RATE_LIMIT_BURST"] {
             options.env.insert(name.into(), limit.to_string());
         }
@@ -171,6 +184,11 @@ async fn start(args: &RunArgs, limit: u64) -> Result<Stack, String> {
         }
     })
     .await
+}
+
+/// The section's DynamoDB Local.
+fn endpoint(args: &RunArgs) -> &str {
+    args.hot.dynamodb.as_deref().unwrap_or(&args.dynamodb)
 }
 
 /// What the runs without a channel limit measured.
@@ -238,7 +256,7 @@ pub async fn measure(
     let hot = &args.hot;
     eprintln!("  hot_channel: DynamoDB Local's write ceiling...");
     let ceiling = ceiling::measure(
-        &args.dynamodb,
+        endpoint(args),
         CEILING_WRITERS,
         Duration::from_secs_f64(hot.ceiling_seconds),
     )
@@ -295,6 +313,7 @@ pub async fn measure(
         "connections": hot.connections,
         "subscribers_of_one_channel": hot.subscribers,
         "max_instances": hot.max_instances,
+        "poll_interval_ms": hot.poll_interval_ms,
         "hundred_channels": hundred,
         "one_channel": one,
         "acked_ratio_1_vs_100": comparison.acked_ratio,
