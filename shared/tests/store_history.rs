@@ -19,6 +19,7 @@ async fn a_malformed_newest_delta_is_an_error_not_seq_zero() {
         sk: EPOCH_SK.into(),
         ep: "e1".into(),
         at: clock::now_ms(),
+        busy: None,
     };
     let mut delta: Item = serde_dynamo::to_item(DeltaItem::new(
         &Delta {

@@ -202,6 +202,7 @@ pub async fn write_history(
         sk: EPOCH_SK.into(),
         ep: epoch.into(),
         at: clock::now_ms(),
+        busy: None,
     };
     let deltas = seqs.map(|seq| {
         let delta = Delta {

@@ -394,3 +394,30 @@ async fn run(args: RunArgs) -> Result<(), String> {
     eprintln!("wrote {} and summary.md", path.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn every_flag_of_run_parses_beside_the_others() {
+        // clap checks its ids once per command: two fields with one id (the flattened
+        // hot-channel settings beside the run's own) only fail when parsed.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "deltacast-bench",
+            "run",
+            "--dynamodb",
+            "http://127.0.0.1:1",
+            "--hot-dynamodb",
+            "http://127.0.0.1:2",
+            "--hot-subscribers",
+            "3",
+            "--hot-poll-interval-ms",
+            "100",
+        ]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
+    }
+}

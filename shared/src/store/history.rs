@@ -68,8 +68,8 @@ pub(crate) struct ChannelState {
     pub(crate) live: Option<(String, u64)>,
     /// The channel's rate-limit bucket, as the newest delta left it.
     pub(crate) tat: Option<u64>,
-    /// When the sequencer wrote the newest delta (Unix ms), if it did.
-    pub(crate) sequenced_at: Option<u64>,
+    /// Until when (Unix ms) the channel is busy, as its epoch item says.
+    pub(crate) busy_until: Option<u64>,
 }
 
 impl ChannelState {
@@ -84,11 +84,9 @@ impl ChannelState {
         }
     }
 
-    /// Whether the sequencer is storing this channel's publishes: it wrote the newest
-    /// delta less than `window_ms` before `now_ms`.
-    pub(crate) fn busy(&self, now_ms: u64, window_ms: u64) -> bool {
-        self.sequenced_at
-            .is_some_and(|at| now_ms.saturating_sub(at) < window_ms)
+    /// Whether the sequencer is storing this channel's publishes at `now_ms`.
+    pub(crate) fn busy(&self, now_ms: u64) -> bool {
+        self.busy_until.is_some_and(|until| until > now_ms)
     }
 }
 
@@ -113,7 +111,7 @@ impl Store {
                 recorded: None,
                 live: None,
                 tat: None,
-                sequenced_at: None,
+                busy_until: None,
             });
         };
         let out = self
@@ -124,7 +122,7 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
                     .expression_attribute_values(":pk", s(&pk))
                     .expression_attribute_values(":d", s(format!("{DELTA_PREFIX}{}#", epoch.ep)))
-                    .projection_expression("sk, seq, #ttl, tat, ts, sq")
+                    .projection_expression("sk, seq, #ttl, tat")
                     .expression_attribute_names("#ttl", "ttl")
                     .scan_index_forward(false)
                     .limit(1)
@@ -141,11 +139,6 @@ impl Store {
             None => None,
         };
         let tat = out.items().first().and_then(|item| number(item, "tat"));
-        let sequenced_at = out
-            .items()
-            .first()
-            .filter(|item| item.contains_key("sq"))
-            .and_then(|item| number(item, "ts"));
         let live = match newest {
             // History starts over once the newest delta has expired.
             Some((_, ttl)) if ttl <= now => None,
@@ -156,9 +149,9 @@ impl Store {
         };
         Ok(ChannelState {
             live: live.map(|seq| (epoch.ep.clone(), seq)),
+            busy_until: epoch.busy,
             recorded: Some(epoch.ep),
             tat,
-            sequenced_at,
         })
     }
 

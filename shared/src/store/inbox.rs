@@ -7,10 +7,11 @@
 //! A claim written without `q` is the message function's to store: it writes the delta at
 //! the head it read, and if another writer took that seq, it hands the claim over (sets
 //! `q`, [`Store::hand_over`]). A claim with `q` is the sequencer's: its stream filter
-//! passes only those. A publish finds its channel busy when the sequencer wrote the newest
-//! delta less than [`BUSY_WINDOW_MS`] ago; its claim is then written with `q` at once, so
-//! under contention the fast path stops racing the sequencer, and a channel the sequencer
-//! has drained goes back to the fast path by itself.
+//! passes only those. A channel is busy for [`BUSY_WINDOW_MS`] after the sequencer's last
+//! batch or a fast path's lost seq (`busy` on its epoch item, which every publish reads
+//! anyway); a claim on a busy channel is written with `q` at once, so under contention the
+//! fast path stops racing the sequencer (which would otherwise lose seq after seq to it),
+//! and a channel the sequencer has drained goes back to the fast path by itself.
 //!
 //! ## The same id again
 //! When the put finds the id already claimed (a retry, or the same id sent twice), the
@@ -30,7 +31,7 @@ use aws_sdk_dynamodb::types::KeysAndAttributes;
 
 use super::attributes::{Conditional, Item, conditional, dynamo, n, number, s, text};
 use super::history::{ChannelState, Head};
-use super::items::{InboxItem, claim_sk, inbox_pk};
+use super::items::{EPOCH_SK, InboxItem, channel_pk, claim_sk, inbox_pk};
 use super::{MAX_BATCH_ATTEMPTS, Store, StoreError, backoff};
 use crate::clock;
 use crate::config::RateLimit;
@@ -46,9 +47,10 @@ pub const MAX_BACKLOG: u64 = 1000;
 /// about what the sequencer takes on a busy channel (a stream poll and a batch or two).
 pub const IN_FLIGHT_RETRY_MS: u64 = 1000;
 
-/// How long after the sequencer's last delta a channel counts as busy, so that publishes
-/// go straight to the sequencer instead of racing it for seqs: about two stream polls on
-/// AWS. A channel quiet that long goes back to the fast path.
+/// How long a channel counts as busy after the sequencer's last batch or a fast path's
+/// lost seq, so that publishes go straight to the sequencer instead of racing it for
+/// seqs: about four stream polls on AWS. A channel quiet that long goes back to the fast
+/// path.
 pub const BUSY_WINDOW_MS: u64 = 1000;
 
 /// Keys per `BatchGetItem`, DynamoDB's limit.
@@ -174,7 +176,7 @@ impl Store {
             exp: new.expect_seq,
             lease: now + self.lifetimes.publish_lease.as_millis() as u64,
             ttl: now / 1000 + self.lifetimes.retention.as_secs(),
-            q: state.busy(now, BUSY_WINDOW_MS).then_some(1),
+            q: state.busy(now).then_some(1),
         };
         let request = self
             .client
@@ -361,6 +363,23 @@ impl Store {
         if let Conditional::Refused(_) = conditional(self.send(request).await)? {
             debug!("claim changed before its hand-over; the sequencer has it already");
         }
+        self.mark_busy(item.channel().unwrap_or_default()).await
+    }
+
+    /// Marks `channel` busy for [`BUSY_WINDOW_MS`] from now, on its epoch item (which
+    /// every publish reads anyway): its publishes go straight to the sequencer meanwhile.
+    /// A channel without an epoch item yet is left as it is.
+    pub(crate) async fn mark_busy(&self, channel: &str) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(channel_pk(channel)))
+            .key("sk", s(EPOCH_SK))
+            .update_expression("SET busy = :until")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":until", n(clock::now_ms() + BUSY_WINDOW_MS));
+        conditional(self.send(request).await)?;
         Ok(())
     }
 

@@ -136,10 +136,6 @@ pub struct DeltaItem {
     /// no write of its own. Absent on deltas written before the channel limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tat: Option<u64>,
-    /// `1` when the sequencer wrote it: while the newest delta is the sequencer's and
-    /// recent, the channel is busy and publishes go straight to the sequencer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sq: Option<u8>,
 }
 
 /// A stored item could not be read back as what its key says it is.
@@ -176,7 +172,6 @@ impl DeltaItem {
             data: delta.data.get().to_owned(),
             ttl,
             tat: None,
-            sq: None,
         }
     }
 
@@ -268,6 +263,11 @@ pub struct EpochItem {
     pub ep: String,
     /// Created at, Unix milliseconds.
     pub at: u64,
+    /// Until when (Unix ms) the channel is busy: set by the sequencer for each batch and
+    /// by a fast path that lost its seq; until then publishes go straight to the
+    /// sequencer instead of racing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<u64>,
 }
 
 #[cfg(test)]

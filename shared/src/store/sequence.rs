@@ -3,8 +3,8 @@
 //! head it read for the claim ([`Store::sequence_now`], one write); the sequencer function
 //! does it for a busy channel's messages, a batch at a time ([`Store::sequence`] with what
 //! the stream brought): one read of the head serves the whole batch, so a busy channel
-//! costs one head read per batch instead of a race per publish. The sequencer marks its
-//! deltas (`sq`), which is how publishes tell that the channel is busy (see `inbox`).
+//! costs one head read per batch instead of a race per publish. The sequencer marks the
+//! channel busy for each batch, which sends its publishes straight to it (see `inbox`).
 //!
 //! ## Exactly once, gap-free, in order
 //! Each delta is written at the head + 1 with `attribute_not_exists`, one after another,
@@ -77,8 +77,6 @@ struct Attempts {
     first_state: Option<ChannelState>,
     /// Most tries (head reads, the first one included).
     most: u32,
-    /// Whether the deltas are marked as the sequencer's (`sq`).
-    mark: bool,
 }
 
 impl Store {
@@ -91,10 +89,12 @@ impl Store {
         limit: Option<RateLimit>,
     ) -> Result<Vec<(InboxItem, Sequenced)>, StoreError> {
         let pending = self.still_queued(latest_per_claim(inbox)).await?;
+        if !pending.is_empty() {
+            self.mark_busy(channel).await?;
+        }
         let attempts = Attempts {
             first_state: None,
             most: MAX_SEQUENCE_ATTEMPTS,
-            mark: true,
         };
         let (mut done, left) = self
             .sequence_attempts(channel, pending, limit, attempts)
@@ -132,7 +132,6 @@ impl Store {
         let attempts = Attempts {
             first_state: Some(state),
             most: 1,
-            mark: false,
         };
         let (mut done, left) = self
             .sequence_attempts(&channel, vec![item], limit, attempts)
@@ -215,8 +214,7 @@ impl Store {
                 }
                 match step {
                     Step::Write { seq, tat } => {
-                        let mut delta = self.delta_item(channel, &item, &epoch, seq, tat);
-                        delta.sq = attempts.mark.then_some(1);
+                        let delta = self.delta_item(channel, &item, &epoch, seq, tat);
                         if let Some(ours) = self.put_delta(delta).await? {
                             let published = Published {
                                 seq,
@@ -298,7 +296,6 @@ impl Store {
         let attempts = Attempts {
             first_state,
             most: MAX_SEQUENCE_ATTEMPTS,
-            mark: false,
         };
         let (mut done, left) = self
             .sequence_attempts(new.channel.as_str(), vec![item], None, attempts)
@@ -339,7 +336,6 @@ impl Store {
             data: item.data.clone(),
             ttl: ts / 1000 + self.lifetimes.retention.as_secs(),
             tat,
-            sq: None,
         }
     }
 
@@ -394,6 +390,7 @@ impl Store {
             sk: EPOCH_SK.into(),
             ep: epoch.into(),
             at: clock::now_ms(),
+            busy: None,
         })?;
         let mut request = self
             .client

@@ -58,7 +58,7 @@ pub struct HotArgs {
     /// starts a fresh one: a DynamoDB Local that has served the other sections answers
     /// slower (its one SQLite thread serves every request), which a run at hundreds of
     /// publishes per second turns into timeouts.
-    #[arg(long = "hot-dynamodb")]
+    #[arg(long = "hot-dynamodb", id = "hot_dynamodb")]
     pub dynamodb: Option<String>,
     /// Milliseconds between the hot-channel stack's stream polls: 250, the rate at which
     /// Lambda polls a DynamoDB stream shard (four times a second), since how many deltas
