@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every measurement (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Candidate publish designs for one hot channel, side by side (issue 12).
     Designs(designs::DesignsArgs),
     /// Internal: the WebSocket audience of the fan-out measurement.
@@ -129,7 +129,7 @@ fn main() -> std::process::ExitCode {
                 count,
             }))
         }
-        Some(Command::Run(args)) => runtime.block_on(run(args)),
+        Some(Command::Run(args)) => runtime.block_on(run(*args)),
         Some(Command::Designs(args)) => runtime
             .block_on(designs::measure(&args))
             .map(|report| print!("{}", designs::table(&report))),
