@@ -463,3 +463,17 @@ async fn while_the_sequencer_writes_a_channel_its_publishes_go_to_the_sequencer_
     let later = enqueue(&store, "m3", "3", None, "c", None).await;
     assert!(matches!(later, Enqueued::Claimed(_)), "{later:?}");
 }
+
+#[tokio::test]
+async fn the_sequencer_starting_a_channel_marks_it_busy() {
+    // GIVEN a channel nobody has published to, and a claim handed to the sequencer
+    let store = store().await;
+    let batch = vec![queue(&store, "m1", None).await];
+    // WHEN the sequencer stores it, starting the channel's first epoch
+    let outcomes = store.sequence(CHANNEL, batch, None).await.unwrap();
+    assert_eq!(published(&outcomes[0].1), (1, false));
+    // THEN the new epoch carries the busy mark (the mark set before the batch found no
+    // epoch item to mark): the next publish goes to the sequencer
+    let next = enqueue(&store, "m2", "2", None, "c", None).await;
+    assert!(matches!(next, Enqueued::Queued(_)), "{next:?}");
+}

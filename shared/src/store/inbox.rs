@@ -11,7 +11,9 @@
 //! batch or a fast path's lost seq (`busy` on its epoch item, which every publish reads
 //! anyway); a claim on a busy channel is written with `q` at once, so under contention the
 //! fast path stops racing the sequencer (which would otherwise lose seq after seq to it),
-//! and a channel the sequencer has drained goes back to the fast path by itself.
+//! and a channel the sequencer has left alone for that long goes back to the fast path by
+//! itself. The sequencer renews the mark at each batch, in a new epoch it starts, and at
+//! each seq it loses.
 //!
 //! ## The same id again
 //! When the put finds the id already claimed (a retry, or the same id sent twice), the
@@ -23,7 +25,7 @@
 //! (`after`), and no writer stores a message more than [`MAX_BACKLOG`] above it, so the
 //! answer lies in at most that many deltas.
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use std::collections::HashMap;
 
@@ -363,13 +365,16 @@ impl Store {
         if let Conditional::Refused(_) = conditional(self.send(request).await)? {
             debug!("claim changed before its hand-over; the sequencer has it already");
         }
-        self.mark_busy(item.channel().unwrap_or_default()).await
+        self.mark_busy(item.channel().unwrap_or_default()).await;
+        Ok(())
     }
 
     /// Marks `channel` busy for [`BUSY_WINDOW_MS`] from now, on its epoch item (which
     /// every publish reads anyway): its publishes go straight to the sequencer meanwhile.
-    /// A channel without an epoch item yet is left as it is.
-    pub(crate) async fn mark_busy(&self, channel: &str) -> Result<(), StoreError> {
+    /// A channel without an epoch item yet is left as it is (the sequencer's new epoch
+    /// carries the mark). The mark is a hint: a failure to write it is logged, not
+    /// returned, so it never fails the publish or the batch it goes with.
+    pub(crate) async fn mark_busy(&self, channel: &str) {
         let request = self
             .client
             .update_item()
@@ -379,8 +384,9 @@ impl Store {
             .update_expression("SET busy = :until")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":until", n(clock::now_ms() + BUSY_WINDOW_MS));
-        conditional(self.send(request).await)?;
-        Ok(())
+        if let Err(err) = conditional(self.send(request).await) {
+            warn!(channel, error = %err, "could not mark the channel busy");
+        }
     }
 
     /// The items of `images` (inbox items as the stream showed them) that are still in the

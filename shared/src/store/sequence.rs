@@ -37,7 +37,9 @@ use tracing::{debug, warn};
 use super::attributes::{Conditional, conditional, n, number, s, text};
 use super::history::ChannelState;
 use super::history::Head;
-use super::inbox::{Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published};
+use super::inbox::{
+    BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
+};
 use super::items::{DeltaItem, EPOCH_SK, EpochItem, InboxItem, channel_pk, delta_sk};
 use super::plan::{Batch, Sequenced, Step, effective_after, latest_per_claim};
 use super::{Store, StoreError, backoff};
@@ -77,6 +79,9 @@ struct Attempts {
     first_state: Option<ChannelState>,
     /// Most tries (head reads, the first one included).
     most: u32,
+    /// Whether this is the sequencer, which keeps the channel busy while it works: a new
+    /// epoch it starts carries the mark, and each seq it loses renews it.
+    busy: bool,
 }
 
 impl Store {
@@ -90,11 +95,12 @@ impl Store {
     ) -> Result<Vec<(InboxItem, Sequenced)>, StoreError> {
         let pending = self.still_queued(latest_per_claim(inbox)).await?;
         if !pending.is_empty() {
-            self.mark_busy(channel).await?;
+            self.mark_busy(channel).await;
         }
         let attempts = Attempts {
             first_state: None,
             most: MAX_SEQUENCE_ATTEMPTS,
+            busy: true,
         };
         let (mut done, left) = self
             .sequence_attempts(channel, pending, limit, attempts)
@@ -132,6 +138,7 @@ impl Store {
         let attempts = Attempts {
             first_state: Some(state),
             most: 1,
+            busy: false,
         };
         let (mut done, left) = self
             .sequence_attempts(&channel, vec![item], limit, attempts)
@@ -200,7 +207,7 @@ impl Store {
             if fresh
                 && writes
                 && !self
-                    .start_epoch(channel, &epoch, state.recorded.as_deref())
+                    .start_epoch(channel, &epoch, state.recorded.as_deref(), attempts.busy)
                     .await?
             {
                 pending = plan.into_iter().map(|(item, _)| item).collect();
@@ -225,6 +232,9 @@ impl Store {
                         } else {
                             debug!(channel, seq, attempt, "seq taken; reading the head again");
                             lost = true;
+                            if attempts.busy {
+                                self.mark_busy(channel).await;
+                            }
                             pending.push(item);
                         }
                     }
@@ -296,6 +306,7 @@ impl Store {
         let attempts = Attempts {
             first_state,
             most: MAX_SEQUENCE_ATTEMPTS,
+            busy: false,
         };
         let (mut done, left) = self
             .sequence_attempts(new.channel.as_str(), vec![item], None, attempts)
@@ -378,19 +389,21 @@ impl Store {
         Ok(())
     }
 
-    /// Records a new epoch, unless another writer replaced `previous` first.
+    /// Records a new epoch, unless another writer replaced `previous` first; marked busy
+    /// when the sequencer starts it (`busy`).
     async fn start_epoch(
         &self,
         channel: &str,
         epoch: &str,
         previous: Option<&str>,
+        busy: bool,
     ) -> Result<bool, StoreError> {
         let item = serde_dynamo::to_item(EpochItem {
             pk: channel_pk(channel),
             sk: EPOCH_SK.into(),
             ep: epoch.into(),
             at: clock::now_ms(),
-            busy: None,
+            busy: busy.then(|| clock::now_ms() + BUSY_WINDOW_MS),
         })?;
         let mut request = self
             .client
