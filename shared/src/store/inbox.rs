@@ -29,12 +29,10 @@ use tracing::{debug, warn};
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::KeysAndAttributes;
-
-use super::attributes::{Conditional, Item, conditional, dynamo, n, number, s, text};
+use super::attributes::{Conditional, conditional, dynamo, n, number, s, text};
 use super::history::{ChannelState, Head};
 use super::items::{EPOCH_SK, InboxItem, channel_pk, claim_sk, inbox_pk};
-use super::{MAX_BATCH_ATTEMPTS, Store, StoreError, backoff};
+use super::{Store, StoreError};
 use crate::clock;
 use crate::config::RateLimit;
 use crate::protocol::{Channel, MessageId, Payload};
@@ -54,9 +52,6 @@ pub const IN_FLIGHT_RETRY_MS: u64 = 1000;
 /// seqs: about four stream polls on AWS. A channel quiet that long goes back to the fast
 /// path.
 pub const BUSY_WINDOW_MS: u64 = 1000;
-
-/// Keys per `BatchGetItem`, DynamoDB's limit.
-const BATCH_GET_KEYS: usize = 100;
 
 /// A publish request.
 #[derive(Clone, Copy, Debug)]
@@ -393,67 +388,24 @@ impl Store {
     /// inbox as shown: an item refused and deleted since, or taken over (another lease,
     /// whose own image comes later), must not be sequenced from an old image, or a batch
     /// delivered again would store a message its publisher was told was not stored. One
-    /// `BatchGetItem` per 100 images.
+    /// `BatchGetItem` per 100 images (`read_batch`).
     pub(crate) async fn still_queued(
         &self,
         images: Vec<InboxItem>,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        let mut leases: HashMap<(String, String), u64> = HashMap::new();
-        for chunk in images.chunks(BATCH_GET_KEYS) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|image| {
-                    HashMap::from([("pk".into(), s(&image.pk)), ("sk".into(), s(&image.sk))])
-                })
-                .collect();
-            keys.dedup();
-            let mut attempt = 0;
-            while !keys.is_empty() {
-                if attempt == MAX_BATCH_ATTEMPTS {
-                    return Err(StoreError::Unprocessed {
-                        items: keys.len(),
-                        attempts: attempt,
-                    });
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                let wanted = KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .projection_expression("pk, sk, lease")
-                    .consistent_read(true)
-                    .build()
-                    .expect("keys are set, the only required field");
-                let mut out = self
-                    .send(
-                        self.client
-                            .batch_get_item()
-                            .request_items(&self.table, wanted),
-                    )
-                    .await
-                    .map_err(dynamo)?;
-                for item in out
-                    .responses
-                    .as_mut()
-                    .and_then(|tables| tables.remove(&self.table))
-                    .unwrap_or_default()
-                {
-                    if let (Some(pk), Some(sk), Some(lease)) = (
-                        text(&item, "pk"),
-                        text(&item, "sk"),
-                        number::<u64>(&item, "lease"),
-                    ) {
-                        leases.insert((pk.to_owned(), sk.to_owned()), lease);
-                    }
-                }
-                keys = out
-                    .unprocessed_keys
-                    .and_then(|mut tables| tables.remove(&self.table))
-                    .map(|left| left.keys)
-                    .unwrap_or_default();
-                attempt += 1;
-            }
-        }
+        let keys = images
+            .iter()
+            .map(|image| HashMap::from([("pk".into(), s(&image.pk)), ("sk".into(), s(&image.sk))]))
+            .collect();
+        let leases: HashMap<(String, String), u64> = self
+            .read_batch(keys, "pk, sk, lease")
+            .await?
+            .iter()
+            .filter_map(|item| {
+                let key = (text(item, "pk")?.to_owned(), text(item, "sk")?.to_owned());
+                Some((key, number::<u64>(item, "lease")?))
+            })
+            .collect();
         Ok(images
             .into_iter()
             .filter(|image| leases.get(&(image.pk.clone(), image.sk.clone())) == Some(&image.lease))
