@@ -18,13 +18,14 @@ use lambda_runtime::tracing::subscriber::{Layer, fmt, registry};
 use tracing::{Level, Metadata};
 
 /// Our crates: the library and the function binaries, which may log at any level.
-const OWN_CRATES: [&str; 6] = [
+const OWN_CRATES: [&str; 7] = [
     "deltacast",
     "authorizer",
     "connect",
     "disconnect",
     "fanout",
     "message",
+    "sequencer",
 ];
 
 /// The most verbose level a dependency may log at.
@@ -98,6 +99,7 @@ mod tests {
             "message::actions::publish",
             "fanout",
             "authorizer::handler",
+            "sequencer::handler",
         ] {
             assert!(may_log(&metadata(target, Level::TRACE)), "{target}");
         }

@@ -207,6 +207,19 @@ impl Store {
         &self,
         request: R,
     ) -> Result<R::Output, SdkError<R::Error>> {
+        let started = std::time::Instant::now();
+        let result = self.send_metered(request).await;
+        tracing::trace!(
+            target: "deltacast::dynamodb",
+            op = std::any::type_name::<R>().rsplit("::").next().unwrap_or_default(),
+            ok = result.is_ok(),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        result
+    }
+
+    async fn send_metered<R: Measured>(&self, request: R) -> Result<R::Output, SdkError<R::Error>> {
         let Some(meter) = &self.meter else {
             return request.send_reporting().await;
         };
