@@ -79,9 +79,10 @@ async fn a_bad_frame_or_a_capability_refusal_costs_nothing() {
 }
 
 #[tokio::test]
-async fn a_rate_limited_request_writes_nothing_unless_the_users_bucket_refused_it() {
+async fn a_rate_limited_request_reads_both_buckets_and_writes_nothing() {
     let ping = json!({"action": "ping"});
-    // The connection's bucket refuses: it was read, nothing was written.
+    // The connection's bucket refuses: both buckets were read (at once), nothing was
+    // written.
     let (w, meter) = world_with(&[
         ("RATE_LIMIT_PER_SECOND", "0.001"),
         ("RATE_LIMIT_BURST", "1"),
@@ -91,9 +92,9 @@ async fn a_rate_limited_request_writes_nothing_unless_the_users_bucket_refused_i
     w.send(ping.clone()).await;
     let (read, written, frames) = cost(&w, &meter, ping.clone()).await;
     assert_eq!(frames[0]["code"], "rate_limited", "{frames:?}");
-    assert_eq!((read, written), (1.0, 0.0));
+    assert_eq!((read, written), (2.0, 0.0));
 
-    // The user's bucket refuses: the connection's token was already taken.
+    // The user's bucket refuses: the connection's token is not taken either.
     let (w, meter) = world_with(&[
         ("USER_RATE_LIMIT_PER_SECOND", "0.001"),
         ("USER_RATE_LIMIT_BURST", "1"),
@@ -103,7 +104,7 @@ async fn a_rate_limited_request_writes_nothing_unless_the_users_bucket_refused_i
     w.send(ping.clone()).await;
     let (read, written, frames) = cost(&w, &meter, ping).await;
     assert_eq!(frames[0]["code"], "rate_limited", "{frames:?}");
-    assert_eq!((read, written), (2.0, 1.0));
+    assert_eq!((read, written), (2.0, 0.0));
 }
 
 #[tokio::test]

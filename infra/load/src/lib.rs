@@ -53,7 +53,8 @@
 //!   send time and that id in `data`. A publish is retried with the same id on `internal`,
 //!   on `in_flight` (after its `retryAfterMs`), on a missing ack, and after a reconnect,
 //!   which idempotency makes safe; `rate_limited` pauses the publisher for its
-//!   `retryAfterMs` (a doubling backoff without it). Acks are asynchronous and may come
+//!   `retryAfterMs` or its own backoff, whichever is longer (the backoff doubles with
+//!   each `rate_limited` and an ack resets it). Acks are asynchronous and may come
 //!   twice for one publish: the first counts. At most `publish_window` publishes are
 //!   unacknowledged at once. (Publishes to one channel race for its next seq, so more
 //!   than a couple in flight per channel add retries and latency, not throughput.)

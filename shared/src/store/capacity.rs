@@ -73,6 +73,15 @@ impl CapacityMeter {
         *self.0.lock().expect("meter lock") = Capacity::default();
     }
 
+    /// Adds write units priced by the rule (a transaction's), refused ones apart.
+    pub(crate) fn add_write_units(&self, units: f64, refused: bool) {
+        let mut total = self.0.lock().expect("meter lock");
+        total.write_units += units;
+        if refused {
+            total.refused_write_units += units;
+        }
+    }
+
     fn add_refused(&self, units: f64) {
         let mut total = self.0.lock().expect("meter lock");
         total.write_units += units;

@@ -18,7 +18,8 @@
 //! ## The same id again
 //! When the put finds the id already claimed (a retry, or the same id sent twice), the
 //! message has either been stored, and the publisher gets its original ack, or is still
-//! on its way: then the answer is [`Enqueued::InFlight`] while its lease lasts, and a retry
+//! on its way: then the answer is [`Enqueued::InFlight`] while its lease lasts (retry
+//! after the rest of the lease: the ack comes by itself before that), and a retry
 //! after the lease takes the claim over for the sequencer, so a message whose writer gave
 //! up (a crash between the claim and the delta, a stream batch given up on) is not lost.
 //! Whether it was stored is a bounded read: its seq is above the head its claim recorded
@@ -43,8 +44,9 @@ use crate::store::Bucket;
 /// message's seq, when it has one, is always within this many deltas of `after`.
 pub const MAX_BACKLOG: u64 = 1000;
 
-/// How long a publisher whose id is in flight is asked to wait before sending it again:
-/// about what the sequencer takes on a busy channel (a stream poll and a batch or two).
+/// How long a publisher is asked to wait before sending a publish again when a retry
+/// raced another for its claim, or a busy channel could not store it (a stream poll and a
+/// batch or two).
 pub const IN_FLIGHT_RETRY_MS: u64 = 1000;
 
 /// How long a channel counts as busy after the sequencer's last batch or a fast path's
@@ -218,9 +220,11 @@ impl Store {
             return Ok(Some(Enqueued::Published(published)));
         }
         if claimed.lease > now {
+            // Its ack comes by itself once it is stored; asking again before its lease is
+            // out would only add work to a channel that is behind.
             debug!(channel, "publish with this id in flight");
             return Ok(Some(Enqueued::InFlight {
-                retry_after_ms: (claimed.lease - now).min(IN_FLIGHT_RETRY_MS),
+                retry_after_ms: claimed.lease - now,
             }));
         }
         // Not sequenced up to the head read before, and its lease ran out: take the claim

@@ -12,6 +12,7 @@
 //! - `inbox`: a publish's first step, its inbox item and idempotency claim (below);
 //! - `sequence`: its second step, seqs for a batch of inbox messages and their deltas;
 //! - `batch`: batch writes with retries of unprocessed items;
+//! - `transact`: new items written all or none, in one transaction (a sequencer batch);
 //! - `capacity`: the consumed-capacity meter every request reports to, and
 //!   `item_size`: an item's billed size, for the refused writes DynamoDB does not report;
 //! - `attributes`: attribute values and the one way to read a refused condition;
@@ -42,9 +43,9 @@
 //!    read for a whole batch, then each delta at the next seq, and the ack to the
 //!    publisher's connection.
 //!
-//! Publishers never meet, so a publish costs the same on a busy channel as on a quiet one:
-//! the inbox put and the delta write (≤1 KB each: 2 write units, as a publish cost before;
-//! a transaction would bill 4). The sequencer's module docs say why no message is stored
+//! Publishers never meet: a publish is the inbox put and the delta write (≤1 KB each: 2
+//! write units on a quiet channel, as a publish cost before; 3 on a busy one, where the
+//! sequencer writes a batch's deltas in one transaction, which bills 2 per delta). The sequencer's module docs say why no message is stored
 //! twice, and [`Store::publish`] does both steps in the caller, for tools and tests.
 //!
 //! ## What a frame costs
@@ -65,6 +66,7 @@ mod plan;
 mod rate_limit;
 mod sequence;
 mod subscriptions;
+mod transact;
 
 use std::time::Duration;
 

@@ -34,6 +34,13 @@ pub(super) enum Step {
     Refuse(Sequenced),
 }
 
+impl Step {
+    /// Whether it stores a delta.
+    pub(super) fn writes(&self) -> bool {
+        matches!(self, Step::Write { .. })
+    }
+}
+
 /// The channel as a batch finds it.
 pub(super) struct Batch<'a> {
     /// The live epoch, or the one the batch starts.

@@ -130,6 +130,57 @@ impl Store {
             .await
     }
 
+    /// Takes tokens from each of `buckets` (`(bucket, limit, cost)`) as of `at_ms`, as
+    /// [`Self::take_tokens`] does for one, with the buckets read at once and then written
+    /// at once: two round trips, however many buckets. Returns the place of a bucket that
+    /// holds too few, or `None` when every bucket gave its tokens. When a bucket is short
+    /// as read, nothing is written; one found short only when written (another request
+    /// took its tokens meanwhile) leaves the others' tokens spent.
+    pub async fn take_tokens_from_all(
+        &self,
+        buckets: &[(BucketOf<'_>, RateLimit, f64)],
+        at_ms: u64,
+    ) -> Result<Option<usize>, StoreError> {
+        let reads = buckets
+            .iter()
+            .map(|(bucket, _, _)| self.read_bucket(*bucket));
+        let states = futures::future::try_join_all(reads).await?;
+        if let Some(short) = buckets
+            .iter()
+            .zip(&states)
+            .position(|((_, limit, cost), state)| state.take(*limit, at_ms, *cost).is_none())
+        {
+            return Ok(Some(short));
+        }
+        let writes = buckets
+            .iter()
+            .zip(states)
+            .map(|((bucket, limit, cost), state)| {
+                self.update_bucket(*bucket, state, at_ms, *limit, Change::Take(*cost))
+            });
+        let taken = futures::future::try_join_all(writes).await?;
+        Ok(taken.iter().position(|taken| !taken))
+    }
+
+    /// A bucket as stored; a connection's refuses with [`StoreError::ConnectionGone`] when
+    /// the connection has no liveness item.
+    async fn read_bucket(&self, bucket: BucketOf<'_>) -> Result<Bucket, StoreError> {
+        let (pk, sk) = key(bucket);
+        let item = self
+            .send(self.read_item(&pk, sk).projection_expression("tat"))
+            .await
+            .map_err(dynamo)?
+            .item;
+        if item.is_none()
+            && let BucketOf::Connection(id) = bucket
+        {
+            return Err(gone(id));
+        }
+        Ok(Bucket {
+            tat_ms: item.as_ref().and_then(|i| number::<f64>(i, "tat")),
+        })
+    }
+
     /// Charges `cost` tokens to `bucket` as of `at_ms`, into debt if need be: what a read
     /// owes beyond its deposit for what it returned (a negative cost is a refund).
     pub async fn charge_tokens(
@@ -151,31 +202,22 @@ impl Store {
         limit: RateLimit,
         change: Change,
     ) -> Result<bool, StoreError> {
-        let (pk, sk) = match bucket {
-            BucketOf::Connection(id) => (connection_pk(id), LIVE_SK),
-            BucketOf::User(sub) => (user_pk(sub), USER_BUCKET_SK),
-        };
-        let gone = |connection_id: &str| {
-            // The connection closed ($disconnect removed it) or never was stored: its
-            // frames are refused, or closing right after a flood would lift the limit.
-            debug!(connection_id, "no liveness item; frame refused");
-            StoreError::ConnectionGone {
-                connection_id: connection_id.to_owned(),
-            }
-        };
-        let item = self
-            .send(self.read_item(&pk, sk).projection_expression("tat"))
+        let state = self.read_bucket(bucket).await?;
+        self.update_bucket(bucket, state, at_ms, limit, change)
             .await
-            .map_err(dynamo)?
-            .item;
-        if item.is_none()
-            && let BucketOf::Connection(id) = bucket
-        {
-            return Err(gone(id));
-        }
-        let mut state = Bucket {
-            tat_ms: item.as_ref().and_then(|i| number::<f64>(i, "tat")),
-        };
+    }
+
+    /// Writes `change` to `bucket`, starting from `state` as read, until a
+    /// write holds or the bucket refuses (see the module docs).
+    async fn update_bucket(
+        &self,
+        bucket: BucketOf<'_>,
+        mut state: Bucket,
+        at_ms: u64,
+        limit: RateLimit,
+        change: Change,
+    ) -> Result<bool, StoreError> {
+        let (pk, sk) = key(bucket);
         let now = at_ms as f64;
         let interval = interval_ms(limit);
         for _ in 0..MAX_BUCKET_WRITES {
@@ -263,6 +305,24 @@ impl Store {
             "the bucket kept changing under this request"
         );
         Ok(false)
+    }
+}
+
+/// Where `bucket` is kept.
+fn key(bucket: BucketOf<'_>) -> (String, &'static str) {
+    match bucket {
+        BucketOf::Connection(id) => (connection_pk(id), LIVE_SK),
+        BucketOf::User(sub) => (user_pk(sub), USER_BUCKET_SK),
+    }
+}
+
+/// The refusal of a frame from a connection without a liveness item: it closed
+/// ($disconnect removed it) or never was stored; otherwise closing right after a flood
+/// would lift the limit.
+fn gone(connection_id: &str) -> StoreError {
+    debug!(connection_id, "no liveness item; frame refused");
+    StoreError::ConnectionGone {
+        connection_id: connection_id.to_owned(),
     }
 }
 

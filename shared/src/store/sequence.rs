@@ -7,9 +7,11 @@
 //! channel busy for each batch, which sends its publishes straight to it (see `inbox`).
 //!
 //! ## Exactly once, gap-free, in order
-//! Each delta is written at the head + 1 with `attribute_not_exists`, one after another,
-//! so a seq exists only once the one below it does, and the stream sees a channel's deltas
-//! in seq order. Before it writes, the sequencer looks for the batch's messages among the
+//! Each delta is written at the head + 1 with `attribute_not_exists`, either after the
+//! one below it or in one transaction with it (the sequencer writes a batch's deltas in
+//! one `TransactWriteItems` per 100, all or none: one round trip per batch instead of one
+//! per delta), so a seq exists only once the one below it does; the fan-out sorts each
+//! batch of stream records by seq. Before it writes, the sequencer looks for the batch's messages among the
 //! deltas above the lowest `after` they recorded (a stream batch delivered again, a claim
 //! taken over after its lease): those are acked with their stored seq, not stored again.
 //! One invocation at a time works on a channel's records (a partition key's records come
@@ -18,7 +20,7 @@
 //! [`Store::publish`] beside the sequencer) reads the head again and looks again, and
 //! since it only ever writes the seq right after one it saw or wrote, no message escapes
 //! that look. Before anything, a batch keeps only the messages still in the inbox as the
-//! stream showed them ([`Store::still_queued`], one read each): a message refused and
+//! stream showed them ([`Store::still_queued`], one `BatchGetItem` per 100): a message refused and
 //! deleted since must not be stored when Lambda delivers its record again.
 //!
 //! ## Refusals
@@ -42,6 +44,7 @@ use super::inbox::{
 };
 use super::items::{DeltaItem, EPOCH_SK, EpochItem, InboxItem, channel_pk, delta_sk};
 use super::plan::{Batch, Sequenced, Step, effective_after, latest_per_claim};
+use super::transact::{MAX_TRANSACTION_ITEMS, Transacted};
 use super::{Store, StoreError, backoff};
 use crate::clock;
 use crate::config::RateLimit;
@@ -213,6 +216,19 @@ impl Store {
                 pending = plan.into_iter().map(|(item, _)| item).collect();
                 continue;
             }
+            if attempts.busy && plan.iter().filter(|(_, step)| step.writes()).count() > 1 {
+                let (stored, left) = self.write_together(channel, &epoch, plan).await?;
+                done.extend(stored);
+                if !left.is_empty() {
+                    debug!(
+                        channel,
+                        attempt, "a seq of the batch was taken; reading the head again"
+                    );
+                    self.mark_busy(channel).await;
+                }
+                pending = left;
+                continue;
+            }
             let mut lost = false;
             for (item, step) in plan {
                 if lost {
@@ -246,6 +262,64 @@ impl Store {
             }
         }
         Ok((done, pending))
+    }
+
+    /// The sequencer's way to carry out a plan: its deltas in one transaction per 100,
+    /// in order, so a batch costs one round trip instead of one per delta; then its
+    /// refusals (their ids freed). What was stored, and, once a transaction finds a seq
+    /// taken (another writer on the channel; nothing of it was written), the plan's
+    /// messages not stored yet, in stream order, to plan again against a fresh head.
+    async fn write_together(
+        &self,
+        channel: &str,
+        epoch: &str,
+        plan: Vec<(InboxItem, Step)>,
+    ) -> Result<(Vec<(InboxItem, Sequenced)>, Vec<InboxItem>), StoreError> {
+        let mut done = Vec::with_capacity(plan.len());
+        let (writes, refusals): (Vec<_>, Vec<_>) = plan
+            .into_iter()
+            .enumerate()
+            .partition(|(_, (_, step))| step.writes());
+        let mut writes = writes.into_iter();
+        loop {
+            let chunk: Vec<_> = writes.by_ref().take(MAX_TRANSACTION_ITEMS).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let mut items = Vec::with_capacity(chunk.len());
+            for (_, (item, step)) in &chunk {
+                if let Step::Write { seq, tat } = step {
+                    let delta = self.delta_item(channel, item, epoch, *seq, *tat);
+                    items.push(serde_dynamo::to_item(delta)?);
+                }
+            }
+            if self.put_new_items(items).await? == Transacted::Refused {
+                let mut left: Vec<_> = chunk.into_iter().chain(writes).chain(refusals).collect();
+                left.sort_by_key(|(place, _)| *place);
+                return Ok((done, left.into_iter().map(|(_, (item, _))| item).collect()));
+            }
+            for (_, (item, step)) in chunk {
+                if let Step::Write { seq, .. } = step {
+                    let published = Published {
+                        seq,
+                        epoch: epoch.to_owned(),
+                        duplicate: false,
+                    };
+                    done.push((item, Sequenced::Published(published)));
+                }
+            }
+        }
+        // Freed at once: under a channel limit most of a batch may be refused.
+        let refused: Vec<(InboxItem, Sequenced)> = refusals
+            .into_iter()
+            .filter_map(|(_, (item, step))| match step {
+                Step::Refuse(refusal) => Some((item, refusal)),
+                Step::Write { .. } => None,
+            })
+            .collect();
+        futures::future::try_join_all(refused.iter().map(|(item, _)| self.release(item))).await?;
+        done.extend(refused);
+        Ok((done, Vec::new()))
     }
 
     /// Which of `pending` are stored already in `epoch` (up to `head`), by claim key: a

@@ -277,13 +277,15 @@ mod tests {
         crate::handler::handle(request, &w.app, &w.push)
             .await
             .unwrap();
-        // THEN she is told it is in flight, and when to send it again: not `internal`
+        // THEN she is told it is in flight, and to send it again once its lease is out
+        // (its ack comes by itself before that): not `internal`
         let frames = w.push.frames(CONN);
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert_eq!(frames[0]["code"], "in_flight");
         assert_eq!(frames[0]["id"], "m1");
         let wait = frames[0]["retryAfterMs"].as_u64().expect("retryAfterMs");
-        assert!((1..=1000).contains(&wait), "{wait}");
+        let lease = w.app.settings.publish_lease.as_millis() as u64;
+        assert!((lease - 1000..=lease).contains(&wait), "{wait}");
     }
 
     #[tokio::test]

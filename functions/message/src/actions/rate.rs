@@ -12,20 +12,25 @@ use super::ActionError;
 use crate::context::{App, Sender};
 
 /// Takes `deposit` tokens (at most a bucket's burst, so that a small bucket still serves
-/// reads) from the connection's bucket, then from the user's; refuses with `rate_limited`
-/// (naming the limit and its settings) when either holds fewer. A refusal by the user's
-/// bucket leaves the connection's tokens spent.
+/// reads) from the connection's bucket and the user's, both at once; refuses with
+/// `rate_limited` (naming the limit and its settings) when either holds fewer, writing
+/// nothing when that shows in their reads (see [`deltacast::store::Store::take_tokens_from_all`]).
 pub async fn admit(sender: &Sender<'_>, app: &App, deposit: f64) -> Result<(), ActionError> {
-    for (bucket, limit) in buckets(sender, app) {
-        if !app
-            .store
-            .take_tokens(bucket, sender.received_at, limit, deposit.min(limit.burst))
-            .await?
-        {
-            return Err(limited(bucket, limit, deposit.min(limit.burst)));
+    let buckets: Vec<_> = buckets(sender, app)
+        .into_iter()
+        .map(|(bucket, limit)| (bucket, limit, deposit.min(limit.burst)))
+        .collect();
+    match app
+        .store
+        .take_tokens_from_all(&buckets, sender.received_at)
+        .await?
+    {
+        Some(short) => {
+            let (bucket, limit, tokens) = buckets[short];
+            Err(limited(bucket, limit, tokens))
         }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Settles a request admitted with `deposit` at its real `price`: each bucket is charged

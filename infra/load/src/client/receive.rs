@@ -411,9 +411,7 @@ impl Client {
             let attempts = p.in_flight[index].attempts;
             match after_refusal(code, f.retry_after_ms, p.backoff, attempts) {
                 Retry::PausePublisher(pause) => {
-                    if f.retry_after_ms.is_none() {
-                        p.backoff = (p.backoff * 2).min(RATE_LIMIT_BACKOFF_MAX);
-                    }
+                    p.backoff = (p.backoff * 2).min(RATE_LIMIT_BACKOFF_MAX);
                     let until = now + pause;
                     p.paused_until = Some(p.paused_until.map_or(until, |u| u.max(until)));
                     let f = &mut p.in_flight[index];

@@ -3,16 +3,19 @@
 //! anything else meanwhile would be refused too), `in_flight` resends only that publish,
 //! `internal` resends it after a doubling backoff, anything else is final. The server's
 //! `retryAfterMs` is honoured when present; a short backoff stands in when it is not.
+//! After `rate_limited` the pause is the longer of the two: the server's wait is when the
+//! bucket holds a token again, and a hundred publishers refused together would all come
+//! back for that one token, so consecutive refusals back off (doubling, with jitter)
+//! until an ack resets the backoff.
 //! Kept pure (the caller applies the decision) so it can be tested without a socket.
 
 use std::time::Duration;
 
 use crate::state::jitter;
 
-/// First pause after `rate_limited` without `retryAfterMs`; doubled on each one, reset by
-/// an ack.
+/// First backoff after `rate_limited`; doubled on each one, reset by an ack.
 pub(crate) const RATE_LIMIT_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest pause after `rate_limited` without `retryAfterMs`.
+/// Longest backoff after `rate_limited` (the server's `retryAfterMs` may be longer).
 pub(crate) const RATE_LIMIT_BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// Wait before resending after `in_flight` without `retryAfterMs`.
 pub(crate) const IN_FLIGHT_FALLBACK: Duration = Duration::from_millis(200);
@@ -46,7 +49,10 @@ pub(crate) fn after_refusal(
         wait + wait.mul_f64(0.2 * rand::random::<f64>())
     });
     match code {
-        "rate_limited" => Retry::PausePublisher(server.unwrap_or_else(|| jitter(backoff))),
+        "rate_limited" => {
+            let own = jitter(backoff);
+            Retry::PausePublisher(server.map_or(own, |server| server.max(own)))
+        }
         "in_flight" => Retry::Resend(server.unwrap_or_else(|| jitter(IN_FLIGHT_FALLBACK))),
         "internal" => {
             let base = Duration::from_millis(100) * (1 << attempts.min(4));
@@ -67,12 +73,24 @@ mod tests {
     #[test]
     fn retry_after_is_honoured() {
         for _ in 0..50 {
-            match after_refusal("rate_limited", Some(400), RATE_LIMIT_BACKOFF, 1) {
+            match after_refusal("rate_limited", Some(400), Duration::from_millis(100), 1) {
                 Retry::PausePublisher(wait) => assert!(within(wait, 400, 480), "{wait:?}"),
                 other => panic!("{other:?}"),
             }
             match after_refusal("in_flight", Some(1000), RATE_LIMIT_BACKOFF, 3) {
                 Retry::Resend(wait) => assert!(within(wait, 1000, 1200), "{wait:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn consecutive_rate_limits_back_off_beyond_a_short_retry_after() {
+        // A refusal that says "a token in 15 ms", after the publisher's backoff has grown
+        // to 2 s: the publisher waits its backoff, so refused publishers spread out.
+        for _ in 0..50 {
+            match after_refusal("rate_limited", Some(15), Duration::from_secs(2), 1) {
+                Retry::PausePublisher(wait) => assert!(within(wait, 1000, 3000), "{wait:?}"),
                 other => panic!("{other:?}"),
             }
         }
