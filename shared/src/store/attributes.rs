@@ -113,6 +113,9 @@ macro_rules! condition_error {
             fn refused(&self) -> Option<Option<&Item>> {
                 match self {
                     Self::ConditionalCheckFailedException(failed) => Some(failed.item()),
+                    // The item is being written by a transaction (a sequencer's batch):
+                    // refused like a taken key, with nothing to show.
+                    Self::TransactionConflictException(_) => Some(None),
                     _ => None,
                 }
             }
@@ -152,5 +155,27 @@ impl Store {
             Conditional::Written(_) => Conditional::Written(()),
             Conditional::Refused(found) => Conditional::Refused(found),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::error::{
+        ConditionalCheckFailedException, TransactionConflictException,
+    };
+
+    #[test]
+    fn a_write_onto_an_item_a_transaction_holds_is_refused_not_failed() {
+        // A fast path's delta put that meets the sequencer's transaction on that seq: the
+        // seq is taken, as with a failed condition (the claim then goes to the sequencer).
+        let conflict = PutItemError::TransactionConflictException(
+            TransactionConflictException::builder().build(),
+        );
+        assert_eq!(conflict.refused(), Some(None));
+        let failed = PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder().build(),
+        );
+        assert_eq!(failed.refused(), Some(None));
     }
 }

@@ -216,7 +216,7 @@ impl Store {
                 pending = plan.into_iter().map(|(item, _)| item).collect();
                 continue;
             }
-            if attempts.busy && plan.iter().filter(|(_, step)| step.writes()).count() > 1 {
+            if attempts.busy {
                 let (stored, left) = self.write_together(channel, &epoch, plan).await?;
                 done.extend(stored);
                 if !left.is_empty() {
@@ -286,14 +286,13 @@ impl Store {
             if chunk.is_empty() {
                 break;
             }
-            let mut items = Vec::with_capacity(chunk.len());
+            let mut deltas = Vec::with_capacity(chunk.len());
             for (_, (item, step)) in &chunk {
                 if let Step::Write { seq, tat } = step {
-                    let delta = self.delta_item(channel, item, epoch, *seq, *tat);
-                    items.push(serde_dynamo::to_item(delta)?);
+                    deltas.push(self.delta_item(channel, item, epoch, *seq, *tat));
                 }
             }
-            if self.put_new_items(items).await? == Transacted::Refused {
+            if !self.put_deltas(deltas).await? {
                 let mut left: Vec<_> = chunk.into_iter().chain(writes).chain(refusals).collect();
                 left.sort_by_key(|(place, _)| *place);
                 return Ok((done, left.into_iter().map(|(_, (item, _))| item).collect()));
@@ -320,6 +319,22 @@ impl Store {
         futures::future::try_join_all(refused.iter().map(|(item, _)| self.release(item))).await?;
         done.extend(refused);
         Ok((done, Vec::new()))
+    }
+
+    /// Writes `deltas` (at most [`MAX_TRANSACTION_ITEMS`]) all or none: one `PutItem` for
+    /// one (a transaction would bill it twice), else one transaction. `false` when a seq
+    /// was taken (nothing written).
+    async fn put_deltas(&self, mut deltas: Vec<DeltaItem>) -> Result<bool, StoreError> {
+        if deltas.len() == 1 {
+            let delta = deltas.pop().expect("one delta");
+            // A delta of this very message found there is the SDK's retry of this write.
+            return Ok(self.put_delta(delta).await? == Some(true));
+        }
+        let items = deltas
+            .into_iter()
+            .map(serde_dynamo::to_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.put_new_items(items).await? == Transacted::Written)
     }
 
     /// Which of `pending` are stored already in `epoch` (up to `head`), by claim key: a

@@ -20,8 +20,8 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 pub(crate) enum Transacted {
     /// Every item was written.
     Written,
-    /// Nothing was written: an item's key was taken already, or another request wrote
-    /// one of the items meanwhile (a transaction conflict).
+    /// Nothing was written: an item's key was taken already, another request wrote one of
+    /// the items meanwhile (a transaction conflict), or DynamoDB throttled it.
     Refused,
 }
 
@@ -62,15 +62,17 @@ impl Store {
                 Ok(Transacted::Written)
             }
             Err(err) => match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if cancelled.cancellation_reasons().iter().any(|reason| {
-                        matches!(
-                            reason.code(),
-                            Some("ConditionalCheckFailed" | "TransactionConflict")
-                        )
-                    }) =>
-                {
-                    debug!("transaction refused: a key was taken or contended");
+                // Cancelled wrote nothing, whatever the reason (a key taken, another
+                // request on an item, throttling, which the SDK does not retry for
+                // transactions): the caller plans again after a backoff.
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    let reasons: Vec<&str> = cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .filter_map(|reason| reason.code())
+                        .filter(|code| *code != "None")
+                        .collect();
+                    debug!(?reasons, "transaction cancelled; nothing written");
                     self.meter_units(units, true);
                     Ok(Transacted::Refused)
                 }

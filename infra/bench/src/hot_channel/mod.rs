@@ -309,7 +309,8 @@ pub async fn measure(
         stack.shutdown().await;
         let figures = figures?;
         json!({
-            "warm_up": warm.map(|w| w.acked_fraction).unwrap_or(0.0),
+            // The share of the warm-up acked; null when it did not run.
+            "warm_up": warm.ok().map(|w| w.acked_fraction),
             "channel_limit_per_second": limit,
             "offered_per_second": offered,
             "clean": figures.overload_clean(),
