@@ -165,6 +165,18 @@ macro_rules! measured {
     )*};
 }
 
+/// Traces one DynamoDB request (operation, outcome, milliseconds) under
+/// `deltacast::dynamodb`, to count requests by kind under load.
+pub(crate) fn trace_request(op: &str, ok: bool, started: std::time::Instant) {
+    tracing::trace!(
+        target: "deltacast::dynamodb",
+        op,
+        ok,
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+}
+
 /// For operations that take no condition.
 fn unconditional<T>(_: &T) -> Option<Refusal> {
     None
@@ -218,13 +230,11 @@ impl Store {
     ) -> Result<R::Output, SdkError<R::Error>> {
         let started = std::time::Instant::now();
         let result = self.send_metered(request).await;
-        tracing::trace!(
-            target: "deltacast::dynamodb",
-            op = std::any::type_name::<R>().rsplit("::").next().unwrap_or_default(),
-            ok = result.is_ok(),
-            ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
+        let op = std::any::type_name::<R>()
+            .rsplit("::")
+            .next()
+            .unwrap_or_default();
+        trace_request(op, result.is_ok(), started);
         result
     }
 

@@ -44,7 +44,6 @@ use super::inbox::{
 };
 use super::items::{DeltaItem, EPOCH_SK, EpochItem, InboxItem, channel_pk, delta_sk};
 use super::plan::{Batch, Sequenced, Step, effective_after, latest_per_claim};
-use super::transact::{MAX_TRANSACTION_ITEMS, Transacted};
 use super::{Store, StoreError, backoff};
 use crate::clock;
 use crate::config::RateLimit;
@@ -264,79 +263,6 @@ impl Store {
         Ok((done, pending))
     }
 
-    /// The sequencer's way to carry out a plan: its deltas in one transaction per 100,
-    /// in order, so a batch costs one round trip instead of one per delta; then its
-    /// refusals (their ids freed). What was stored, and, once a transaction finds a seq
-    /// taken (another writer on the channel; nothing of it was written), the plan's
-    /// messages not stored yet, in stream order, to plan again against a fresh head.
-    async fn write_together(
-        &self,
-        channel: &str,
-        epoch: &str,
-        plan: Vec<(InboxItem, Step)>,
-    ) -> Result<(Vec<(InboxItem, Sequenced)>, Vec<InboxItem>), StoreError> {
-        let mut done = Vec::with_capacity(plan.len());
-        let (writes, refusals): (Vec<_>, Vec<_>) = plan
-            .into_iter()
-            .enumerate()
-            .partition(|(_, (_, step))| step.writes());
-        let mut writes = writes.into_iter();
-        loop {
-            let chunk: Vec<_> = writes.by_ref().take(MAX_TRANSACTION_ITEMS).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let mut deltas = Vec::with_capacity(chunk.len());
-            for (_, (item, step)) in &chunk {
-                if let Step::Write { seq, tat } = step {
-                    deltas.push(self.delta_item(channel, item, epoch, *seq, *tat));
-                }
-            }
-            if !self.put_deltas(deltas).await? {
-                let mut left: Vec<_> = chunk.into_iter().chain(writes).chain(refusals).collect();
-                left.sort_by_key(|(place, _)| *place);
-                return Ok((done, left.into_iter().map(|(_, (item, _))| item).collect()));
-            }
-            for (_, (item, step)) in chunk {
-                if let Step::Write { seq, .. } = step {
-                    let published = Published {
-                        seq,
-                        epoch: epoch.to_owned(),
-                        duplicate: false,
-                    };
-                    done.push((item, Sequenced::Published(published)));
-                }
-            }
-        }
-        // Freed at once: under a channel limit most of a batch may be refused.
-        let refused: Vec<(InboxItem, Sequenced)> = refusals
-            .into_iter()
-            .filter_map(|(_, (item, step))| match step {
-                Step::Refuse(refusal) => Some((item, refusal)),
-                Step::Write { .. } => None,
-            })
-            .collect();
-        futures::future::try_join_all(refused.iter().map(|(item, _)| self.release(item))).await?;
-        done.extend(refused);
-        Ok((done, Vec::new()))
-    }
-
-    /// Writes `deltas` (at most [`MAX_TRANSACTION_ITEMS`]) all or none: one `PutItem` for
-    /// one (a transaction would bill it twice), else one transaction. `false` when a seq
-    /// was taken (nothing written).
-    async fn put_deltas(&self, mut deltas: Vec<DeltaItem>) -> Result<bool, StoreError> {
-        if deltas.len() == 1 {
-            let delta = deltas.pop().expect("one delta");
-            // A delta of this very message found there is the SDK's retry of this write.
-            return Ok(self.put_delta(delta).await? == Some(true));
-        }
-        let items = deltas
-            .into_iter()
-            .map(serde_dynamo::to_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.put_new_items(items).await? == Transacted::Written)
-    }
-
     /// Which of `pending` are stored already in `epoch` (up to `head`), by claim key: a
     /// message can only be at a seq within [`MAX_BACKLOG`] of the head it recorded, so
     /// only those windows are read (merged where they overlap), and a delta with the same
@@ -416,7 +342,7 @@ impl Store {
     }
 
     /// The delta item of `item` at `seq`, carrying the channel's bucket after it.
-    fn delta_item(
+    pub(super) fn delta_item(
         &self,
         channel: &str,
         item: &InboxItem,
@@ -444,7 +370,7 @@ impl Store {
     /// `Some(false)`: the seq holds this message, written by another writer (who acked
     /// it); `None`: another message took the seq (the same id from another publisher
     /// included).
-    async fn put_delta(&self, delta: DeltaItem) -> Result<Option<bool>, StoreError> {
+    pub(super) async fn put_delta(&self, delta: DeltaItem) -> Result<Option<bool>, StoreError> {
         let (id, from, ts) = (delta.id.clone(), delta.from.clone(), delta.ts);
         let request = self
             .client
@@ -465,7 +391,7 @@ impl Store {
 
     /// Deletes a refused message's inbox item, so its id may be sent again; unless a
     /// retry has taken it over since (another lease), which is then the sequencer's again.
-    async fn release(&self, item: &InboxItem) -> Result<(), StoreError> {
+    pub(super) async fn release(&self, item: &InboxItem) -> Result<(), StoreError> {
         let request = self
             .client
             .delete_item()
