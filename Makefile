@@ -53,12 +53,10 @@ bench: dynamodb-local ## Measure start-up, memory, size, fan-out, latency, cost 
 	cargo build --release --bins --examples
 	@set -euo pipefail; \
 	free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }; \
-	port=$$(free_port); hot_port=$$(free_port); \
+	port=$$(free_port); \
 	$(DDB) start $$port; \
-	trap '$(DDB) stop '$$port'; $(DDB) stop '$$hot_port EXIT; \
-	$(DDB) start $$hot_port; \
-	target/release/deltacast-bench run --dynamodb http://127.0.0.1:$$port \
-		--hot-dynamodb http://127.0.0.1:$$hot_port $(BENCH_ARGS)
+	trap '$(DDB) stop '$$port EXIT; \
+	target/release/deltacast-bench run --dynamodb http://127.0.0.1:$$port $(BENCH_ARGS)
 
 lint: fmt template-lint ## cargo fmt --check, clippy -D warnings, template checks
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -106,6 +106,14 @@ const POLL_INTERVAL_MS: u64 = 100;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `RUST_LOG=...` shows the bench's stacks' logs (their gateway, triggers and the
+    // functions' lines) on stderr; without it they stay quiet.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,7 +176,9 @@ async fn start_stack_with(
         "FANOUT_CONCURRENCY".into(),
         args.fanout_concurrency.to_string(),
     );
-    options.env.insert("RUST_LOG".into(), "warn".into());
+    // The functions log at the bench's `RUST_LOG` when one is set (see `main`).
+    let function_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    options.env.insert("RUST_LOG".into(), function_log);
     // Load, not abuse: the limits stay on (their writes are part of what is measured)
     // but out of the way.
     for name in [
@@ -411,8 +421,8 @@ mod tests {
             "run",
             "--dynamodb",
             "http://127.0.0.1:1",
-            "--hot-dynamodb",
-            "http://127.0.0.1:2",
+            "--hot-channel-limit",
+            "2",
             "--hot-subscribers",
             "3",
             "--hot-poll-interval-ms",

@@ -1,7 +1,9 @@
 //! DynamoDB Local's write ceiling on this machine, measured in the same run as the
-//! channel figures: concurrent small `PutItem`s on a scratch table for a few seconds. A
-//! publish costs a few writes, so this bounds what any publish path can sustain here (on
-//! AWS the ceiling is per partition instead: see docs/data-model.md).
+//! channel figures: concurrent small `PutItem`s on a scratch table for a few seconds,
+//! with and without a stream (the stack's table has one, and DynamoDB Local writes a
+//! stream record with every item). A publish costs a few writes, so this bounds what any
+//! publish path can sustain here (on AWS the ceiling is per partition instead: see
+//! docs/data-model.md).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
+    ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use serde::Serialize;
 
@@ -32,16 +34,26 @@ pub struct WriteCeiling {
     pub item_bytes: usize,
     /// How long the writers ran, s.
     pub seconds: f64,
+    /// Whether the table had a stream.
+    pub streamed: bool,
 }
 
 /// Writes small items with `concurrency` writers for `duration` (at most [`MAX_ITEMS`])
-/// on a scratch table in the DynamoDB Local at `endpoint`, then deletes the table.
+/// on a scratch table (with a stream when `streamed`) in the DynamoDB Local at `endpoint`,
+/// then deletes the table. Measure the streamed ceiling last on an instance: the stream
+/// records it leaves slow every later write there (`fresh_dynamodb.rs`).
 pub async fn measure(
     endpoint: &str,
     concurrency: usize,
     duration: Duration,
+    streamed: bool,
 ) -> Result<WriteCeiling, String> {
     let client = Client::new(&deltacast_local::stack::local_sdk_config(endpoint).await);
+    let stream = StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewAndOldImages)
+        .build()
+        .map_err(|e| e.to_string())?;
     let table = format!("bench-ceiling-{:016x}", rand::random::<u64>());
     client
         .create_table()
@@ -61,6 +73,7 @@ pub async fn measure(
                 .build()
                 .map_err(|e| e.to_string())?,
         )
+        .set_stream_specification(streamed.then_some(stream))
         .send()
         .await
         .map_err(|e| format!("creating the scratch table: {e}"))?;
@@ -114,5 +127,6 @@ pub async fn measure(
         concurrency,
         item_bytes,
         seconds,
+        streamed,
     })
 }

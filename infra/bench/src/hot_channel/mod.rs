@@ -1,6 +1,7 @@
 //! The `hot_channel` section of `make bench` (issue 12): does one busy channel flow like
 //! many quiet ones? On a stack of its own (release binaries, `--hot-max-instances`
-//! instances per function, the per-channel limit out of the way), in one run:
+//! instances per function, the per-channel limit out of the way), against a DynamoDB
+//! Local of its own (`fresh_dynamodb.rs` says why), warmed first, in one run:
 //!
 //! 1. the same offered load (`--hot-rate`, `--hot-publishes`, 100 connections, 100
 //!    publishers, no churn) on 100 channels (one subscriber each) and on 1 (with
@@ -11,8 +12,9 @@
 //! 3. the highest rate one channel sustains (≥ 99 % acked, p99 delivery < 1 s, acks keeping
 //!    pace), by a bounded doubling-then-bisecting search (`search.rs`), beside DynamoDB
 //!    Local's write ceiling measured just before (`ceiling.rs`);
-//! 4. on a restarted stack whose channel limit is that rate, an overload at twice it:
-//!    refusals by code (only `rate_limited` expected), lost, duplicates, order.
+//! 4. on a second stack (and DynamoDB Local) whose channel limit is that rate, warmed at
+//!    half of it, an overload at twice it: refusals by code (only `rate_limited`
+//!    expected), lost, duplicates, order.
 //!
 //! Every run is bounded in publishes and time, and the search in steps and seconds. The
 //! quiet-channel latency (`latency`) and WCU per publish (`cost`) are measured by their
@@ -20,6 +22,7 @@
 
 mod ceiling;
 mod figures;
+mod fresh_dynamodb;
 mod rows;
 mod search;
 
@@ -29,7 +32,9 @@ use deltacast_load::LoadConfig;
 use deltacast_local::stack::Stack;
 use serde_json::{Value, json};
 
+use self::ceiling::WriteCeiling;
 use self::figures::{RunFigures, compare};
+use self::fresh_dynamodb::FreshDynamoDb;
 use self::search::{RateSearch, Step};
 use crate::RunArgs;
 
@@ -54,12 +59,6 @@ pub struct HotArgs {
     /// paths, not fan-outs. The coalescing burst subscribes every connection.
     #[arg(long = "hot-subscribers", default_value_t = 1)]
     pub subscribers: usize,
-    /// DynamoDB Local for this section (default: the run's `--dynamodb`). `make bench`
-    /// starts a fresh one: a DynamoDB Local that has served the other sections answers
-    /// slower (its one SQLite thread serves every request), which a run at hundreds of
-    /// publishes per second turns into timeouts.
-    #[arg(long = "hot-dynamodb", id = "hot_dynamodb")]
-    pub dynamodb: Option<String>,
     /// Milliseconds between the hot-channel stack's stream polls: 250, the rate at which
     /// Lambda polls a DynamoDB stream shard (four times a second), since how many deltas
     /// one fan-out batch holds (what coalescing packs) follows from it.
@@ -102,7 +101,7 @@ pub struct HotArgs {
 const SEARCH_MIN_RATE: f64 = 5.0;
 /// The search stops when its bracket is within this share.
 const SEARCH_RESOLUTION: f64 = 0.15;
-/// Seconds of publishing at half the limit before the overload run.
+/// Seconds of publishing at half the first run's rate before a stack's runs.
 const WARM_UP_SECONDS: f64 = 3.0;
 
 /// Publishes per search or overload run, at least and at most.
@@ -170,13 +169,23 @@ fn step_publishes(rate: f64, seconds: f64) -> u64 {
     ((rate * seconds).round() as u64).clamp(STEP_PUBLISHES.0, STEP_PUBLISHES.1)
 }
 
-/// Starts the hot-channel stack with the channel limit at `limit`/s (burst as much; 0:
-/// no limit).
-async fn start(args: &RunArgs, limit: u64) -> Result<Stack, String> {
+/// Starts a hot-channel stack on a DynamoDB Local of its own with the channel limit at
+/// `limit`/s (burst as much; 0: no limit), and warms it: a fresh stack's first publishes
+/// start its function processes, on a machine the rest of the stack keeps busy, so
+/// `warm` (channels, rate) runs for [`WARM_UP_SECONDS`] first and the runs that follow
+/// measure the publish path, not the start. Returns the warm-up's acked share too.
+async fn start(
+    args: &RunArgs,
+    limit: u64,
+    warm: (usize, f64),
+) -> Result<(HotStack, Option<f64>), String> {
+    let root = std::env::current_dir().map_err(|e| e.to_string())?;
+    let dynamodb = FreshDynamoDb::start(&root).await?;
     let max_instances = args.hot.max_instances;
-    crate::start_stack_with(args, |options| {
+    let endpoint = dynamodb.endpoint.clone();
+    let stack = crate::start_stack_with(args, |options| {
         options.max_instances = max_instances;
-        options.dynamodb_endpoint = endpoint(args).to_owned();
+        options.dynamodb_endpoint = endpoint;
         options.poll_interval = Duration::from_millis(args.hot.poll_interval_ms);
         for name in ["CHANNEL_RATE_LIMIT_PER_SECOND", "CHANNEL_RATE_LIMIT_BURST"] {
             options.env.insert(name.into(), limit.to_string());
@@ -186,12 +195,63 @@ async fn start(args: &RunArgs, limit: u64) -> Result<Stack, String> {
             options.env.remove("CHANNEL_RATE_LIMIT_PER_SECOND");
         }
     })
-    .await
+    .await;
+    let stack = match stack {
+        Ok(stack) => HotStack { stack, dynamodb },
+        Err(err) => {
+            dynamodb.stop().await;
+            return Err(err);
+        }
+    };
+    let (channels, rate) = warm;
+    let hot = &args.hot;
+    let config = load(
+        &stack.stack,
+        hot,
+        channels,
+        hot.connections,
+        rate,
+        step_publishes(rate, WARM_UP_SECONDS),
+    );
+    let warmed = measure_run("warm-up", config).await;
+    Ok((stack, warmed.ok().map(|w| w.acked_fraction)))
 }
 
-/// The section's DynamoDB Local.
-fn endpoint(args: &RunArgs) -> &str {
-    args.hot.dynamodb.as_deref().unwrap_or(&args.dynamodb)
+/// A hot-channel stack and the DynamoDB Local it alone uses.
+struct HotStack {
+    stack: Stack,
+    dynamodb: FreshDynamoDb,
+}
+
+impl HotStack {
+    async fn stop(self) {
+        self.stack.shutdown().await;
+        self.dynamodb.stop().await;
+    }
+}
+
+/// DynamoDB Local's write ceilings on this machine.
+struct Ceilings {
+    /// On a table with a stream, like the stack's: what the section compares with.
+    streamed: WriteCeiling,
+    /// On a table without one.
+    unstreamed: WriteCeiling,
+}
+
+/// Measures both ceilings on a DynamoDB Local of their own (the streamed one last: the
+/// records it leaves would slow a stack there).
+async fn ceilings(hot: &HotArgs) -> Result<Ceilings, String> {
+    eprintln!("  hot_channel: DynamoDB Local's write ceiling...");
+    let root = std::env::current_dir().map_err(|e| e.to_string())?;
+    let dynamodb = FreshDynamoDb::start(&root).await?;
+    let duration = Duration::from_secs_f64(hot.ceiling_seconds);
+    let unstreamed = ceiling::measure(&dynamodb.endpoint, CEILING_WRITERS, duration, false).await;
+    let streamed = ceiling::measure(&dynamodb.endpoint, CEILING_WRITERS, duration, true).await;
+    dynamodb.stop().await;
+    Ok(Ceilings {
+        streamed: streamed?,
+        unstreamed: unstreamed?,
+    })
 }
 
 /// What the runs without a channel limit measured.
@@ -257,17 +317,16 @@ pub async fn measure(
     summary: &serde_json::Map<String, Value>,
 ) -> Result<Value, String> {
     let hot = &args.hot;
-    eprintln!("  hot_channel: DynamoDB Local's write ceiling...");
-    let ceiling = ceiling::measure(
-        endpoint(args),
-        CEILING_WRITERS,
-        Duration::from_secs_f64(hot.ceiling_seconds),
+    let ceiling = ceilings(hot).await?;
+
+    let (stack, warm_up) = start(
+        args,
+        hot.channel_limit,
+        (hot.connections.min(100), hot.rate / 2.0),
     )
     .await?;
-
-    let stack = start(args, hot.channel_limit).await?;
-    let result = unlimited_runs(&stack, hot).await;
-    stack.shutdown().await;
+    let result = unlimited_runs(&stack.stack, hot).await;
+    stack.stop().await;
     let Unlimited {
         hundred,
         one,
@@ -283,34 +342,18 @@ pub async fn measure(
         .or((sustained > 0.0).then(|| sustained.round().max(1.0) as u64));
     let overload = if let Some(limit) = limit.filter(|l| *l > 0) {
         let offered = 2.0 * limit as f64;
-        let stack = start(args, limit).await?;
-        // A fresh stack's first publishes start its function processes, on a machine the
-        // rest of the stack keeps busy: warm it at half the limit first (as the search's
-        // stack was warm), so that the run measures the overload, not the start.
-        let warm_rate = (limit as f64 / 2.0).max(1.0);
-        let warm = measure_run(
-            "overload warm-up",
-            load(
-                &stack,
-                hot,
-                1,
-                hot.connections,
-                warm_rate,
-                step_publishes(warm_rate, WARM_UP_SECONDS),
-            ),
-        )
-        .await;
+        let (stack, warm) = start(args, limit, (1, (limit as f64 / 2.0).max(1.0))).await?;
         let publishes = step_publishes(offered, hot.step_seconds);
         let figures = measure_run(
             "overload",
-            load(&stack, hot, 1, hot.connections, offered, publishes),
+            load(&stack.stack, hot, 1, hot.connections, offered, publishes),
         )
         .await;
-        stack.shutdown().await;
+        stack.stop().await;
         let figures = figures?;
         json!({
-            // The share of the warm-up acked; null when it did not run.
-            "warm_up": warm.ok().map(|w| w.acked_fraction),
+            // The share of the warm-up (at half the limit) acked; null when it failed.
+            "warm_up": warm,
             "channel_limit_per_second": limit,
             "offered_per_second": offered,
             "clean": figures.overload_clean(),
@@ -335,6 +378,7 @@ pub async fn measure(
         "subscribers_of_one_channel": hot.subscribers,
         "max_instances": hot.max_instances,
         "poll_interval_ms": hot.poll_interval_ms,
+        "warm_up": warm_up,
         "hundred_channels": hundred,
         "one_channel": one,
         "acked_ratio_1_vs_100": comparison.acked_ratio,
@@ -350,7 +394,8 @@ pub async fn measure(
                 figures::SUSTAINED_ACKED_RATE * 100.0
             ),
             "steps": steps,
-            "dynamodb_local_write_ceiling": ceiling,
+            "dynamodb_local_write_ceiling": ceiling.streamed,
+            "dynamodb_local_write_ceiling_without_stream": ceiling.unstreamed,
         },
         "overload": overload,
         "coalesce": {
