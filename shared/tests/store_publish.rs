@@ -477,3 +477,37 @@ async fn the_sequencer_starting_a_channel_marks_it_busy() {
     let next = enqueue(&store, "m2", "2", None, "c", None).await;
     assert!(matches!(next, Enqueued::Queued(_)), "{next:?}");
 }
+
+/// Until when the channel's epoch item says the channel is busy.
+async fn busy_until(store: &deltacast::store::Store) -> Option<u64> {
+    let epoch = support::item(store, &channel_pk(CHANNEL), EPOCH_SK)
+        .await
+        .expect("the epoch item");
+    serde_dynamo::from_item::<_, EpochItem>(epoch).unwrap().busy
+}
+
+#[tokio::test]
+async fn the_sequencer_renews_the_busy_mark_only_when_half_of_it_has_run_out() {
+    // GIVEN a channel the sequencer has just marked busy with a batch
+    let store = store().await;
+    publish(&store, "m0").await.unwrap();
+    let first = vec![queue(&store, "m1", None).await];
+    store.sequence(CHANNEL, first, None).await.unwrap();
+    let marked = busy_until(&store).await.expect("marked busy");
+    // WHEN the next batch comes while most of the mark is left
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = vec![queue(&store, "m2", None).await];
+    let outcomes = store.sequence(CHANNEL, second, None).await.unwrap();
+    // THEN it is stored without writing the mark again (a write on every batch's path,
+    // 100-170 ms on a loaded DynamoDB Local, for nothing)
+    assert_eq!(published(&outcomes[0].1), (3, false));
+    assert_eq!(busy_until(&store).await, Some(marked));
+    // AND once half of the window has passed, the next batch renews it
+    tokio::time::sleep(std::time::Duration::from_millis(
+        deltacast::store::BUSY_WINDOW_MS / 2 + 20,
+    ))
+    .await;
+    let third = vec![queue(&store, "m3", None).await];
+    store.sequence(CHANNEL, third, None).await.unwrap();
+    assert!(busy_until(&store).await.expect("marked busy") > marked);
+}

@@ -7,13 +7,15 @@
 //! A claim written without `q` is the message function's to store: it writes the delta at
 //! the head it read, and if another writer took that seq, it hands the claim over (sets
 //! `q`, [`Store::hand_over`]). A claim with `q` is the sequencer's: its stream filter
-//! passes only those. A channel is busy for [`BUSY_WINDOW_MS`] after the sequencer's last
-//! batch or a fast path's lost seq (`busy` on its epoch item, which every publish reads
+//! passes only those. A channel is busy for up to [`BUSY_WINDOW_MS`] after the sequencer's
+//! last batch or a fast path's lost seq (`busy` on its epoch item, which every publish reads
 //! anyway); a claim on a busy channel is written with `q` at once, so under contention the
 //! fast path stops racing the sequencer (which would otherwise lose seq after seq to it),
 //! and a channel the sequencer has left alone for that long goes back to the fast path by
-//! itself. The sequencer renews the mark at each batch, in a new epoch it starts, and at
-//! each seq it loses.
+//! itself. The sequencer renews the mark with a batch once half of it has run out (beside
+//! the batch's writes, not before them), in a new epoch it starts, and at each seq it
+//! loses; so a channel whose batches keep coming stays busy, and one left alone goes
+//! quiet half a window to a window after its last batch.
 //!
 //! ## The same id again
 //! When the put finds the id already claimed (a retry, or the same id sent twice), the

@@ -263,8 +263,8 @@ pub struct EpochItem {
     pub ep: String,
     /// Created at, Unix milliseconds.
     pub at: u64,
-    /// Until when (Unix ms) the channel is busy: set by the sequencer for each batch and
-    /// by a fast path that lost its seq; until then publishes go straight to the
+    /// Until when (Unix ms) the channel is busy: renewed by the sequencer's batches and
+    /// set by a fast path that lost its seq; until then publishes go straight to the
     /// sequencer instead of racing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy: Option<u64>,
