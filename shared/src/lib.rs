@@ -10,6 +10,8 @@
 //!   `$connect` authorizer to every later route.
 //! - [`store`]: the single DynamoDB table: connections, subscriptions, deltas, the
 //!   channels' inboxes of publishes; [`store::items`] documents the keys.
+//! - [`state`]: live state's documents: ops, folding them (last writer wins by time),
+//!   the merge patches subscribers get.
 //! - [`answers`]: the frames that answer a publish, from the message function or the
 //!   sequencer.
 //! - [`push`]: delivering frames through the API Gateway Management API, with retries.
@@ -31,6 +33,7 @@ pub mod cost;
 pub mod init;
 pub mod protocol;
 pub mod push;
+pub mod state;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
