@@ -52,7 +52,7 @@ async fn a_publish_writes_two_buckets_its_claim_and_its_delta_and_reads_the_head
 }
 
 #[tokio::test]
-async fn a_duplicate_writes_its_refused_inbox_put_and_a_conflict_only_the_buckets() {
+async fn a_duplicate_writes_its_refused_inbox_put_and_a_conflict_nothing() {
     let (w, meter) = world().await.metered();
     let original = w.publish("chat:cost", "same", json!(1)).await;
 
@@ -63,7 +63,10 @@ async fn a_duplicate_writes_its_refused_inbox_put_and_a_conflict_only_the_bucket
     let guarded = json!({"action": "publish", "channel": "chat:cost", "id": "new", "data": 1, "expectSeq": 7});
     let (_, conflict, frames) = cost(&w, &meter, guarded).await;
     assert_eq!(frames[0]["code"], "conflict", "{frames:?}");
-    assert_eq!(conflict, 2.0);
+    assert_eq!(
+        conflict, 0.0,
+        "refused on the channel as read, before any token is taken"
+    );
 }
 
 #[tokio::test]
@@ -113,10 +116,12 @@ async fn a_frame_from_a_closed_connection_writes_nothing() {
     w.app.store.remove_connection(CONN).await.unwrap();
     let (read, written, frames) = cost(&w, &meter, json!({"action": "ping"})).await;
     assert!(frames.is_empty(), "nobody to answer: {frames:?}");
-    assert_eq!(
-        (read, written),
-        (1.0, 0.0),
-        "the read that finds no liveness item"
+    // The two buckets are read at once: the user's read may or may not have been sent
+    // by the time the connection's comes back without a liveness item.
+    assert_eq!(written, 0.0);
+    assert!(
+        read == 1.0 || read == 2.0,
+        "the read that finds no liveness item, and perhaps the user's bucket: {read}"
     );
 }
 
