@@ -1,16 +1,18 @@
-//! A DynamoDB Local of its own for each stack of the section (and for the ceiling
-//! measurements), started from `infra/dynamodb-local/dynamodb-local run` on a free port and
-//! killed when dropped.
+//! A DynamoDB Local that belongs to the section: one for the ceiling measurements, one
+//! for its two stacks (the second takes over the first one's table), each started from
+//! `infra/dynamodb-local/dynamodb-local run` on a free port and killed when dropped.
 //!
-//! Why not one for the whole section: DynamoDB Local's writes slow down for every table
-//! once *another* table (live or deleted) holds many stream records. Measured here
+//! Why not the run's shared one, or a new table per stack: DynamoDB Local's writes slow
+//! down for every table once *another* table (live or deleted) holds many stream records. Measured here
 //! (2026-12-01, 16 writers of small `PutItem`s): ~400 puts/s on a fresh instance, ~78/s
 //! beside another streamed table holding 15,000 stream records, the same after that table
 //! was deleted; a table's own stream records did not slow it (0 to 17,500: 320-520/s), nor
 //! did 20,000 items of an unstreamed table. The first stack's runs leave tens of
-//! thousands of stream records, so a second stack on the same instance (the overload run)
-//! saw writes take 300-900 ms (about 100 writes/s in all) and failed on DynamoDB Local,
-//! not on the publish path.
+//! thousands of stream records, so a second stack on a new table of the same instance (the
+//! overload run) saw writes take 300-900 ms (about 100 writes/s in all) and failed on
+//! DynamoDB Local, not on the publish path. A second instance of its own was no better: a
+//! new JVM is slow for long after its start; so the second stack reuses the first's warm
+//! instance *and* its table (reading the stream from its tip).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

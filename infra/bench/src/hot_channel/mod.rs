@@ -12,8 +12,8 @@
 //! 3. the highest rate one channel sustains (≥ 99 % acked, p99 delivery < 1 s, acks keeping
 //!    pace), by a bounded doubling-then-bisecting search (`search.rs`), beside DynamoDB
 //!    Local's write ceiling measured just before (`ceiling.rs`);
-//! 4. on a second stack (and DynamoDB Local) whose channel limit is that rate, warmed at
-//!    half of it, an overload at twice it: refusals by code (only `rate_limited`
+//! 4. on a second stack (on the first one's DynamoDB Local and table) whose channel limit
+//!    is that rate, warmed at half of it, an overload at twice it: refusals by code (only `rate_limited`
 //!    expected), lost, duplicates, order.
 //!
 //! Every run is bounded in publishes and time, and the search in steps and seconds. The
@@ -171,40 +171,30 @@ fn step_publishes(rate: f64, seconds: f64) -> u64 {
     ((rate * seconds).round() as u64).clamp(STEP_PUBLISHES.0, STEP_PUBLISHES.1)
 }
 
-/// Starts a hot-channel stack on a DynamoDB Local of its own with the channel limit at
-/// `limit`/s (burst as much; 0: no limit), and warms it. A fresh stack is slow at first
-/// (a new DynamoDB Local's JVM compiles its hot paths under load; the functions' instances
-/// start), and a run that starts cold at this machine's edge collapses into timeouts and
-/// retries it does not recover from (2026-12-01: the 100-channel run right after a single
-/// 3 s warm-up acked 49/s of 100/s with 4,981 timeouts, where the same stack later took
-/// one channel at 100/s without one). So DynamoDB Local first takes
-/// [`CEILING_WRITERS`] writers for [`WARM_UP_SECONDS`] on a scratch table without a
-/// stream (which leaves nothing that slows it later), then `warm` (channels, rate) runs
-/// until one sustains its rate, at most [`WARM_UP_RUNS`] times. Returns each warm-up
+/// Starts a hot-channel stack on the section's DynamoDB Local (on `table` when given: the
+/// second stack takes over the first one's table, read from the stream's tip, since
+/// another table's stream records would slow every write; see `fresh_dynamodb.rs`), with
+/// the channel limit at `limit`/s (burst as much; 0: no limit), and warms it: `warm`
+/// (channels, rate) runs for [`WARM_UP_SECONDS`] until one sustains its rate, at most
+/// [`WARM_UP_RUNS`] times. A stack that starts a run cold at this machine's edge
+/// collapses into timeouts and retries it does not recover from (2026-12-01: the
+/// 100-channel run after a single 3 s warm-up acked 49/s of 100/s with 4,981 timeouts;
+/// the same stack then took one channel at 100/s without one). Returns each warm-up
 /// run's figures too.
 async fn start(
     args: &RunArgs,
+    endpoint: &str,
+    table: Option<String>,
     limit: u64,
     warm: (usize, f64),
-) -> Result<(HotStack, Vec<RunFigures>), String> {
-    let root = std::env::current_dir().map_err(|e| e.to_string())?;
-    let dynamodb = FreshDynamoDb::start(&root).await?;
-    let jvm = ceiling::measure(
-        &dynamodb.endpoint,
-        CEILING_WRITERS,
-        Duration::from_secs_f64(WARM_UP_SECONDS),
-        false,
-    )
-    .await;
-    if let Err(err) = jvm {
-        dynamodb.stop().await;
-        return Err(err);
-    }
+) -> Result<(Stack, Vec<RunFigures>), String> {
     let max_instances = args.hot.max_instances;
-    let endpoint = dynamodb.endpoint.clone();
     let stack = crate::start_stack_with(args, |options| {
         options.max_instances = max_instances;
-        options.dynamodb_endpoint = endpoint;
+        options.dynamodb_endpoint = endpoint.to_owned();
+        if let Some(table) = table {
+            options.table_name = table;
+        }
         options.poll_interval = Duration::from_millis(args.hot.poll_interval_ms);
         for name in ["CHANNEL_RATE_LIMIT_PER_SECOND", "CHANNEL_RATE_LIMIT_BURST"] {
             options.env.insert(name.into(), limit.to_string());
@@ -214,20 +204,13 @@ async fn start(
             options.env.remove("CHANNEL_RATE_LIMIT_PER_SECOND");
         }
     })
-    .await;
-    let stack = match stack {
-        Ok(stack) => HotStack { stack, dynamodb },
-        Err(err) => {
-            dynamodb.stop().await;
-            return Err(err);
-        }
-    };
+    .await?;
     let (channels, rate) = warm;
     let hot = &args.hot;
     let mut runs = Vec::new();
     for _ in 0..WARM_UP_RUNS {
         let config = load(
-            &stack.stack,
+            &stack,
             hot,
             channels,
             hot.connections,
@@ -248,17 +231,18 @@ async fn start(
     Ok((stack, runs))
 }
 
-/// A hot-channel stack and the DynamoDB Local it alone uses.
-struct HotStack {
-    stack: Stack,
-    dynamodb: FreshDynamoDb,
-}
-
-impl HotStack {
-    async fn stop(self) {
-        self.stack.shutdown().await;
-        self.dynamodb.stop().await;
+/// The section's DynamoDB Local, fresh, its JVM warmed by [`CEILING_WRITERS`] writers for
+/// [`WARM_UP_SECONDS`] on a scratch table without a stream (which leaves nothing that
+/// slows it later): a new JVM is slow until it has compiled its hot paths under load.
+async fn section_dynamodb() -> Result<FreshDynamoDb, String> {
+    let root = std::env::current_dir().map_err(|e| e.to_string())?;
+    let dynamodb = FreshDynamoDb::start(&root).await?;
+    let duration = Duration::from_secs_f64(WARM_UP_SECONDS);
+    if let Err(err) = ceiling::measure(&dynamodb.endpoint, CEILING_WRITERS, duration, false).await {
+        dynamodb.stop().await;
+        return Err(err);
     }
+    Ok(dynamodb)
 }
 
 /// DynamoDB Local's write ceilings on this machine.
@@ -342,45 +326,35 @@ async fn unlimited_runs(stack: &Stack, hot: &HotArgs) -> Result<Unlimited, Strin
     })
 }
 
-/// Measures the section; `summary` holds the sections measured before (for references).
-pub async fn measure(
+/// The section's two stacks on `endpoint`, one after the other: the runs without a
+/// channel limit, then the overload run on the first stack's table.
+async fn stacks(
     args: &RunArgs,
-    summary: &serde_json::Map<String, Value>,
-) -> Result<Value, String> {
+    endpoint: &str,
+) -> Result<(Vec<RunFigures>, Unlimited, Value), String> {
     let hot = &args.hot;
-    let ceiling = ceilings(hot).await?;
+    let first_warm = (hot.connections.min(100), hot.rate / 2.0);
+    let (stack, warm_up) = start(args, endpoint, None, hot.channel_limit, first_warm).await?;
+    let table = stack.table_name.clone();
+    let result = unlimited_runs(&stack, hot).await;
+    stack.shutdown().await;
+    let unlimited = result?;
 
-    let (stack, warm_up) = start(
-        args,
-        hot.channel_limit,
-        (hot.connections.min(100), hot.rate / 2.0),
-    )
-    .await?;
-    let result = unlimited_runs(&stack.stack, hot).await;
-    stack.stop().await;
-    let Unlimited {
-        hundred,
-        one,
-        burst,
-        search,
-        steps,
-    } = result?;
-    let comparison = compare(&one, &hundred);
-    let sustained = search.sustained();
-
+    let sustained = unlimited.search.sustained();
     let limit = hot
         .overload_limit
         .or((sustained > 0.0).then(|| sustained.round().max(1.0) as u64));
     let overload = if let Some(limit) = limit.filter(|l| *l > 0) {
         let offered = 2.0 * limit as f64;
-        let (stack, warm) = start(args, limit, (1, (limit as f64 / 2.0).max(1.0))).await?;
+        let warm = (1, (limit as f64 / 2.0).max(1.0));
+        let (stack, warm) = start(args, endpoint, Some(table), limit, warm).await?;
         let publishes = step_publishes(offered, hot.step_seconds);
         let figures = measure_run(
             "overload",
-            load(&stack.stack, hot, 1, hot.connections, offered, publishes),
+            load(&stack, hot, 1, hot.connections, offered, publishes),
         )
         .await;
-        stack.stop().await;
+        stack.shutdown().await;
         let figures = figures?;
         json!({
             // The warm-up runs at half the limit, until one sustained it.
@@ -394,6 +368,30 @@ pub async fn measure(
     } else {
         json!({"skipped": "no rate was sustained (and no --hot-overload-limit), so there is no limit to overload"})
     };
+    Ok((warm_up, unlimited, overload))
+}
+
+/// Measures the section; `summary` holds the sections measured before (for references).
+pub async fn measure(
+    args: &RunArgs,
+    summary: &serde_json::Map<String, Value>,
+) -> Result<Value, String> {
+    let hot = &args.hot;
+    let ceiling = ceilings(hot).await?;
+
+    let dynamodb = section_dynamodb().await?;
+    let result = stacks(args, &dynamodb.endpoint).await;
+    dynamodb.stop().await;
+    let (warm_up, unlimited, overload) = result?;
+    let Unlimited {
+        hundred,
+        one,
+        burst,
+        search,
+        steps,
+    } = unlimited;
+    let comparison = compare(&one, &hundred);
+    let sustained = search.sustained();
 
     let reference = |section: &str, key: &str| {
         summary
