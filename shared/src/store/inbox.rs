@@ -132,36 +132,22 @@ impl Store {
         conn: &str,
         channel_limit: Option<RateLimit>,
     ) -> Result<Enqueued, StoreError> {
-        let view = self.channel_view(new.channel.as_str()).await?;
-        self.enqueue_on(view, new, conn, channel_limit).await
-    }
-
-    /// Reads what a publish on `channel` needs to know (its head, bucket and busy mark:
-    /// two reads at once), for [`Self::enqueue_on`].
-    pub async fn channel_view(&self, channel: &str) -> Result<ChannelView, StoreError> {
-        let state = self.channel_state(channel).await?;
-        Ok(ChannelView {
-            state,
-            read_at: clock::now_ms(),
-        })
-    }
-
-    /// [`Self::enqueue`] against a channel as read before: the message function reads it
-    /// first and, when it refuses, answers without taking any rate-limit token (a refusal
-    /// then writes nothing at all, so a channel under overload refuses cheaply).
-    pub async fn enqueue_on(
-        &self,
-        view: ChannelView,
-        new: NewDelta<'_>,
-        conn: &str,
-        channel_limit: Option<RateLimit>,
-    ) -> Result<Enqueued, StoreError> {
         let channel = new.channel.as_str();
-        let ChannelView { state, read_at } = view;
+        let state = self.channel_state(channel).await?;
         let head = state.head();
         let now = clock::now_ms();
-        // Judged as of the read, as `ChannelView::refuses` judged it for the caller.
-        if let Some(refusal) = refusal(&state, new.expect_seq, channel_limit, read_at) {
+        let refusal = match (new.expect_seq, channel_limit) {
+            (Some(expected), _) if expected != head.seq => {
+                Some(Enqueued::Conflict { head: head.clone() })
+            }
+            (_, Some(limit)) => {
+                channel_wait_ms(&state, limit, now).map(|wait| Enqueued::RateLimited {
+                    retry_after_ms: wait,
+                })
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
             // The same id again is answered as before, whatever the head or the limit.
             let claim = self
                 .send(self.read_item(inbox_pk(channel), claim_sk(new.from, new.id.as_str())))
@@ -444,41 +430,6 @@ fn claimed_now(item: InboxItem, state: ChannelState) -> Enqueued {
 
 /// How long until the channel's bucket (as its newest delta left it) takes one more
 /// publish, or `None` when it takes one now.
-/// A channel as read for a publish ([`Store::channel_view`]).
-#[derive(Clone, Debug)]
-pub struct ChannelView {
-    state: ChannelState,
-    /// When it was read (Unix ms): refusals are judged as of then, so that
-    /// [`ChannelView::refuses`] and [`Store::enqueue_on`] always agree.
-    read_at: u64,
-}
-
-impl ChannelView {
-    /// Whether a publish guarded by `expect_seq` would be refused at once (a conflict, or
-    /// the channel over `limit`), before anything is written.
-    pub fn refuses(&self, expect_seq: Option<u64>, limit: Option<RateLimit>) -> bool {
-        refusal(&self.state, expect_seq, limit, self.read_at).is_some()
-    }
-}
-
-/// The answer a publish gets at once from the channel as read, if it is refused.
-fn refusal(
-    state: &ChannelState,
-    expect_seq: Option<u64>,
-    limit: Option<RateLimit>,
-    now: u64,
-) -> Option<Enqueued> {
-    match (expect_seq, limit) {
-        (Some(expected), _) if expected != state.head().seq => {
-            Some(Enqueued::Conflict { head: state.head() })
-        }
-        (_, Some(limit)) => channel_wait_ms(state, limit, now).map(|wait| Enqueued::RateLimited {
-            retry_after_ms: wait,
-        }),
-        _ => None,
-    }
-}
-
 pub(crate) fn channel_wait_ms(state: &ChannelState, limit: RateLimit, now_ms: u64) -> Option<u64> {
     Bucket::from_stored(state.tat).wait_ms(limit, now_ms, 1.0)
 }

@@ -80,8 +80,7 @@ pub use capacity::{Capacity, CapacityMeter};
 pub use connections::NewConnection;
 pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use inbox::{
-    BUSY_WINDOW_MS, ChannelView, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta,
-    Published,
+    BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
 };
 pub use plan::Sequenced;
 pub use rate_limit::{Bucket, BucketOf};
