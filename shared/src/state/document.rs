@@ -13,9 +13,13 @@
 //!   (a removed path keeps it as a tombstone) for [`STAMP_HORIZON_MS`].
 //! - An `inc` adds to the number at its path (a missing member counts as 0), unless a
 //!   newer `set`/`remove`/`merge` is at that path or above: the value it added to is gone.
-//!   `inc`s commute with each other, so counters are exact whatever the order.
-//! - Known limit: a `set` folded *after* a newer `inc` on the same path still replaces
-//!   the value (the `inc` is lost); reset a counter by writing a new path (a new round).
+//!   `inc`s add integers and commute with each other, so counters are exact whatever the
+//!   order.
+//! - Known limits: a `set`/`remove`/`merge` folded *after* a newer `inc` at its path or
+//!   below still replaces the value (the `inc` is lost): reset a counter by writing a new
+//!   path (a new round). And a message is folded all or none against the document as it
+//!   is when its turn comes, so whether a message whose `inc` meets a non-number is
+//!   refused can depend on the order (keep such messages to one op).
 //!
 //! Writing below a member that is not an object (a `set` or `remove` of `/a/b` where `/a`
 //! is `3`) makes that member an object, as a merge patch does; an `inc` of a member that is not a
@@ -77,8 +81,9 @@ fn json_len(value: &Value) -> usize {
 
 /// The most an op can grow a document's serialized value by.
 fn growth(op: &CheckedOp) -> usize {
-    // Each member on the path may be created: `"key":{}` and a comma.
-    let path: usize = op.path.keys().iter().map(|k| k.len() * 2 + 6).sum();
+    // Each member on the path may be created: `"key":{}` and a comma; a key's byte may
+    // serialize as six (`\u0001`).
+    let path: usize = op.path.keys().iter().map(|k| k.len() * 6 + 6).sum();
     path + match &op.kind {
         // A number is at most 24 characters (`-9007199254740991` or a float).
         OpKind::Inc(_) => 26,

@@ -195,6 +195,26 @@ fn a_message_that_would_outgrow_the_limit_changes_nothing() {
 }
 
 #[test]
+fn escaped_keys_stay_within_the_size_bound() {
+    // A key of control characters serializes six bytes per byte (`\u0001`): the bound
+    // must grow by that much, or the limit could be passed without a check.
+    let key = "\u{1}".repeat(100);
+    let mut document = Document::default();
+    for ms in 0..3 {
+        let path = format!("/{key}{ms}");
+        let outcome = document.fold(
+            &ops(json!([{"op": "inc", "path": path, "by": 1}])),
+            &at(ms),
+            1500,
+        );
+        let size = serde_json::to_vec(&Value::Object(document.value.clone()))
+            .unwrap()
+            .len();
+        assert!(size <= 1500, "{size} bytes after {outcome:?}");
+    }
+}
+
+#[test]
 fn a_stale_write_changes_nothing_and_says_so() {
     let mut document = Document::default();
     document.fold(

@@ -25,7 +25,8 @@ pub enum Op {
     Inc {
         /// JSON Pointer.
         path: String,
-        /// The amount, within ±[`MAX_NUMBER`].
+        /// The amount: an integer within ±[`MAX_NUMBER`] (integers add up exactly in any
+        /// order; fractions would not).
         by: Number,
     },
     /// Puts `value` at `path`, creating the objects above it.
@@ -84,6 +85,12 @@ pub enum OpError {
         index: usize,
         /// Why.
         error: PathError,
+    },
+    /// `inc` by a fraction.
+    #[error("ops[{index}].by: inc adds integers only (within ±2^53 - 1)")]
+    IncNotInteger {
+        /// Which op.
+        index: usize,
     },
     /// A number out of range.
     #[error("ops[{index}]: numbers must be finite and within ±{MAX_NUMBER} (2^53 - 1)")]
@@ -146,6 +153,9 @@ fn check_one(index: usize, op: &Op) -> Result<CheckedOp, OpError> {
             }
             if !in_range(by) {
                 return Err(OpError::NumberRange { index });
+            }
+            if by.as_i64().is_none() {
+                return Err(OpError::IncNotInteger { index });
             }
         }
         OpKind::Set(value) => {
@@ -257,6 +267,7 @@ mod tests {
             refused(json!([{"op": "set", "path": "/a", "value": {"b": null}}])).contains("null")
         );
         assert!(refused(json!([{"op": "inc", "path": "", "by": 1}])).contains("member's path"));
+        assert!(refused(json!([{"op": "inc", "path": "/a", "by": 0.5}])).contains("integers only"));
         assert!(
             refused(json!([{"op": "set", "path": "", "value": 3}])).contains("must be an object")
         );
