@@ -3,8 +3,9 @@
 //! head it read for the claim ([`Store::sequence_now`], one write); the sequencer function
 //! does it for a busy channel's messages, a batch at a time ([`Store::sequence`] with what
 //! the stream brought): one read of the head serves the whole batch, so a busy channel
-//! costs one head read per batch instead of a race per publish. The sequencer marks the
-//! channel busy for each batch, which sends its publishes straight to it (see `inbox`).
+//! costs one head read per batch instead of a race per publish. The sequencer keeps the
+//! channel marked busy while its batches come (renewing the mark once half of it has run
+//! out), which sends its publishes straight to it (see `inbox`).
 //!
 //! ## Exactly once, gap-free, in order
 //! Each delta is written at the head + 1 with `attribute_not_exists`, either after the
