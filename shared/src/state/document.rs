@@ -206,12 +206,17 @@ impl Document {
         }
         // Newer writes below `path`: their current state survives this write. Only the
         // topmost of them matter, since each one's value already holds those below it.
+        // One pass over the stamps at and below `path`: the newer ones' state survives
+        // this write, the older ones are overwritten by it and dropped.
         let mut newer: Vec<(Path, Option<Value>)> = Vec::new();
+        let mut older: Vec<Path> = Vec::new();
         for (below, s) in self.stamps.range(path.clone()..) {
             if !path.contains(below) {
                 break;
             }
-            if below != path && s > stamp && !newer.iter().any(|(p, _)| p.contains(below)) {
+            if s < stamp {
+                older.push(below.clone());
+            } else if s > stamp && below != path && !newer.iter().any(|(p, _)| p.contains(below)) {
                 newer.push((below.clone(), self.get(below).cloned()));
             }
         }
@@ -219,14 +224,7 @@ impl Document {
         for (below, value) in newer {
             self.put(&below, value);
         }
-        let below: Vec<Path> = self
-            .stamps
-            .range(path.clone()..)
-            .take_while(|(p, _)| path.contains(p))
-            .filter(|(_, s)| *s < stamp)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in below {
+        for p in older {
             self.stamps.remove(&p);
         }
         self.stamps.insert(path.clone(), stamp.clone());
