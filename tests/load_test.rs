@@ -95,6 +95,25 @@ fn assert_ok(report: &LoadReport) {
     assert_eq!(report.publishes_acked, report.publishes_planned);
 }
 
+/// `connections` clients spread over `channels`, `publishers` of them publishing
+/// `publishes` at `rate`/s, nobody reconnecting.
+fn steady_load(
+    stack: &TestStack,
+    (connections, channels, publishers): (usize, usize, usize),
+    rate: f64,
+    publishes: u64,
+) -> LoadConfig {
+    let mut load = config(stack);
+    load.connections = connections;
+    load.channels = channels;
+    load.publishers = publishers;
+    load.rate_per_second = rate;
+    load.publishes = Some(publishes);
+    load.churn = 0.0;
+    load.gap_timeout = PUSH_GAP_TIMEOUT;
+    load
+}
+
 /// 30 clients on 3 channels, 200 publishes at 15/s, 10 % churn (the experiment).
 fn churn_load(stack: &TestStack) -> LoadConfig {
     let mut load = config(stack);
@@ -168,14 +187,7 @@ async fn clients_that_stay_connected_get_every_delta_pushed() {
     let stack = start_stack_with(|options| options.max_instances = 6).await;
 
     // WHEN 20 clients on 2 channels receive 100 publishes and none reconnects
-    let mut load = config(&stack);
-    load.connections = 20;
-    load.channels = 2;
-    load.publishers = 2;
-    load.rate_per_second = 15.0;
-    load.publishes = Some(100);
-    load.churn = 0.0;
-    load.gap_timeout = PUSH_GAP_TIMEOUT;
+    let load = steady_load(&stack, (20, 2, 2), 15.0, 100);
     let report = run(load.clone()).await.expect("the configuration is valid");
     stack.shutdown().await;
 
@@ -197,15 +209,8 @@ async fn a_busy_channel_takes_every_publish_once_in_order_through_the_sequencer(
 
     // WHEN 10 of 20 clients publish on the one channel they all subscribe to, several
     // publishes each in flight, so that they contend for its seqs
-    let mut load = config(&stack);
-    load.connections = 20;
-    load.channels = 1;
-    load.publishers = 10;
+    let mut load = steady_load(&stack, (20, 1, 10), 30.0, 150);
     load.publish_window = 4;
-    load.rate_per_second = 30.0;
-    load.publishes = Some(150);
-    load.churn = 0.0;
-    load.gap_timeout = PUSH_GAP_TIMEOUT;
     let report = run(load.clone()).await.expect("the configuration is valid");
     let sequenced = deltacast_tests::all_items(&stack.store)
         .await
@@ -230,6 +235,46 @@ async fn a_busy_channel_takes_every_publish_once_in_order_through_the_sequencer(
     // AND some went through the sequencer (the channel was busy): claims handed or queued
     // to it, which its stream filter passes
     assert!(sequenced > 0, "no claim was the sequencer's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothing() {
+    let _one = ONE_STACK.lock().await;
+    // GIVEN the local stack with a channel limit of 8 publishes/s (bursts of 8)
+    let stack = start_stack_with(|options| {
+        options.max_instances = 6;
+        for variable in ["CHANNEL_RATE_LIMIT_PER_SECOND", "CHANNEL_RATE_LIMIT_BURST"] {
+            options.env.insert(variable.into(), "8".into());
+        }
+    })
+    .await;
+
+    // WHEN 10 of 20 clients on the one channel offer three times that
+    let load = steady_load(&stack, (20, 1, 10), 24.0, 120);
+    let report = run(load.clone()).await.expect("the configuration is valid");
+    stack.shutdown().await;
+
+    // THEN the excess was refused with `rate_limited` (and a publish sent again before
+    // its ack perhaps heard `in_flight`), nothing else; every publish was acked in the
+    // end, once, and every client got every delta once, in order
+    assert_ok(&report);
+    assert!(
+        report
+            .refused_by_code
+            .get("rate_limited")
+            .is_some_and(|n| *n > 0),
+        "{:?}",
+        report.refused_by_code
+    );
+    assert!(
+        report
+            .refused_by_code
+            .keys()
+            .all(|code| code == "rate_limited" || code == "in_flight"),
+        "{:?}",
+        report.refused_by_code
+    );
+    assert_eq!(report.errors.get("internal_server_error_frames"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,17 @@ pub fn channel_limited(limit: Option<RateLimit>, retry_after_ms: u64) -> ErrorFr
     ErrorFrame::new(ErrorCode::RateLimited, message).retry_after(retry_after_ms)
 }
 
+/// The `rate_limited` of a publish that waited `waited_ms` before this function could
+/// handle it: the function is behind (see `deltacast::store::MAX_FRAME_WAIT_MS`).
+pub fn behind(waited_ms: u64, retry_after_ms: u64) -> ErrorFrame {
+    let message = format!(
+        "the server is behind: this publish waited {waited_ms} ms before it could be handled \
+         (more than {} ms); nothing was stored; retry with the same id",
+        crate::store::MAX_FRAME_WAIT_MS
+    );
+    ErrorFrame::new(ErrorCode::RateLimited, message).retry_after(retry_after_ms)
+}
+
 /// The `in_flight` of a publish whose id is being stored.
 pub fn in_flight(retry_after_ms: u64) -> ErrorFrame {
     ErrorFrame::new(

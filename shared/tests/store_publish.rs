@@ -11,7 +11,7 @@ use deltacast::config::RateLimit;
 use deltacast::store::items::{
     DELTA_PREFIX, EPOCH_SK, EpochItem, InboxItem, channel_pk, claim_sk, inbox_pk,
 };
-use deltacast::store::{Enqueued, PublishError, Published, Sequenced};
+use deltacast::store::{Door, DoorMemory, Enqueued, PublishError, Published, Sequenced};
 use support::{
     CHANNEL, ReplaceResponse, deltas, enqueue, intercepted, items, publish, publish_as, put, store,
     store_with,
@@ -510,4 +510,67 @@ async fn the_sequencer_renews_the_busy_mark_only_when_half_of_it_has_run_out() {
     let third = vec![queue(&store, "m3", None).await];
     store.sequence(CHANNEL, third, None).await.unwrap();
     assert!(busy_until(&store).await.expect("marked busy") > marked);
+}
+
+#[tokio::test]
+async fn a_channel_over_its_limit_lets_through_its_door_only_the_share_the_sequencer_can_take() {
+    // GIVEN a channel whose sequencer batch of 20 found room for 4 (a burst of 4 at a rate
+    // that refills it within milliseconds, so the bucket the door reads is full again)
+    let store = store().await;
+    let limit = RateLimit {
+        per_second: 1000.0,
+        burst: 4.0,
+    };
+    let mut batch = Vec::new();
+    for n in 1..=20 {
+        batch.push(queue(&store, &format!("m{n}"), None).await);
+    }
+    let outcomes = store.sequence(CHANNEL, batch, Some(limit)).await.unwrap();
+    let stored = outcomes
+        .iter()
+        .filter(|(_, outcome)| matches!(outcome, Sequenced::Published(_)))
+        .count();
+    assert_eq!(stored, 4);
+    // THEN its newest delta records the share of publishes the door should let through
+    // (4 in 20, with headroom, cut at most fourfold at once)
+    let newest = deltas(&store).await.pop().unwrap();
+    assert_eq!(newest["adm"].as_n().unwrap(), "250");
+    // AND while the channel is busy (the mark lengthened here, so that a slow machine
+    // does not outlast it), the door lets through about that share of publishes
+    let epoch = support::item(&store, &channel_pk(CHANNEL), EPOCH_SK)
+        .await
+        .unwrap();
+    let mut epoch: EpochItem = serde_dynamo::from_item(epoch).unwrap();
+    epoch.busy = Some(clock::now_ms() + 60_000);
+    put(&store, serde_dynamo::to_item(epoch).unwrap()).await;
+    let before = items(&store).await;
+    // (A memory per publish: each one reads the channel, as a cold instance does.)
+    let answers = futures::future::join_all(
+        (0..80).map(|_| async { store.door(CHANNEL, &DoorMemory::default()).await }),
+    )
+    .await;
+    let mut open = 0;
+    for answer in answers {
+        match answer.unwrap() {
+            Door::Open(_) => open += 1,
+            Door::Refused { retry_after_ms } => assert_eq!(retry_after_ms, 1000),
+        }
+    }
+    // 80 draws at 25 %: 20 expected; 5..=40 is more than four standard deviations wide.
+    assert!((5..=40).contains(&open), "{open} of 80 let through");
+    // AND the door writes nothing
+    assert_eq!(items(&store).await, before);
+    // AND once the sequencer has left the channel alone, it lets everything through
+    let mut epoch: EpochItem = serde_dynamo::from_item(
+        support::item(&store, &channel_pk(CHANNEL), EPOCH_SK)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    epoch.busy = Some(clock::now_ms() - 1);
+    put(&store, serde_dynamo::to_item(epoch).unwrap()).await;
+    for _ in 0..20 {
+        let door = store.door(CHANNEL, &DoorMemory::default()).await.unwrap();
+        assert!(matches!(door, Door::Open(_)));
+    }
 }

@@ -16,6 +16,11 @@ pub fn fixture(name: &str) -> Value {
 fn request(mut event: Value, connection_id: &str) -> ApiGatewayWebsocketProxyRequest {
     event["requestContext"]["connectionId"] = Value::from(connection_id);
     event["requestContext"]["connectedAt"] = Value::from(deltacast::clock::now_ms());
+    // Received now: a frame API Gateway received long ago waited for the function, and
+    // the message function refuses a publish that waited too long.
+    if event["requestContext"].get("requestTimeEpoch").is_some() {
+        event["requestContext"]["requestTimeEpoch"] = Value::from(deltacast::clock::now_ms());
+    }
     serde_json::from_value(event).expect("fixture is an API Gateway WebSocket event")
 }
 

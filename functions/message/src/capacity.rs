@@ -4,7 +4,8 @@
 //! read units"); the figures asserted are the table's. Connecting, disconnecting, a
 //! contended publish and the fan-out's read are measured in `tests/capacity.rs`.
 
-use deltacast::store::CapacityMeter;
+use aws_sdk_dynamodb::types::AttributeValue;
+use deltacast::store::{CapacityMeter, items};
 use serde_json::{Value, json};
 
 use crate::testing::*;
@@ -64,6 +65,48 @@ async fn a_duplicate_writes_its_refused_inbox_put_and_a_conflict_only_the_bucket
     let (_, conflict, frames) = cost(&w, &meter, guarded).await;
     assert_eq!(frames[0]["code"], "conflict", "{frames:?}");
     assert_eq!(conflict, 2.0);
+}
+
+#[tokio::test]
+async fn a_publish_refused_at_the_door_reads_the_head_and_takes_no_token() {
+    // GIVEN a channel the sequencer finds over its limit: busy, its newest delta letting
+    // through the least share (1 %)
+    let (w, meter) = world().await.metered();
+    let first = w.publish("chat:hot", "m0", json!(1)).await;
+    let epoch = first["epoch"].as_str().unwrap();
+    let (client, table) = (w.app.store.client(), w.app.store.table());
+    let pk = items::channel_pk("chat:hot");
+    let set = |sk: String, attribute: &str, value: u64| {
+        client
+            .update_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(pk.clone()))
+            .key("sk", AttributeValue::S(sk))
+            .update_expression("SET #a = :v")
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":v", AttributeValue::N(value.to_string()))
+            .send()
+    };
+    set(items::delta_sk(epoch, 1), "adm", 10).await.unwrap();
+    let busy = deltacast::clock::now_ms() + 60_000;
+    set(items::EPOCH_SK.into(), "busy", busy).await.unwrap();
+    // WHEN alice publishes until the door refuses her (99 % of the time the first try)
+    for n in 1..=10 {
+        let (read, written, frames) =
+            cost(&w, &meter, publish("chat:hot", &format!("m{n}"), json!(n))).await;
+        if frames.first().is_some_and(|f| f["type"] == "ack") {
+            continue;
+        }
+        // THEN the refusal is `rate_limited`, asks for a second, and cost at most the
+        // head's two reads (none when the instance remembers the channel's share from
+        // an earlier publish): no token taken, nothing written
+        assert_eq!(frames[0]["code"], "rate_limited", "{frames:?}");
+        assert_eq!(frames[0]["retryAfterMs"], 1000);
+        assert_eq!(written, 0.0);
+        assert!(read == 2.0 || (n > 1 && read == 0.0), "{read} read units");
+        return;
+    }
+    panic!("the door let 10 publishes through at 1 %");
 }
 
 #[tokio::test]

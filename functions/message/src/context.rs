@@ -1,12 +1,12 @@
 //! What every action is given: the [`App`] shared by all invocations (store, settings,
-//! and the retry policy for replies derived from them) and the [`Sender`] of the frame
+//! the door memory, and the retry policy for replies derived from them) and the [`Sender`] of the frame
 //! being handled. It sits apart from the handler and the actions so both can use it
 //! without importing each other.
 
 use deltacast::auth::Identity;
 use deltacast::config::Settings;
 use deltacast::push::RetryPolicy;
-use deltacast::store::Store;
+use deltacast::store::{DoorMemory, Store};
 
 /// What every invocation shares: the store and the settings.
 pub struct App {
@@ -14,6 +14,8 @@ pub struct App {
     pub store: Store,
     /// Limits and lifetimes.
     pub settings: Settings,
+    /// What this instance remembers of channels over their limit (`deltacast::store::Door`).
+    pub doors: DoorMemory,
 }
 
 impl App {

@@ -279,6 +279,7 @@ mod tests {
         use base64::Engine;
         let mut event = deltacast_tests::events::fixture("message-binary.json");
         event["requestContext"]["connectionId"] = json!(CONN);
+        event["requestContext"]["requestTimeEpoch"] = json!(deltacast::clock::now_ms());
         let authorizer = &mut event["requestContext"]["authorizer"];
         authorizer["caps"] = json!(w.alice.capabilities.to_json());
         authorizer["exp"] = json!(w.alice.exp);

@@ -29,6 +29,7 @@ async fn main() -> Result<(), Error> {
     let app = context::App {
         store: deltacast::aws::store(&sdk, &settings),
         settings,
+        doors: Default::default(),
     };
     // MANAGEMENT_ENDPOINT if configured, else derived from the first request's domain and
     // stage; either way the client is built once.

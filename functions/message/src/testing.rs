@@ -76,7 +76,11 @@ pub async fn world_with(vars: &[(&str, &str)]) -> World {
         .await
         .unwrap();
     World {
-        app: App { store, settings },
+        app: App {
+            store,
+            settings,
+            doors: Default::default(),
+        },
         push: RecordingPush::new(),
         alice: identity(
             "alice",

@@ -68,6 +68,8 @@ pub(crate) struct ChannelState {
     pub(crate) live: Option<(String, u64)>,
     /// The channel's rate-limit bucket, as the newest delta left it.
     pub(crate) tat: Option<u64>,
+    /// The door's admission share, per mille, as the newest delta left it (`admission`).
+    pub(crate) admit: Option<u16>,
     /// Until when (Unix ms) the channel is busy, as its epoch item says.
     pub(crate) busy_until: Option<u64>,
 }
@@ -111,6 +113,7 @@ impl Store {
                 recorded: None,
                 live: None,
                 tat: None,
+                admit: None,
                 busy_until: None,
             });
         };
@@ -122,7 +125,7 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
                     .expression_attribute_values(":pk", s(&pk))
                     .expression_attribute_values(":d", s(format!("{DELTA_PREFIX}{}#", epoch.ep)))
-                    .projection_expression("sk, seq, #ttl, tat")
+                    .projection_expression("sk, seq, #ttl, tat, adm")
                     .expression_attribute_names("#ttl", "ttl")
                     .scan_index_forward(false)
                     .limit(1)
@@ -139,6 +142,7 @@ impl Store {
             None => None,
         };
         let tat = out.items().first().and_then(|item| number(item, "tat"));
+        let admit = out.items().first().and_then(|item| number(item, "adm"));
         let live = match newest {
             // History starts over once the newest delta has expired.
             Some((_, ttl)) if ttl <= now => None,
@@ -152,6 +156,7 @@ impl Store {
             busy_until: epoch.busy,
             recorded: Some(epoch.ep),
             tat,
+            admit,
         })
     }
 

@@ -33,6 +33,7 @@ use tracing::{debug, warn};
 use std::collections::HashMap;
 
 use super::attributes::{Conditional, conditional, dynamo, n, number, s, text};
+use super::door::ChannelRead;
 use super::history::{ChannelState, Head};
 use super::items::{EPOCH_SK, InboxItem, channel_pk, claim_sk, inbox_pk};
 use super::{Store, StoreError};
@@ -132,8 +133,21 @@ impl Store {
         conn: &str,
         channel_limit: Option<RateLimit>,
     ) -> Result<Enqueued, StoreError> {
+        let state = self.channel_state(new.channel.as_str()).await?;
+        self.enqueue_read(ChannelRead(state), new, conn, channel_limit)
+            .await
+    }
+
+    /// [`Store::enqueue`] with the channel as [`Store::door`] read it.
+    pub async fn enqueue_read(
+        &self,
+        read: ChannelRead,
+        new: NewDelta<'_>,
+        conn: &str,
+        channel_limit: Option<RateLimit>,
+    ) -> Result<Enqueued, StoreError> {
         let channel = new.channel.as_str();
-        let state = self.channel_state(channel).await?;
+        let ChannelRead(state) = read;
         let head = state.head();
         let now = clock::now_ms();
         let refusal = match (new.expect_seq, channel_limit) {

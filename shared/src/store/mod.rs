@@ -9,8 +9,12 @@
 //! - `subscriptions`: subscribe (with its limit), unsubscribe, a channel's subscribers;
 //! - `expiry_notice`: telling a connection once that its token expired;
 //! - `history`: a channel's head and its retained deltas;
+//! - `door`: what a publish to a channel over its limit meets first (the admission
+//!   share, before the publisher's tokens);
 //! - `inbox`: a publish's first step, its inbox item and idempotency claim (below);
 //! - `sequence`: its second step, seqs for a batch of inbox messages and their deltas;
+//!   `plan`: the pure part of it, and `admission`: the share of publishes the door lets
+//!   through while a channel is over its limit;
 //! - `batch`: batch writes with retries of unprocessed items;
 //! - `transact`: new items written all or none, in one transaction (a sequencer batch);
 //! - `capacity`: the consumed-capacity meter every request reports to, and
@@ -53,10 +57,12 @@
 //! tabulated in `docs/data-model.md` ("Write and read units"), the one place they are
 //! kept; the capacity tests check each row, counting with [`CapacityMeter`].
 
+mod admission;
 mod attributes;
 mod batch;
 mod capacity;
 mod connections;
+mod door;
 mod expiry_notice;
 mod history;
 mod inbox;
@@ -75,9 +81,11 @@ use aws_sdk_dynamodb::Client;
 use crate::clock;
 use items::MalformedItem;
 
+pub use admission::{DOOR_RETRY_MS, MAX_FRAME_WAIT_MS};
 pub use batch::MAX_BATCH_ATTEMPTS;
 pub use capacity::{Capacity, CapacityMeter};
 pub use connections::NewConnection;
+pub use door::{ChannelRead, Door, DoorMemory};
 pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use inbox::{
     BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,

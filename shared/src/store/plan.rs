@@ -1,10 +1,12 @@
 //! The pure part of sequencing: what becomes of each message of a batch against the
 //! channel's head as the batch advances it (the next seq, or a refusal by `expectSeq`,
-//! the backlog bound or the channel's bucket), and which image of a claim a batch keeps.
-//! No I/O: `sequence.rs` reads the head, asks [`Batch::plan`] and writes.
+//! the backlog bound or the channel's bucket), the door's admission share its deltas
+//! record (`admission`), and which image of a claim a batch keeps. No I/O:
+//! `sequence.rs` reads the head, asks [`Batch::plan`] and writes.
 
 use std::collections::HashMap;
 
+use super::admission::{BEHIND_MS, Load, next_share};
 use super::history::Head;
 use super::inbox::{IN_FLIGHT_RETRY_MS, MAX_BACKLOG, Published};
 use super::items::InboxItem;
@@ -51,19 +53,40 @@ pub(super) struct Batch<'a> {
     pub(super) head: u64,
     /// The channel's bucket, from the newest delta.
     pub(super) tat: Option<u64>,
+    /// The door's admission share, per mille, from the newest delta (`admission`).
+    pub(super) admit: Option<u16>,
     /// The channel's limit, unless off.
     pub(super) limit: Option<RateLimit>,
+    /// How long a claim's lease is, ms: a message was claimed that long before its
+    /// lease ends.
+    pub(super) lease_ms: u64,
     /// Now, Unix ms.
     pub(super) now: u64,
 }
 
+/// A batch's plan.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// Each message's step, in order.
+    pub(super) steps: Vec<(InboxItem, Step)>,
+    /// The admission share its deltas record for the door (`admission`).
+    pub(super) admit: Option<u16>,
+}
+
 impl Batch<'_> {
-    /// Each message's step, in order: a conflict, a refusal by the backlog bound or the
-    /// limit, or the next seq.
-    pub(super) fn plan(&self, pending: Vec<InboxItem>) -> Vec<(InboxItem, Step)> {
+    /// Each message's step, in order (a conflict, a refusal by the backlog bound or the
+    /// limit, or the next seq), and the admission share that follows, from the limit's
+    /// refusals and how long the messages waited.
+    pub(super) fn plan(&self, pending: Vec<InboxItem>) -> Plan {
         let mut head = self.head;
         let mut bucket = Bucket::from_stored(self.tat);
         let mut plan = Vec::with_capacity(pending.len());
+        let mut refused_by_limit = 0;
+        let waited = |item: &InboxItem| {
+            let claimed = item.lease.saturating_sub(self.lease_ms);
+            self.now.saturating_sub(claimed)
+        };
+        let behind = pending.iter().map(waited).min().unwrap_or(0) > BEHIND_MS;
         for item in pending {
             let after = if self.fresh {
                 0
@@ -80,6 +103,7 @@ impl Batch<'_> {
                     retry_after_ms: 2 * IN_FLIGHT_RETRY_MS,
                 })
             } else if let Some(wait) = self.limit.and_then(|l| bucket.wait_ms(l, self.now, 1.0)) {
+                refused_by_limit += 1;
                 Step::Refuse(Sequenced::RateLimited {
                     retry_after_ms: wait,
                 })
@@ -95,7 +119,14 @@ impl Batch<'_> {
             };
             plan.push((item, step));
         }
-        plan
+        let written = plan.iter().filter(|(_, step)| step.writes()).count();
+        let load = Load {
+            admitted: written,
+            refused: refused_by_limit,
+            behind,
+        };
+        let admit = self.limit.and_then(|_| next_share(self.admit, load));
+        Plan { steps: plan, admit }
     }
 }
 
@@ -141,7 +172,8 @@ mod tests {
             ep: ep.map(str::to_owned),
             after,
             exp: None,
-            lease: 1,
+            // Claimed 100 ms before the batch's `now` (a 15 s lease).
+            lease: 1_000_000 - 100 + 15_000,
             ttl: 1,
             q: Some(1),
         }
@@ -168,13 +200,15 @@ mod tests {
             fresh: false,
             head,
             tat: None,
+            admit: None,
             limit,
+            lease_ms: 15_000,
             now: 1_000_000,
         }
     }
 
-    fn steps(plan: Vec<(InboxItem, Step)>) -> Vec<Step> {
-        plan.into_iter().map(|(_, step)| step).collect()
+    fn steps(plan: Plan) -> Vec<Step> {
+        plan.steps.into_iter().map(|(_, step)| step).collect()
     }
 
     #[test]
@@ -277,6 +311,60 @@ mod tests {
                 tat: Some(1_000_300)
             }]
         );
+    }
+
+    #[test]
+    fn a_batch_the_limit_refused_some_of_tells_the_door_its_share() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 2.0,
+        };
+        let items = || {
+            (0..3)
+                .map(|n| inbox(&format!("m{n}"), "c", Some("e1"), 0))
+                .collect::<Vec<_>>()
+        };
+        // 2 of 3 admitted: the door lets through 2/3 of what it did, with headroom.
+        assert_eq!(batch(0, Some(limit)).plan(items()).admit, Some(800));
+        let shared = Batch {
+            admit: Some(500),
+            ..batch(0, Some(limit))
+        };
+        assert_eq!(shared.plan(items()).admit, Some(400));
+        // Without a limit, or within it, the door lets everything through.
+        assert_eq!(batch(0, None).plan(items()).admit, None);
+        let roomy = RateLimit {
+            per_second: 10.0,
+            burst: 5.0,
+        };
+        assert_eq!(batch(0, Some(roomy)).plan(items()).admit, None);
+    }
+
+    #[test]
+    fn a_batch_whose_youngest_message_waited_too_long_halves_the_share_and_stores_all() {
+        let limit = RateLimit {
+            per_second: 1000.0,
+            burst: 100.0,
+        };
+        let claimed_ago = |sk: &str, ms: u64| {
+            let mut item = inbox(sk, "c", Some("e1"), 0);
+            item.lease = 1_000_000 - ms + 15_000;
+            item
+        };
+        // A standing queue: even the youngest message waited over BEHIND_MS.
+        let queued = batch(0, Some(limit)).plan(vec![
+            claimed_ago("a", 3 * BEHIND_MS),
+            claimed_ago("b", BEHIND_MS + 1),
+        ]);
+        assert!(queued.steps.iter().all(|(_, step)| step.writes()));
+        assert_eq!(queued.admit, Some(500));
+        // A burst: old messages, but the youngest is fresh; the share stays all.
+        let burst =
+            batch(0, Some(limit)).plan(vec![claimed_ago("a", 3 * BEHIND_MS), claimed_ago("b", 10)]);
+        assert_eq!(burst.admit, None);
+        // Without a limit the door lets everything through, behind or not.
+        let unlimited = batch(0, None).plan(vec![claimed_ago("a", 3 * BEHIND_MS)]);
+        assert_eq!(unlimited.admit, None);
     }
 
     #[test]

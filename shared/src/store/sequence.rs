@@ -44,7 +44,7 @@ use super::inbox::{
     BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
 };
 use super::items::{DeltaItem, EPOCH_SK, EpochItem, InboxItem, channel_pk, delta_sk};
-use super::plan::{Batch, Sequenced, Step, effective_after, latest_per_claim};
+use super::plan::{Batch, Plan, Sequenced, Step, effective_after, latest_per_claim};
 use super::{Store, StoreError, backoff};
 use crate::clock;
 use crate::config::RateLimit;
@@ -218,10 +218,13 @@ impl Store {
                 fresh,
                 head,
                 tat: state.tat,
+                admit: state.admit,
                 limit,
+                lease_ms: self.lifetimes.publish_lease.as_millis() as u64,
                 now: clock::now_ms(),
             };
-            let plan = batch.plan(std::mem::take(&mut pending));
+            let Plan { steps: plan, admit } = batch.plan(std::mem::take(&mut pending));
+            debug!(channel, messages = plan.len(), admit, "planned");
             let writes = plan
                 .iter()
                 .any(|(_, step)| matches!(step, Step::Write { .. }));
@@ -235,7 +238,7 @@ impl Store {
                 continue;
             }
             if attempts.busy {
-                let (stored, left) = self.write_together(channel, &epoch, plan).await?;
+                let (stored, left) = self.write_together(channel, &epoch, plan, admit).await?;
                 done.extend(stored);
                 if !left.is_empty() {
                     debug!(
@@ -255,7 +258,7 @@ impl Store {
                 }
                 match step {
                     Step::Write { seq, tat } => {
-                        let delta = self.delta_item(channel, &item, &epoch, seq, tat);
+                        let delta = self.delta_item(channel, &item, &epoch, seq, tat, admit);
                         if let Some(ours) = self.put_delta(delta).await? {
                             let published = Published {
                                 seq,
@@ -360,7 +363,8 @@ impl Store {
         }
     }
 
-    /// The delta item of `item` at `seq`, carrying the channel's bucket after it.
+    /// The delta item of `item` at `seq`, carrying the channel's bucket after it and the
+    /// door's admission share.
     pub(super) fn delta_item(
         &self,
         channel: &str,
@@ -368,6 +372,7 @@ impl Store {
         epoch: &str,
         seq: u64,
         tat: Option<u64>,
+        adm: Option<u16>,
     ) -> DeltaItem {
         let ts = clock::now_ms();
         DeltaItem {
@@ -381,6 +386,7 @@ impl Store {
             data: item.data.clone(),
             ttl: ts / 1000 + self.lifetimes.retention.as_secs(),
             tat,
+            adm,
         }
     }
 

@@ -87,7 +87,8 @@ impl Store {
 }
 
 impl Store {
-    /// The sequencer's way to carry out a plan: its deltas in one transaction per 100,
+    /// The sequencer's way to carry out a plan (its deltas recording the door's share
+    /// `admit`): its deltas in one transaction per 100,
     /// in order, so a batch costs one round trip instead of one per delta; then its
     /// refusals (their ids freed). What was stored, and, once a transaction finds a seq
     /// taken (another writer on the channel; nothing of it was written), the plan's
@@ -97,6 +98,7 @@ impl Store {
         channel: &str,
         epoch: &str,
         plan: Vec<(InboxItem, Step)>,
+        admit: Option<u16>,
     ) -> Result<(Vec<(InboxItem, Sequenced)>, Vec<InboxItem>), StoreError> {
         let mut done = Vec::with_capacity(plan.len());
         let (writes, refusals): (Vec<_>, Vec<_>) = plan
@@ -112,7 +114,7 @@ impl Store {
             let mut deltas = Vec::with_capacity(chunk.len());
             for (_, (item, step)) in &chunk {
                 if let Step::Write { seq, tat } = step {
-                    deltas.push(self.delta_item(channel, item, epoch, *seq, *tat));
+                    deltas.push(self.delta_item(channel, item, epoch, *seq, *tat, admit));
                 }
             }
             if !self.put_deltas(deltas).await? {

@@ -1,5 +1,6 @@
-//! `publish`: claims the message's id in its channel's inbox, exactly once per `(channel,
-//! publisher, id)`. On a quiet channel this function then stores the delta and acks (the
+//! `publish`: past the channel's door (refusing part of an overloaded channel's excess
+//! before any token is taken), claims the message's id in its channel's inbox, exactly
+//! once per `(channel, publisher, id)`. On a quiet channel this function then stores the delta and acks (the
 //! fast path); on a busy one, or when another writer took the seq, the sequencer stores it
 //! and acks. Either way this function answers what it can tell at once: the original ack
 //! of an id already stored, an id still in flight, a channel over its limit, an
@@ -7,10 +8,11 @@
 
 use deltacast::answers;
 use deltacast::auth::Action;
+use deltacast::clock;
 use deltacast::cost;
 use deltacast::protocol::{Channel, ErrorFrame, MessageId, Payload};
 use deltacast::push::{Push, post_with_retry};
-use deltacast::store::{Enqueued, NewDelta, Sequenced};
+use deltacast::store::{DOOR_RETRY_MS, Door, Enqueued, MAX_FRAME_WAIT_MS, NewDelta, Sequenced};
 use tracing::{debug, info};
 
 use super::{ActionError, authorize, rate};
@@ -42,6 +44,33 @@ pub async fn run<P: Push>(
         expect_seq,
     } = args;
     authorize(sender, Action::Publish, channel)?;
+    let channel_limit = app.settings.channel_rate_limit;
+    // Under a channel limit, a publish that waited too long for this function is refused
+    // before it costs anything (`deltacast::store::MAX_FRAME_WAIT_MS`).
+    let waited = clock::now_ms().saturating_sub(sender.received_at);
+    if channel_limit.is_some() && waited > MAX_FRAME_WAIT_MS {
+        debug!(
+            waited_ms = waited,
+            "publish waited too long for the function; refused"
+        );
+        return Err(refused(answers::behind(waited, DOOR_RETRY_MS)));
+    }
+    // A channel over its limit refuses most of its excess at the door, before the
+    // publisher's tokens are taken (see `deltacast::store::Door`); the channel as read
+    // there serves the claim.
+    let read = match channel_limit {
+        Some(_) => match app.store.door(channel.as_str(), &app.doors).await? {
+            Door::Open(read) => Some(read),
+            Door::Refused { retry_after_ms } => {
+                debug!("refused at the channel's door");
+                return Err(refused(answers::channel_limited(
+                    channel_limit,
+                    retry_after_ms,
+                )));
+            }
+        },
+        None => None,
+    };
     rate::admit(sender, app, cost::REQUEST).await?;
     let new = NewDelta {
         channel,
@@ -50,12 +79,16 @@ pub async fn run<P: Push>(
         data,
         expect_seq,
     };
-    let channel_limit = app.settings.channel_rate_limit;
-    match app
-        .store
-        .enqueue(new, sender.connection_id, channel_limit)
-        .await?
-    {
+    let conn = sender.connection_id;
+    let enqueued = match read {
+        Some(read) => {
+            app.store
+                .enqueue_read(read, new, conn, channel_limit)
+                .await?
+        }
+        None => app.store.enqueue(new, conn, channel_limit).await?,
+    };
+    match enqueued {
         Enqueued::Claimed(claim) => match app.store.sequence_now(*claim, channel_limit).await? {
             Some(Sequenced::Published(published)) => {
                 let ack = answers::ack(channel, id, &published);
@@ -335,5 +368,27 @@ mod tests {
             let frames = w.deliver(at(ms, frame(id))).await;
             assert_eq!(frames[0]["type"], expected, "publish {id}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_publish_that_waited_too_long_for_the_function_is_refused_before_any_cost() {
+        // GIVEN a publish API Gateway received longer ago than the function takes frames
+        let w = world().await;
+        let before = all_items(&w.app.store).await;
+        let body = json!({"action": "publish", "channel": "chat:a", "id": "late", "data": 1});
+        let mut request = events::message(CONN, &w.alice, &body.to_string());
+        let received = clock::now_ms() - MAX_FRAME_WAIT_MS - 500;
+        request.request_context.request_time_epoch = received as i64;
+        // WHEN it reaches the function
+        let frames = w.deliver(request).await;
+        // THEN it is refused as rate_limited, asked to come back in a second, and nothing
+        // was written, not even its tokens
+        assert_eq!(frames[0]["code"], "rate_limited", "{frames:?}");
+        assert_eq!(frames[0]["retryAfterMs"], DOOR_RETRY_MS);
+        assert!(frames[0]["message"].as_str().unwrap().contains("behind"));
+        assert_eq!(all_items(&w.app.store).await, before);
+        // AND the same publish sent again in time is stored
+        let again = w.publish("chat:a", "late", json!(1)).await;
+        assert_eq!(again["seq"], 1);
     }
 }
