@@ -252,6 +252,11 @@ async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothi
     // WHEN 10 of 20 clients on the one channel offer three times that
     let load = steady_load(&stack, (20, 1, 10), 24.0, 120);
     let report = run(load.clone()).await.expect("the configuration is valid");
+    let shared = deltacast_tests::all_items(&stack.store)
+        .await
+        .iter()
+        .filter(|item| item.contains_key("adm"))
+        .count();
     stack.shutdown().await;
 
     // THEN the excess was refused with `rate_limited` (and a publish sent again before
@@ -275,6 +280,8 @@ async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothi
         report.refused_by_code
     );
     assert_eq!(report.errors.get("internal_server_error_frames"), None);
+    // AND the sequencer told the door what share to let through (deltas carrying `adm`)
+    assert!(shared > 0, "no delta carries the door's share");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,12 +48,12 @@ pub fn channel_limited(limit: Option<RateLimit>, retry_after_ms: u64) -> ErrorFr
     ErrorFrame::new(ErrorCode::RateLimited, message).retry_after(retry_after_ms)
 }
 
-/// The `rate_limited` of a publish that waited `waited_ms` before this function could
-/// handle it: the function is behind (see `deltacast::store::MAX_FRAME_WAIT_MS`).
-pub fn behind(waited_ms: u64, retry_after_ms: u64) -> ErrorFrame {
+/// The `rate_limited` of a publish to a busy channel that waited too long before this
+/// function could handle it: the function is behind (see `deltacast::store::Door`).
+pub fn behind(retry_after_ms: u64) -> ErrorFrame {
     let message = format!(
-        "the server is behind: this publish waited {waited_ms} ms before it could be handled \
-         (more than {} ms); nothing was stored; retry with the same id",
+        "the server is behind: this publish waited more than {} ms before it could be \
+         handled, and was not; retry with the same id",
         crate::store::MAX_FRAME_WAIT_MS
     );
     ErrorFrame::new(ErrorCode::RateLimited, message).retry_after(retry_after_ms)

@@ -6,6 +6,7 @@
 
 mod support;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use deltacast::clock;
 use deltacast::config::RateLimit;
 use deltacast::store::items::{
@@ -543,10 +544,18 @@ async fn a_channel_over_its_limit_lets_through_its_door_only_the_share_the_seque
     let mut epoch: EpochItem = serde_dynamo::from_item(epoch).unwrap();
     epoch.busy = Some(clock::now_ms() + 60_000);
     put(&store, serde_dynamo::to_item(epoch).unwrap()).await;
+    // (A share applies while fresh: the newest delta as if written a moment from now, so
+    // that a slow machine does not outlast it either.)
+    let mut newest = newest;
+    newest.insert(
+        "ts".into(),
+        AttributeValue::N((clock::now_ms() + 60_000).to_string()),
+    );
+    put(&store, newest).await;
     let before = items(&store).await;
     // (A memory per publish: each one reads the channel, as a cold instance does.)
     let answers = futures::future::join_all(
-        (0..80).map(|_| async { store.door(CHANNEL, &DoorMemory::default()).await }),
+        (0..80).map(|_| async { store.door(CHANNEL, &DoorMemory::default(), false).await }),
     )
     .await;
     let mut open = 0;
@@ -570,7 +579,10 @@ async fn a_channel_over_its_limit_lets_through_its_door_only_the_share_the_seque
     epoch.busy = Some(clock::now_ms() - 1);
     put(&store, serde_dynamo::to_item(epoch).unwrap()).await;
     for _ in 0..20 {
-        let door = store.door(CHANNEL, &DoorMemory::default()).await.unwrap();
+        let door = store
+            .door(CHANNEL, &DoorMemory::default(), false)
+            .await
+            .unwrap();
         assert!(matches!(door, Door::Open(_)));
     }
 }

@@ -1,6 +1,6 @@
 //! What every action is given: the [`App`] shared by all invocations (store, settings,
-//! the door memory, and the retry policy for replies derived from them) and the [`Sender`] of the frame
-//! being handled. It sits apart from the handler and the actions so both can use it
+//! the door memory, and the retry policy for replies derived from them) and the
+//! [`Sender`] of the frame being handled. It sits apart from the handler and the actions so both can use it
 //! without importing each other.
 
 use deltacast::auth::Identity;

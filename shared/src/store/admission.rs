@@ -37,16 +37,9 @@
 //! Messages already queued are still stored: refusing them would cost a delete now and a
 //! new claim when they are sent again, more work for a channel that is behind.
 //!
-//! ## When the function itself is behind
-//! A publish that reaches the message function more than [`MAX_FRAME_WAIT_MS`] after API
-//! Gateway received it (`requestTimeEpoch`) waited for an instance: the function's own
-//! concurrency, or what it waits on, is saturated, and the sequencer cannot see it (the
-//! claim is not written yet). Such a publish is refused as `rate_limited` before anything
-//! is read or written, so that a backlog of frames drains at the cost of an answer each
-//! instead of growing until clients time out and send everything again. On AWS, where
-//! Lambda scales its instances with the load, a frame waits that long only when the
-//! account's concurrency is exhausted or DynamoDB throttles; on the local stack, when its
-//! instances (`--max-instances`) are all busy, which an overload run makes them.
+//! A share is applied only while it is fresh ([`SHARE_LIFETIME_MS`] after its delta was
+//! written): a channel whose overload ended long ago starts from all again, and the
+//! sequencer, for which the share is what the door applied, starts from all too.
 
 /// The whole, in the per-mille unit of a share.
 pub const ALL: u16 = 1000;
@@ -61,10 +54,13 @@ pub const MOST_CUT: f64 = 4.0;
 pub const LEAST_SHARE: u16 = 10;
 /// A batch whose youngest message waited longer than this since its claim (ms) finds the
 /// channel behind: it halves the door's share.
-pub const BEHIND_MS: u64 = 1000;
-/// A publish that reaches the message function more than this many ms after API Gateway
-/// received it is refused as `rate_limited` before it reads or writes anything.
+pub const BEHIND_MS: u64 = 2000;
+/// A publish to a busy channel that reaches the message function more than this many ms
+/// after API Gateway received it is refused at the door (see `door`).
 pub const MAX_FRAME_WAIT_MS: u64 = 2000;
+/// How long after its delta was written a share still applies (ms): a few sequencer
+/// batches; an overloaded channel records a new one with each batch that writes.
+pub const SHARE_LIFETIME_MS: u64 = 1000;
 /// How long a publish the door refused is asked to wait, in milliseconds: about a
 /// sequencer batch and a stream poll, when the door's share is measured again.
 pub const DOOR_RETRY_MS: u64 = 1000;

@@ -1,5 +1,5 @@
-//! The door of a channel over its limit: the first thing a publish meets, before it takes
-//! its publisher's tokens. While the sequencer finds the channel over its limit, the door
+//! The door of a channel over its limit: what a publish meets once its publisher's
+//! buckets are read, before it takes their tokens. While the sequencer finds the channel over its limit, the door
 //! refuses publishes at random, letting through the share its batches record
 //! (`admission`), so that an overloaded channel's excess costs two reads and no write.
 //!
@@ -23,13 +23,27 @@
 //! The share changes a few times a second at most (once per sequencer batch), so a
 //! moment's memory loses nothing; a channel found quiet or unlimited is not remembered.
 //!
+//! ## A publish that waited for the function
+//! A publish that reaches the message function more than `admission::MAX_FRAME_WAIT_MS` after API
+//! Gateway received it waited for an instance: the function, or what it waits on, is
+//! saturated, and the sequencer cannot see it (nothing is claimed yet). On a busy channel
+//! the door refuses such a publish too, so that a backlog of frames drains at the cost of
+//! an answer each instead of growing until clients time out and send everything again.
+//! Only on a busy channel: a quiet channel's publish is stored at once, and refusing it
+//! would only make its publisher wait.
+//!
 //! ## Why a refusal without tokens is safe
-//! A client cannot choose to be refused here: the draw is the server's, and it happens
-//! only while the channel's own publishes exceed its limit. What a refusal costs is
-//! bounded (two reads, the same as a refusal by an empty token bucket), and nothing else
-//! is done for it: not the search for an id stored already, which a refusal by the
-//! channel's bucket makes after the tokens (an id resent here hears `rate_limited`, and
-//! its original ack when it gets through).
+//! The door comes after the publisher's buckets are read (a sender without tokens is
+//! refused by them, and never reads the channel), but before the tokens are taken: their
+//! writes are what a refusal here saves. A client cannot choose to be refused: the draw
+//! is the server's, on a channel whose own publishes exceed its limit, and lateness is
+//! API Gateway's `requestTimeEpoch`. What a refusal costs is bounded (the buckets' and the
+//! channel's reads, or only the buckets' when the instance remembers the channel), and
+//! nothing else is done for it: not the search for an id stored already, which a refusal
+//! by the channel's bucket makes after the tokens (an id resent here hears
+//! `rate_limited`, and its original ack when it gets through). A publish the door lets
+//! through takes its tokens, so what one sender makes the channel's partition read is
+//! bounded by its tokens over the share.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -112,32 +126,40 @@ pub struct ChannelRead(pub(super) ChannelState);
 impl Store {
     /// Refuses a publish by the channel's admission share while the sequencer finds it
     /// over its limit, drawing on what `memory` holds of the channel or else on a read
-    /// of it; reads the channel for a publish it lets through (see the module docs).
-    pub async fn door(&self, channel: &str, memory: &DoorMemory) -> Result<Door, StoreError> {
-        let refused = Door::Refused {
+    /// of it, and any publish to a busy channel that is `late` (it waited longer than
+    /// `admission::MAX_FRAME_WAIT_MS` for the function); reads the channel for a publish it lets
+    /// through (see the module docs).
+    pub async fn door(
+        &self,
+        channel: &str,
+        memory: &DoorMemory,
+        late: bool,
+    ) -> Result<Door, StoreError> {
+        let refused = Ok(Door::Refused {
             retry_after_ms: DOOR_RETRY_MS,
-        };
+        });
         let draw = rand::random_range(0..ALL);
         let remembered = memory.share(channel, clock::now_ms());
-        if remembered.is_some_and(|share| !admits(Some(share), draw)) {
-            return Ok(refused);
+        if remembered.is_some_and(|share| late || !admits(Some(share), draw)) {
+            return refused;
         }
         let state = self.channel_state(channel).await?;
         let now = clock::now_ms();
         memory.remember(channel, &state, now);
         // A publish the remembered share let through has had its draw.
-        if remembered.is_none() && refuses(&state, now, draw) {
-            return Ok(refused);
+        let draw = remembered.is_none().then_some(draw);
+        if refuses(&state, now, draw, late) {
+            return refused;
         }
         Ok(Door::Open(ChannelRead(state)))
     }
 }
 
-/// Whether the door refuses a publish to the channel `state` describes at `now_ms`,
-/// given `draw`, uniform in `0..ALL`: only while it is busy (the sequencer's mark), by
-/// the share its newest delta records.
-fn refuses(state: &ChannelState, now_ms: u64, draw: u16) -> bool {
-    state.busy(now_ms) && !admits(state.admit, draw)
+/// Whether the door refuses a publish to the channel `state` describes at `now_ms`: only
+/// while it is busy (the sequencer's mark), when the publish is `late`, or by the share
+/// its newest delta records, given `draw`, uniform in `0..ALL` (`None`: drawn already).
+fn refuses(state: &ChannelState, now_ms: u64, draw: Option<u16>, late: bool) -> bool {
+    state.busy(now_ms) && (late || draw.is_some_and(|draw| !admits(state.admit, draw)))
 }
 
 #[cfg(test)]
@@ -186,11 +208,30 @@ mod tests {
     #[test]
     fn the_door_refuses_by_the_share_only_while_the_channel_is_busy() {
         let now = 1_000_000;
-        let refused = |s: &ChannelState| (0..ALL).filter(|d| refuses(s, now, *d)).count();
+        let refused = |s: &ChannelState| {
+            (0..ALL)
+                .filter(|d| refuses(s, now, Some(*d), false))
+                .count()
+        };
         assert_eq!(refused(&state(Some(now + 500), Some(300))), 700);
         assert_eq!(refused(&state(Some(now + 500), None)), 0);
         // The sequencer has left it alone: everything comes in again.
         assert_eq!(refused(&state(Some(now - 1), Some(300))), 0);
         assert_eq!(refused(&state(None, Some(300))), 0);
+        // Drawn already (on the remembered share): not drawn again.
+        assert!(!refuses(
+            &state(Some(now + 500), Some(10)),
+            now,
+            None,
+            false
+        ));
+    }
+
+    #[test]
+    fn a_late_publish_is_refused_on_a_busy_channel_only() {
+        let now = 1_000_000;
+        assert!(refuses(&state(Some(now + 500), None), now, None, true));
+        assert!(!refuses(&state(Some(now - 1), None), now, Some(0), true));
+        assert!(!refuses(&state(None, Some(10)), now, Some(999), true));
     }
 }

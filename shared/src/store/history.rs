@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use super::admission::SHARE_LIFETIME_MS;
 use super::attributes::{Item, dynamo, number, required_number, s, text};
 use super::items::{DELTA_PREFIX, DeltaItem, EPOCH_SK, EpochItem, channel_pk, delta_sk};
 use super::{Store, StoreError};
@@ -125,8 +126,9 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
                     .expression_attribute_values(":pk", s(&pk))
                     .expression_attribute_values(":d", s(format!("{DELTA_PREFIX}{}#", epoch.ep)))
-                    .projection_expression("sk, seq, #ttl, tat, adm")
+                    .projection_expression("sk, seq, #ttl, #ts, tat, adm")
                     .expression_attribute_names("#ttl", "ttl")
+                    .expression_attribute_names("#ts", "ts")
                     .scan_index_forward(false)
                     .limit(1)
                     .consistent_read(true),
@@ -142,7 +144,15 @@ impl Store {
             None => None,
         };
         let tat = out.items().first().and_then(|item| number(item, "tat"));
-        let admit = out.items().first().and_then(|item| number(item, "adm"));
+        // A share is applied only while fresh (`admission`).
+        let admit = out
+            .items()
+            .first()
+            .filter(|item| {
+                number::<u64>(item, "ts")
+                    .is_some_and(|ts| clock::now_ms() <= ts + SHARE_LIFETIME_MS)
+            })
+            .and_then(|item| number(item, "adm"));
         let live = match newest {
             // History starts over once the newest delta has expired.
             Some((_, ttl)) if ttl <= now => None,

@@ -7,7 +7,7 @@
 //! | connection liveness | `c#<connectionId>` | `live` | `seen`, `ttl`; rate-limit bucket `tat`; subscription count `subs` and its last writer's tag `sw`; `xn`, the tag of the fan-out that told the connection its token expired |
 //! | subscription, by connection | `c#<connectionId>` | `s#<channel>` | `ttl`, `tag` (its writer's) |
 //! | subscription, by channel | `h#<channel>` | `s#<connectionId>` | `sub`, `exp` (token expiry, Unix seconds; absent on items written before it was stored: never expires), `co` (true when subscribed with `coalesce`; absent: one frame per delta), `ttl` |
-//! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl`; `tat`, the channel's rate-limit bucket after this delta; `adm`, the door's admission share while the channel is over its limit |
+//! | delta | `h#<channel>` | `d#<epoch>#<seq, 12 digits>` | `seq`, `ep`, `id`, `from`, `ts`, `data`, `ttl`; `tat`, the channel's rate-limit bucket after this delta; `adm`, the door's admission share while the channel is over its limit or behind |
 //! | inbox (a publish, and its idempotency claim) | `q#<channel>` | `m#<len(sub)>:<sub>#<messageId>` | `id`, `from`, `data`, `conn`, `ep`, `after`, `exp`, `lease`, `ttl` |
 //! | channel epoch | `h#<channel>` | `epoch` | `ep`, `at` |
 //! | user rate-limit bucket | `u#<sub>` | `rate` | `tat`, `ttl` |
@@ -136,8 +136,8 @@ pub struct DeltaItem {
     /// no write of its own. Absent on deltas written before the channel limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tat: Option<u64>,
-    /// The share of publishes the door admits while the channel is over its limit, per
-    /// mille (`adm`; see `admission`): absent, all.
+    /// The share of publishes the door admits while the channel is over its limit or
+    /// behind, per mille (`adm`; see `admission`): absent, all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adm: Option<u16>,
 }

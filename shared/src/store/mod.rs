@@ -91,7 +91,7 @@ pub use inbox::{
     BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
 };
 pub use plan::Sequenced;
-pub use rate_limit::{Bucket, BucketOf};
+pub use rate_limit::{Bucket, BucketOf, ReadBuckets};
 pub use sequence::PublishError;
 pub use subscriptions::{SubscribeError, Subscriber, Subscription};
 

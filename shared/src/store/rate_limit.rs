@@ -101,6 +101,10 @@ pub enum BucketOf<'a> {
     User(&'a str),
 }
 
+/// Buckets as [`Store::read_buckets`] found them, each holding the tokens asked for.
+#[derive(Debug)]
+pub struct ReadBuckets(Vec<Bucket>);
+
 /// What to do to a bucket.
 #[derive(Clone, Copy, Debug)]
 enum Change {
@@ -141,17 +145,47 @@ impl Store {
         buckets: &[(BucketOf<'_>, RateLimit, f64)],
         at_ms: u64,
     ) -> Result<Option<usize>, StoreError> {
+        match self.read_buckets(buckets, at_ms).await? {
+            Err(short) => Ok(Some(short)),
+            Ok(read) => self.take_read_tokens(buckets, read, at_ms).await,
+        }
+    }
+
+    /// The first half of [`Self::take_tokens_from_all`]: reads `buckets` at once, and
+    /// returns the place of one that holds too few as of `at_ms`, or the buckets as read,
+    /// for [`Self::take_read_tokens`] (a request may check something else in between,
+    /// knowing its sender has the tokens, before it spends them).
+    pub async fn read_buckets(
+        &self,
+        buckets: &[(BucketOf<'_>, RateLimit, f64)],
+        at_ms: u64,
+    ) -> Result<Result<ReadBuckets, usize>, StoreError> {
         let reads = buckets
             .iter()
             .map(|(bucket, _, _)| self.read_bucket(*bucket));
         let states = futures::future::try_join_all(reads).await?;
-        if let Some(short) = buckets
-            .iter()
-            .zip(&states)
-            .position(|((_, limit, cost), state)| state.take(*limit, at_ms, *cost).is_none())
-        {
-            return Ok(Some(short));
-        }
+        Ok(
+            match buckets
+                .iter()
+                .zip(&states)
+                .position(|((_, limit, cost), state)| state.take(*limit, at_ms, *cost).is_none())
+            {
+                Some(short) => Err(short),
+                None => Ok(ReadBuckets(states)),
+            },
+        )
+    }
+
+    /// The second half of [`Self::take_tokens_from_all`]: takes the tokens of `buckets`
+    /// as `read` found them, all at once. Returns the place of a bucket found short only
+    /// now (another request took its tokens meanwhile), or `None`.
+    pub async fn take_read_tokens(
+        &self,
+        buckets: &[(BucketOf<'_>, RateLimit, f64)],
+        read: ReadBuckets,
+        at_ms: u64,
+    ) -> Result<Option<usize>, StoreError> {
+        let ReadBuckets(states) = read;
         let writes = buckets
             .iter()
             .zip(states)

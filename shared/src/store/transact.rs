@@ -88,8 +88,8 @@ impl Store {
 
 impl Store {
     /// The sequencer's way to carry out a plan (its deltas recording the door's share
-    /// `admit`): its deltas in one transaction per 100,
-    /// in order, so a batch costs one round trip instead of one per delta; then its
+    /// `admit`): its deltas in one transaction per 100, in order, so a batch costs one
+    /// round trip instead of one per delta; then its
     /// refusals (their ids freed). What was stored, and, once a transaction finds a seq
     /// taken (another writer on the channel; nothing of it was written), the plan's
     /// messages not stored yet, in stream order, to plan again against a fresh head.

@@ -1,6 +1,7 @@
-//! `publish`: past the channel's door (refusing part of an overloaded channel's excess
-//! before any token is taken), claims the message's id in its channel's inbox, exactly
-//! once per `(channel, publisher, id)`. On a quiet channel this function then stores the delta and acks (the
+//! `publish`: once the sender's buckets hold its tokens and the channel's door lets it
+//! in (refusing part of an overloaded channel's excess before the tokens are taken),
+//! claims the message's id in its channel's inbox, exactly once per `(channel,
+//! publisher, id)`. On a quiet channel this function then stores the delta and acks (the
 //! fast path); on a busy one, or when another writer took the seq, the sequencer stores it
 //! and acks. Either way this function answers what it can tell at once: the original ack
 //! of an id already stored, an id still in flight, a channel over its limit, an
@@ -12,7 +13,7 @@ use deltacast::clock;
 use deltacast::cost;
 use deltacast::protocol::{Channel, ErrorFrame, MessageId, Payload};
 use deltacast::push::{Push, post_with_retry};
-use deltacast::store::{DOOR_RETRY_MS, Door, Enqueued, MAX_FRAME_WAIT_MS, NewDelta, Sequenced};
+use deltacast::store::{Door, Enqueued, MAX_FRAME_WAIT_MS, NewDelta, Sequenced};
 use tracing::{debug, info};
 
 use super::{ActionError, authorize, rate};
@@ -44,34 +45,31 @@ pub async fn run<P: Push>(
         expect_seq,
     } = args;
     authorize(sender, Action::Publish, channel)?;
+    // The sender's buckets first: a sender without tokens reads nothing more.
+    let tokens = rate::check(sender, app, cost::REQUEST).await?;
     let channel_limit = app.settings.channel_rate_limit;
-    // Under a channel limit, a publish that waited too long for this function is refused
-    // before it costs anything (`deltacast::store::MAX_FRAME_WAIT_MS`).
-    let waited = clock::now_ms().saturating_sub(sender.received_at);
-    if channel_limit.is_some() && waited > MAX_FRAME_WAIT_MS {
-        debug!(
-            waited_ms = waited,
-            "publish waited too long for the function; refused"
-        );
-        return Err(refused(answers::behind(waited, DOOR_RETRY_MS)));
-    }
-    // A channel over its limit refuses most of its excess at the door, before the
-    // publisher's tokens are taken (see `deltacast::store::Door`); the channel as read
-    // there serves the claim.
+    // A channel over its limit refuses most of its excess at the door, before the tokens
+    // are taken (see `deltacast::store::Door`), and any publish to it that waited too long
+    // for this function; the channel as read there serves the claim.
     let read = match channel_limit {
-        Some(_) => match app.store.door(channel.as_str(), &app.doors).await? {
-            Door::Open(read) => Some(read),
-            Door::Refused { retry_after_ms } => {
-                debug!("refused at the channel's door");
-                return Err(refused(answers::channel_limited(
-                    channel_limit,
-                    retry_after_ms,
-                )));
+        Some(_) => {
+            let late = clock::now_ms().saturating_sub(sender.received_at) > MAX_FRAME_WAIT_MS;
+            match app.store.door(channel.as_str(), &app.doors, late).await? {
+                Door::Open(read) => Some(read),
+                Door::Refused { retry_after_ms } => {
+                    debug!(late, "refused at the channel's door");
+                    let frame = if late {
+                        answers::behind(retry_after_ms)
+                    } else {
+                        answers::channel_limited(channel_limit, retry_after_ms)
+                    };
+                    return Err(refused(frame));
+                }
             }
-        },
+        }
         None => None,
     };
-    rate::admit(sender, app, cost::REQUEST).await?;
+    tokens.take(app).await?;
     let new = NewDelta {
         channel,
         id,
@@ -133,8 +131,9 @@ fn refused(frame: ErrorFrame) -> ActionError {
 mod tests {
     use super::*;
     use crate::testing::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
     use deltacast::clock;
-    use deltacast::store::PublishError;
+    use deltacast::store::{PublishError, items};
     use deltacast_tests::{all_items, events};
     use serde_json::json;
 
@@ -371,24 +370,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_publish_that_waited_too_long_for_the_function_is_refused_before_any_cost() {
-        // GIVEN a publish API Gateway received longer ago than the function takes frames
+    async fn a_late_publish_to_a_busy_channel_is_refused_before_its_tokens_are_taken() {
+        // GIVEN a channel the sequencer is writing (marked busy), and a publish API
+        // Gateway received longer ago than the function takes frames
         let w = world().await;
+        let first = w.publish("chat:a", "m0", json!(0)).await;
+        assert_eq!(first["seq"], 1);
+        let busy = clock::now_ms() + 60_000;
+        w.app
+            .store
+            .client()
+            .update_item()
+            .table_name(w.app.store.table())
+            .key("pk", AttributeValue::S(items::channel_pk("chat:a")))
+            .key("sk", AttributeValue::S(items::EPOCH_SK.into()))
+            .update_expression("SET busy = :b")
+            .expression_attribute_values(":b", AttributeValue::N(busy.to_string()))
+            .send()
+            .await
+            .unwrap();
+        let late = |id: &str| {
+            let body = json!({"action": "publish", "channel": "chat:a", "id": id, "data": 1});
+            let mut request = events::message(CONN, &w.alice, &body.to_string());
+            let received = clock::now_ms() - MAX_FRAME_WAIT_MS - 500;
+            request.request_context.request_time_epoch = received as i64;
+            request
+        };
         let before = all_items(&w.app.store).await;
-        let body = json!({"action": "publish", "channel": "chat:a", "id": "late", "data": 1});
-        let mut request = events::message(CONN, &w.alice, &body.to_string());
-        let received = clock::now_ms() - MAX_FRAME_WAIT_MS - 500;
-        request.request_context.request_time_epoch = received as i64;
         // WHEN it reaches the function
-        let frames = w.deliver(request).await;
+        let frames = w.deliver(late("late")).await;
         // THEN it is refused as rate_limited, asked to come back in a second, and nothing
         // was written, not even its tokens
         assert_eq!(frames[0]["code"], "rate_limited", "{frames:?}");
-        assert_eq!(frames[0]["retryAfterMs"], DOOR_RETRY_MS);
+        assert_eq!(frames[0]["retryAfterMs"], 1000);
         assert!(frames[0]["message"].as_str().unwrap().contains("behind"));
         assert_eq!(all_items(&w.app.store).await, before);
-        // AND the same publish sent again in time is stored
-        let again = w.publish("chat:a", "late", json!(1)).await;
-        assert_eq!(again["seq"], 1);
+        // AND a late publish to a quiet channel is stored as usual
+        let mut quiet = late("elsewhere");
+        let body = json!({"action": "publish", "channel": "chat:b", "id": "q", "data": 1});
+        quiet.body = Some(body.to_string());
+        let frames = w.deliver(quiet).await;
+        assert_eq!(frames[0]["type"], "ack", "{frames:?}");
     }
 }

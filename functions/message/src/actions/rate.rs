@@ -5,7 +5,7 @@
 
 use deltacast::config::RateLimit;
 use deltacast::protocol::{ErrorCode, ErrorFrame};
-use deltacast::store::BucketOf;
+use deltacast::store::{BucketOf, ReadBuckets};
 use tracing::warn;
 
 use super::ActionError;
@@ -16,20 +16,57 @@ use crate::context::{App, Sender};
 /// `rate_limited` (naming the limit and its settings) when either holds fewer, writing
 /// nothing when that shows in their reads (see [`deltacast::store::Store::take_tokens_from_all`]).
 pub async fn admit(sender: &Sender<'_>, app: &App, deposit: f64) -> Result<(), ActionError> {
+    check(sender, app, deposit).await?.take(app).await
+}
+
+/// The sender's buckets as read, each holding the tokens of a request: [`check`] read
+/// them, [`Checked::take`] takes the tokens.
+pub struct Checked<'a> {
+    buckets: Vec<(BucketOf<'a>, RateLimit, f64)>,
+    read: ReadBuckets,
+    at_ms: u64,
+}
+
+/// The first half of [`admit`]: reads both buckets (at once) and refuses with
+/// `rate_limited` when either holds fewer than `deposit`, writing nothing; a request that
+/// may still be refused for another reason checks that before it takes the tokens.
+pub async fn check<'a>(
+    sender: &'a Sender<'_>,
+    app: &App,
+    deposit: f64,
+) -> Result<Checked<'a>, ActionError> {
     let buckets: Vec<_> = buckets(sender, app)
         .into_iter()
         .map(|(bucket, limit)| (bucket, limit, deposit.min(limit.burst)))
         .collect();
-    match app
-        .store
-        .take_tokens_from_all(&buckets, sender.received_at)
-        .await?
-    {
-        Some(short) => {
+    match app.store.read_buckets(&buckets, sender.received_at).await? {
+        Err(short) => {
             let (bucket, limit, tokens) = buckets[short];
             Err(limited(bucket, limit, tokens))
         }
-        None => Ok(()),
+        Ok(read) => Ok(Checked {
+            buckets,
+            read,
+            at_ms: sender.received_at,
+        }),
+    }
+}
+
+impl Checked<'_> {
+    /// The second half of [`admit`]: takes the tokens checked.
+    pub async fn take(self, app: &App) -> Result<(), ActionError> {
+        let Checked {
+            buckets,
+            read,
+            at_ms,
+        } = self;
+        match app.store.take_read_tokens(&buckets, read, at_ms).await? {
+            Some(short) => {
+                let (bucket, limit, tokens) = buckets[short];
+                Err(limited(bucket, limit, tokens))
+            }
+            None => Ok(()),
+        }
     }
 }
 
