@@ -259,7 +259,9 @@ async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothi
     .await;
 
     // WHEN 10 of 20 clients on the one channel offer three times that
-    let load = steady_load(&stack, (20, 1, 10), 24.0, 120);
+    // (several in flight each, so that the channel turns busy and the sequencer judges)
+    let mut load = steady_load(&stack, (20, 1, 10), 24.0, 120);
+    load.publish_window = 4;
     let report = run(load.clone()).await.expect("the configuration is valid");
     let shared = deltacast_tests::all_items(&stack.store)
         .await
