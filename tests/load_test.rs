@@ -114,6 +114,54 @@ fn steady_load(
     load
 }
 
+/// 10 of 20 clients on one channel, which they all subscribe to, publish `publishes` at
+/// `rate`/s, four in flight each so that they contend for its seqs, on a stack whose
+/// channel limit is `channel_limit`/s with bursts as large (0: off). Returns the report
+/// and how many items of the table carry `attribute` after the run.
+async fn contended_channel_run(
+    channel_limit: u32,
+    rate: f64,
+    publishes: u64,
+    attribute: &str,
+) -> (LoadReport, usize) {
+    let stack = start_stack_with(|options| {
+        options.max_instances = 6;
+        let limit = channel_limit.to_string();
+        options
+            .env
+            .insert("CHANNEL_RATE_LIMIT_BURST".into(), limit.clone());
+        if channel_limit > 0 {
+            options
+                .env
+                .insert("CHANNEL_RATE_LIMIT_PER_SECOND".into(), limit);
+        }
+    })
+    .await;
+    let mut load = steady_load(&stack, (20, 1, 10), rate, publishes);
+    load.publish_window = 4;
+    let report = run(load).await.expect("the configuration is valid");
+    let carrying = deltacast_tests::all_items(&stack.store)
+        .await
+        .iter()
+        .filter(|item| item.contains_key(attribute))
+        .count();
+    stack.shutdown().await;
+    (report, carrying)
+}
+
+/// Asserts that the run's refusals were all of `codes`, and none `internal`.
+fn assert_refused_only(report: &LoadReport, codes: &[&str]) {
+    assert!(
+        report
+            .refused_by_code
+            .keys()
+            .all(|code| codes.contains(&code.as_str())),
+        "{:?}",
+        report.refused_by_code
+    );
+    assert_eq!(report.errors.get("internal_server_error_frames"), None);
+}
+
 /// 30 clients on 3 channels, 200 publishes at 15/s, 10 % churn (the experiment).
 fn churn_load(stack: &TestStack) -> LoadConfig {
     let mut load = config(stack);
@@ -208,39 +256,15 @@ async fn a_busy_channel_takes_every_publish_once_in_order_through_the_sequencer(
     // and exactly-once, and a debug stack on a busy machine can leave a channel 2 s
     // behind, where the limit's door refuses part of its publishes (tested by
     // `a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothing`)
-    let stack = start_stack_with(|options| {
-        options.max_instances = 6;
-        options
-            .env
-            .insert("CHANNEL_RATE_LIMIT_BURST".into(), "0".into());
-    })
-    .await;
-
     // WHEN 10 of 20 clients publish on the one channel they all subscribe to, several
     // publishes each in flight, so that they contend for its seqs
-    let mut load = steady_load(&stack, (20, 1, 10), 30.0, 150);
-    load.publish_window = 4;
-    let report = run(load.clone()).await.expect("the configuration is valid");
-    let sequenced = deltacast_tests::all_items(&stack.store)
-        .await
-        .iter()
-        .filter(|item| item.contains_key("q"))
-        .count();
-    stack.shutdown().await;
+    let (report, sequenced) = contended_channel_run(0, 30.0, 150, "q").await;
 
     // THEN every publish was acked once and stored once, gap-free, every client got every
     // delta in order, and nothing was refused or answered `internal` (a publish sent again
     // before its first attempt's ack may hear `in_flight`, which asks for a retry)
     assert_ok(&report);
-    assert!(
-        report
-            .refused_by_code
-            .keys()
-            .all(|code| code == "in_flight"),
-        "{:?}",
-        report.refused_by_code
-    );
-    assert_eq!(report.errors.get("internal_server_error_frames"), None);
+    assert_refused_only(&report, &["in_flight"]);
     // AND some went through the sequencer (the channel was busy): claims handed or queued
     // to it, which its stream filter passes
     assert!(sequenced > 0, "no claim was the sequencer's");
@@ -250,25 +274,8 @@ async fn a_busy_channel_takes_every_publish_once_in_order_through_the_sequencer(
 async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothing() {
     let _one = ONE_STACK.lock().await;
     // GIVEN the local stack with a channel limit of 8 publishes/s (bursts of 8)
-    let stack = start_stack_with(|options| {
-        options.max_instances = 6;
-        for variable in ["CHANNEL_RATE_LIMIT_PER_SECOND", "CHANNEL_RATE_LIMIT_BURST"] {
-            options.env.insert(variable.into(), "8".into());
-        }
-    })
-    .await;
-
     // WHEN 10 of 20 clients on the one channel offer three times that
-    // (several in flight each, so that the channel turns busy and the sequencer judges)
-    let mut load = steady_load(&stack, (20, 1, 10), 24.0, 120);
-    load.publish_window = 4;
-    let report = run(load.clone()).await.expect("the configuration is valid");
-    let shared = deltacast_tests::all_items(&stack.store)
-        .await
-        .iter()
-        .filter(|item| item.contains_key("adm"))
-        .count();
-    stack.shutdown().await;
+    let (report, shared) = contended_channel_run(8, 24.0, 120, "adm").await;
 
     // THEN the excess was refused with `rate_limited` (and a publish sent again before
     // its ack perhaps heard `in_flight`), nothing else; every publish was acked in the
@@ -282,15 +289,7 @@ async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothi
         "{:?}",
         report.refused_by_code
     );
-    assert!(
-        report
-            .refused_by_code
-            .keys()
-            .all(|code| code == "rate_limited" || code == "in_flight"),
-        "{:?}",
-        report.refused_by_code
-    );
-    assert_eq!(report.errors.get("internal_server_error_frames"), None);
+    assert_refused_only(&report, &["rate_limited", "in_flight"]);
     // AND the sequencer told the door what share to let through (deltas carrying `adm`)
     assert!(shared > 0, "no delta carries the door's share");
 }

@@ -237,10 +237,7 @@ async fn a_channel_over_its_limit_refuses_with_when_to_retry_and_keeps_its_bucke
         per_second: 1.0,
         burst: 2.0,
     };
-    let mut batch = Vec::new();
-    for n in 1..=3 {
-        batch.push(queue(&store, &format!("m{n}"), None).await);
-    }
+    let batch = queued(&store, 3).await;
     // WHEN they are sequenced
     let outcomes = store.sequence(CHANNEL, batch, Some(limit)).await.unwrap();
     // THEN two are stored, and the third refused with about a second to wait
@@ -278,10 +275,7 @@ async fn a_refused_message_whose_stream_record_comes_again_is_not_stored() {
         per_second: 0.01,
         burst: 2.0,
     };
-    let mut batch = Vec::new();
-    for n in 1..=3 {
-        batch.push(queue(&store, &format!("m{n}"), None).await);
-    }
+    let batch = queued(&store, 3).await;
     let first = store
         .sequence(CHANNEL, batch.clone(), Some(limit))
         .await
@@ -298,6 +292,25 @@ async fn a_refused_message_whose_stream_record_comes_again_is_not_stored() {
         .collect();
     assert_eq!(answered, [("m1", (1, true)), ("m2", (2, true))]);
     assert_eq!(deltas(&store).await.len(), 2);
+}
+
+/// Claims alice's `m1` to `m{count}`, as [`queue`] does.
+async fn queued(store: &deltacast::store::Store, count: usize) -> Vec<InboxItem> {
+    let mut batch = Vec::with_capacity(count);
+    for n in 1..=count {
+        batch.push(queue(store, &format!("m{n}"), None).await);
+    }
+    batch
+}
+
+/// Marks [`CHANNEL`] busy until `until` (Unix ms) on its epoch item, as the sequencer does.
+async fn mark_busy_until(store: &deltacast::store::Store, until: u64) {
+    let epoch = support::item(store, &channel_pk(CHANNEL), EPOCH_SK)
+        .await
+        .expect("the epoch item");
+    let mut epoch: EpochItem = serde_dynamo::from_item(epoch).unwrap();
+    epoch.busy = Some(until);
+    put(store, serde_dynamo::to_item(epoch).unwrap()).await;
 }
 
 /// Claims alice's `id` on [`CHANNEL`] (guarded by `expect_seq`) for connection `c`, and
@@ -522,10 +535,7 @@ async fn a_channel_over_its_limit_lets_through_its_door_only_the_share_the_seque
         per_second: 1000.0,
         burst: 4.0,
     };
-    let mut batch = Vec::new();
-    for n in 1..=20 {
-        batch.push(queue(&store, &format!("m{n}"), None).await);
-    }
+    let batch = queued(&store, 20).await;
     let outcomes = store.sequence(CHANNEL, batch, Some(limit)).await.unwrap();
     let stored = outcomes
         .iter()
@@ -538,12 +548,7 @@ async fn a_channel_over_its_limit_lets_through_its_door_only_the_share_the_seque
     assert_eq!(newest["adm"].as_n().unwrap(), "250");
     // AND while the channel is busy (the mark lengthened here, so that a slow machine
     // does not outlast it), the door lets through about that share of publishes
-    let epoch = support::item(&store, &channel_pk(CHANNEL), EPOCH_SK)
-        .await
-        .unwrap();
-    let mut epoch: EpochItem = serde_dynamo::from_item(epoch).unwrap();
-    epoch.busy = Some(clock::now_ms() + 60_000);
-    put(&store, serde_dynamo::to_item(epoch).unwrap()).await;
+    mark_busy_until(&store, clock::now_ms() + 60_000).await;
     // (A share applies while fresh: the newest delta as if written a moment from now, so
     // that a slow machine does not outlast it either.)
     let mut newest = newest;
@@ -570,14 +575,7 @@ async fn a_channel_over_its_limit_lets_through_its_door_only_the_share_the_seque
     // AND the door writes nothing
     assert_eq!(items(&store).await, before);
     // AND once the sequencer has left the channel alone, it lets everything through
-    let mut epoch: EpochItem = serde_dynamo::from_item(
-        support::item(&store, &channel_pk(CHANNEL), EPOCH_SK)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    epoch.busy = Some(clock::now_ms() - 1);
-    put(&store, serde_dynamo::to_item(epoch).unwrap()).await;
+    mark_busy_until(&store, clock::now_ms() - 1).await;
     for _ in 0..20 {
         let door = store
             .door(CHANNEL, &DoorMemory::default(), false)

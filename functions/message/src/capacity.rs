@@ -4,7 +4,6 @@
 //! read units"); the figures asserted are the table's. Connecting, disconnecting, a
 //! contended publish and the fan-out's read are measured in `tests/capacity.rs`.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use deltacast::store::{CapacityMeter, items};
 use serde_json::{Value, json};
 
@@ -74,33 +73,16 @@ async fn a_publish_refused_at_the_door_reads_the_head_and_takes_no_token() {
     let (w, meter) = world().await.metered();
     let first = w.publish("chat:hot", "m0", json!(1)).await;
     let epoch = first["epoch"].as_str().unwrap();
-    let (client, table) = (w.app.store.client(), w.app.store.table());
-    let pk = items::channel_pk("chat:hot");
-    let set = |sk: String, attribute: &str, value: u64| {
-        client
-            .update_item()
-            .table_name(table)
-            .key("pk", AttributeValue::S(pk.clone()))
-            .key("sk", AttributeValue::S(sk))
-            .update_expression("SET #a = :v")
-            .expression_attribute_names("#a", attribute)
-            .expression_attribute_values(":v", AttributeValue::N(value.to_string()))
-            .send()
-    };
-    // (A share applies while fresh: each try below marks the newest delta written now.)
     let now = deltacast::clock::now_ms;
-    let busy = deltacast::clock::now_ms() + 60_000;
-    set(items::EPOCH_SK.into(), "busy", busy).await.unwrap();
+    w.set_on_channel("chat:hot", items::EPOCH_SK, "busy", now() + 60_000)
+        .await;
     // WHEN alice publishes until the door refuses her (99 % of the time the first try)
     for n in 1..=10 {
-        // On the newest delta (a publish let through may have added one), written now.
-        let newest = w.app.store.head("chat:hot").await.unwrap().seq;
-        set(items::delta_sk(epoch, newest), "adm", 10)
-            .await
-            .unwrap();
-        set(items::delta_sk(epoch, newest), "ts", now())
-            .await
-            .unwrap();
+        // On the newest delta (a publish let through may have added one), written now
+        // (a share applies while fresh).
+        let newest = items::delta_sk(epoch, w.app.store.head("chat:hot").await.unwrap().seq);
+        w.set_on_channel("chat:hot", &newest, "adm", 10).await;
+        w.set_on_channel("chat:hot", &newest, "ts", now()).await;
         let (read, written, frames) =
             cost(&w, &meter, publish("chat:hot", &format!("m{n}"), json!(n))).await;
         // Let through (1 %): acked, or queued for the sequencer without an answer yet.

@@ -168,6 +168,26 @@ impl World {
         }
     }
 
+    /// Sets the number `attribute` to `value` on `channel`'s item `sk` (its epoch item, a
+    /// delta), as another function would have left it.
+    pub async fn set_on_channel(&self, channel: &str, sk: &str, attribute: &str, value: u64) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let key = deltacast::store::items::channel_pk(channel);
+        self.app
+            .store
+            .client()
+            .update_item()
+            .table_name(self.app.store.table())
+            .key("pk", AttributeValue::S(key))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+            .update_expression("SET #a = :v")
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":v", AttributeValue::N(value.to_string()))
+            .send()
+            .await
+            .expect("set");
+    }
+
     /// Publishes as alice; returns the single reply.
     pub async fn publish(&self, channel: &str, id: &str, data: Value) -> Value {
         let frames = self

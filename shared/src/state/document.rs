@@ -204,10 +204,9 @@ impl Document {
         if self.superseded(path, stamp) {
             return false;
         }
-        // Newer writes below `path`: their current state survives this write. Only the
-        // topmost of them matter, since each one's value already holds those below it.
-        // One pass over the stamps at and below `path`: the newer ones' state survives
-        // this write, the older ones are overwritten by it and dropped.
+        // One pass over the stamps at and below `path`: the newer writes' state survives
+        // this write (only the topmost of them matter, since each one's value already
+        // holds those below it); the older ones are overwritten by it and dropped.
         let mut newer: Vec<(Path, Option<Value>)> = Vec::new();
         let mut older: Vec<Path> = Vec::new();
         for (below, s) in self.stamps.range(path.clone()..) {

@@ -135,7 +135,8 @@ impl Store {
             )
             .await
             .map_err(dynamo)?;
-        let now = clock::now_secs();
+        let now_ms = clock::now_ms();
+        let now = now_ms / 1000;
         let newest = match out.items().first() {
             Some(item) => Some((
                 required_number(item, &pk, "seq")?,
@@ -149,8 +150,7 @@ impl Store {
             .items()
             .first()
             .filter(|item| {
-                number::<u64>(item, "ts")
-                    .is_some_and(|ts| clock::now_ms() <= ts + SHARE_LIFETIME_MS)
+                number::<u64>(item, "ts").is_some_and(|ts| now_ms <= ts + SHARE_LIFETIME_MS)
             })
             .and_then(|item| number(item, "adm"));
         let live = match newest {

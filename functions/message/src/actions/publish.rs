@@ -131,7 +131,6 @@ fn refused(frame: ErrorFrame) -> ActionError {
 mod tests {
     use super::*;
     use crate::testing::*;
-    use aws_sdk_dynamodb::types::AttributeValue;
     use deltacast::clock;
     use deltacast::store::{PublishError, items};
     use deltacast_tests::{all_items, events};
@@ -377,18 +376,8 @@ mod tests {
         let first = w.publish("chat:a", "m0", json!(0)).await;
         assert_eq!(first["seq"], 1);
         let busy = clock::now_ms() + 60_000;
-        w.app
-            .store
-            .client()
-            .update_item()
-            .table_name(w.app.store.table())
-            .key("pk", AttributeValue::S(items::channel_pk("chat:a")))
-            .key("sk", AttributeValue::S(items::EPOCH_SK.into()))
-            .update_expression("SET busy = :b")
-            .expression_attribute_values(":b", AttributeValue::N(busy.to_string()))
-            .send()
-            .await
-            .unwrap();
+        w.set_on_channel("chat:a", items::EPOCH_SK, "busy", busy)
+            .await;
         let late = |id: &str| {
             let body = json!({"action": "publish", "channel": "chat:a", "id": id, "data": 1});
             let mut request = events::message(CONN, &w.alice, &body.to_string());

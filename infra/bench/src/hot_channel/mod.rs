@@ -137,10 +137,16 @@ fn load(
     config.rate_per_second = rate;
     config.publishes = Some(publishes);
     config.churn = 0.0;
+    config.settle_timeout = Duration::from_secs(30);
+    with_deadlines(config, rate)
+}
+
+/// `config` with deadlines for its publishes taken at `rate`/s at best.
+fn with_deadlines(mut config: LoadConfig, rate: f64) -> LoadConfig {
+    let publishes = config.publishes.unwrap_or(0);
     let expected = Duration::from_secs_f64(publishes as f64 / rate);
     config.publish_timeout = Some(expected * 2 + Duration::from_secs(30));
     config.drain_timeout = expected + Duration::from_secs(30);
-    config.settle_timeout = Duration::from_secs(30);
     config.max_run_time = Some(expected * 4 + Duration::from_secs(180));
     config
 }
@@ -350,13 +356,9 @@ async fn stacks(
         let warm = (1, (limit as f64 / 2.0).max(1.0));
         let (stack, warm) = start(args, endpoint, Some(table), limit, warm).await?;
         let publishes = step_publishes(offered, hot.step_seconds);
-        let mut config = load(&stack, hot, 1, hot.connections, offered, publishes);
         // At best the channel takes its limit, so the run's deadlines follow the limit.
-        let expected = Duration::from_secs_f64(publishes as f64 / limit as f64);
-        config.publish_timeout = Some(expected * 2 + Duration::from_secs(30));
-        config.drain_timeout = expected + Duration::from_secs(30);
-        config.max_run_time = Some(expected * 4 + Duration::from_secs(180));
-        let figures = measure_run("overload", config).await;
+        let config = load(&stack, hot, 1, hot.connections, offered, publishes);
+        let figures = measure_run("overload", with_deadlines(config, limit as f64)).await;
         stack.shutdown().await;
         let figures = figures?;
         json!({
