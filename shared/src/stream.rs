@@ -6,7 +6,9 @@
 use aws_lambda_events::dynamodb::EventRecord;
 
 use crate::protocol::Delta;
+use crate::store::OpRecord;
 use crate::store::items::{DeltaItem, INBOX_PREFIX, InboxItem};
+use crate::store::state_items::{OP_PREFIX, OpItem, STATE_SK, StateItem};
 
 /// What a stream record holds.
 #[derive(Debug, PartialEq)]
@@ -58,6 +60,84 @@ pub fn publish_of(record: EventRecord) -> StreamPublish {
         Ok(item) => StreamPublish::Publish(Box::new(item)),
         Err(err) => StreamPublish::Malformed(err.to_string()),
     }
+}
+
+/// What a stream record of a state channel's ops holds.
+#[derive(Debug)]
+pub enum StreamOps {
+    /// Not a written op item (the trigger's filter should have dropped it).
+    NotOps,
+    /// An update for the fold.
+    Ops(Box<OpRecord>),
+    /// An op item that cannot be read; why.
+    Malformed(String),
+}
+
+/// Reads one record of the fold's input: an op item written (an INSERT, or a MODIFY when
+/// an expired claim was taken again).
+pub fn ops_of(record: &EventRecord) -> StreamOps {
+    let ops = matches!(
+        record.change.keys.get("pk"),
+        Some(serde_dynamo::AttributeValue::S(pk)) if pk.starts_with(OP_PREFIX)
+    );
+    if !ops || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+        return StreamOps::NotOps;
+    }
+    let item = match serde_dynamo::from_item::<_, OpItem>(record.change.new_image.clone()) {
+        Ok(item) => item,
+        Err(err) => return StreamOps::Malformed(err.to_string()),
+    };
+    let Some((_, shard)) = item.channel_and_shard() else {
+        return StreamOps::Malformed(format!(
+            "op item key {} names no channel and shard",
+            item.pk
+        ));
+    };
+    let Some(sequence_number) = record.change.sequence_number.clone() else {
+        return StreamOps::Malformed("record without a sequence number".into());
+    };
+    StreamOps::Ops(Box::new(OpRecord {
+        shard,
+        sequence_number,
+        item,
+    }))
+}
+
+/// A state channel's change, as the fan-out sends it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatePatch {
+    /// The channel.
+    pub channel: String,
+    /// The version it leads to (from `version - 1`).
+    pub version: u64,
+    /// The RFC 7396 merge patch, as JSON text.
+    pub patch: String,
+}
+
+/// Reads a document item's record: `Some` when the write changed the value (it carries
+/// a patch), `None` for anything else; an unreadable document item is an error.
+pub fn patch_of(record: &EventRecord) -> Result<Option<StatePatch>, String> {
+    let is_state = matches!(
+        record.change.keys.get("sk"),
+        Some(serde_dynamo::AttributeValue::S(sk)) if sk == STATE_SK
+    );
+    if !is_state || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+        return Ok(None);
+    }
+    let item: StateItem =
+        serde_dynamo::from_item(record.change.new_image.clone()).map_err(|e| e.to_string())?;
+    let Some(patch) = item.patch else {
+        return Ok(None);
+    };
+    let channel = item
+        .pk
+        .strip_prefix("h#")
+        .ok_or_else(|| format!("document key {} names no channel", item.pk))?;
+    Ok(Some(StatePatch {
+        channel: channel.to_owned(),
+        version: item.v,
+        patch,
+    }))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 pub mod events;
 pub mod push;
 pub mod stack;
+pub mod state_view;
 pub mod tokens;
 
 /// The load generator, now its own crate (`infra/load`); re-exported for older paths.

@@ -22,7 +22,8 @@
 //!   the client sees a seq gap and fetches `history`.
 //!
 //! A subscription whose token has expired gets no deltas; its connection is told once
-//! instead (`expiry.rs`).
+//! instead (`expiry.rs`). State channels' patches come in the same stream and are
+//! delivered beside the deltas (`patches.rs`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -33,12 +34,13 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use deltacast::clock;
 use deltacast::protocol::Delta;
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
-use deltacast::store::{Store, StoreError, Subscriber};
+use deltacast::store::Store;
 use deltacast::stream::{StreamDelta, delta_of};
 use futures::{StreamExt, stream};
 use tracing::{error, info, warn};
 
 use crate::frames::{self, MAX_FRAME_BYTES, Part};
+use crate::patches;
 
 /// The fan-out's dependencies, built once per process.
 pub struct Fanout<P> {
@@ -96,6 +98,7 @@ impl<P: Push> Fanout<P> {
     /// Delivers the batch; returns the records to retry.
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let started = Instant::now();
+        let patches = patches::collect(&event.records);
         let mut pending = decode(event.records);
         // A channel's history can start over (a new epoch, seqs from 1) between two of
         // its records; the new epoch's deltas come after the old one's in the stream.
@@ -124,7 +127,7 @@ impl<P: Push> Fanout<P> {
                     .iter()
                     .take_while(|p| p.delta.channel == channel)
                     .count();
-            match self.subscribers(&channel).await {
+            match self.store.subscribers(&channel).await {
                 Ok(subscribers) => {
                     for subscriber in subscribers {
                         if subscriber.expired(now) {
@@ -189,6 +192,17 @@ impl<P: Push> Fanout<P> {
                 }
             }
         }
+        let patched = patches::deliver(
+            &self.store,
+            &self.push,
+            self.retry,
+            self.concurrency,
+            patches,
+        )
+        .await;
+        dead.extend(patched.gone);
+        dead.sort_unstable();
+        dead.dedup();
         let told = self.tell_expired(&expired, &mut dead).await;
         let expired = expired.len();
         let store = &self.store;
@@ -203,13 +217,17 @@ impl<P: Push> Fanout<P> {
 
         let mut response = DynamoDbEventResponse::default();
         // In stream order, so the first failure is the record Lambda resumes from.
-        let mut failed: Vec<usize> = failed.into_iter().collect();
-        failed.sort_by_key(|i| pending[*i].position);
+        let mut failed: Vec<(usize, String)> = failed
+            .into_iter()
+            .map(|i| (pending[i].position, pending[i].sequence_number.clone()))
+            .chain(patched.failed)
+            .collect();
+        failed.sort();
         response.batch_item_failures = failed
             .into_iter()
-            .map(|i| {
+            .map(|(_, sequence_number)| {
                 let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(pending[i].sequence_number.clone());
+                failure.item_identifier = Some(sequence_number);
                 failure
             })
             .collect();
@@ -217,6 +235,7 @@ impl<P: Push> Fanout<P> {
             deltas = pending.len(),
             delivered,
             frames = posted,
+            patch_frames = patched.frames,
             skipped,
             gone,
             expired,
@@ -227,19 +246,6 @@ impl<P: Push> Fanout<P> {
             "fan-out done"
         );
         response
-    }
-
-    async fn subscribers(&self, channel: &str) -> Result<Vec<Subscriber>, StoreError> {
-        let mut all = Vec::new();
-        let mut start = None;
-        loop {
-            let (ids, next) = self.store.subscribers_page(channel, start).await?;
-            all.extend(ids);
-            match next {
-                Some(key) => start = Some(key),
-                None => return Ok(all),
-            }
-        }
     }
 
     /// Posts a connection's deltas, frame by frame, stopping at the first frame that

@@ -1,10 +1,12 @@
-//! Stream-triggered fan-out: pushes every new delta to its channel's subscribers.
+//! Stream-triggered fan-out: pushes every new delta, and every state channel's patch, to
+//! its channel's subscribers.
 
 #[cfg(test)]
 mod coalesced_tests;
 mod expiry;
 mod frames;
 mod handler;
+mod patches;
 #[cfg(test)]
 mod testing;
 

@@ -10,7 +10,7 @@ use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
 use lambda_runtime::Error;
 use tracing::{Instrument, debug, error, info_span, warn};
 
-use crate::actions::{ActionError, history, ping, publish, subscribe, unsubscribe};
+use crate::actions::{ActionError, history, ping, publish, state, subscribe, unsubscribe, update};
 use crate::body;
 use crate::context::{App, Sender};
 
@@ -184,6 +184,16 @@ async fn dispatch<P: Push>(
                 id: id.as_ref(),
             };
             history::run(args, sender, app, push).await
+        }
+        ClientMessage::Update { channel, id, ops } => {
+            update::run(update::Args { channel, id, ops }, sender, app, push).await
+        }
+        ClientMessage::State { channel, id } => {
+            let args = state::Args {
+                channel,
+                id: id.as_ref(),
+            };
+            state::run(args, sender, app, push).await
         }
         ClientMessage::Ping { id } => {
             ping::run(ping::Args { id: id.as_ref() }, sender, app, push).await

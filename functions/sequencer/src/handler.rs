@@ -16,11 +16,12 @@ use std::time::Instant;
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use deltacast::answers;
-use deltacast::config::RateLimit;
+use deltacast::config::{RateLimit, StateSettings};
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
+use deltacast::store::OpRecord;
 use deltacast::store::items::InboxItem;
 use deltacast::store::{Sequenced, Store};
-use deltacast::stream::{StreamPublish, publish_of};
+use deltacast::stream::{StreamOps, StreamPublish, ops_of, publish_of};
 use futures::{StreamExt, stream};
 use tracing::{debug, error, info, warn};
 
@@ -37,6 +38,8 @@ pub struct Sequencer<P> {
     pub channel_limit: Option<RateLimit>,
     /// Retries per post.
     pub retry: RetryPolicy,
+    /// Live state's settings (the fold's patch rate and document limit).
+    pub state: StateSettings,
 }
 
 impl<P: Push> Sequencer<P> {
@@ -52,8 +55,25 @@ impl<P: Push> Sequencer<P> {
         // A claim queued at once (INSERT) found stored was acked when this sequencer stored
         // it: the stream delivered its batch again.
         let mut taken_over: HashSet<String> = HashSet::new();
+        // State channel → its op records, with each one's place in the batch.
+        let mut states: BTreeMap<String, Vec<(usize, OpRecord)>> = BTreeMap::new();
         for (position, record) in event.records.into_iter().enumerate() {
             numbers.push(record.change.sequence_number.clone().unwrap_or_default());
+            match ops_of(&record) {
+                StreamOps::Ops(ops) => {
+                    let channel = ops.item.channel_and_shard().map(|(c, _)| c.to_owned());
+                    states
+                        .entry(channel.unwrap_or_default())
+                        .or_default()
+                        .push((position, *ops));
+                    continue;
+                }
+                StreamOps::Malformed(reason) => {
+                    error!(%reason, "unreadable op item; skipped");
+                    continue;
+                }
+                StreamOps::NotOps => {}
+            }
             let modify = record.event_name == "MODIFY";
             match publish_of(record) {
                 StreamPublish::Publish(item) => match item.channel() {
@@ -75,7 +95,8 @@ impl<P: Push> Sequencer<P> {
             }
         }
         let taken_over = &taken_over;
-        let results: Vec<(usize, Vec<usize>)> = stream::iter(channels)
+        let folds = crate::fold::fold_all(&self.store, &self.push, self.retry, &self.state, states);
+        let sequenced = stream::iter(channels)
             .map(|(channel, records)| async move {
                 let (positions, items): (Vec<usize>, Vec<InboxItem>) = records.into_iter().unzip();
                 match self.store.sequence(&channel, items, self.channel_limit).await {
@@ -93,9 +114,10 @@ impl<P: Push> Sequencer<P> {
                 }
             })
             .buffer_unordered(CHANNEL_CONCURRENCY)
-            .collect()
-            .await;
-        let mut failed: Vec<usize> = Vec::new();
+            .collect::<Vec<(usize, Vec<usize>)>>();
+        // Folds may wait for their channel's patch slot: they run beside the sequencing.
+        let (folds, results) = futures::join!(folds, sequenced);
+        let mut failed: Vec<usize> = folds.failed;
         let mut answered = 0;
         for (n, failures) in results {
             answered += n;
@@ -115,6 +137,7 @@ impl<P: Push> Sequencer<P> {
         info!(
             records = numbers.len(),
             answered,
+            folded = folds.folded,
             failed_records = response.batch_item_failures.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "sequencing done"
@@ -172,6 +195,7 @@ mod tests {
                 attempts: 3,
                 base: Duration::from_millis(1),
             },
+            state: StateSettings::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Stream-triggered sequencer: gives a channel's inbox messages their seqs, writes their
-//! deltas and acks the publishers.
+//! deltas and acks the publishers; and folds state channels' ops into their documents.
 
+mod fold;
 mod handler;
 
 use deltacast::push::{ManagementApi, RetryPolicy};
@@ -18,6 +19,7 @@ async fn main() -> Result<(), Error> {
         push: ManagementApi::new(&sdk, &endpoint),
         channel_limit: settings.channel_rate_limit,
         retry: RetryPolicy::from_settings(&settings),
+        state: settings.state.clone(),
     };
     let sequencer = &sequencer;
     run(service_fn(move |event: LambdaEvent<_>| async move {

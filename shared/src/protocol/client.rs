@@ -11,6 +11,7 @@ use super::frame::RawFrame;
 use super::limits::FrameLimits;
 use super::names::{Channel, MessageId};
 use super::payload::{Payload, compact, nesting_depth};
+use crate::state::Op;
 
 /// One frame from a client, parsed and validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +44,17 @@ pub enum ClientMessage {
         limit: Option<u32>,
         id: Option<MessageId>,
     },
+    /// Change a state channel's document; `id` is the idempotency key.
+    Update {
+        channel: Channel,
+        id: MessageId,
+        ops: Vec<Op>,
+    },
+    /// Read a state channel's document (a snapshot).
+    State {
+        channel: Channel,
+        id: Option<MessageId>,
+    },
     /// Heartbeat; answered with `pong`.
     Ping { id: Option<MessageId> },
 }
@@ -55,6 +67,8 @@ impl ClientMessage {
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Publish { .. } => "publish",
             Self::History { .. } => "history",
+            Self::Update { .. } => "update",
+            Self::State { .. } => "state",
             Self::Ping { .. } => "ping",
         }
     }
@@ -65,8 +79,9 @@ impl ClientMessage {
             Self::Subscribe { id, .. }
             | Self::Unsubscribe { id, .. }
             | Self::History { id, .. }
+            | Self::State { id, .. }
             | Self::Ping { id } => id.as_ref(),
-            Self::Publish { id, .. } => Some(id),
+            Self::Publish { id, .. } | Self::Update { id, .. } => Some(id),
         }
     }
 
@@ -76,7 +91,9 @@ impl ClientMessage {
             Self::Subscribe { channel, .. }
             | Self::Unsubscribe { channel, .. }
             | Self::Publish { channel, .. }
-            | Self::History { channel, .. } => Some(channel),
+            | Self::History { channel, .. }
+            | Self::Update { channel, .. }
+            | Self::State { channel, .. } => Some(channel),
             Self::Ping { .. } => None,
         }
     }
@@ -236,6 +253,20 @@ fn validate(raw: &RawFrame<'_>, limits: &FrameLimits) -> Result<ClientMessage, I
                 id,
             })
         }
+        "update" => {
+            let id = id.ok_or_else(|| {
+                bad(format!(
+                    "missing field `id` in update (the change's idempotency key); id must be {}",
+                    fields::form("id", limits)
+                ))
+            })?;
+            let ops = raw
+                .ops
+                .ok_or_else(|| bad(fields::missing("ops", action, limits)))?;
+            let ops = super::ops::read(ops).map_err(bad)?;
+            Ok(ClientMessage::Update { channel, id, ops })
+        }
+        "state" => Ok(ClientMessage::State { channel, id }),
         _ => unreachable!("actions are matched above"),
     }
 }
@@ -291,6 +322,50 @@ mod tests {
     }
 
     #[test]
+    fn parses_state_actions_and_refuses_bad_ops() {
+        let msg = parse(
+            r#"{"action":"update","channel":"state:poll","id":"vote:alice","ops":[{"op":"inc","path":"/a","by":1}]}"#,
+        )
+        .unwrap();
+        let ClientMessage::Update { id, ops, .. } = msg else {
+            panic!("not an update")
+        };
+        assert_eq!((id.as_str(), ops.len()), ("vote:alice", 1));
+        assert!(matches!(
+            parse(r#"{"action":"state","channel":"state:poll","id":"r"}"#).unwrap(),
+            ClientMessage::State { id: Some(_), .. }
+        ));
+        let e = error(r#"{"action":"update","channel":"s","ops":[]}"#);
+        assert!(
+            e.message.starts_with("missing field `id` in update"),
+            "{}",
+            e.message
+        );
+        let e = error(r#"{"action":"update","channel":"s","id":"u"}"#);
+        assert!(
+            e.message
+                .starts_with("missing field `ops` in update; ops must be an array"),
+            "{}",
+            e.message
+        );
+        let e = error(
+            r#"{"action":"update","channel":"s","id":"u","ops":[{"op":"inc","path":"/a","by":9007199254740992}]}"#,
+        );
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(
+            e.message.contains("ops[0]") && e.message.contains("2^53 - 1"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.id.unwrap().as_str(), "u", "echoes the id");
+        let e = error(r#"{"action":"state","channel":"s","ops":[]}"#);
+        assert_eq!(
+            e.message,
+            "field `ops` is not allowed in state; state takes channel, id"
+        );
+    }
+
+    #[test]
     fn publish_keeps_data_text_exactly_but_compact() {
         let msg = parse(
             r#"{"action":"publish","channel":"a","id":"m-1","data":{ "n" : 12345678901234567890123, "s":"a b\" c" },"expectSeq":3}"#,
@@ -341,13 +416,13 @@ mod tests {
         let e = error(r#"{"channel":"a"}"#);
         assert_eq!(
             e.message,
-            "missing field `action`; action must be one of subscribe, unsubscribe, publish, history, ping"
+            "missing field `action`; action must be one of subscribe, unsubscribe, publish, history, update, state, ping"
         );
 
         let e = error(r#"{"action":"shout","id":"r2"}"#);
         assert_eq!(
             e.message,
-            "unknown action \"shout\"; action must be one of subscribe, unsubscribe, publish, history, ping"
+            "unknown action \"shout\"; action must be one of subscribe, unsubscribe, publish, history, update, state, ping"
         );
         assert_eq!(e.id.unwrap().as_str(), "r2");
 
@@ -777,7 +852,8 @@ mod tests {
 
     #[test]
     fn the_action_must_be_a_known_name() {
-        let known = "action must be one of subscribe, unsubscribe, publish, history, ping";
+        let known =
+            "action must be one of subscribe, unsubscribe, publish, history, update, state, ping";
         for (frame, message) in [
             (r#"{"action":7}"#, format!("{known}; got 7")),
             (r#"{"action":["ping"]}"#, format!("{known}; got an array")),
@@ -799,7 +875,7 @@ mod tests {
     fn an_unknown_or_repeated_field_is_named() {
         assert_eq!(
             error(r#"{"action":"nope","x":1}"#).message,
-            "unknown field `x`; a frame's fields are action, id, channel, since, epoch, limit, expectSeq, data, coalesce"
+            "unknown field `x`; a frame's fields are action, id, channel, since, epoch, limit, expectSeq, data, coalesce, ops"
         );
         assert_eq!(
             error(r#"{"action":"ping","id":"a","id":"b"}"#).message,
@@ -1014,7 +1090,7 @@ mod fuzz_regressions {
         assert_eq!(
             e.message,
             format!(
-                "unknown action \"{}…\"; action must be one of subscribe, unsubscribe, publish, history, ping",
+                "unknown action \"{}…\"; action must be one of subscribe, unsubscribe, publish, history, update, state, ping",
                 "x".repeat(32)
             ),
             "the name is cut short, the expected form is kept"

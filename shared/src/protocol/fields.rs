@@ -11,10 +11,18 @@ use super::limits::{FrameLimits, MAX_EPOCH_LEN, MAX_SEQ};
 use super::names::{Channel, MessageId};
 
 /// The actions, as on the wire.
-pub(super) const ACTIONS: [&str; 5] = ["subscribe", "unsubscribe", "publish", "history", "ping"];
+pub(super) const ACTIONS: [&str; 7] = [
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "history",
+    "update",
+    "state",
+    "ping",
+];
 
 /// Every field a frame may carry, as on the wire.
-pub(super) const FIELDS: [&str; 9] = [
+pub(super) const FIELDS: [&str; 10] = [
     "action",
     "id",
     "channel",
@@ -24,6 +32,7 @@ pub(super) const FIELDS: [&str; 9] = [
     "expectSeq",
     "data",
     "coalesce",
+    "ops",
 ];
 
 /// The fields `action` takes besides `action` itself; `None` for an unknown action.
@@ -33,6 +42,8 @@ pub(super) fn fields_of(action: &str) -> Option<&'static [&'static str]> {
         "unsubscribe" => &["channel", "id"],
         "publish" => &["channel", "id", "data", "expectSeq"],
         "history" => &["channel", "since", "limit", "id"],
+        "update" => &["channel", "id", "ops"],
+        "state" => &["channel", "id"],
         "ping" => &["id"],
         _ => return None,
     })
@@ -62,6 +73,7 @@ pub(super) fn form(field: &str, limits: &FrameLimits) -> String {
             limits.max_data_bytes, limits.max_data_depth
         ),
         "coalesce" => "true or false".into(),
+        "ops" => super::ops::form(),
         other => unreachable!("no field {other}"),
     }
 }

@@ -34,6 +34,8 @@ pub(super) struct RawFrame<'a> {
     pub data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub coalesce: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub ops: Option<&'a RawValue>,
 }
 
 /// `data: null` is a value (a delta may well be `null`), unlike a missing `data`.
@@ -59,7 +61,7 @@ impl<'a> RawFrame<'a> {
     }
 
     /// The fields besides `action`, with whether each is present.
-    pub fn present_fields(&self) -> [(&'static str, bool); 8] {
+    pub fn present_fields(&self) -> [(&'static str, bool); 9] {
         [
             ("id", self.id.is_some()),
             ("channel", self.channel.is_some()),
@@ -69,6 +71,7 @@ impl<'a> RawFrame<'a> {
             ("expectSeq", self.expect_seq.is_some()),
             ("data", self.data.is_some()),
             ("coalesce", self.coalesce.is_some()),
+            ("ops", self.ops.is_some()),
         ]
     }
 

@@ -11,7 +11,8 @@
 //! - `names`: the validated names every frame carries, [`Channel`] and [`MessageId`].
 //! - `limits`: [`FrameLimits`] and the protocol's fixed bounds ([`MAX_SEQ`], ...).
 //! - `payload`: [`Payload`], a delta's JSON kept byte for byte.
-//! - `client`: [`ClientMessage`], one enum for the five actions, and its parser.
+//! - `client`: [`ClientMessage`], one enum for every action, and its parser.
+//! - `ops`: the `ops` of an `update` (a state channel's operations).
 //! - `frame`: reading a frame's JSON into raw fields, and explaining JSON that does not
 //!   fit the frame's shape (not an object, unknown or repeated fields).
 //! - `fields`: the expected form of every field, and the refusal that states it.
@@ -24,6 +25,7 @@ mod fields;
 mod frame;
 mod limits;
 mod names;
+mod ops;
 mod payload;
 mod server;
 

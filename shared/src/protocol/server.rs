@@ -85,6 +85,27 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a MessageId>,
     },
+    /// An `update` is stored (or, with `duplicate`, was stored before and changed
+    /// nothing now); it is folded into the document exactly once.
+    Updated {
+        channel: &'a Channel,
+        id: &'a MessageId,
+        duplicate: bool,
+    },
+    /// A state channel's document at `version`: the answer to `subscribe` and `state`.
+    State {
+        channel: &'a str,
+        version: u64,
+        value: &'a serde_json::Map<String, serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    /// A state channel's change from `version - 1` to `version`, an RFC 7396 merge patch.
+    Patch {
+        channel: &'a str,
+        version: u64,
+        patch: &'a serde_json::value::RawValue,
+    },
     /// Answer to `ping`.
     Pong {
         #[serde(rename = "connectionId")]

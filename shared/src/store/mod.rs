@@ -20,7 +20,11 @@
 //! - `capacity`: the consumed-capacity meter every request reports to, and
 //!   `item_size`: an item's billed size, for the refused writes DynamoDB does not report;
 //! - `attributes`: attribute values and the one way to read a refused condition;
-//! - [`items`]: keys and item shapes.
+//! - [`items`]: keys and item shapes; [`state_items`]: those of live state;
+//! - `state_ops`: an `update`'s one write, its op item (and idempotency claim) in one of
+//!   the channel's op shards; `state_fold`: folding op records into the document (the
+//!   sequencer), at most `STATE_PATCH_RATE` changes a second; `state_doc`: reading and
+//!   writing the document item.
 //!
 //! ## A connection that is gone writes nothing
 //! `$disconnect` deletes the connection's items, its liveness item among them, while
@@ -71,6 +75,10 @@ pub mod items;
 mod plan;
 mod rate_limit;
 mod sequence;
+mod state_doc;
+mod state_fold;
+pub mod state_items;
+mod state_ops;
 mod subscriptions;
 mod transact;
 
@@ -93,6 +101,9 @@ pub use inbox::{
 pub use plan::Sequenced;
 pub use rate_limit::{Bucket, BucketOf, ReadBuckets};
 pub use sequence::PublishError;
+pub use state_doc::{MAX_ITEM_BYTES, StoredState};
+pub use state_fold::{FoldDone, OpRecord, Rejection};
+pub use state_ops::{NewOps, OpsStored};
 pub use subscriptions::{SubscribeError, Subscriber, Subscription};
 
 /// A DynamoDB call failed, an item could not be read back, or the connection a frame
@@ -124,6 +135,14 @@ pub enum StoreError {
         /// The connection the frame came from.
         connection_id: String,
     },
+    /// Other writers kept getting to an item first, every time.
+    #[error("{what}: other writers got in first {attempts} times")]
+    Contended {
+        /// The item.
+        what: String,
+        /// How many times this writer tried.
+        attempts: u32,
+    },
 }
 
 impl StoreError {
@@ -137,7 +156,9 @@ impl StoreError {
 impl From<StoreError> for lambda_runtime::Diagnostic {
     fn from(err: StoreError) -> Self {
         let error_type = match &err {
-            StoreError::Dynamo(_) | StoreError::Unprocessed { .. } => "Store.Unavailable",
+            StoreError::Dynamo(_)
+            | StoreError::Unprocessed { .. }
+            | StoreError::Contended { .. } => "Store.Unavailable",
             StoreError::Malformed(_) | StoreError::Conversion(_) => "Store.Malformed",
             StoreError::ConnectionGone { .. } => "Store.ConnectionGone",
         };

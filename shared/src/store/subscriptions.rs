@@ -271,6 +271,21 @@ impl Store {
         Ok(())
     }
 
+    /// Every connection subscribed to a channel, page after page (see
+    /// [`Store::subscribers_page`]).
+    pub async fn subscribers(&self, channel: &str) -> Result<Vec<Subscriber>, StoreError> {
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let (page, next) = self.subscribers_page(channel, start).await?;
+            all.extend(page);
+            match next {
+                Some(key) => start = Some(key),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// The connections subscribed to a channel, with their token expiry and delivery
     /// choice, one Query page at a time. Subscriptions past their TTL are left out; expired tokens are not (the
     /// fan-out tells those connections once).

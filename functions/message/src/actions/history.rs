@@ -8,7 +8,7 @@ use deltacast::protocol::{Channel, MessageId, ServerMessage};
 use deltacast::push::Push;
 use deltacast::store::DeltaPage;
 
-use super::{ActionError, authorize, rate, send};
+use super::{ActionError, authorize, log_channel, rate, send};
 use crate::context::{App, Sender};
 
 /// The fields of a `history` frame.
@@ -37,6 +37,7 @@ pub async fn run<P: Push>(
         id,
     } = args;
     authorize(sender, Action::History, channel)?;
+    log_channel(app, channel, "history")?;
     let limit = limit.unwrap_or(app.settings.history_default_limit) as usize;
     let deposit = cost::history_deposit(limit);
     rate::admit(sender, app, deposit).await?;

@@ -6,15 +6,17 @@ pub mod history;
 pub mod ping;
 pub mod publish;
 pub mod rate;
+pub mod state;
 pub mod subscribe;
 pub mod unsubscribe;
+pub mod update;
 
 use deltacast::auth::Action;
 use deltacast::protocol::{Channel, ErrorCode, ErrorFrame, ServerMessage};
 use deltacast::push::{Push, PushError, post_with_retry};
 use deltacast::store::StoreError;
 
-use crate::context::Sender;
+use crate::context::{App, Sender};
 
 /// Why an action did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,48 @@ pub fn authorize(
             ErrorCode::Forbidden,
             format!("your token does not allow {action} on {channel}"),
         ))
+    }
+}
+
+/// Refuses an action that needs a state channel (`update`, `state`) on a log channel, and
+/// one that needs a log channel (`publish`, `history`, a catch-up) on a state channel.
+pub fn state_channel(app: &App, channel: &Channel, action: &str) -> Result<(), ActionError> {
+    let state = &app.settings.state;
+    if state.is_state(channel.as_str()) {
+        return Ok(());
+    }
+    Err(ActionError::refused(
+        ErrorCode::BadRequest,
+        format!(
+            "{action} needs a state channel; {channel} is a log channel (state channels are named {}: STATE_NAMESPACES)",
+            namespaces(app)
+        ),
+    ))
+}
+
+/// Refuses a log action (`publish`, `history`, a catch-up) on a state channel.
+pub fn log_channel(app: &App, channel: &Channel, action: &str) -> Result<(), ActionError> {
+    if !app.settings.state.is_state(channel.as_str()) {
+        return Ok(());
+    }
+    Err(ActionError::refused(
+        ErrorCode::BadRequest,
+        format!(
+            "{channel} is a state channel, which keeps a document, not a log: {action} is for log channels; change it with update, read it with state or subscribe"
+        ),
+    ))
+}
+
+/// The state namespaces, in words.
+fn namespaces(app: &App) -> String {
+    let list = &app.settings.state.namespaces;
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.iter()
+            .map(|p| format!("{p}*"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -16,7 +16,7 @@ use deltacast::push::{Push, post_with_retry};
 use deltacast::store::{Door, Enqueued, MAX_FRAME_WAIT_MS, NewDelta, Sequenced};
 use tracing::{debug, info};
 
-use super::{ActionError, authorize, rate};
+use super::{ActionError, authorize, log_channel, rate};
 use crate::context::{App, Sender};
 
 /// The fields of a `publish` frame.
@@ -45,6 +45,7 @@ pub async fn run<P: Push>(
         expect_seq,
     } = args;
     authorize(sender, Action::Publish, channel)?;
+    log_channel(app, channel, "publish")?;
     // The sender's buckets first: a sender without tokens reads nothing more.
     let tokens = rate::check(sender, app, cost::REQUEST).await?;
     let channel_limit = app.settings.channel_rate_limit;

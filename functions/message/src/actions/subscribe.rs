@@ -1,7 +1,8 @@
 //! `subscribe`: stores the subscription first (so no live delta is missed), then replays
 //! retained deltas after `since`, then confirms with `subscribed`. The catch-up is sent
 //! as `delta` frames even for a subscription with `coalesce`, which only changes how the
-//! fan-out delivers live deltas.
+//! fan-out delivers live deltas. A state channel is answered with its document (a `state`
+//! frame) instead, once subscribed, and its changes follow as patches.
 
 use deltacast::auth::Action;
 use deltacast::cost;
@@ -11,7 +12,7 @@ use deltacast::push::{Push, PushError};
 use deltacast::store::{Head, SubscribeError, Subscription};
 use tracing::warn;
 
-use super::{ActionError, authorize, rate, send};
+use super::{ActionError, authorize, rate, send, state};
 use crate::context::{App, Sender};
 
 /// The fields of a `subscribe` frame.
@@ -43,6 +44,16 @@ pub async fn run<P: Push>(
         coalesce,
     } = args;
     authorize(sender, Action::Subscribe, channel)?;
+    let stateful = app.settings.state.is_state(channel.as_str());
+    if stateful && (since.is_some() || coalesce) {
+        let field = if coalesce { "coalesce" } else { "since" };
+        return Err(ActionError::refused(
+            ErrorCode::BadRequest,
+            format!(
+                "{channel} is a state channel: subscribe answers with its state, then patches; `{field}` is for log channels"
+            ),
+        ));
+    }
     // A catch-up is a read: it takes a deposit, the most it can cost given how far behind
     // the client is (the head is read for that, and again once subscribed), and settles
     // the difference once served.
@@ -82,6 +93,12 @@ pub async fn run<P: Push>(
         // Refused (or failed) before reading anything: the price of a request.
         rate::settle(sender, app, deposit, cost::REQUEST).await;
         return Err(err);
+    }
+    if stateful {
+        // The snapshot confirms the subscription; patches follow (see `state`).
+        let bytes = state::send_snapshot(sender, app, push, channel, id).await?;
+        rate::settle(sender, app, deposit, cost::read(bytes, 0)).await;
+        return Ok(());
     }
     let head = app.store.head(channel.as_str()).await?;
     let recovered = match since {

@@ -50,7 +50,8 @@ fn reads_the_stream_triggers() {
     assert_eq!(
         sequencer.filters,
         [
-            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "q#"}]}}, "NewImage": {"q": {"N": [{"exists": true}]}}}})
+            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "q#"}]}}, "NewImage": {"q": {"N": [{"exists": true}]}}}}),
+            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "o#"}]}}}})
         ]
     );
     let trigger = spec
@@ -64,7 +65,8 @@ fn reads_the_stream_triggers() {
     assert_eq!(
         trigger.filters,
         [
-            serde_json::json!({"eventName": ["INSERT"], "dynamodb": {"Keys": {"sk": {"S": [{"prefix": "d#"}]}}}})
+            serde_json::json!({"eventName": ["INSERT"], "dynamodb": {"Keys": {"sk": {"S": [{"prefix": "d#"}]}}}}),
+            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"sk": {"S": ["state"]}}, "NewImage": {"patch": {"S": [{"exists": true}]}}}})
         ]
     );
 }

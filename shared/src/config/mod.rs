@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use crate::protocol::{FrameLimits, MAX_CHANNEL_LEN, MAX_DATA_DEPTH, MAX_ID_LEN};
 
+mod state;
+
+pub use state::{MAX_STATE_BYTES, MAX_STATE_SHARDS, StateSettings};
+
 /// A token bucket: `per_second` tokens refill continuously, up to `burst`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
@@ -130,6 +134,9 @@ pub struct Settings {
     pub push_attempts: u32,
     /// `PUSH_RETRY_BASE_MS` (25): first backoff; doubled each retry, with full jitter.
     pub push_backoff_base: Duration,
+    /// Live state: `STATE_NAMESPACES`, `STATE_PATCH_RATE`, `STATE_SHARDS`,
+    /// `STATE_MAX_BYTES`, `STATE_OP_TTL_SECONDS` (see [`StateSettings`]).
+    pub state: StateSettings,
 }
 
 impl Settings {
@@ -231,6 +238,7 @@ impl Settings {
             fanout_concurrency: env.positive::<usize>("FANOUT_CONCURRENCY", 256)?,
             push_attempts: env.positive::<u32>("PUSH_RETRY_ATTEMPTS", 5)?,
             push_backoff_base: Duration::from_millis(env.positive("PUSH_RETRY_BASE_MS", 25)?),
+            state: StateSettings::from(env)?,
         })
     }
 }
