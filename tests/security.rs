@@ -56,7 +56,7 @@ async fn every_bad_frame_gets_its_error_and_changes_nothing() {
         (
             r#"{"channel":"chat:a"}"#.into(),
             "bad_request",
-            "missing field `action`; action must be one of subscribe, unsubscribe, publish, history, update, state, ping",
+            "missing field `action`; action must be one of subscribe, unsubscribe, publish, history, update, state, presence, members, ping",
         ),
         (
             r#"{"action":"teleport"}"#.into(),
@@ -66,7 +66,7 @@ async fn every_bad_frame_gets_its_error_and_changes_nothing() {
         (
             r#"{"action":7}"#.into(),
             "bad_request",
-            "action must be one of subscribe, unsubscribe, publish, history, update, state, ping; got 7",
+            "action must be one of subscribe, unsubscribe, publish, history, update, state, presence, members, ping; got 7",
         ),
         (
             r#"{"action":"subscribe"}"#.into(),

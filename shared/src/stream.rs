@@ -6,9 +6,11 @@
 use aws_lambda_events::dynamodb::EventRecord;
 
 use crate::protocol::Delta;
-use crate::store::OpRecord;
 use crate::store::items::{DeltaItem, INBOX_PREFIX, InboxItem};
-use crate::store::state_items::{OP_PREFIX, OpItem, STATE_SK, StateItem};
+use crate::store::state_items::{
+    MEMBER_PREFIX, MemberItem, OP_PREFIX, OpItem, PRESENCE_SK, PresenceItem, STATE_SK, StateItem,
+};
+use crate::store::{MemberChange, MemberRecord, OpRecord};
 
 /// What a stream record holds.
 #[derive(Debug, PartialEq)]
@@ -103,39 +105,105 @@ pub fn ops_of(record: &EventRecord) -> StreamOps {
     }))
 }
 
-/// A state channel's change, as the fan-out sends it.
+/// What a stream record of a channel's presence members holds.
+#[derive(Debug)]
+pub enum StreamMembers {
+    /// Not a member item's record (the trigger's filter should have dropped it).
+    NotMembers,
+    /// A member change for the fold, with its channel.
+    Member(String, Box<MemberRecord>),
+    /// A member item that cannot be read; why.
+    Malformed(String),
+}
+
+/// Reads one record of the presence fold's input: a member item inserted (entered),
+/// modified (updated) or removed (left).
+pub fn members_of(record: &EventRecord) -> StreamMembers {
+    let keys = &record.change.keys;
+    let (Some(serde_dynamo::AttributeValue::S(pk)), Some(serde_dynamo::AttributeValue::S(sk))) =
+        (keys.get("pk"), keys.get("sk"))
+    else {
+        return StreamMembers::NotMembers;
+    };
+    let Some(channel) = pk.strip_prefix(MEMBER_PREFIX) else {
+        return StreamMembers::NotMembers;
+    };
+    let Some(sequence_number) = record.change.sequence_number.clone() else {
+        return StreamMembers::Malformed("record without a sequence number".into());
+    };
+    let seen = |item: MemberItem| {
+        let mut value = serde_json::json!({"sub": item.sub, "at": item.at});
+        if let Some(data) = item.data.and_then(|d| serde_json::from_str(&d).ok()) {
+            value["data"] = data;
+        }
+        value
+    };
+    let change = match record.event_name.as_str() {
+        "REMOVE" => MemberChange::Left,
+        name @ ("INSERT" | "MODIFY") => {
+            match serde_dynamo::from_item::<_, MemberItem>(record.change.new_image.clone()) {
+                Ok(item) if name == "INSERT" => MemberChange::Entered(seen(item)),
+                Ok(item) => MemberChange::Updated(seen(item)),
+                Err(err) => return StreamMembers::Malformed(err.to_string()),
+            }
+        }
+        _ => return StreamMembers::NotMembers,
+    };
+    StreamMembers::Member(
+        channel.to_owned(),
+        Box::new(MemberRecord {
+            sequence_number,
+            member: sk.clone(),
+            change,
+        }),
+    )
+}
+
+/// A state channel's change or a channel's presence change, as the fan-out sends it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatePatch {
     /// The channel.
     pub channel: String,
+    /// Whether it is the channel's presence (else its state document).
+    pub presence: bool,
     /// The version it leads to (from `version - 1`).
     pub version: u64,
-    /// The RFC 7396 merge patch, as JSON text.
-    pub patch: String,
+    /// The RFC 7396 merge patch, as JSON text; `None` for a presence `resync`.
+    pub patch: Option<String>,
 }
 
-/// Reads a document item's record: `Some` when the write changed the value (it carries
-/// a patch), `None` for anything else; an unreadable document item is an error.
+/// Reads a document item's record (a state channel's document, or a presence document):
+/// `Some` when the write carries a patch (or a presence `resync`), `None` for anything
+/// else; an unreadable document item is an error.
 pub fn patch_of(record: &EventRecord) -> Result<Option<StatePatch>, String> {
-    let is_state = matches!(
-        record.change.keys.get("sk"),
-        Some(serde_dynamo::AttributeValue::S(sk)) if sk == STATE_SK
-    );
-    if !is_state || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+    let sk = match record.change.keys.get("sk") {
+        Some(serde_dynamo::AttributeValue::S(sk)) if sk == STATE_SK || sk == PRESENCE_SK => sk,
+        _ => return Ok(None),
+    };
+    if !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
         return Ok(None);
     }
-    let item: StateItem =
-        serde_dynamo::from_item(record.change.new_image.clone()).map_err(|e| e.to_string())?;
-    let Some(patch) = item.patch else {
-        return Ok(None);
+    let image = record.change.new_image.clone();
+    let (pk, version, patch, presence) = if sk == STATE_SK {
+        let item: StateItem = serde_dynamo::from_item(image).map_err(|e| e.to_string())?;
+        let Some(patch) = item.patch else {
+            return Ok(None);
+        };
+        (item.pk, item.v, Some(patch), false)
+    } else {
+        let item: PresenceItem = serde_dynamo::from_item(image).map_err(|e| e.to_string())?;
+        if item.patch.is_none() && item.resync != Some(true) {
+            return Ok(None);
+        }
+        (item.pk, item.v, item.patch, true)
     };
-    let channel = item
-        .pk
+    let channel = pk
         .strip_prefix("h#")
-        .ok_or_else(|| format!("document key {} names no channel", item.pk))?;
+        .ok_or_else(|| format!("document key {pk} names no channel"))?;
     Ok(Some(StatePatch {
         channel: channel.to_owned(),
-        version: item.v,
+        presence,
+        version,
         patch,
     }))
 }

@@ -221,6 +221,7 @@ async fn the_fan_out_reads_each_subscription_with_its_token_expiry() {
         connection_id: "c1".into(),
         token_exp: Some(exp),
         coalesce: false,
+        presence: false,
     };
     assert_eq!((subscribers, next), (vec![expected.clone()], None));
     assert!(!expected.expired(exp) && expected.expired(exp + 1));
@@ -256,6 +257,7 @@ async fn subscribe_coalescing(store: &Store, coalesce: bool) -> Subscriber {
     let subscription = Subscription {
         channel: &channel,
         coalesce,
+        presence: false,
     };
     let exp = clock::now_secs() + 3600;
     store

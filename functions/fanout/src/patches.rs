@@ -1,8 +1,10 @@
-//! Delivers state channels' patches: each write of a document that changed its value
-//! carries the merge patch from the version before (at most `STATE_PATCH_RATE` a second
-//! per channel, see `deltacast::store`'s `state_fold`), and every subscriber of the
-//! channel gets it as a `patch` frame, in version order. A client that sees a version
-//! other than the one after its own asks for the document again (`state`).
+//! Delivers state channels' patches and presence changes: each write of a document that
+//! changed it carries the merge patch from the version before (at most
+//! `STATE_PATCH_RATE` a second per channel, see `deltacast::store`'s `state_fold` and
+//! `presence_fold`). Every subscriber of a state channel gets its document's as `patch`
+//! frames, every subscriber that asked for `presence` the presence document's as
+//! `presence_patch` frames, in version order. A client that sees a version other than the
+//! one after its own asks for the document (`state`) or the member list (`members`) again.
 //!
 //! Failed posts are handled as deltas' are: a gone connection is pruned; a post that
 //! still fails after retries fails its record (Lambda delivers it again; clients drop
@@ -31,6 +33,8 @@ pub struct PendingPatch {
     pub frame: String,
     /// The channel and version.
     pub channel: String,
+    /// Whether it is the channel's presence (sent to presence watchers only).
+    pub presence: bool,
     /// The version it leads to.
     pub version: u64,
 }
@@ -59,20 +63,36 @@ pub fn collect(records: &[EventRecord]) -> Vec<PendingPatch> {
             Ok(None) => {}
             Ok(Some(StatePatch {
                 channel,
+                presence,
                 version,
                 patch,
             })) => {
-                let Ok(patch) = RawValue::from_string(patch) else {
-                    error!(
-                        sequence_number,
-                        channel, "a document's patch is not JSON; skipped"
-                    );
-                    continue;
+                let patch = match patch.map(RawValue::from_string).transpose() {
+                    Ok(patch) => patch,
+                    Err(_) => {
+                        error!(
+                            sequence_number,
+                            channel, "a document's patch is not JSON; skipped"
+                        );
+                        continue;
+                    }
                 };
-                let frame = ServerMessage::Patch {
-                    channel: &channel,
-                    version,
-                    patch: &patch,
+                let frame = if presence {
+                    ServerMessage::PresencePatch {
+                        channel: &channel,
+                        version,
+                        resync: patch.is_none(),
+                        patch: patch.as_deref(),
+                    }
+                } else {
+                    let Some(patch) = patch.as_deref() else {
+                        continue;
+                    };
+                    ServerMessage::Patch {
+                        channel: &channel,
+                        version,
+                        patch,
+                    }
                 }
                 .to_json();
                 patches.push(PendingPatch {
@@ -80,6 +100,7 @@ pub fn collect(records: &[EventRecord]) -> Vec<PendingPatch> {
                     sequence_number,
                     frame,
                     channel,
+                    presence,
                     version,
                 });
             }
@@ -100,14 +121,19 @@ pub async fn deliver<P: Push>(
     mut patches: Vec<PendingPatch>,
 ) -> Delivered {
     let mut delivered = Delivered::default();
-    patches.sort_by(|a, b| (&a.channel, a.version).cmp(&(&b.channel, b.version)));
-    patches.dedup_by(|a, b| a.channel == b.channel && a.version == b.version);
-    let mut channels: BTreeMap<&str, Vec<&PendingPatch>> = BTreeMap::new();
+    let key = |p: &PendingPatch| (p.channel.clone(), p.presence, p.version);
+    patches.sort_by_key(key);
+    patches.dedup_by(|a, b| key(a) == key(b));
+    // (channel, presence) → its patches in version order.
+    let mut channels: BTreeMap<(&str, bool), Vec<&PendingPatch>> = BTreeMap::new();
     for patch in &patches {
-        channels.entry(&patch.channel).or_default().push(patch);
+        channels
+            .entry((&patch.channel, patch.presence))
+            .or_default()
+            .push(patch);
     }
     let now = clock::now_secs();
-    for (channel, list) in channels {
+    for ((channel, presence), list) in channels {
         let subscribers = match store.subscribers(channel).await {
             Ok(subscribers) => subscribers,
             Err(err) => {
@@ -119,7 +145,7 @@ pub async fn deliver<P: Push>(
         };
         let list = &list;
         let outcomes: Vec<(String, Posted)> = stream::iter(subscribers)
-            .filter(|s| std::future::ready(!s.expired(now)))
+            .filter(|s| std::future::ready(!s.expired(now) && (s.presence || !presence)))
             .map(|s| async move {
                 let mut posted = 0;
                 for (i, patch) in list.iter().enumerate() {

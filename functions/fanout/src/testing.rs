@@ -57,6 +57,7 @@ async fn subscribed(subscriptions: &[(&str, &str, u64, bool)]) -> Fanout<Recordi
         let subscription = Subscription {
             channel: &channel,
             coalesce: *coalesce,
+            presence: false,
         };
         store
             .subscribe_with(connection, "user", *exp, subscription, clock::now_ms(), 100)

@@ -10,7 +10,9 @@ use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
 use lambda_runtime::Error;
 use tracing::{Instrument, debug, error, info_span, warn};
 
-use crate::actions::{ActionError, history, ping, publish, state, subscribe, unsubscribe, update};
+use crate::actions::{
+    ActionError, history, members, ping, presence, publish, state, subscribe, unsubscribe, update,
+};
 use crate::body;
 use crate::context::{App, Sender};
 
@@ -140,6 +142,7 @@ async fn dispatch<P: Push>(
             epoch,
             id,
             coalesce,
+            presence,
         } => {
             let args = subscribe::Args {
                 channel,
@@ -147,6 +150,7 @@ async fn dispatch<P: Push>(
                 epoch: epoch.as_deref(),
                 id: id.as_ref(),
                 coalesce: *coalesce,
+                presence: *presence,
             };
             subscribe::run(args, sender, app, push).await
         }
@@ -194,6 +198,34 @@ async fn dispatch<P: Push>(
                 id: id.as_ref(),
             };
             state::run(args, sender, app, push).await
+        }
+        ClientMessage::Presence {
+            channel,
+            op,
+            data,
+            id,
+        } => {
+            let args = presence::Args {
+                channel,
+                op: *op,
+                data: data.as_ref(),
+                id: id.as_ref(),
+            };
+            presence::run(args, sender, app, push).await
+        }
+        ClientMessage::Members {
+            channel,
+            after,
+            limit,
+            id,
+        } => {
+            let args = members::Args {
+                channel,
+                after: after.as_deref(),
+                limit: *limit,
+                id: id.as_ref(),
+            };
+            members::run(args, sender, app, push).await
         }
         ClientMessage::Ping { id } => {
             ping::run(ping::Args { id: id.as_ref() }, sender, app, push).await

@@ -209,6 +209,7 @@ impl World {
             connection_id: CONN.into(),
             token_exp: Some(self.alice.exp),
             coalesce: false,
+            presence: false,
         }
     }
 

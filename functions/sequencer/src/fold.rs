@@ -1,6 +1,7 @@
 //! The sequencer's second job: folding state channels' op records into their documents
 //! ([`Store::fold`]), channels concurrently, and telling the sender of each message the
-//! fold could not apply. It shares the sequencer's stream event source because DynamoDB
+//! fold could not apply; and folding presence member records into each channel's
+//! presence document ([`Store::fold_presence`]). It shares the sequencer's stream event source because DynamoDB
 //! Streams serves at most two readers per shard without throttling, and the fan-out is
 //! the other.
 //!
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use deltacast::config::StateSettings;
 use deltacast::protocol::{ErrorCode, ErrorFrame, ServerMessage};
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
-use deltacast::store::{OpRecord, Rejection, Store};
+use deltacast::store::{MemberRecord, OpRecord, Rejection, Store};
 use futures::{StreamExt, stream};
 use tracing::{debug, error, warn};
 
@@ -55,6 +56,38 @@ pub async fn fold_all<P: Push>(
                 }
                 Err(err) => {
                     error!(channel, error = %err, "could not fold; the records will come again");
+                    (0, positions)
+                }
+            }
+        })
+        .buffer_unordered(CHANNEL_CONCURRENCY)
+        .collect()
+        .await;
+    let mut folds = Folds::default();
+    for (folded, failed) in results {
+        folds.folded += folded;
+        folds.failed.extend(failed);
+    }
+    folds
+}
+
+/// Folds each channel's presence member records (with their places in the batch).
+pub async fn fold_presences(
+    store: &Store,
+    settings: &StateSettings,
+    channels: BTreeMap<String, Vec<(usize, MemberRecord)>>,
+) -> Folds {
+    let results: Vec<(usize, Vec<usize>)> = stream::iter(channels)
+        .map(|(channel, records)| async move {
+            let (positions, records): (Vec<usize>, Vec<MemberRecord>) =
+                records.into_iter().unzip();
+            match store.fold_presence(&channel, &records, settings).await {
+                Ok(done) => {
+                    debug!(channel, version = done.version, members = done.members, "presence folded");
+                    (done.folded, Vec::new())
+                }
+                Err(err) => {
+                    error!(channel, error = %err, "could not fold presence; the records will come again");
                     (0, positions)
                 }
             }

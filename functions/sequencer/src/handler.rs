@@ -18,10 +18,10 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use deltacast::answers;
 use deltacast::config::{RateLimit, StateSettings};
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
-use deltacast::store::OpRecord;
 use deltacast::store::items::InboxItem;
+use deltacast::store::{MemberRecord, OpRecord};
 use deltacast::store::{Sequenced, Store};
-use deltacast::stream::{StreamOps, StreamPublish, ops_of, publish_of};
+use deltacast::stream::{StreamMembers, StreamOps, StreamPublish, members_of, ops_of, publish_of};
 use futures::{StreamExt, stream};
 use tracing::{debug, error, info, warn};
 
@@ -57,8 +57,24 @@ impl<P: Push> Sequencer<P> {
         let mut taken_over: HashSet<String> = HashSet::new();
         // State channel → its op records, with each one's place in the batch.
         let mut states: BTreeMap<String, Vec<(usize, OpRecord)>> = BTreeMap::new();
+        // Channel → its presence member records.
+        let mut presences: BTreeMap<String, Vec<(usize, MemberRecord)>> = BTreeMap::new();
         for (position, record) in event.records.into_iter().enumerate() {
             numbers.push(record.change.sequence_number.clone().unwrap_or_default());
+            match members_of(&record) {
+                StreamMembers::Member(channel, member) => {
+                    presences
+                        .entry(channel)
+                        .or_default()
+                        .push((position, *member));
+                    continue;
+                }
+                StreamMembers::Malformed(reason) => {
+                    error!(%reason, "unreadable member item; skipped");
+                    continue;
+                }
+                StreamMembers::NotMembers => {}
+            }
             match ops_of(&record) {
                 StreamOps::Ops(ops) => {
                     let channel = ops.item.channel_and_shard().map(|(c, _)| c.to_owned());
@@ -96,6 +112,7 @@ impl<P: Push> Sequencer<P> {
         }
         let taken_over = &taken_over;
         let folds = crate::fold::fold_all(&self.store, &self.push, self.retry, &self.state, states);
+        let presence = crate::fold::fold_presences(&self.store, &self.state, presences);
         let sequenced = stream::iter(channels)
             .map(|(channel, records)| async move {
                 let (positions, items): (Vec<usize>, Vec<InboxItem>) = records.into_iter().unzip();
@@ -116,8 +133,9 @@ impl<P: Push> Sequencer<P> {
             .buffer_unordered(CHANNEL_CONCURRENCY)
             .collect::<Vec<(usize, Vec<usize>)>>();
         // Folds may wait for their channel's patch slot: they run beside the sequencing.
-        let (folds, results) = futures::join!(folds, sequenced);
+        let (folds, presence, results) = futures::join!(folds, presence, sequenced);
         let mut failed: Vec<usize> = folds.failed;
+        failed.extend(presence.failed);
         let mut answered = 0;
         for (n, failures) in results {
             answered += n;
@@ -138,6 +156,7 @@ impl<P: Push> Sequencer<P> {
             records = numbers.len(),
             answered,
             folded = folds.folded,
+            members_folded = presence.folded,
             failed_records = response.batch_item_failures.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "sequencing done"

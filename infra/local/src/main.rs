@@ -221,6 +221,7 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     options.on_failure_path = serve.on_failure_file;
     options.function_faults = FunctionFaults {
         crash_rate: serve.fault_crash_rate,
+        only: Vec::new(),
     };
     options.duplicate_batch_rate = serve.fault_duplicate_batch_rate;
 

@@ -267,7 +267,7 @@ impl Stack {
                     timeout: function.timeout,
                     memory_mb: function.memory_mb,
                     max_instances: options.max_instances,
-                    faults: options.function_faults.clone(),
+                    faults: options.function_faults.for_function(id),
                 }),
             );
         }

@@ -1,6 +1,6 @@
 //! The settings of live state (state channels and presence): which channels hold a
-//! document, how often their subscribers get a patch, and the limits of documents and
-//! member lists.
+//! document, how often their subscribers get a patch (presence watchers too), and the
+//! limits of documents and member lists.
 
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub struct StateSettings {
     /// `STATE_OP_TTL_SECONDS` (0: kept): how long an op's id is remembered (a repeat
     /// within it is a duplicate).
     pub op_ttl: Option<Duration>,
+    /// `PRESENCE_MAX_MEMBERS` (1000): most members of one channel's presence.
+    pub max_members: u64,
 }
 
 impl Default for StateSettings {
@@ -91,6 +93,7 @@ impl StateSettings {
             shards,
             max_bytes,
             op_ttl,
+            max_members: env.positive::<u64>("PRESENCE_MAX_MEMBERS", 1000)?,
         })
     }
 
@@ -144,6 +147,7 @@ mod tests {
             ("STATE_PATCH_RATE", "0"),
             ("STATE_PATCH_RATE", "1000"),
             ("STATE_OP_TTL_SECONDS", "-1"),
+            ("PRESENCE_MAX_MEMBERS", "0"),
         ] {
             let err = StateSettings::from(&env(&[(name, value)])).unwrap_err();
             assert!(err.to_string().contains(name), "{name}={value}: {err}");

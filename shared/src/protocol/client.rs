@@ -11,6 +11,7 @@ use super::frame::RawFrame;
 use super::limits::FrameLimits;
 use super::names::{Channel, MessageId};
 use super::payload::{Payload, compact, nesting_depth};
+use super::presence::{self, PresenceOp};
 use crate::state::Op;
 
 /// One frame from a client, parsed and validated.
@@ -24,6 +25,7 @@ pub enum ClientMessage {
         epoch: Option<String>,
         id: Option<MessageId>,
         coalesce: bool,
+        presence: bool,
     },
     /// Stop receiving a channel's deltas.
     Unsubscribe {
@@ -55,6 +57,20 @@ pub enum ClientMessage {
         channel: Channel,
         id: Option<MessageId>,
     },
+    /// Enter, update or leave the channel's presence.
+    Presence {
+        channel: Channel,
+        op: PresenceOp,
+        data: Option<Payload>,
+        id: Option<MessageId>,
+    },
+    /// Read a page of the channel's members.
+    Members {
+        channel: Channel,
+        after: Option<String>,
+        limit: Option<u32>,
+        id: Option<MessageId>,
+    },
     /// Heartbeat; answered with `pong`.
     Ping { id: Option<MessageId> },
 }
@@ -69,6 +85,8 @@ impl ClientMessage {
             Self::History { .. } => "history",
             Self::Update { .. } => "update",
             Self::State { .. } => "state",
+            Self::Presence { .. } => "presence",
+            Self::Members { .. } => "members",
             Self::Ping { .. } => "ping",
         }
     }
@@ -80,6 +98,8 @@ impl ClientMessage {
             | Self::Unsubscribe { id, .. }
             | Self::History { id, .. }
             | Self::State { id, .. }
+            | Self::Presence { id, .. }
+            | Self::Members { id, .. }
             | Self::Ping { id } => id.as_ref(),
             Self::Publish { id, .. } | Self::Update { id, .. } => Some(id),
         }
@@ -93,7 +113,9 @@ impl ClientMessage {
             | Self::Publish { channel, .. }
             | Self::History { channel, .. }
             | Self::Update { channel, .. }
-            | Self::State { channel, .. } => Some(channel),
+            | Self::State { channel, .. }
+            | Self::Presence { channel, .. }
+            | Self::Members { channel, .. } => Some(channel),
             Self::Ping { .. } => None,
         }
     }
@@ -192,12 +214,19 @@ fn validate(raw: &RawFrame<'_>, limits: &FrameLimits) -> Result<ClientMessage, I
                 .transpose()
                 .map_err(bad)?
                 .unwrap_or(false);
+            let presence = raw
+                .presence
+                .map(|value| fields::boolean("presence", value, limits))
+                .transpose()
+                .map_err(bad)?
+                .unwrap_or(false);
             Ok(ClientMessage::Subscribe {
                 channel,
                 since,
                 epoch,
                 id,
                 coalesce,
+                presence,
             })
         }
         "unsubscribe" => Ok(ClientMessage::Unsubscribe { channel, id }),
@@ -267,6 +296,67 @@ fn validate(raw: &RawFrame<'_>, limits: &FrameLimits) -> Result<ClientMessage, I
             Ok(ClientMessage::Update { channel, id, ops })
         }
         "state" => Ok(ClientMessage::State { channel, id }),
+        "presence" => {
+            let op = raw
+                .op
+                .ok_or_else(|| bad(fields::missing("op", action, limits)))?;
+            let op = presence::op(op).ok_or_else(|| {
+                bad(format!(
+                    "op must be {}; got {}",
+                    presence::OP_FORM,
+                    fields::describe(op)
+                ))
+            })?;
+            let data = match (op, raw.data) {
+                (PresenceOp::Leave, Some(_)) => {
+                    return Err(bad("a leave takes no `data`"));
+                }
+                (_, Some(data)) => {
+                    Some(presence::data(data, limits).map_err(|(large, message)| {
+                        let code = if large {
+                            ErrorCode::TooLarge
+                        } else {
+                            ErrorCode::BadRequest
+                        };
+                        (code, message)
+                    })?)
+                }
+                (_, None) => None,
+            };
+            Ok(ClientMessage::Presence {
+                channel,
+                op,
+                data,
+                id,
+            })
+        }
+        "members" => {
+            let after = raw
+                .after
+                .map(|raw| {
+                    fields::string(raw)
+                        .and_then(|a| presence::after(&a))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "after must be {}; got {}",
+                                presence::after_form(),
+                                fields::describe(raw)
+                            ))
+                        })
+                })
+                .transpose()?;
+            let limit = raw
+                .limit
+                .map(|limit| fields::limit(limit, limits))
+                .transpose()
+                .map_err(bad)?;
+            Ok(ClientMessage::Members {
+                channel,
+                after,
+                limit,
+                id,
+            })
+        }
         _ => unreachable!("actions are matched above"),
     }
 }
@@ -297,6 +387,7 @@ mod tests {
                 epoch: Some("e1".into()),
                 id: Some(MessageId::parse("r1").unwrap()),
                 coalesce: false,
+                presence: false,
             }
         );
         assert!(matches!(
@@ -366,6 +457,70 @@ mod tests {
     }
 
     #[test]
+    fn parses_presence_actions_and_refuses_bad_fields() {
+        let msg =
+            parse(r#"{"action":"presence","channel":"room","op":"enter","data":{"n":"Ann"}}"#)
+                .unwrap();
+        let ClientMessage::Presence { op, data, .. } = msg else {
+            panic!("not presence")
+        };
+        assert_eq!(
+            (op, data.unwrap().get()),
+            (PresenceOp::Enter, r#"{"n":"Ann"}"#)
+        );
+        assert!(matches!(
+            parse(r#"{"action":"presence","channel":"room","op":"leave"}"#).unwrap(),
+            ClientMessage::Presence {
+                op: PresenceOp::Leave,
+                data: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(r#"{"action":"members","channel":"room","after":"Lx3_dc9PoAMCJdQ=","limit":5}"#)
+                .unwrap(),
+            ClientMessage::Members {
+                limit: Some(5),
+                after: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(r#"{"action":"subscribe","channel":"room","presence":true}"#).unwrap(),
+            ClientMessage::Subscribe { presence: true, .. }
+        ));
+        let e = error(r#"{"action":"presence","channel":"room","op":"join"}"#);
+        assert_eq!(
+            e.message,
+            r#"op must be one of enter, update, leave; got the string "join""#
+        );
+        let e = error(r#"{"action":"presence","channel":"room"}"#);
+        assert!(
+            e.message.starts_with("missing field `op` in presence"),
+            "{}",
+            e.message
+        );
+        let e = error(r#"{"action":"presence","channel":"room","op":"leave","data":1}"#);
+        assert_eq!(e.message, "a leave takes no `data`");
+        let big = format!(
+            r#"{{"action":"presence","channel":"room","op":"enter","data":"{}"}}"#,
+            "x".repeat(1100)
+        );
+        let e = error(&big);
+        assert_eq!(e.code, ErrorCode::TooLarge);
+        assert_eq!(
+            e.message,
+            "member `data` is 1102 bytes serialised; the limit is 1024 bytes"
+        );
+        let e = error(r#"{"action":"members","channel":"room","after":"a b"}"#);
+        assert!(
+            e.message.starts_with("after must be a member id"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn publish_keeps_data_text_exactly_but_compact() {
         let msg = parse(
             r#"{"action":"publish","channel":"a","id":"m-1","data":{ "n" : 12345678901234567890123, "s":"a b\" c" },"expectSeq":3}"#,
@@ -403,7 +558,7 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(
             e.message,
-            "unknown field `sinse`; subscribe takes channel, since, epoch, id, coalesce"
+            "unknown field `sinse`; subscribe takes channel, since, epoch, id, coalesce, presence"
         );
         assert_eq!(e.id, Some(MessageId::parse("r9").unwrap()), "echoes the id");
 
@@ -416,20 +571,20 @@ mod tests {
         let e = error(r#"{"channel":"a"}"#);
         assert_eq!(
             e.message,
-            "missing field `action`; action must be one of subscribe, unsubscribe, publish, history, update, state, ping"
+            "missing field `action`; action must be one of subscribe, unsubscribe, publish, history, update, state, presence, members, ping"
         );
 
         let e = error(r#"{"action":"shout","id":"r2"}"#);
         assert_eq!(
             e.message,
-            "unknown action \"shout\"; action must be one of subscribe, unsubscribe, publish, history, update, state, ping"
+            "unknown action \"shout\"; action must be one of subscribe, unsubscribe, publish, history, update, state, presence, members, ping"
         );
         assert_eq!(e.id.unwrap().as_str(), "r2");
 
         let e = error(r#"{"action":"subscribe","channel":"a","data":1}"#);
         assert_eq!(
             e.message,
-            "field `data` is not allowed in subscribe; subscribe takes channel, since, epoch, id, coalesce"
+            "field `data` is not allowed in subscribe; subscribe takes channel, since, epoch, id, coalesce, presence"
         );
 
         let e = error(r#"{"action":"subscribe"}"#);
@@ -663,6 +818,7 @@ mod tests {
                 ("epoch", r#""e1""#),
                 ("id", r#""r1""#),
                 ("coalesce", "true"),
+                ("presence", "true"),
             ],
             "unsubscribe" => &[("channel", r#""chat:a""#), ("id", r#""r1""#)],
             "publish" => &[
@@ -674,6 +830,24 @@ mod tests {
             "history" => &[
                 ("channel", r#""chat:a""#),
                 ("since", "0"),
+                ("limit", "10"),
+                ("id", r#""r1""#),
+            ],
+            "update" => &[
+                ("channel", r#""state:a""#),
+                ("id", r#""r1""#),
+                ("ops", r#"[{"op":"inc","path":"/n","by":1}]"#),
+            ],
+            "state" => &[("channel", r#""state:a""#), ("id", r#""r1""#)],
+            "presence" => &[
+                ("channel", r#""chat:a""#),
+                ("op", r#""enter""#),
+                ("data", r#"{"n":1}"#),
+                ("id", r#""r1""#),
+            ],
+            "members" => &[
+                ("channel", r#""chat:a""#),
+                ("after", r#""abc""#),
                 ("limit", "10"),
                 ("id", r#""r1""#),
             ],
@@ -852,8 +1026,7 @@ mod tests {
 
     #[test]
     fn the_action_must_be_a_known_name() {
-        let known =
-            "action must be one of subscribe, unsubscribe, publish, history, update, state, ping";
+        let known = "action must be one of subscribe, unsubscribe, publish, history, update, state, presence, members, ping";
         for (frame, message) in [
             (r#"{"action":7}"#, format!("{known}; got 7")),
             (r#"{"action":["ping"]}"#, format!("{known}; got an array")),
@@ -875,7 +1048,7 @@ mod tests {
     fn an_unknown_or_repeated_field_is_named() {
         assert_eq!(
             error(r#"{"action":"nope","x":1}"#).message,
-            "unknown field `x`; a frame's fields are action, id, channel, since, epoch, limit, expectSeq, data, coalesce, ops"
+            "unknown field `x`; a frame's fields are action, id, channel, since, epoch, limit, expectSeq, data, coalesce, ops, op, presence, after"
         );
         assert_eq!(
             error(r#"{"action":"ping","id":"a","id":"b"}"#).message,
@@ -1090,7 +1263,7 @@ mod fuzz_regressions {
         assert_eq!(
             e.message,
             format!(
-                "unknown action \"{}…\"; action must be one of subscribe, unsubscribe, publish, history, update, state, ping",
+                "unknown action \"{}…\"; action must be one of subscribe, unsubscribe, publish, history, update, state, presence, members, ping",
                 "x".repeat(32)
             ),
             "the name is cut short, the expected form is kept"

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     InFlight,
     /// Something failed on the server; the request may be retried.
     Internal,
+    /// The channel's presence has the most members allowed (`PRESENCE_MAX_MEMBERS`).
+    PresenceFull,
     /// The connection's token has expired: its actions are refused and its subscriptions
     /// receive nothing more. Reconnect with a fresh token.
     TokenExpired,

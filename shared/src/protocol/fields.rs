@@ -11,18 +11,20 @@ use super::limits::{FrameLimits, MAX_EPOCH_LEN, MAX_SEQ};
 use super::names::{Channel, MessageId};
 
 /// The actions, as on the wire.
-pub(super) const ACTIONS: [&str; 7] = [
+pub(super) const ACTIONS: [&str; 9] = [
     "subscribe",
     "unsubscribe",
     "publish",
     "history",
     "update",
     "state",
+    "presence",
+    "members",
     "ping",
 ];
 
 /// Every field a frame may carry, as on the wire.
-pub(super) const FIELDS: [&str; 10] = [
+pub(super) const FIELDS: [&str; 13] = [
     "action",
     "id",
     "channel",
@@ -33,17 +35,22 @@ pub(super) const FIELDS: [&str; 10] = [
     "data",
     "coalesce",
     "ops",
+    "op",
+    "presence",
+    "after",
 ];
 
 /// The fields `action` takes besides `action` itself; `None` for an unknown action.
 pub(super) fn fields_of(action: &str) -> Option<&'static [&'static str]> {
     Some(match action {
-        "subscribe" => &["channel", "since", "epoch", "id", "coalesce"],
+        "subscribe" => &["channel", "since", "epoch", "id", "coalesce", "presence"],
         "unsubscribe" => &["channel", "id"],
         "publish" => &["channel", "id", "data", "expectSeq"],
         "history" => &["channel", "since", "limit", "id"],
         "update" => &["channel", "id", "ops"],
         "state" => &["channel", "id"],
+        "presence" => &["channel", "op", "data", "id"],
+        "members" => &["channel", "after", "limit", "id"],
         "ping" => &["id"],
         _ => return None,
     })
@@ -72,7 +79,9 @@ pub(super) fn form(field: &str, limits: &FrameLimits) -> String {
             "any JSON value of at most {} bytes serialised, nested at most {} levels deep",
             limits.max_data_bytes, limits.max_data_depth
         ),
-        "coalesce" => "true or false".into(),
+        "coalesce" | "presence" => "true or false".into(),
+        "op" => super::presence::OP_FORM.into(),
+        "after" => super::presence::after_form(),
         "ops" => super::ops::form(),
         other => unreachable!("no field {other}"),
     }

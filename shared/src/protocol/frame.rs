@@ -36,6 +36,12 @@ pub(super) struct RawFrame<'a> {
     pub coalesce: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub ops: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub op: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub presence: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub after: Option<&'a RawValue>,
 }
 
 /// `data: null` is a value (a delta may well be `null`), unlike a missing `data`.
@@ -61,7 +67,7 @@ impl<'a> RawFrame<'a> {
     }
 
     /// The fields besides `action`, with whether each is present.
-    pub fn present_fields(&self) -> [(&'static str, bool); 9] {
+    pub fn present_fields(&self) -> [(&'static str, bool); 12] {
         [
             ("id", self.id.is_some()),
             ("channel", self.channel.is_some()),
@@ -72,6 +78,9 @@ impl<'a> RawFrame<'a> {
             ("data", self.data.is_some()),
             ("coalesce", self.coalesce.is_some()),
             ("ops", self.ops.is_some()),
+            ("op", self.op.is_some()),
+            ("presence", self.presence.is_some()),
+            ("after", self.after.is_some()),
         ]
     }
 

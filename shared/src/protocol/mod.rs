@@ -13,6 +13,7 @@
 //! - `payload`: [`Payload`], a delta's JSON kept byte for byte.
 //! - `client`: [`ClientMessage`], one enum for every action, and its parser.
 //! - `ops`: the `ops` of an `update` (a state channel's operations).
+//! - `presence`: the fields of `presence` and `members` frames.
 //! - `frame`: reading a frame's JSON into raw fields, and explaining JSON that does not
 //!   fit the frame's shape (not an object, unknown or repeated fields).
 //! - `fields`: the expected form of every field, and the refusal that states it.
@@ -27,6 +28,7 @@ mod limits;
 mod names;
 mod ops;
 mod payload;
+mod presence;
 mod server;
 
 pub use client::ClientMessage;
@@ -37,4 +39,5 @@ pub use names::{
     is_channel_char,
 };
 pub use payload::Payload;
-pub use server::{Delta, ServerMessage};
+pub use presence::{MAX_MEMBER_DATA_BYTES, MAX_MEMBER_ID_LEN, PresenceOp};
+pub use server::{Delta, Member, ServerMessage};

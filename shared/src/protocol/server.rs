@@ -34,6 +34,21 @@ impl Delta {
     }
 }
 
+/// A member of a channel's presence, as `members` lists it; a `presence_patch` carries
+/// the same object without `member`, keyed by it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's id: its connection id.
+    pub member: String,
+    /// The member's user.
+    pub sub: String,
+    /// What the member said about itself (at most 1 KB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
+    /// When it entered (or last updated), Unix ms.
+    pub at: u64,
+}
+
 /// One frame to a client.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -105,6 +120,37 @@ pub enum ServerMessage<'a> {
         channel: &'a str,
         version: u64,
         patch: &'a serde_json::value::RawValue,
+    },
+    /// A `presence` op is done (the change reaches watchers as a `presence_patch`).
+    Presence {
+        channel: &'a Channel,
+        op: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    /// A page of a channel's members, with the presence version it was read at.
+    Members {
+        channel: &'a Channel,
+        version: u64,
+        members: &'a [Member],
+        more: bool,
+        /// With `more`: the `after` to ask with next.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    /// A channel's member changes from `version - 1` to `version`: a merge patch of the
+    /// member map (member id → `{sub, data, at}`, or `null` for one that left); or, when
+    /// too many changed at once to send, `resync` (read `members` again).
+    #[serde(rename = "presence_patch")]
+    PresencePatch {
+        channel: &'a str,
+        version: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<&'a serde_json::value::RawValue>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        resync: bool,
     },
     /// Answer to `ping`.
     Pong {

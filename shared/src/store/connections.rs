@@ -10,6 +10,7 @@ use super::items::{
     ConnectionItem, LIVE_SK, META_SK, SUBSCRIPTION_PREFIX, channel_pk, connection_pk,
     subscription_sk,
 };
+use super::state_items::{MEMBER_PREFIX, members_pk};
 use super::{Store, StoreError};
 
 /// A new connection, as the `$connect` route stores it.
@@ -83,8 +84,8 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a connection and every item that names it: its own items and its
-    /// subscriptions' channel-side items. Returns how many items were deleted.
+    /// Removes a connection and every item that names it: its own items, its
+    /// subscriptions' channel-side items and its presence members. Returns how many items were deleted.
     pub async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
         let pk = connection_pk(connection_id);
         let mut requests = Vec::new();
@@ -113,6 +114,10 @@ impl Store {
                         &channel_pk(channel),
                         &subscription_sk(connection_id),
                     ));
+                }
+                // A presence membership: the member leaves with its connection.
+                if let Some(channel) = sk.strip_prefix(MEMBER_PREFIX) {
+                    requests.push(delete_request(&members_pk(channel), connection_id));
                 }
             }
             match out.last_evaluated_key {

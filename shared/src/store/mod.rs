@@ -24,7 +24,10 @@
 //! - `state_ops`: an `update`'s one write, its op item (and idempotency claim) in one of
 //!   the channel's op shards; `state_fold`: folding op records into the document (the
 //!   sequencer), at most `STATE_PATCH_RATE` changes a second; `state_doc`: reading and
-//!   writing the document item.
+//!   writing the document item;
+//! - `presence`: entering, updating and leaving a channel's presence, and its member
+//!   list; `presence_fold`: folding member records into the presence document (count,
+//!   version, the watchers' patch).
 //!
 //! ## A connection that is gone writes nothing
 //! `$disconnect` deletes the connection's items, its liveness item among them, while
@@ -73,6 +76,8 @@ mod inbox;
 mod item_size;
 pub mod items;
 mod plan;
+mod presence;
+mod presence_fold;
 mod rate_limit;
 mod sequence;
 mod state_doc;
@@ -99,6 +104,8 @@ pub use inbox::{
     BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
 };
 pub use plan::Sequenced;
+pub use presence::{Entered, MemberPage, NewMember};
+pub use presence_fold::{MAX_PRESENCE_PATCH_BYTES, MemberChange, MemberRecord, PresenceFolded};
 pub use rate_limit::{Bucket, BucketOf, ReadBuckets};
 pub use sequence::PublishError;
 pub use state_doc::{MAX_ITEM_BYTES, StoredState};

@@ -68,7 +68,7 @@ pub struct FoldDone {
 }
 
 /// Whether stream sequence number `a` comes after `b` (both decimal, of any length).
-fn after(a: &str, b: &str) -> bool {
+pub(super) fn after(a: &str, b: &str) -> bool {
     (a.len(), a).cmp(&(b.len(), b)) == Ordering::Greater
 }
 

@@ -1,11 +1,15 @@
 //! The items of live state: a state channel's ops, spread over `STATE_SHARDS` partitions
 //! so that writers never contend for one item, and its document, one item per channel
-//! kept without expiry (see `items` for every key).
+//! kept without expiry; a channel's presence members, one item each, and its presence
+//! document (count, version and last patch). See `items` for every key.
 //!
 //! | item | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | state op (a message's ops, and its idempotency claim) | `o#<channel>#<shard>` | `m#<len(sub)>:<sub>#<id>` | `id`, `from`, `ops`, `at`, `conn`; `ttl` only with `STATE_OP_TTL_SECONDS` |
 //! | state document | `h#<channel>` | `state` | `v` (version), `val`, `st` (stamps), `cp` (the fold's checkpoint per shard), `w` (write count), `wat` (when `v` last rose), `patch` (from `v - 1`, when this write raised `v`) |
+//! | presence member | `p#<channel>` | `<connectionId>` | `sub`, `data` (JSON text), `at` (entered or updated, ms), `exp` and `ttl` (when its connection's items expire, Unix s) |
+//! | membership, by connection | `c#<connectionId>` | `p#<channel>` | `ttl` |
+//! | presence document | `h#<channel>` | `presence` | `v` (version), `n` (members), `cp` (`{"p": the last member record folded}`), `w`, `wat`, `patch` (the member changes from `v - 1`) or `resync` |
 //!
 //! The shard of an op is a hash of its publisher and id, so a repeat of the same `(sub,
 //! id)` meets its own claim; changing `STATE_SHARDS` moves claims, so a repeat sent across
@@ -38,6 +42,69 @@ pub fn op_shard(sub: &str, id: &str, shards: u32) -> u32 {
 /// Partition key of a state channel's document (the channel's own partition).
 pub fn state_pk(channel: &str) -> String {
     channel_pk(channel)
+}
+
+/// Partition key prefix of presence members; the sequencer's stream filter selects on it.
+pub const MEMBER_PREFIX: &str = "p#";
+/// Sort key of a channel's presence document.
+pub const PRESENCE_SK: &str = "presence";
+
+/// Partition key of a channel's presence members.
+pub fn members_pk(channel: &str) -> String {
+    format!("{MEMBER_PREFIX}{channel}")
+}
+
+/// Sort key, under the connection, of its membership of `channel`.
+pub fn membership_sk(channel: &str) -> String {
+    format!("{MEMBER_PREFIX}{channel}")
+}
+
+/// A presence member as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberItem {
+    /// `p#<channel>`.
+    pub pk: String,
+    /// The member's connection id.
+    pub sk: String,
+    /// The member's user.
+    pub sub: String,
+    /// Its data, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Entered or last updated, Unix ms.
+    pub at: u64,
+    /// When its connection's items expire, Unix seconds: a member whose connection
+    /// vanished without `$disconnect` is not listed after it.
+    pub exp: u64,
+    /// Expiry for DynamoDB TTL (the same).
+    pub ttl: u64,
+}
+
+/// A channel's presence document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PresenceItem {
+    /// `h#<channel>`.
+    pub pk: String,
+    /// `presence`.
+    pub sk: String,
+    /// Raised by each write that folded member changes.
+    pub v: u64,
+    /// Members.
+    pub n: u64,
+    /// The stream sequence number of the last member record folded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cp: Option<String>,
+    /// Writes so far: what a writer's condition compares.
+    pub w: u64,
+    /// When `v` last rose, Unix ms.
+    pub wat: u64,
+    /// The member changes from `v - 1`, as JSON text (a merge patch of the member map).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Set instead of `patch` when the changes were too many to send: watchers read the
+    /// member list again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<bool>,
 }
 
 /// One `update` as stored (and as it reaches the fold in the stream's `NewImage`).

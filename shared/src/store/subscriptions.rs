@@ -8,7 +8,9 @@
 //! delivery choice: `co` (true) when the client subscribed with `coalesce`, so the fan-out
 //! may send several deltas in one `deltas` frame. `co` is written only when true, so a
 //! v1 subscription's item is exactly what it was before (same bytes, same write units),
-//! and an item stored before `co` existed reads as v1. Every subscribe rewrites the whole
+//! and an item stored before `co` existed reads as v1. `pr` (true) marks a subscription
+//! made with `presence`: the fan-out sends it the channel's member changes. Every
+//! subscribe rewrites the whole
 //! channel-side item, so subscribing again with another choice replaces it.
 //!
 //! ## The limit, under concurrency
@@ -44,6 +46,8 @@ use crate::protocol::Channel;
 /// The channel-side attribute recording a coalescing subscription (absent: one frame per
 /// delta).
 const COALESCE: &str = "co";
+/// The by-channel attribute that marks a subscription watching the channel's presence.
+const PRESENCE: &str = "pr";
 
 /// Why a subscription was not made.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ pub struct Subscriber {
     pub token_exp: Option<u64>,
     /// Whether it subscribed with `coalesce` (several deltas per `deltas` frame).
     pub coalesce: bool,
+    /// Whether it subscribed with `presence` (it gets the members' changes).
+    pub presence: bool,
 }
 
 /// What a subscribe asks for: a channel, and how its deltas are to be delivered.
@@ -75,6 +81,8 @@ pub struct Subscription<'a> {
     pub channel: &'a Channel,
     /// Whether the fan-out may coalesce consecutive deltas into one `deltas` frame.
     pub coalesce: bool,
+    /// Whether the fan-out sends it the channel's presence changes.
+    pub presence: bool,
 }
 
 impl Subscriber {
@@ -115,6 +123,7 @@ impl Store {
         let subscription = Subscription {
             channel,
             coalesce: false,
+            presence: false,
         };
         self.subscribe_with(
             connection_id,
@@ -221,6 +230,9 @@ impl Store {
         if subscription.coalesce {
             by_channel.insert(COALESCE.to_owned(), AttributeValue::Bool(true));
         }
+        if subscription.presence {
+            by_channel.insert(PRESENCE.to_owned(), AttributeValue::Bool(true));
+        }
         self.send(
             self.client
                 .put_item()
@@ -303,10 +315,11 @@ impl Store {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
                     .expression_attribute_values(":pk", s(channel_pk(channel)))
                     .expression_attribute_values(":s", s(SUBSCRIPTION_PREFIX))
-                    .projection_expression("sk, #ttl, #exp, #co")
+                    .projection_expression("sk, #ttl, #exp, #co, #pr")
                     .expression_attribute_names("#ttl", "ttl")
                     .expression_attribute_names("#exp", "exp")
                     .expression_attribute_names("#co", COALESCE)
+                    .expression_attribute_names("#pr", PRESENCE)
                     .consistent_read(true)
                     .set_exclusive_start_key(start),
             )
@@ -322,6 +335,7 @@ impl Store {
                     connection_id: connection_id.to_owned(),
                     token_exp: number(item, "exp"),
                     coalesce: matches!(item.get(COALESCE), Some(AttributeValue::Bool(true))),
+                    presence: matches!(item.get(PRESENCE), Some(AttributeValue::Bool(true))),
                 })
             })
             .collect();

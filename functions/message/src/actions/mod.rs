@@ -3,7 +3,9 @@
 //! the reply sender; the rate limits every action goes through are in [`rate`].
 
 pub mod history;
+pub mod members;
 pub mod ping;
+pub mod presence;
 pub mod publish;
 pub mod rate;
 pub mod state;

@@ -27,6 +27,8 @@ pub struct Args<'a> {
     pub id: Option<&'a MessageId>,
     /// Whether live deltas may come several to a `deltas` frame.
     pub coalesce: bool,
+    /// Whether the subscription also gets the channel's presence changes.
+    pub presence: bool,
 }
 
 /// Subscribes the sender to `args.channel`, catching up from `args.since` when given.
@@ -42,6 +44,7 @@ pub async fn run<P: Push>(
         epoch,
         id,
         coalesce,
+        presence,
     } = args;
     authorize(sender, Action::Subscribe, channel)?;
     let stateful = app.settings.state.is_state(channel.as_str());
@@ -77,7 +80,11 @@ pub async fn run<P: Push>(
             sender.connection_id,
             &sender.identity.sub,
             sender.identity.exp,
-            Subscription { channel, coalesce },
+            Subscription {
+                channel,
+                coalesce,
+                presence,
+            },
             sender.connected_at,
             app.settings.max_subscriptions,
         )

@@ -29,4 +29,17 @@ pub struct FunctionConfig {
 pub struct FunctionFaults {
     /// Probability (0 to 1) that an instance is killed right after it fetched an event.
     pub crash_rate: f64,
+    /// The functions (template logical ids) the faults apply to; empty: every function.
+    pub only: Vec<String>,
+}
+
+impl FunctionFaults {
+    /// The faults function `id` gets: these, or none when `only` leaves it out.
+    pub fn for_function(&self, id: &str) -> Self {
+        if self.only.is_empty() || self.only.iter().any(|f| f == id) {
+            self.clone()
+        } else {
+            Self::default()
+        }
+    }
 }

@@ -51,7 +51,8 @@ fn reads_the_stream_triggers() {
         sequencer.filters,
         [
             serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "q#"}]}}, "NewImage": {"q": {"N": [{"exists": true}]}}}}),
-            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "o#"}]}}}})
+            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "o#"}]}}}}),
+            serde_json::json!({"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "p#"}]}}}})
         ]
     );
     let trigger = spec
@@ -66,7 +67,7 @@ fn reads_the_stream_triggers() {
         trigger.filters,
         [
             serde_json::json!({"eventName": ["INSERT"], "dynamodb": {"Keys": {"sk": {"S": [{"prefix": "d#"}]}}}}),
-            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"sk": {"S": ["state"]}}, "NewImage": {"patch": {"S": [{"exists": true}]}}}})
+            serde_json::json!({"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"sk": {"S": ["state", "presence"]}}}})
         ]
     );
 }
