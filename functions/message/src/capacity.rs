@@ -232,3 +232,44 @@ async fn a_ping_takes_two_tokens() {
     assert_eq!(frames[0]["type"], "pong");
     assert_eq!((read, written), (2.0, 2.0));
 }
+
+#[tokio::test]
+async fn a_state_update_writes_the_buckets_and_its_op_item_and_a_duplicate_the_refused_put() {
+    let (w, meter) = world().await.metered();
+    let update = json!({"action": "update", "channel": "state:cost", "id": "u1",
+                        "ops": [{"op": "inc", "path": "/n", "by": 1}]});
+    let (read, written, frames) = cost(&w, &meter, update.clone()).await;
+    assert_eq!(frames[0]["type"], "updated", "{frames:?}");
+    assert_eq!(
+        (read, written),
+        (2.0, 3.0),
+        "two buckets + the op item; nothing read"
+    );
+    let (_, duplicate, frames) = cost(&w, &meter, update).await;
+    assert_eq!(frames[0]["duplicate"], true, "{frames:?}");
+    assert_eq!(duplicate, 3.0, "two buckets + the refused put");
+}
+
+#[tokio::test]
+async fn an_enter_is_one_transaction_of_three_items_an_update_one_put_and_a_leave_two_deletes() {
+    let (w, meter) = world().await.metered();
+    let presence = |op: &str| json!({"action": "presence", "channel": "room:cost", "op": op});
+    let (read, written, frames) = cost(&w, &meter, presence("enter")).await;
+    assert_eq!(frames[0]["type"], "presence", "{frames:?}");
+    assert_eq!(
+        written,
+        2.0 + 6.0,
+        "two buckets + the liveness check, the member and the membership, 2 each"
+    );
+    assert_eq!(read, 3.0, "two buckets + the member count");
+    let (_, written, frames) = cost(&w, &meter, presence("update")).await;
+    assert_eq!(frames[0]["type"], "presence", "{frames:?}");
+    assert_eq!(written, 2.0 + 1.0, "two buckets + the member item");
+    let (_, written, frames) = cost(&w, &meter, presence("leave")).await;
+    assert_eq!(frames[0]["type"], "presence", "{frames:?}");
+    assert_eq!(
+        written,
+        2.0 + 2.0,
+        "two buckets + the member and the membership deleted"
+    );
+}

@@ -1,4 +1,5 @@
-//! `$default`: every client frame — subscribe, unsubscribe, publish, history, ping —
+//! `$default`: every client frame — subscribe, unsubscribe, publish, history, update, state,
+//! presence, members, ping —
 //! answered through the API Gateway Management API.
 //!
 //! ## Layout

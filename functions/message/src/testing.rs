@@ -84,7 +84,8 @@ pub async fn world_with(vars: &[(&str, &str)]) -> World {
         push: RecordingPush::new(),
         alice: identity(
             "alice",
-            json!({"chat:*": ["subscribe", "publish", "history"], "news": ["subscribe"]}),
+            json!({"chat:*": ["subscribe", "publish", "history"], "news": ["subscribe"],
+                   "state:*": ["subscribe", "publish"], "room:*": ["subscribe", "presence"]}),
         ),
         sequenced: Default::default(),
     }

@@ -13,8 +13,10 @@
 mod clients;
 mod cost;
 mod designs;
+mod dynamodb;
 mod fanout;
 mod hot_channel;
+mod live_state;
 mod percentile;
 mod plot;
 mod startup;
@@ -86,12 +88,15 @@ struct RunArgs {
     #[arg(long, default_value_t = 200)]
     churn_connections: usize,
     /// Skip measurements by name: startup, cost, fanout, latency, churn, hot_channel,
-    /// publish_designs.
+    /// live_state, publish_designs.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// The hot-channel section's settings.
     #[command(flatten)]
     hot: hot_channel::HotArgs,
+    /// The live-state section's settings.
+    #[command(flatten)]
+    live: live_state::LiveArgs,
 }
 
 const FUNCTIONS: [&str; 6] = [
@@ -390,6 +395,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         summary.insert("hot_channel".into(), section);
     }
 
+    if !skipped(&args, "live_state") {
+        eprintln!("measuring live state (a poll, presence)...");
+        let section = live_state::measure(&args).await?;
+        summary.insert("live_state".into(), section);
+    }
+
     let summary = Value::Object(summary);
     let path = args.out.join("summary.json");
     std::fs::write(
@@ -427,6 +438,10 @@ mod tests {
             "3",
             "--hot-poll-interval-ms",
             "100",
+            "--live-max-instances",
+            "4",
+            "--live-voters",
+            "10",
         ]);
         assert!(cli.is_ok(), "{:?}", cli.err());
     }

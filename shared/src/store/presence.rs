@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 
 use super::attributes::{delete_request, dynamo, n, number, s, text};
 use super::capacity::trace_request;
+use super::item_size::{item_bytes, write_units};
 use super::items::{LIVE_SK, connection_pk};
 use super::state_items::{MemberItem, PRESENCE_SK, members_pk, membership_sk, state_pk};
 use super::{Store, StoreError};
@@ -69,7 +70,8 @@ impl Store {
         {
             return Ok(Entered::Full { max });
         }
-        let item = serde_dynamo::to_item(self.member_item(new))?;
+        let item: super::attributes::Item = serde_dynamo::to_item(self.member_item(new))?;
+        let item_copy = item.clone();
         let expiry = self.connection_expiry(new.connected_at);
         let membership = std::collections::HashMap::from([
             ("pk".to_owned(), s(connection_pk(new.connection_id))),
@@ -99,6 +101,9 @@ impl Store {
         let started = std::time::Instant::now();
         let result = Box::pin(request.send()).await;
         trace_request("TransactWriteItems", result.is_ok(), started);
+        // Each of the three items bills 2 units per KB in a transaction, written or not.
+        let units = 2.0 * (write_units(item_bytes(&item_copy)) + 2.0);
+        self.meter_units(units, result.is_err());
         match result {
             Ok(_) => Ok(Entered::Entered),
             Err(err) => match err.as_service_error() {

@@ -79,7 +79,9 @@ impl Store {
         }
     }
 
-    fn meter_units(&self, units: f64, refused: bool) {
+    /// Adds a transaction's write units to the meter (DynamoDB Local reports a flat 2 per
+    /// transaction, so transactions are priced by the rule: 2 per KB per item).
+    pub(super) fn meter_units(&self, units: f64, refused: bool) {
         if let Some(meter) = &self.meter {
             meter.add_write_units(units, refused);
         }

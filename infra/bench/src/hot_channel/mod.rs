@@ -1,7 +1,7 @@
 //! The `hot_channel` section of `make bench` (issue 12): does one busy channel flow like
 //! many quiet ones? On a stack of its own (release binaries, `--hot-max-instances`
 //! instances per function, the per-channel limit out of the way), against a DynamoDB
-//! Local of its own (`fresh_dynamodb.rs` says why), warmed first, in one run:
+//! Local of its own (`crate::dynamodb::fresh` says why), warmed first, in one run:
 //!
 //! 1. the same offered load (`--hot-rate`, `--hot-publishes`, 100 connections, 100
 //!    publishers, no churn) on 100 channels (one subscriber each) and on 1 (with
@@ -11,7 +11,7 @@
 //!    burst of 50 deltas/s;
 //! 3. the highest rate one channel sustains (≥ 99 % acked, p99 delivery < 1 s, acks keeping
 //!    pace), by a bounded doubling-then-bisecting search (`search.rs`), beside DynamoDB
-//!    Local's write ceiling measured just before (`ceiling.rs`);
+//!    Local's write ceiling measured just before (`crate::dynamodb::ceiling`);
 //! 4. on a second stack (on the first one's DynamoDB Local and table) whose channel limit
 //!    is half that rate, warmed at half the limit, an overload at twice the limit (the
 //!    rate one channel sustains: `overload_limit` says why not twice that rate): refusals
@@ -21,9 +21,7 @@
 //! quiet-channel latency (`latency`) and WCU per publish (`cost`) are measured by their
 //! own sections and referenced here (`rows.rs`), so regressions show beside these figures.
 
-mod ceiling;
 mod figures;
-mod fresh_dynamodb;
 mod rows;
 mod search;
 
@@ -33,11 +31,10 @@ use deltacast_load::LoadConfig;
 use deltacast_local::stack::Stack;
 use serde_json::{Value, json};
 
-use self::ceiling::WriteCeiling;
 use self::figures::{RunFigures, compare};
-use self::fresh_dynamodb::FreshDynamoDb;
 use self::search::{RateSearch, Step};
 use crate::RunArgs;
+use crate::dynamodb::{FreshDynamoDb, WriteCeiling, ceiling};
 
 pub use rows::rows;
 
@@ -181,7 +178,7 @@ fn step_publishes(rate: f64, seconds: f64) -> u64 {
 
 /// Starts a hot-channel stack on the section's DynamoDB Local (on `table` when given: the
 /// second stack takes over the first one's table, read from the stream's tip, since
-/// another table's stream records would slow every write; see `fresh_dynamodb.rs`), with
+/// another table's stream records would slow every write; see `crate::dynamodb::fresh`), with
 /// the channel limit at `limit`/s (burst as much; 0: no limit), and warms it: `warm`
 /// (channels, rate) runs for [`WARM_UP_SECONDS`] until one sustains its rate, at most
 /// [`WARM_UP_RUNS`] times. A stack that starts a run cold at this machine's edge
