@@ -447,6 +447,16 @@ async fn refusals_name_the_reason_and_write_nothing() {
             .contains("not a number"),
         "{refused}"
     );
+    // The refused message's id is free again: sent again, with ops that apply, it counts.
+    let again = update(
+        &mut alice,
+        "state:x",
+        "bad",
+        json!([{"op": "inc", "path": "/n", "by": 1}]),
+    )
+    .await;
+    assert_eq!(again["duplicate"], false, "{again}");
+    until(&mut alice, &mut view, &json!({"s": "text", "n": 1})).await;
     update(
         &mut alice,
         "state:x",
@@ -469,6 +479,6 @@ async fn refusals_name_the_reason_and_write_nothing() {
     let snapshot = alice
         .request(json!({"action": "state", "channel": "state:x"}), "state")
         .await;
-    assert_eq!(snapshot["value"], json!({"s": "text"}));
+    assert_eq!(snapshot["value"], json!({"s": "text", "n": 1}));
     t.shutdown().await;
 }

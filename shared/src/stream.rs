@@ -170,6 +170,9 @@ pub struct StatePatch {
     pub version: u64,
     /// The RFC 7396 merge patch, as JSON text; `None` for a presence `resync`.
     pub patch: Option<String>,
+    /// A state document's whole value after the change, as JSON text (what a subscriber
+    /// gets instead of several patches at once).
+    pub value: Option<String>,
 }
 
 /// Reads a document item's record (a state channel's document, or a presence document):
@@ -184,18 +187,18 @@ pub fn patch_of(record: &EventRecord) -> Result<Option<StatePatch>, String> {
         return Ok(None);
     }
     let image = record.change.new_image.clone();
-    let (pk, version, patch, presence) = if sk == STATE_SK {
+    let (pk, version, patch, presence, value) = if sk == STATE_SK {
         let item: StateItem = serde_dynamo::from_item(image).map_err(|e| e.to_string())?;
         let Some(patch) = item.patch else {
             return Ok(None);
         };
-        (item.pk, item.v, Some(patch), false)
+        (item.pk, item.v, Some(patch), false, Some(item.val))
     } else {
         let item: PresenceItem = serde_dynamo::from_item(image).map_err(|e| e.to_string())?;
         if item.patch.is_none() && item.resync != Some(true) {
             return Ok(None);
         }
-        (item.pk, item.v, item.patch, true)
+        (item.pk, item.v, item.patch, true, None)
     };
     let channel = pk
         .strip_prefix("h#")
@@ -205,6 +208,7 @@ pub fn patch_of(record: &EventRecord) -> Result<Option<StatePatch>, String> {
         presence,
         version,
         patch,
+        value,
     }))
 }
 

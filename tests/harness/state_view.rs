@@ -30,9 +30,12 @@ impl StateView {
     pub fn take(&mut self, frame: &Value) -> Result<(), Gap> {
         let version = frame["version"].as_u64();
         match (frame["type"].as_str(), version) {
+            // A snapshot (asked for, or sent instead of several patches) unless older.
             (Some("state"), Some(version)) => {
-                self.version = Some(version);
-                self.value = frame["value"].clone();
+                if self.version.is_none_or(|held| version > held) {
+                    self.version = Some(version);
+                    self.value = frame["value"].clone();
+                }
                 Ok(())
             }
             (Some("patch"), Some(version)) => match self.version {

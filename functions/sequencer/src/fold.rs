@@ -5,9 +5,10 @@
 //! Streams serves at most two readers per shard without throttling, and the fan-out is
 //! the other.
 //!
-//! A channel whose fold fails (storage unavailable, or other writers winning every
-//! time) reports its records in `batchItemFailures`; folding them again is safe, since the
-//! document's checkpoint skips what was folded.
+//! A channel whose fold fails (storage unavailable, or other writers winning for 40 s)
+//! reports its records in `batchItemFailures`; folding them again is safe, since the
+//! document's checkpoint skips what was folded. The template retries them until they
+//! leave the stream: an acked update must not be dropped.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +19,8 @@ use deltacast::store::{MemberRecord, OpRecord, Rejection, Store};
 use futures::{StreamExt, stream};
 use tracing::{debug, error, warn};
 
-/// Channels folded at once in one invocation.
-const CHANNEL_CONCURRENCY: usize = 16;
+/// Channels folded at once in one invocation (folds mostly wait for their patch slot).
+const CHANNEL_CONCURRENCY: usize = 64;
 
 /// What folding a batch's op records did.
 #[derive(Debug, Default)]

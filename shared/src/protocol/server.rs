@@ -140,12 +140,14 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a MessageId>,
     },
-    /// A channel's member changes from `version - 1` to `version`: a merge patch of the
-    /// member map (member id → `{sub, data, at}`, or `null` for one that left); or, when
-    /// too many changed at once to send, `resync` (read `members` again).
+    /// A channel's member changes from version `from` to `version`: member id → the
+    /// member's whole new value `{sub, data, at}` (it replaces the member) or `null` (it
+    /// left); or, when too many changed at once to send, `resync` (read `members` again).
+    /// Applying it to any version from `from` on gives `version`.
     #[serde(rename = "presence_patch")]
     PresencePatch {
         channel: &'a str,
+        from: u64,
         version: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         patch: Option<&'a serde_json::value::RawValue>,

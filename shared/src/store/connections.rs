@@ -85,8 +85,28 @@ impl Store {
     }
 
     /// Removes a connection and every item that names it: its own items, its
-    /// subscriptions' channel-side items and its presence members. Returns how many items were deleted.
+    /// subscriptions' channel-side items and its presence members. Returns how many items
+    /// were deleted. Once a round has deleted the liveness item, no frame of the
+    /// connection writes anything more; what one wrote between the round's read and that
+    /// delete (a presence `enter`'s transaction, a subscribe) is found by the next round.
     pub async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for _ in 0..REMOVAL_ROUNDS {
+            let requests = self.removal_requests(connection_id).await?;
+            if requests.is_empty() {
+                break;
+            }
+            removed += requests.len();
+            self.write_batch(requests).await?;
+        }
+        Ok(removed)
+    }
+
+    /// The deletes that remove what names the connection now.
+    async fn removal_requests(
+        &self,
+        connection_id: &str,
+    ) -> Result<Vec<aws_sdk_dynamodb::types::WriteRequest>, StoreError> {
         let pk = connection_pk(connection_id);
         let mut requests = Vec::new();
         let mut start: Option<Item> = None;
@@ -122,11 +142,13 @@ impl Store {
             }
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
+                _ => return Ok(requests),
             }
         }
-        let removed = requests.len();
-        self.write_batch(requests).await?;
-        Ok(removed)
     }
 }
+
+/// Rounds of reading and deleting a connection's items: the second finds what a frame
+/// wrote while the first was under way (the first deletes the liveness item, so there is
+/// nothing after the second); the third only looks.
+const REMOVAL_ROUNDS: usize = 3;

@@ -68,6 +68,9 @@ impl Store {
         if self.presence_count(new.channel).await? >= max
             && !self.is_member(new.channel, new.connection_id).await?
         {
+            // Members whose connection vanished may be what fills it: they go now, and
+            // the count drops once their removal is folded.
+            self.sweep_expired(new.channel).await?;
             return Ok(Entered::Full { max });
         }
         let item: super::attributes::Item = serde_dynamo::to_item(self.member_item(new))?;
@@ -170,9 +173,11 @@ impl Store {
         let out = self.send(request).await.map_err(dynamo)?;
         let now = clock::now_secs();
         let mut members = Vec::new();
+        let mut expired = Vec::new();
         for item in out.items() {
             let item: MemberItem = serde_dynamo::from_item(item.clone())?;
             if item.exp <= now {
+                expired.push(item);
                 continue;
             }
             let data = item.data.and_then(|d| Payload::from_json(d).ok());
@@ -183,6 +188,9 @@ impl Store {
                 at: item.at,
             });
         }
+        // A member listed past its connection's expiry vanished without `$disconnect`:
+        // removed now, so that watchers and the count see it leave.
+        self.remove_expired(&expired).await?;
         let next = out
             .last_evaluated_key
             .as_ref()
@@ -193,6 +201,55 @@ impl Store {
             members,
             next,
         })
+    }
+
+    /// Removes the channel's members whose connection has expired (reading the members'
+    /// partition: done only when the channel is full).
+    async fn sweep_expired(&self, channel: &str) -> Result<(), StoreError> {
+        let mut start = None;
+        loop {
+            let out = self
+                .send(
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :pk")
+                        .filter_expression("#exp <= :now")
+                        .expression_attribute_names("#exp", "exp")
+                        .expression_attribute_values(":pk", s(members_pk(channel)))
+                        .expression_attribute_values(":now", n(clock::now_secs()))
+                        .set_exclusive_start_key(start),
+                )
+                .await
+                .map_err(dynamo)?;
+            let expired = out
+                .items()
+                .iter()
+                .map(|item| serde_dynamo::from_item(item.clone()))
+                .collect::<Result<Vec<MemberItem>, _>>()?;
+            self.remove_expired(&expired).await?;
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Deletes expired members, each only if it is still the item read (not entered again).
+    async fn remove_expired(&self, expired: &[MemberItem]) -> Result<(), StoreError> {
+        for item in expired {
+            let request = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(&item.pk))
+                .key("sk", s(&item.sk))
+                .condition_expression("#exp = :exp")
+                .expression_attribute_names("#exp", "exp")
+                .expression_attribute_values(":exp", n(item.exp));
+            super::attributes::conditional(self.send(request).await)?;
+        }
+        Ok(())
     }
 
     fn member_item(&self, new: &NewMember<'_>) -> MemberItem {

@@ -23,8 +23,8 @@ use crate::config::StateSettings;
 /// The largest member patch sent; a larger one becomes `resync`.
 pub const MAX_PRESENCE_PATCH_BYTES: usize = 32 * 1024;
 
-/// Most times a fold starts over after another writer got in first.
-const MAX_ATTEMPTS: u32 = 50;
+/// How long a fold keeps starting over after other writers got in first.
+const FOLD_DEADLINE: Duration = Duration::from_secs(40);
 
 /// One member record of a stream batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,16 +77,12 @@ impl Store {
         records: &[MemberRecord],
         settings: &StateSettings,
     ) -> Result<PresenceFolded, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        while started.elapsed() < FOLD_DEADLINE {
+            attempts += 1;
             let read = self.read_presence(channel).await?;
-            let fresh: Vec<&MemberRecord> = records
-                .iter()
-                .filter(|r| {
-                    read.checkpoint
-                        .as_deref()
-                        .is_none_or(|cp| after(&r.sequence_number, cp))
-                })
-                .collect();
+            let fresh = unfolded(records, read.checkpoint.as_deref());
             let Some(last) = fresh.last() else {
                 return Ok(PresenceFolded {
                     version: read.version,
@@ -134,7 +130,7 @@ impl Store {
         }
         Err(StoreError::Contended {
             what: format!("presence of {channel}"),
-            attempts: MAX_ATTEMPTS,
+            attempts,
         })
     }
 
@@ -155,6 +151,22 @@ impl Store {
             written_at: item.wat,
         })
     }
+}
+
+/// The records after `checkpoint`, each once (a batch may hold a record twice).
+fn unfolded<'a>(records: &'a [MemberRecord], checkpoint: Option<&str>) -> Vec<&'a MemberRecord> {
+    let mut done = checkpoint.map(str::to_owned);
+    let mut fresh = Vec::new();
+    for record in records {
+        if done
+            .as_deref()
+            .is_none_or(|cp| after(&record.sequence_number, cp))
+        {
+            done = Some(record.sequence_number.clone());
+            fresh.push(record);
+        }
+    }
+    fresh
 }
 
 /// The member count after `records`, and the merge patch of the member map they make.
@@ -212,6 +224,13 @@ mod tests {
         let c = record("5", "c", MemberChange::Left);
         let (count, patch) = fold_members(1, &[&a, &b, &a2, &b2, &c]);
         assert_eq!(count, 1, "1 + 2 entered - 2 left");
+        let twice = [a.clone(), a.clone(), b.clone()];
+        assert_eq!(
+            unfolded(&twice, None).len(),
+            2,
+            "a record held twice is folded once"
+        );
+        assert_eq!(unfolded(&twice, Some("1")).len(), 1);
         assert_eq!(
             Value::Object(patch),
             json!({"a": {"sub": "ann", "data": 1, "at": 2}, "b": null, "c": null})

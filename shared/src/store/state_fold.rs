@@ -27,8 +27,9 @@ use crate::clock;
 use crate::config::StateSettings;
 use crate::state::{Folded, Op, Stamp, check, merge_patch};
 
-/// Most times a fold starts over after another writer got in first.
-const MAX_ATTEMPTS: u32 = 50;
+/// How long a fold keeps starting over after other writers got in first (each lane of a
+/// busy channel wins a patch slot in turn; the sequencer's timeout is 60 s).
+const FOLD_DEADLINE: Duration = Duration::from_secs(40);
 
 /// One op record of a stream batch.
 #[derive(Clone, Debug)]
@@ -41,9 +42,12 @@ pub struct OpRecord {
     pub item: OpItem,
 }
 
-/// Ops the fold could not apply (the document is unchanged by them): their sender is told.
+/// Ops the fold could not apply (the document is unchanged by them): their sender is told,
+/// and their op item is deleted, so that the id may be sent again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejection {
+    /// The op item's keys.
+    pub key: (String, String),
     /// The connection that sent them.
     pub conn: String,
     /// Their message id.
@@ -80,7 +84,10 @@ impl Store {
         records: &[OpRecord],
         settings: &StateSettings,
     ) -> Result<FoldDone, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        while started.elapsed() < FOLD_DEADLINE {
+            attempts += 1;
             let read = self.state(channel).await?;
             let fresh: Vec<&OpRecord> = records
                 .iter()
@@ -113,6 +120,7 @@ impl Store {
                 .write_state(channel, &next, read.writes, patch.as_ref())
                 .await?
             {
+                self.release_refused(&rejected).await;
                 return Ok(FoldDone {
                     version: next.document.version,
                     folded: fresh.len(),
@@ -123,8 +131,25 @@ impl Store {
         }
         Err(StoreError::Contended {
             what: format!("state document of {channel}"),
-            attempts: MAX_ATTEMPTS,
+            attempts,
         })
+    }
+}
+
+impl Store {
+    /// Deletes the op items of refused messages (their ids free again). A failure is only
+    /// logged: the document is right either way, and the id stays taken.
+    async fn release_refused(&self, rejected: &[Rejection]) {
+        if rejected.is_empty() {
+            return;
+        }
+        let deletes = rejected
+            .iter()
+            .map(|r| super::attributes::delete_request(&r.key.0, &r.key.1))
+            .collect();
+        if let Err(err) = self.write_batch(deletes).await {
+            tracing::warn!(error = %err, "could not free the ids of refused ops");
+        }
     }
 }
 
@@ -138,6 +163,12 @@ fn fold_into(
     let mut next = read.clone();
     let mut rejected = Vec::new();
     for record in fresh {
+        let shard = record.shard.to_string();
+        // A record the batch holds twice is folded once.
+        let done = next.checkpoint.get(&shard);
+        if done.is_some_and(|done| !after(&record.sequence_number, done)) {
+            continue;
+        }
         let item = &record.item;
         let ops = serde_json::from_str::<Vec<Op>>(&item.ops)
             .map_err(|err| format!("stored ops unreadable: {err}"))
@@ -155,6 +186,7 @@ fn fold_into(
         };
         if let Some(reason) = reason {
             rejected.push(Rejection {
+                key: (item.pk.clone(), item.sk.clone()),
                 conn: item.conn.clone(),
                 id: item.id.clone(),
                 too_large: reason.contains("STATE_MAX_BYTES"),
@@ -253,6 +285,20 @@ mod tests {
         let (again, _, patch) = fold_into(&next, &[&d], &StateSettings::default());
         assert_eq!((again.document.version, patch), (1, None));
         assert_eq!(again.checkpoint.get("1").map(String::as_str), Some("400"));
+    }
+
+    #[test]
+    fn a_record_the_batch_holds_twice_is_folded_once() {
+        let a = record(1, "200", "a", json!([{"op": "inc", "path": "/n", "by": 2}]));
+        let (next, _, _) = fold_into(
+            &StoredState::default(),
+            &[&a, &a.clone()],
+            &StateSettings::default(),
+        );
+        assert_eq!(
+            serde_json::Value::Object(next.document.value),
+            json!({"n": 2})
+        );
     }
 
     #[test]

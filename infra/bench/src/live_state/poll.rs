@@ -2,7 +2,8 @@
 //! tally and of their own marker, id `vote`), some send their vote again (a duplicate
 //! attempt, which must be answered `duplicate`), and any vote not answered in time is
 //! sent again with the same id (a retry). Viewers hold the document as a client does (the
-//! snapshot, then each patch; a version gap asks for `state`), and note when each voter's
+//! snapshot, then each patch or newer snapshot; a version gap asks for `state`), and
+//! note when each voter's
 //! marker first reaches them: the time from a vote's ack to a viewer's state including
 //! it. At the end the tally must equal the number of votes acked, exactly.
 
@@ -306,9 +307,14 @@ async fn view(mut socket: Socket, snapshot: Value, target: Arc<AtomicU64>) -> (V
                 version = v;
                 note(&mut seen, &frame["patch"]["voters"], at);
             }
+            // A snapshot: asked for after a gap, or sent by a fan-out that fell behind
+            // instead of several patches. A frame either way.
             Some("state") => {
                 let v = frame["version"].as_u64().unwrap_or(0);
                 if v > version {
+                    seen.patches += 1;
+                    seen.first_patch.get_or_insert(at);
+                    seen.last_patch = Some(at);
                     note(&mut seen, &frame["value"]["voters"], at);
                     value = frame["value"].clone();
                     version = v;

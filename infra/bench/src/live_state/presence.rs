@@ -181,7 +181,10 @@ async fn load(socket: &mut Socket, view: &mut Watcher) -> Result<(), String> {
             .next_of("members", Duration::from_secs(30))
             .await
             .ok_or("no members page")?;
-        view.version = page["version"].as_u64().unwrap_or(0);
+        // The first page's version: later changes are applied after paging.
+        if after.is_none() {
+            view.version = page["version"].as_u64().unwrap_or(0);
+        }
         for member in page["members"].as_array().into_iter().flatten() {
             let id = member["member"].as_str().unwrap_or_default().to_owned();
             view.members.insert(id, member.clone());
@@ -219,7 +222,8 @@ async fn watch(
             continue;
         }
         view.frames += 1;
-        if frame["resync"] == true || version != view.version + 1 {
+        let from = frame["from"].as_u64().unwrap_or(u64::MAX);
+        if frame["resync"] == true || from > view.version {
             view.resyncs += 1;
             if load(&mut socket, &mut view).await.is_err() {
                 break;
