@@ -140,16 +140,17 @@ async fn document_size(endpoint: &str, table: &str) -> Result<(u64, usize), Stri
 /// Write units per vote, and the poll's cost on AWS beside the same poll as a log channel.
 fn poll_cost(poll: &poll::PollFigures, doc_writes: u64, doc_bytes: usize) -> Value {
     let votes = poll.votes_acked.max(1) as f64;
-    // An op item is well under 1 KB: 1 write unit; a refused duplicate also bills 1.
+    // An op item is well under 1 KB: 1 write unit; a refused duplicate or retry also bills 1.
     let op_wcu = 1.0;
+    let repeats = (poll.duplicate_attempts + poll.retries) as f64;
     // Each document write bills its whole item (the value, the checkpoint, the patch;
     // counted at its final size, an upper bound).
     let doc_wcu = ((doc_bytes + 512) as f64 / 1024.0).ceil();
-    let state_wcu = votes * op_wcu + poll.duplicate_attempts as f64 + doc_writes as f64 * doc_wcu;
+    let state_wcu = votes * op_wcu + repeats + doc_writes as f64 * doc_wcu;
     let viewers = poll.viewers as f64;
     let answers = votes + poll.duplicate_attempts as f64 + poll.retries as f64;
     let state_messages = answers + viewers * (1.0 + poll.patches_per_viewer_mean);
-    let log_wcu = votes * LOG_WCU_PER_PUBLISH + poll.duplicate_attempts as f64;
+    let log_wcu = votes * LOG_WCU_PER_PUBLISH + repeats;
     let log_messages = answers + viewers + votes * viewers;
     let dollars = |wcu: f64, messages: f64| {
         (wcu * PRICES.dynamodb_write_per_million + messages * PRICES.websocket_message_per_million)
@@ -157,7 +158,7 @@ fn poll_cost(poll: &poll::PollFigures, doc_writes: u64, doc_bytes: usize) -> Val
     };
     // A poll's document without the bench's per-voter markers: the tally alone, under
     // 1 KB, so 1 unit a write.
-    let tally_wcu = votes * op_wcu + poll.duplicate_attempts as f64 + doc_writes as f64;
+    let tally_wcu = votes * op_wcu + repeats + doc_writes as f64;
     json!({
         "wcu_per_vote": state_wcu / votes,
         "wcu_per_vote_tally_only": tally_wcu / votes,
