@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use deltacast::config::StateSettings;
 use deltacast::protocol::{ErrorCode, ErrorFrame, ServerMessage};
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
-use deltacast::store::{MemberRecord, OpRecord, Rejection, Store};
+use deltacast::store::{MemberRecord, OpRecord, Rejection, Store, StoreError};
 use futures::{StreamExt, stream};
 use tracing::{debug, error, warn};
 
@@ -31,7 +31,7 @@ pub struct Folds {
     pub failed: Vec<usize>,
 }
 
-/// Folds each channel's records (with their places in the batch, in stream order).
+/// Folds each channel's op records (with their places in the batch, in stream order).
 pub async fn fold_all<P: Push>(
     store: &Store,
     push: &P,
@@ -39,37 +39,20 @@ pub async fn fold_all<P: Push>(
     settings: &StateSettings,
     channels: BTreeMap<String, Vec<(usize, OpRecord)>>,
 ) -> Folds {
-    let results: Vec<(usize, Vec<usize>)> = stream::iter(channels)
-        .map(|(channel, records)| async move {
-            let (positions, records): (Vec<usize>, Vec<OpRecord>) = records.into_iter().unzip();
-            match store.fold(&channel, &records, settings).await {
-                Ok(done) => {
-                    debug!(
-                        channel,
-                        version = done.version,
-                        folded = done.folded,
-                        "folded"
-                    );
-                    for rejection in &done.rejected {
-                        tell(push, retry, &channel, rejection).await;
-                    }
-                    (done.folded, Vec::new())
-                }
-                Err(err) => {
-                    error!(channel, error = %err, "could not fold; the records will come again");
-                    (0, positions)
-                }
-            }
-        })
-        .buffer_unordered(CHANNEL_CONCURRENCY)
-        .collect()
-        .await;
-    let mut folds = Folds::default();
-    for (folded, failed) in results {
-        folds.folded += folded;
-        folds.failed.extend(failed);
-    }
-    folds
+    each_channel(channels, |channel, records| async move {
+        let done = store.fold(&channel, &records, settings).await?;
+        debug!(
+            channel,
+            version = done.version,
+            folded = done.folded,
+            "folded"
+        );
+        for rejection in &done.rejected {
+            tell(push, retry, &channel, rejection).await;
+        }
+        Ok(done.folded)
+    })
+    .await
 }
 
 /// Folds each channel's presence member records (with their places in the batch).
@@ -78,17 +61,34 @@ pub async fn fold_presences(
     settings: &StateSettings,
     channels: BTreeMap<String, Vec<(usize, MemberRecord)>>,
 ) -> Folds {
+    each_channel(channels, |channel, records| async move {
+        let done = store.fold_presence(&channel, &records, settings).await?;
+        debug!(
+            channel,
+            version = done.version,
+            members = done.members,
+            "presence folded"
+        );
+        Ok(done.folded)
+    })
+    .await
+}
+
+/// Runs `fold` on each channel's records, channels concurrently; a channel whose fold
+/// fails has its records' places reported, to be delivered again.
+async fn each_channel<R, F, Fut>(channels: BTreeMap<String, Vec<(usize, R)>>, fold: F) -> Folds
+where
+    F: Fn(String, Vec<R>) -> Fut,
+    Fut: Future<Output = Result<usize, StoreError>>,
+{
+    let fold = &fold;
     let results: Vec<(usize, Vec<usize>)> = stream::iter(channels)
         .map(|(channel, records)| async move {
-            let (positions, records): (Vec<usize>, Vec<MemberRecord>) =
-                records.into_iter().unzip();
-            match store.fold_presence(&channel, &records, settings).await {
-                Ok(done) => {
-                    debug!(channel, version = done.version, members = done.members, "presence folded");
-                    (done.folded, Vec::new())
-                }
+            let (positions, records): (Vec<usize>, Vec<R>) = records.into_iter().unzip();
+            match fold(channel.clone(), records).await {
+                Ok(folded) => (folded, Vec::new()),
                 Err(err) => {
-                    error!(channel, error = %err, "could not fold presence; the records will come again");
+                    error!(channel, error = %err, "could not fold; the records will come again");
                     (0, positions)
                 }
             }

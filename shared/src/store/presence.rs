@@ -65,7 +65,7 @@ impl Store {
     /// not one of them. A connection that is gone is refused ([`StoreError::ConnectionGone`])
     /// and nothing is written.
     pub async fn enter(&self, new: &NewMember<'_>, max: u64) -> Result<Entered, StoreError> {
-        if self.presence_count(new.channel).await? >= max
+        if self.presence_number(new.channel, "n").await? >= max
             && !self.is_member(new.channel, new.connection_id).await?
         {
             // Members whose connection vanished may be what fills it: they go now, and
@@ -156,7 +156,7 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<MemberPage, StoreError> {
-        let version = self.presence_version(channel).await?;
+        let version = self.presence_number(channel, "v").await?;
         let mut request = self
             .client
             .query()
@@ -276,27 +276,16 @@ impl Store {
         Ok(out.item.is_some())
     }
 
-    /// The presence document's member count (as of its last fold).
-    async fn presence_count(&self, channel: &str) -> Result<u64, StoreError> {
+    /// A number of the presence document (`n`, the members as of its last fold; `v`, its
+    /// version); 0 before its first fold.
+    async fn presence_number(&self, channel: &str, name: &str) -> Result<u64, StoreError> {
         let out = self
             .send(
                 self.read_item(state_pk(channel), PRESENCE_SK)
-                    .projection_expression("n"),
+                    .projection_expression(name),
             )
             .await
             .map_err(dynamo)?;
-        Ok(out.item.as_ref().and_then(|i| number(i, "n")).unwrap_or(0))
-    }
-
-    /// The presence document's version.
-    async fn presence_version(&self, channel: &str) -> Result<u64, StoreError> {
-        let out = self
-            .send(
-                self.read_item(state_pk(channel), PRESENCE_SK)
-                    .projection_expression("v"),
-            )
-            .await
-            .map_err(dynamo)?;
-        Ok(out.item.as_ref().and_then(|i| number(i, "v")).unwrap_or(0))
+        Ok(out.item.as_ref().and_then(|i| number(i, name)).unwrap_or(0))
     }
 }

@@ -9,12 +9,10 @@
 //! one patch interval) is not sent: the document says `resync`, and watchers read the
 //! member list again.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
 
-use super::attributes::{Conditional, conditional, dynamo, n};
-use super::state_fold::after;
+use super::attributes::dynamo;
+use super::state_fold::{FOLD_DEADLINE, after, wait_for_slot};
 use super::state_items::{PRESENCE_SK, PresenceItem, state_pk};
 use super::{Store, StoreError};
 use crate::clock;
@@ -22,9 +20,6 @@ use crate::config::StateSettings;
 
 /// The largest member patch sent; a larger one becomes `resync`.
 pub const MAX_PRESENCE_PATCH_BYTES: usize = 32 * 1024;
-
-/// How long a fold keeps starting over after other writers got in first.
-const FOLD_DEADLINE: Duration = Duration::from_secs(40);
 
 /// One member record of a stream batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,11 +86,7 @@ impl Store {
                 });
             };
             let (members, patch) = fold_members(read.members, &fresh);
-            let slot = read.written_at + settings.patch_interval_ms();
-            let now = clock::now_ms();
-            if now < slot {
-                tokio::time::sleep(Duration::from_millis(slot - now)).await;
-            }
+            wait_for_slot(read.written_at, settings).await;
             let text = Value::Object(patch).to_string();
             let item = PresenceItem {
                 pk: state_pk(channel),
@@ -108,19 +99,7 @@ impl Store {
                 resync: (text.len() > MAX_PRESENCE_PATCH_BYTES).then_some(true),
                 patch: (text.len() <= MAX_PRESENCE_PATCH_BYTES).then_some(text),
             };
-            let mut request = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(serde_dynamo::to_item(&item)?));
-            request = if read.writes == 0 {
-                request.condition_expression("attribute_not_exists(pk)")
-            } else {
-                request
-                    .condition_expression("w = :w")
-                    .expression_attribute_values(":w", n(read.writes))
-            };
-            if let Conditional::Written(_) = conditional(self.send(request).await)? {
+            if self.put_unless_written(&item, read.writes).await? {
                 return Ok(PresenceFolded {
                     version: item.v,
                     members,

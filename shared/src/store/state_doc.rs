@@ -59,11 +59,21 @@ impl Store {
         patch: Option<&Value>,
     ) -> Result<bool, StoreError> {
         let item = encode(channel, state, read_writes + 1, patch);
+        self.put_unless_written(&item, read_writes).await
+    }
+
+    /// Puts a document item (a state channel's or a presence's) unless someone wrote it
+    /// after it was read with `read_writes` writes (0: there was none); `false` then.
+    pub(super) async fn put_unless_written<T: serde::Serialize>(
+        &self,
+        item: &T,
+        read_writes: u64,
+    ) -> Result<bool, StoreError> {
         let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(serde_dynamo::to_item(&item)?));
+            .set_item(Some(serde_dynamo::to_item(item)?));
         request = if read_writes == 0 {
             request.condition_expression("attribute_not_exists(pk)")
         } else {

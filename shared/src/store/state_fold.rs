@@ -29,7 +29,7 @@ use crate::state::{Folded, Op, Stamp, check, merge_patch};
 
 /// How long a fold keeps starting over after other writers got in first (each lane of a
 /// busy channel wins a patch slot in turn; the sequencer's timeout is 60 s).
-const FOLD_DEADLINE: Duration = Duration::from_secs(40);
+pub(super) const FOLD_DEADLINE: Duration = Duration::from_secs(40);
 
 /// One op record of a stream batch.
 #[derive(Clone, Debug)]
@@ -71,6 +71,16 @@ pub struct FoldDone {
     pub rejected: Vec<Rejection>,
 }
 
+/// Waits for a channel's next patch slot: 1/`STATE_PATCH_RATE` s after the change
+/// written at `written_at` (see the module docs).
+pub(super) async fn wait_for_slot(written_at: u64, settings: &StateSettings) {
+    let slot = written_at + settings.patch_interval_ms();
+    let now = clock::now_ms();
+    if now < slot {
+        tokio::time::sleep(Duration::from_millis(slot - now)).await;
+    }
+}
+
 /// Whether stream sequence number `a` comes after `b` (both decimal, of any length).
 pub(super) fn after(a: &str, b: &str) -> bool {
     (a.len(), a).cmp(&(b.len(), b)) == Ordering::Greater
@@ -103,17 +113,9 @@ impl Store {
                     ..FoldDone::default()
                 });
             }
-            let (next, rejected, patch) = fold_into(&read, &fresh, settings);
+            let (mut next, rejected, patch) = fold_into(&read, &fresh, settings);
             if patch.is_some() {
-                // Wait for this channel's next patch slot (see the module docs).
-                let slot = read.written_at + settings.patch_interval_ms();
-                let now = clock::now_ms();
-                if now < slot {
-                    tokio::time::sleep(Duration::from_millis(slot - now)).await;
-                }
-            }
-            let mut next = next;
-            if patch.is_some() {
+                wait_for_slot(read.written_at, settings).await;
                 next.written_at = clock::now_ms();
             }
             if self
