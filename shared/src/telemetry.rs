@@ -18,14 +18,16 @@ use lambda_runtime::tracing::subscriber::{Layer, fmt, registry};
 use tracing::{Level, Metadata};
 
 /// Our crates: the library and the function binaries, which may log at any level.
-const OWN_CRATES: [&str; 7] = [
+const OWN_CRATES: [&str; 9] = [
     "deltacast",
+    "deltacast_message",
     "authorizer",
     "connect",
     "disconnect",
     "fanout",
     "message",
     "sequencer",
+    "http",
 ];
 
 /// The most verbose level a dependency may log at.

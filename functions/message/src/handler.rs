@@ -125,8 +125,11 @@ pub async fn handle<P: Push>(
     Ok(response)
 }
 
-/// Runs the action `message` asks for, as `sender`.
-async fn dispatch<P: Push>(
+/// Runs the action `message` asks for, as `sender`, answering through `push`. A sender
+/// without a connection (an HTTP request: `connection_id` empty) has no connection bucket,
+/// and a publish of its is never answered by the sequencer (its claim names no
+/// connection).
+pub async fn dispatch<P: Push>(
     message: &ClientMessage,
     sender: &Sender<'_>,
     app: &App,

@@ -1,23 +1,7 @@
-//! `$default`: every client frame — subscribe, unsubscribe, publish, history, update, state,
-//! presence, members, ping —
-//! answered through the API Gateway Management API.
-//!
-//! ## Layout
-//! - `handler`: reads the frame (`body`), parses it and dispatches it to its action.
-//! - `body`: a frame's text, decoding binary frames API Gateway passes base64-encoded.
-//! - `context`: what every action is given, [`context::App`] and [`context::Sender`].
-//! - `actions/`: one file per action, each with its arguments type and its tests.
-
-mod actions;
-mod body;
-#[cfg(test)]
-mod capacity;
-mod context;
-mod handler;
-#[cfg(test)]
-mod testing;
+//! `$default`: the `message` binary; its handler and actions are the library beside it.
 
 use deltacast::push::ManagementApi;
+use deltacast_message::{context, handler};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tokio::sync::OnceCell;
 

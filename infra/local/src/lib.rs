@@ -8,7 +8,8 @@
 //!   table) and creates the table in DynamoDB Local.
 //! - [`invoke`]: the `Invoke` trait and Lambda's ways of failing.
 //! - [`events`]: the payloads API Gateway sends to WebSocket integrations and authorizers.
-//! - [`gateway`]: the WebSocket endpoint and the Management API.
+//! - [`gateway`]: the WebSocket endpoint, the Management API and the HTTP API.
+//! - [`function_url`]: a Lambda function URL's request event and (streamed) response.
 //! - [`runtime`]: a local Lambda Runtime API; runs function binaries as processes, a pool
 //!   of instances per function.
 //! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, filtering,
@@ -22,6 +23,7 @@
 
 pub mod events;
 pub mod exposure;
+pub mod function_url;
 pub mod gateway;
 pub mod invoke;
 pub mod runtime;

@@ -281,6 +281,7 @@ impl Stack {
                 .collect(),
             authorizer: spec.authorizer.as_ref().map(|id| functions[id].clone()),
             identity_sources: spec.identity_sources.clone(),
+            http: spec.http_api.as_ref().map(|id| functions[id].clone()),
         };
         let gateway = Gateway::start_on(listener, routes, options.gateway.clone())?;
 

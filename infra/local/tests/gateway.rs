@@ -86,6 +86,7 @@ async fn gateway_on(
             .collect::<BTreeMap<_, _>>(),
         authorizer: None,
         identity_sources: Vec::new(),
+        http: None,
     };
     Gateway::start(address.parse().expect("address"), routes, config)
         .await

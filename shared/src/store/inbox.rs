@@ -255,7 +255,7 @@ impl Store {
     /// Where the claimed message's delta is, if the sequencer has stored it: among the
     /// [`MAX_BACKLOG`] seqs after the head its inbox item recorded, in that epoch, or from
     /// the start of the live epoch if the channel started one since.
-    async fn find_published(
+    pub(super) async fn find_published(
         &self,
         channel: &str,
         claimed: &InboxItem,

@@ -12,6 +12,8 @@
 //! - `door`: what a publish to a channel over its limit meets first (the admission
 //!   share, before the publisher's tokens);
 //! - `inbox`: a publish's first step, its inbox item and idempotency claim (below);
+//! - `outcome`: where a publish handed to the sequencer stands, for a publisher that
+//!   waits for its answer (an HTTP request) instead of being acked on a connection;
 //! - `sequence`: its second step, seqs for a batch of inbox messages and their deltas;
 //!   `plan`: the pure part of it, and `admission`: the share of publishes the door lets
 //!   through while a channel is over its limit;
@@ -75,6 +77,7 @@ mod history;
 mod inbox;
 mod item_size;
 pub mod items;
+mod outcome;
 mod plan;
 mod presence;
 mod presence_fold;
@@ -103,6 +106,7 @@ pub use history::{DeltaPage, EXPIRED_READ_BUDGET, Head};
 pub use inbox::{
     BUSY_WINDOW_MS, Claim, Enqueued, IN_FLIGHT_RETRY_MS, MAX_BACKLOG, NewDelta, Published,
 };
+pub use outcome::PublishOutcome;
 pub use plan::Sequenced;
 pub use presence::{Entered, MemberPage, NewMember};
 pub use presence_fold::{MAX_PRESENCE_PATCH_BYTES, MemberChange, MemberRecord, PresenceFolded};

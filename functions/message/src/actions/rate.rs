@@ -90,14 +90,25 @@ pub async fn settle(sender: &Sender<'_>, app: &App, deposit: f64, price: f64) {
     }
 }
 
-/// The sender's buckets: its connection's, then its user's unless that limit is off.
+/// The sender's buckets: its connection's, then its user's unless that limit is off. A
+/// sender without a connection (an HTTP request) has its user's bucket only, at
+/// `USER_RATE_LIMIT_*`, or at `RATE_LIMIT_*` when the user limit is off: a request over
+/// HTTP is never unlimited.
 fn buckets<'a>(sender: &'a Sender<'_>, app: &App) -> Vec<(BucketOf<'a>, RateLimit)> {
+    let user = BucketOf::User(&sender.identity.sub);
+    if sender.connection_id.is_empty() {
+        let limit = app
+            .settings
+            .user_rate_limit
+            .unwrap_or(app.settings.rate_limit);
+        return vec![(user, limit)];
+    }
     let mut buckets = vec![(
         BucketOf::Connection(sender.connection_id),
         app.settings.rate_limit,
     )];
     if let Some(limit) = app.settings.user_rate_limit {
-        buckets.push((BucketOf::User(&sender.identity.sub), limit));
+        buckets.push((user, limit));
     }
     buckets
 }

@@ -71,6 +71,9 @@ pub struct Routes<F> {
     pub authorizer: Option<F>,
     /// Identity sources the handshake must carry before the authorizer is invoked.
     pub identity_sources: Vec<String>,
+    /// The function behind the HTTP API (the template's function with a
+    /// `FunctionUrlConfig`), served under `/v1/` on the same port.
+    pub http: Option<F>,
 }
 
 /// Counters, for logs and tests.

@@ -1,6 +1,7 @@
 //! The local API Gateway: a WebSocket endpoint that runs the authorizer and the `$connect`,
 //! route and `$disconnect` functions exactly as API Gateway does, and the Management API
-//! (`/@connections/{id}`) on the same port, wire-compatible with the AWS SDKs.
+//! (`/@connections/{id}`) on the same port, wire-compatible with the AWS SDKs; and, when
+//! the template has one, the HTTP API's function URL under `/v1/`.
 //!
 //! One connection is one task: it reads frames, routes each by the route selection
 //! expression and invokes the route's function concurrently (as API Gateway does), and
@@ -22,12 +23,15 @@
 //!   timeouts, the closing handshake and `$disconnect`.
 //! - `routing`: the route selection expression; invoking a frame's route.
 //! - `management`: the Management API (`POST`, `GET`, `DELETE /@connections/{id}`).
+//! - `http_api`: the HTTP API under `/v1/`: the function with a URL in the template,
+//!   invoked as its function URL would invoke it, responses streamed.
 //! - `state`: what the tasks share: the open connections and their queues.
 
 mod authorizer;
 mod config;
 mod connection;
 mod handshake;
+mod http_api;
 mod management;
 mod routing;
 mod server;

@@ -1,5 +1,5 @@
-//! The running gateway: it listens, sends each HTTP path to the handshake or the Management
-//! API, answers (and logs) unknown paths with 404, and shuts down in order — handshakes
+//! The running gateway: it listens, sends each HTTP path to the handshake, the Management
+//! API or the HTTP API (`/v1/`), answers (and logs) unknown paths with 404, and shuts down in order — handshakes
 //! refused, connections closed with 1001 and their `$disconnect` run, then the listener.
 
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::config::{GatewayConfig, GatewayStats, ManagementFaults, Routes};
 use super::handshake::{upgrade_default, upgrade_on_stage};
+use super::http_api::http_api;
 use super::management::{management, management_on_stage};
 use super::state::Shared;
 use crate::invoke::Invoke;
@@ -90,6 +91,8 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
         let app = Router::new()
             .route("/@connections/{id}", any(management::<F>))
             .route("/{stage}/@connections/{id}", any(management_on_stage::<F>))
+            .route("/v1", any(http_api::<F>))
+            .route("/v1/{*rest}", any(http_api::<F>))
             .route("/", any(upgrade_default::<F>))
             .route("/{stage}", any(upgrade_on_stage::<F>))
             .fallback(not_found)

@@ -24,6 +24,9 @@ use tokio::{
     task::JoinHandle,
 };
 
+use super::stream;
+use crate::invoke::StreamHead;
+
 /// Lambda's limit on a synchronous response payload (6 MB).
 const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 /// Error reports are small; anything bigger is cut off.
@@ -41,7 +44,14 @@ pub(super) enum ApiCall {
         /// The request id in the path.
         request_id: String,
         /// The response, or the error the handler (or this server) reported.
-        answer: Result<Value, FunctionError>,
+        answer: Result<Answered, FunctionError>,
+        /// The HTTP status to send back.
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A streamed response (started with [`Answered::Stream`]) has ended.
+    StreamEnded {
+        /// The request id in the path.
+        request_id: String,
         /// The HTTP status to send back.
         reply: oneshot::Sender<Reply>,
     },
@@ -54,6 +64,15 @@ pub(super) enum ApiCall {
     },
 }
 
+/// A response as the process sent it.
+pub(super) enum Answered {
+    /// A whole JSON response.
+    Json(Value),
+    /// A streamed response (`Lambda-Runtime-Function-Response-Mode: streaming`), as it
+    /// starts: the rest of its body is still coming.
+    Stream(StreamHead),
+}
+
 /// An error as the Runtime API carries it (`{"errorType": .., "errorMessage": ..}`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct FunctionError {
@@ -64,7 +83,7 @@ pub(super) struct FunctionError {
 }
 
 impl FunctionError {
-    fn new(error_type: &str, error_message: impl Into<String>) -> Self {
+    pub(super) fn new(error_type: &str, error_message: impl Into<String>) -> Self {
         Self {
             error_type: error_type.to_owned(),
             error_message: error_message.into(),
@@ -207,13 +226,54 @@ async fn response(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = read_response(&headers, body).await;
+    let streaming = headers
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"));
+    if streaming {
+        return stream_response(api, request_id, body).await;
+    }
+    let answer = read_response(&headers, body).await.map(Answered::Json);
     answer_call(&api, |reply| ApiCall::Answer {
         request_id,
         answer,
         reply,
     })
     .await
+}
+
+/// A streamed response: the prelude is read first and the stream handed over at once;
+/// the body is then passed on chunk by chunk while the process writes it, and the
+/// invocation ends when the body does. A caller that stops reading (its client went
+/// away) ends the request early, as the process's next write then fails.
+async fn stream_response(api: Api, request_id: String, body: Body) -> Response {
+    let mut chunks = body.into_data_stream();
+    let (prelude, rest) = match stream::read_prelude(&mut chunks).await {
+        Ok(read) => read,
+        Err(error) => {
+            return answer_call(&api, |reply| ApiCall::Answer {
+                request_id,
+                answer: Err(error),
+                reply,
+            })
+            .await;
+        }
+    };
+    let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    let head = StreamHead {
+        prelude,
+        body: receiver,
+    };
+    let started = answer_call(&api, |reply| ApiCall::Answer {
+        request_id: request_id.clone(),
+        answer: Ok(Answered::Stream(head)),
+        reply,
+    })
+    .await;
+    if started.status() != StatusCode::ACCEPTED {
+        return started;
+    }
+    stream::pass_on(rest, &mut chunks, &sender).await;
+    answer_call(&api, |reply| ApiCall::StreamEnded { request_id, reply }).await
 }
 
 async fn error(
@@ -258,15 +318,6 @@ async fn answer_call(api: &Api, call: impl FnOnce(oneshot::Sender<Reply>) -> Api
 
 /// Reads a `/response` body: a JSON document, or an error saying why it is not one.
 async fn read_response(headers: &HeaderMap, body: Body) -> Result<Value, FunctionError> {
-    let streaming = headers
-        .get("lambda-runtime-function-response-mode")
-        .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"));
-    if streaming {
-        return Err(FunctionError::new(
-            "Runtime.StreamingNotSupported",
-            "the local stack does not support response streaming",
-        ));
-    }
     let too_large = || {
         FunctionError::new(
             "Function.ResponseSizeTooLarge",

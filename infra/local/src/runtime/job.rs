@@ -3,10 +3,15 @@
 
 use axum::body::Bytes;
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-use crate::invoke::InvokeError;
+use crate::invoke::{InvokeError, StreamHead};
+
+/// Where a streamed response goes as it starts, shared by the attempts of one invocation
+/// (a job an instance did not accept is made again for another).
+pub(super) type StreamSlot = Arc<Mutex<Option<oneshot::Sender<StreamHead>>>>;
 
 /// One invocation, handed from the pool to an instance.
 pub(super) struct Job {
@@ -16,6 +21,8 @@ pub(super) struct Job {
     pub(super) event: Bytes,
     /// Where the outcome goes.
     pub(super) reply: oneshot::Sender<Outcome>,
+    /// Where a streamed response goes as it starts, when the caller takes streams.
+    pub(super) stream: Option<StreamSlot>,
 }
 
 /// What became of a [`Job`].

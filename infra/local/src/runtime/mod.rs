@@ -38,11 +38,17 @@
 //! `PR_SET_PDEATHSIG`. Their stdout and stderr are forwarded line by line to `tracing`
 //! (info and warn), with the function and instance as fields.
 //!
-//! Not modelled: memory limits (`memory_mb` is only reported to the function), response
-//! streaming (answered with a `Runtime.StreamingNotSupported` error), SnapStart. The
-//! init phase has Lambda's 10 s limit, separate from the function's timeout, which starts
-//! when a warm instance accepts the invocation, or when a new instance's process fetches
-//! it: a runtime that never asks for its next event cannot hold an invocation past it.
+//! **Response streaming** (a function URL with `InvokeMode: RESPONSE_STREAM`): a response
+//! posted with `Lambda-Runtime-Function-Response-Mode: streaming` is handed to the caller
+//! as soon as its metadata prelude has arrived ([`Invoke::invoke_streaming`]), and its body
+//! passes on chunk by chunk; the invocation, and the instance, stay busy until the body
+//! ends, and the function's timeout still cuts it off.
+//!
+//! Not modelled: memory limits (`memory_mb` is only reported to the function), SnapStart.
+//! The init phase has Lambda's 10 s limit, separate from the function's timeout, which
+//! starts when a warm instance accepts the invocation, or when a new instance's process
+//! fetches it: a runtime that never asks for its next event cannot hold an invocation
+//! past it.
 //!
 //! # Layout
 //! - `pool`: [`Function`], the pool of instances and the invocation queue.
@@ -51,7 +57,8 @@
 //! - `job`: one invocation handed to an instance, and its outcome.
 //! - `instance`: starting an instance (listener, process, log forwarders, task).
 //! - `task`: the instance's state machine.
-//! - `api`: the Runtime API an instance's process talks to.
+//! - `api`: the Runtime API an instance's process talks to; `stream`: a streamed
+//!   response's prelude and body.
 //! - `environment`: the process's command line and Lambda's variables.
 //! - `spawn`: starting processes so that none outlives the gateway.
 //! - `logs`: forwarding a process's output to `tracing`.
@@ -65,6 +72,7 @@ mod logs;
 mod pool;
 mod shared;
 mod spawn;
+mod stream;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -72,4 +80,7 @@ mod tests;
 pub use config::{FunctionConfig, FunctionFaults};
 pub(crate) use job::uuid_v4;
 pub use pool::Function;
+
+#[cfg(doc)]
+use crate::invoke::Invoke;
 pub use shared::FunctionStats;

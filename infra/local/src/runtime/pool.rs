@@ -19,10 +19,10 @@ use tracing::{info, warn};
 
 use super::config::FunctionConfig;
 use super::instance::{self, Instance};
-use super::job::{Job, Outcome, Report, uuid_v4};
+use super::job::{Job, Outcome, Report, StreamSlot, uuid_v4};
 use super::shared::{FunctionStats, Shared};
 use super::task::INIT_TIMEOUT;
-use crate::invoke::{Invoke, InvokeError};
+use crate::invoke::{Invoke, InvokeError, Invoked};
 
 /// How many instances one invocation tries before giving up (instances that died while
 /// idle are found out only when they are given a job).
@@ -156,15 +156,39 @@ impl Invoke for Function {
         async move {
             let tasks = inner.shared.tasks.clone();
             tasks
-                .spawn(inner.invoke(event))
+                .spawn(inner.invoke(event, None))
                 .await
-                .unwrap_or_else(|error| {
-                    Err(InvokeError::Unavailable(format!(
-                        "the invocation was aborted: {error}"
-                    )))
-                })
+                .unwrap_or_else(aborted)
         }
     }
+
+    fn invoke_streaming(
+        &self,
+        event: Value,
+    ) -> impl Future<Output = Result<Invoked, InvokeError>> + Send {
+        let inner = self.inner.clone();
+        async move {
+            let (taker, head) = oneshot::channel();
+            let slot: StreamSlot = Arc::new(Mutex::new(Some(taker)));
+            let tasks = inner.shared.tasks.clone();
+            let invocation = tasks.spawn(inner.invoke(event, Some(slot)));
+            // The stream, as soon as it starts (the invocation runs on in its task); or,
+            // when no stream came, the whole response.
+            match head.await {
+                Ok(head) => Ok(Invoked::Stream(head)),
+                Err(_) => invocation
+                    .await
+                    .unwrap_or_else(aborted)
+                    .map(Invoked::Response),
+            }
+        }
+    }
+}
+
+fn aborted<T>(error: tokio::task::JoinError) -> Result<T, InvokeError> {
+    Err(InvokeError::Unavailable(format!(
+        "the invocation was aborted: {error}"
+    )))
 }
 
 impl Inner {
@@ -176,11 +200,15 @@ impl Inner {
         &self.shared.config.name
     }
 
-    async fn invoke(self: Arc<Self>, event: Value) -> Result<Value, InvokeError> {
+    async fn invoke(
+        self: Arc<Self>,
+        event: Value,
+        stream: Option<StreamSlot>,
+    ) -> Result<Value, InvokeError> {
         let request_id = uuid_v4();
         self.shared.record(|stats| stats.invocations += 1);
         let report = match serde_json::to_vec(&event) {
-            Ok(event) => self.run(&request_id, Bytes::from(event)).await,
+            Ok(event) => self.run(&request_id, Bytes::from(event), stream).await,
             Err(error) => Err(InvokeError::Unavailable(format!(
                 "the event cannot be serialised: {error}"
             ))),
@@ -213,13 +241,19 @@ impl Inner {
 
     /// Runs the job on an instance, retrying on another one when an instance turns out to
     /// have died while idle.
-    async fn run(&self, request_id: &str, event: Bytes) -> Result<Report, InvokeError> {
+    async fn run(
+        &self,
+        request_id: &str,
+        event: Bytes,
+        stream: Option<StreamSlot>,
+    ) -> Result<Report, InvokeError> {
         for _ in 0..MAX_ATTEMPTS {
             let (reply, outcome) = oneshot::channel();
             let job = Job {
                 request_id: request_id.to_owned(),
                 event: event.clone(),
                 reply,
+                stream: stream.clone(),
             };
             let instance = match self.acquire().await? {
                 Slot::Warm(instance) => match instance.submit(job).await {

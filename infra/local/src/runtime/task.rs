@@ -8,7 +8,7 @@
 use std::{
     io,
     process::ExitStatus,
-    sync::Arc,
+    sync::{Arc, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,10 +21,10 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use super::api::{ApiCall, Delivery, FunctionError, Reply};
+use super::api::{Answered, ApiCall, Delivery, FunctionError, Reply};
 use super::job::{Job, Outcome, Report};
 use super::shared::Shared;
-use crate::invoke::InvokeError;
+use crate::invoke::{InvokeError, StreamHead};
 
 /// How long a new process may take to ask for its first event (Lambda's init limit).
 pub(super) const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,6 +51,8 @@ pub(super) struct Running {
     deadline: Instant,
     /// Fault injection killed the process; its answers no longer count.
     doomed: bool,
+    /// The response is being streamed: the invocation ends with the stream.
+    streaming: bool,
 }
 
 /// Why the task's loop ended.
@@ -152,14 +154,38 @@ impl Task {
                     .running
                     .as_ref()
                     .is_some_and(|running| running.job.request_id == request_id && !running.doomed);
+                let expected = expected && !self.running.as_ref().is_some_and(|r| r.streaming);
                 match self.running.take() {
-                    Some(running) if expected => {
+                    Some(mut running) if expected => match answer {
+                        Ok(Answered::Stream(head)) => {
+                            self.start_stream(&mut running, head, reply);
+                            self.running = Some(running);
+                        }
+                        answer => {
+                            drop(reply.send(Reply::accepted()));
+                            let result = match answer {
+                                Ok(Answered::Json(value)) => Ok(value),
+                                Ok(Answered::Stream(_)) => unreachable!("matched above"),
+                                Err(error) => Err(InvokeError::Function {
+                                    error_type: error.error_type,
+                                    error_message: error.error_message,
+                                }),
+                            };
+                            self.settle_running(running, result, true);
+                        }
+                    },
+                    running => {
+                        self.running = running;
+                        drop(reply.send(Reply::invalid_request_id(&request_id)));
+                    }
+                }
+                None
+            }
+            ApiCall::StreamEnded { request_id, reply } => {
+                match self.running.take() {
+                    Some(running) if running.streaming && running.job.request_id == request_id => {
                         drop(reply.send(Reply::accepted()));
-                        let result = answer.map_err(|error| InvokeError::Function {
-                            error_type: error.error_type,
-                            error_message: error.error_message,
-                        });
-                        self.settle_running(running, result, true);
+                        self.settle_running(running, Ok(Value::Null), true);
                     }
                     running => {
                         self.running = running;
@@ -242,7 +268,29 @@ impl Task {
             delivered_wall,
             deadline,
             doomed,
+            streaming: false,
         });
+    }
+
+    /// Hands a streamed response to the caller that takes streams; the invocation runs
+    /// on (its deadline still counts) until the stream ends. A caller that takes whole
+    /// responses only gets an error, and the stream is refused.
+    fn start_stream(&self, running: &mut Running, head: StreamHead, reply: oneshot::Sender<Reply>) {
+        let taker = running
+            .job
+            .stream
+            .as_ref()
+            .and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+        match taker {
+            Some(taker) => {
+                drop(taker.send(head));
+                running.streaming = true;
+                drop(reply.send(Reply::accepted()));
+            }
+            None => drop(reply.send(Reply::invalid_state(
+                "this invocation takes a whole response, not a stream",
+            ))),
+        }
     }
 
     /// Settles the invocation the process fetched, and logs it.

@@ -48,6 +48,7 @@ impl StackSpec {
 
         let mut functions = BTreeMap::new();
         let mut stream_triggers = Vec::new();
+        let mut function_urls = Vec::new();
         for (id, resource) in by_type("AWS::Serverless::Function") {
             let props = resource.get("Properties");
             let prop = |name: &str| {
@@ -89,6 +90,9 @@ impl StackSpec {
                     environment,
                 },
             );
+            if props.and_then(|p| p.get("FunctionUrlConfig")).is_some() {
+                function_urls.push(id.clone());
+            }
             if let Some(events) = props
                 .and_then(|p| p.get("Events"))
                 .and_then(Value::as_mapping)
@@ -192,8 +196,15 @@ impl StackSpec {
                 )));
             }
         }
+        if function_urls.len() > 1 {
+            return Err(shape(format!(
+                "the local stack serves one function URL under /v1/; {} have a FunctionUrlConfig",
+                function_urls.join(", ")
+            )));
+        }
         Ok(Self {
             functions,
+            http_api: function_urls.pop(),
             route_selection_expression,
             routes,
             authorizer,

@@ -74,6 +74,8 @@ pub struct TableSpec {
 pub struct StackSpec {
     /// Functions by logical id.
     pub functions: BTreeMap<String, FunctionSpec>,
+    /// The function with a `FunctionUrlConfig` (the HTTP API), if any.
+    pub http_api: Option<String>,
     /// The WebSocket API's `RouteSelectionExpression`.
     pub route_selection_expression: String,
     /// Route key → function logical id.
