@@ -9,6 +9,7 @@
 //! parallel.
 
 pub mod events;
+pub mod http;
 pub mod push;
 pub mod stack;
 pub mod state_view;
