@@ -7,6 +7,8 @@
 //! - `{"panic": true}`: panics in the handler.
 //! - `{"sleep_ms": n}`: sleeps `n` ms before answering.
 //! - `{"error": "msg"}`: the handler fails with error type `ProbeError` and message `msg`.
+//! - `{"stream": {"chunks": n, "every_ms": m}}`: answers in streaming mode: status 201,
+//!   header `x-probe: stream`, then `chunk 1\n` to `chunk n\n`, one every `m` ms.
 //! - otherwise it answers `{"pid": <process id>}`, plus `"echo": X` for `{"echo": X}`,
 //!   `"context": {..}` (request id, deadline, ARN, trace id) for `{"context": true}`, and
 //!   `"getenv": {NAME: value or null}` for `{"getenv": ["NAME", ..]}`.
@@ -17,8 +19,18 @@
 
 use std::time::Duration;
 
-use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use futures::stream::{self, BoxStream, StreamExt};
+use lambda_runtime::{
+    Diagnostic, Error, FunctionResponse, LambdaEvent, MetadataPrelude, StreamResponse, service_fn,
+};
 use serde_json::{Map, Value, json};
+
+/// What the probe answers with: a JSON document, or a stream of chunks.
+type Answer = FunctionResponse<Value, BoxStream<'static, Result<Bytes, Infallible>>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -38,7 +50,7 @@ async fn main() -> Result<(), Error> {
 async fn handle(
     event: LambdaEvent<Value>,
     env: &Option<Option<String>>,
-) -> Result<Value, Diagnostic> {
+) -> Result<Answer, Diagnostic> {
     let (payload, context) = event.into_parts();
     if let Some(text) = payload.get("log").and_then(Value::as_str) {
         println!("{text}");
@@ -58,6 +70,26 @@ async fn handle(
             error_type: "ProbeError".to_owned(),
             error_message: message.to_owned(),
         });
+    }
+    if let Some(stream) = payload.get("stream") {
+        let chunks = stream["chunks"].as_u64().unwrap_or(1);
+        let every = Duration::from_millis(stream["every_ms"].as_u64().unwrap_or(0));
+        let body = stream::iter(1..=chunks)
+            .then(move |n| async move {
+                tokio::time::sleep(every).await;
+                Ok::<_, Infallible>(Bytes::from(format!("chunk {n}\n")))
+            })
+            .boxed();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-probe", HeaderValue::from_static("stream"));
+        return Ok(FunctionResponse::StreamingResponse(StreamResponse {
+            metadata_prelude: MetadataPrelude {
+                status_code: StatusCode::CREATED,
+                headers,
+                cookies: Vec::new(),
+            },
+            stream: body,
+        }));
     }
 
     let mut response = Map::new();
@@ -89,5 +121,5 @@ async fn handle(
             .collect();
         response.insert("getenv".to_owned(), Value::Object(values));
     }
-    Ok(Value::Object(response))
+    Ok(FunctionResponse::BufferedResponse(Value::Object(response)))
 }

@@ -73,6 +73,8 @@ mod pool;
 mod shared;
 mod spawn;
 mod stream;
+#[cfg(test)]
+mod stream_tests;
 mod task;
 #[cfg(test)]
 mod tests;

@@ -158,8 +158,15 @@ impl Task {
                 match self.running.take() {
                     Some(mut running) if expected => match answer {
                         Ok(Answered::Stream(head)) => {
-                            self.start_stream(&mut running, head, reply);
-                            self.running = Some(running);
+                            if self.start_stream(&mut running, head, reply) {
+                                self.running = Some(running);
+                            } else {
+                                let refused = InvokeError::Function {
+                                    error_type: "Runtime.StreamingNotSupported".to_owned(),
+                                    error_message: "the function streamed its response to a caller that takes whole responses (invoke it with InvokeWithResponseStream)".to_owned(),
+                                };
+                                self.settle_running(running, Err(refused), true);
+                            }
                         }
                         answer => {
                             drop(reply.send(Reply::accepted()));
@@ -273,9 +280,14 @@ impl Task {
     }
 
     /// Hands a streamed response to the caller that takes streams; the invocation runs
-    /// on (its deadline still counts) until the stream ends. A caller that takes whole
-    /// responses only gets an error, and the stream is refused.
-    fn start_stream(&self, running: &mut Running, head: StreamHead, reply: oneshot::Sender<Reply>) {
+    /// on (its deadline still counts) until the stream ends. Returns false, refusing the
+    /// stream, when the caller takes whole responses only.
+    fn start_stream(
+        &self,
+        running: &mut Running,
+        head: StreamHead,
+        reply: oneshot::Sender<Reply>,
+    ) -> bool {
         let taker = running
             .job
             .stream
@@ -286,10 +298,14 @@ impl Task {
                 drop(taker.send(head));
                 running.streaming = true;
                 drop(reply.send(Reply::accepted()));
+                true
             }
-            None => drop(reply.send(Reply::invalid_state(
-                "this invocation takes a whole response, not a stream",
-            ))),
+            None => {
+                drop(reply.send(Reply::invalid_state(
+                    "this invocation takes a whole response, not a stream",
+                )));
+                false
+            }
         }
     }
 

@@ -51,7 +51,7 @@ fn probe() -> PathBuf {
         .clone()
 }
 
-fn config(name: &str) -> FunctionConfig {
+pub(super) fn config(name: &str) -> FunctionConfig {
     config_for(name, probe())
 }
 
@@ -67,13 +67,13 @@ fn config_for(name: &str, binary: PathBuf) -> FunctionConfig {
     }
 }
 
-async fn bounded<T>(test: impl Future<Output = T>) -> T {
+pub(super) async fn bounded<T>(test: impl Future<Output = T>) -> T {
     tokio::time::timeout(TEST_LIMIT, test)
         .await
         .expect("the test took too long")
 }
 
-fn pid(response: &Result<Value, InvokeError>) -> u32 {
+pub(super) fn pid(response: &Result<Value, InvokeError>) -> u32 {
     let response = response.as_ref().expect("a response");
     let pid = response["pid"].as_u64().expect("a pid in the response");
     u32::try_from(pid).expect("a pid fits u32")
