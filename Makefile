@@ -79,7 +79,7 @@ template-lint: tools ## Validate template.yaml (sam validate --lint, cfn-lint) a
 
 lambda: tools ## Build deployable Lambda zips with cargo-lambda (arm64, release) into target/lambda
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
-	  --bin authorizer --bin connect --bin disconnect --bin message --bin fanout
+	  --bin authorizer --bin connect --bin disconnect --bin message --bin fanout --bin sequencer --bin http
 
 SAM_ARGS ?=
 sam-build: tools ## sam build (cargo-lambda build method); SAM_ARGS="--parameter-overrides Architecture=x86_64"

@@ -102,6 +102,48 @@ fn decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltacast_tests::events;
+
+    /// The function URL event of `tests/fixtures/http-publish.json`, as `lambda_http`
+    /// decodes it, changed by `edit`.
+    fn fixture(edit: impl FnOnce(&mut serde_json::Value)) -> Incoming {
+        let mut event = events::fixture("http-publish.json");
+        edit(&mut event);
+        Incoming::from_lambda(lambda_http::request::from_str(&event.to_string()).unwrap())
+    }
+
+    #[test]
+    fn a_function_url_event_becomes_the_request_the_routes_see() {
+        let request = fixture(|_| {});
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.path, "/v1/channels/chat:lobby/messages");
+        assert_eq!(request.header("authorization"), Some("Bearer <token>"));
+        assert_eq!(
+            &request.body[..],
+            br#"{"id":"bench-1","data":{"text":"hello"}}"#
+        );
+        assert_eq!(request.iam, None, "the public URL names no AWS caller");
+        assert!(request.query.is_empty());
+    }
+
+    #[test]
+    fn through_the_iam_url_the_signer_is_known_and_the_query_decoded() {
+        let request = fixture(|event| {
+            event["rawQueryString"] = "since=3&epoch=e%3A1".into();
+            event["queryStringParameters"] = serde_json::json!({"since": "3", "epoch": "e:1"});
+            event["requestContext"]["authorizer"] = serde_json::json!({"iam": {
+                "accessKey": "AKIAEXAMPLE", "accountId": "123456789012", "callerId": "AROAEXAMPLE:orders",
+                "cognitoIdentity": null, "principalOrgId": null,
+                "userArn": "arn:aws:sts::123456789012:assumed-role/orders/worker", "userId": "AROAEXAMPLE:orders"
+            }});
+        });
+        assert_eq!(
+            request.iam.as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/orders/worker")
+        );
+        assert_eq!(request.param("epoch"), Some("e:1"));
+        assert_eq!(request.param("since"), Some("3"));
+    }
 
     #[test]
     fn a_query_is_decoded_in_order() {

@@ -16,9 +16,11 @@ mod designs;
 mod dynamodb;
 mod fanout;
 mod hot_channel;
+mod http_api;
 mod live_state;
 mod percentile;
 mod plot;
+mod socket;
 mod startup;
 mod summary;
 
@@ -88,7 +90,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 200)]
     churn_connections: usize,
     /// Skip measurements by name: startup, cost, fanout, latency, churn, hot_channel,
-    /// live_state, publish_designs.
+    /// live_state, http_api, publish_designs.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// The hot-channel section's settings.
@@ -97,15 +99,19 @@ struct RunArgs {
     /// The live-state section's settings.
     #[command(flatten)]
     live: live_state::LiveArgs,
+    /// The HTTP API section's settings.
+    #[command(flatten)]
+    http: http_api::HttpArgs,
 }
 
-const FUNCTIONS: [&str; 6] = [
+const FUNCTIONS: [&str; 7] = [
     "authorizer",
     "connect",
     "disconnect",
     "message",
     "fanout",
     "sequencer",
+    "http",
 ];
 const POLL_INTERVAL_MS: u64 = 100;
 
@@ -399,6 +405,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         eprintln!("measuring live state (a poll, presence)...");
         let section = live_state::measure(&args).await?;
         summary.insert("live_state".into(), section);
+    }
+
+    if !skipped(&args, "http_api") {
+        eprintln!("measuring the HTTP API beside the WebSocket (publish, SSE delivery)...");
+        let section = http_api::measure(&args).await?;
+        summary.insert("http_api".into(), section);
     }
 
     let summary = Value::Object(summary);

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::{POLL_INTERVAL_MS, designs, hot_channel, live_state};
+use crate::{POLL_INTERVAL_MS, designs, hot_channel, http_api, live_state};
 
 /// A figure as the table shows it: whole numbers without decimals, others with two.
 fn figure(v: &Value) -> String {
@@ -148,6 +148,7 @@ pub fn rows(summary: &Value) -> Vec<(String, String, String)> {
     }
     rows.extend(hot_channel::rows(summary, &figure));
     rows.extend(live_state::rows(summary, &figure));
+    rows.extend(http_api::rows(summary, &figure));
     rows
 }
 

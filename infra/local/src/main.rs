@@ -167,6 +167,16 @@ fn try_it_command(url: &str, token: &str) -> String {
     format!("npx --yes wscat@6 -c '{url}?token={token}'")
 }
 
+/// The banner's HTTP commands: a stream of a channel's events, and a publish to it.
+fn http_commands(base: &str, token: &str) -> [String; 2] {
+    [
+        format!("curl -N '{base}/channels/chat:lobby/events?token={token}'"),
+        format!(
+            "curl --json '{{\"id\":\"m1\",\"data\":{{\"text\":\"hi\"}}}}' -H 'authorization: Bearer {token}' {base}/channels/chat:lobby/messages"
+        ),
+    ]
+}
+
 /// What the banner adds to the Management API's address: off loopback, that it answers
 /// only this machine (it checks no signature; see `gateway::management`).
 fn management_note(bind: IpAddr) -> &'static str {
@@ -239,6 +249,13 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
         stack.management_endpoint,
         management_note(serve.bind)
     );
+    let http = stack
+        .http_url
+        .as_ref()
+        .map(|_| format!("http://{host}:{}/v1", stack.address.port()));
+    if let Some(http) = &http {
+        println!("  HTTP API + SSE:  {http}/  (docs/http.md; OpenAPI at {http}/openapi.json)");
+    }
     if stack.signs_tokens {
         let token = dev_token(&stack.jwt_secret, "alice", Duration::from_secs(24 * 3600));
         println!("  Token (alice, every capability, 24 h; `make token USER=bob` for others):");
@@ -246,6 +263,11 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
         println!();
         println!("  Try it:  {}", try_it_command(&url, &token));
         println!("           {{\"action\":\"subscribe\",\"channel\":\"chat:lobby\"}}");
+        if let Some(http) = &http {
+            for line in http_commands(http, &token) {
+                println!("           {line}");
+            }
+        }
     } else {
         println!("  Tokens: signed by your identity provider (JwtJwksUrl)");
     }
@@ -273,6 +295,19 @@ mod tests {
         assert_eq!(
             try_it_command("ws://127.0.0.1:3001/local", "abc"),
             "npx --yes wscat@6 -c 'ws://127.0.0.1:3001/local?token=abc'"
+        );
+    }
+
+    #[test]
+    fn the_banner_streams_and_publishes_with_curl() {
+        let [stream, publish] = http_commands("http://127.0.0.1:3001/v1", "abc");
+        assert_eq!(
+            stream,
+            "curl -N 'http://127.0.0.1:3001/v1/channels/chat:lobby/events?token=abc'"
+        );
+        assert_eq!(
+            publish,
+            r#"curl --json '{"id":"m1","data":{"text":"hi"}}' -H 'authorization: Bearer abc' http://127.0.0.1:3001/v1/channels/chat:lobby/messages"#
         );
     }
 

@@ -155,6 +155,8 @@ pub struct Stack {
     pub url: String,
     /// The Management API endpoint.
     pub management_endpoint: String,
+    /// The HTTP API's base (`http://<address>/v1`), when the template has a function URL.
+    pub http_url: Option<String>,
     /// The table.
     pub table_name: String,
     /// The secret tokens must be signed with.
@@ -315,6 +317,10 @@ impl Stack {
 
         let stack = Self {
             url: format!("ws://{address}/local"),
+            http_url: spec
+                .http_api
+                .as_ref()
+                .map(|_| format!("http://{address}/v1")),
             management_endpoint,
             table_name: options.table_name.clone(),
             jwt_secret,

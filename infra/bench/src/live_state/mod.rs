@@ -18,7 +18,6 @@
 mod poll;
 mod presence;
 mod rows;
-mod socket;
 
 use std::time::Duration;
 

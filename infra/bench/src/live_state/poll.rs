@@ -16,8 +16,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::socket::{Socket, connect_all};
 use crate::percentile::nearest_rank;
+use crate::socket::{Socket, connect_all};
 
 /// The poll's channel.
 pub const CHANNEL: &str = "state:poll";

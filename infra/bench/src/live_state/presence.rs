@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::socket::{Socket, connect_all};
+use crate::socket::{Socket, connect_all};
 
 /// The channel.
 const CHANNEL: &str = "room:crowd";

@@ -91,6 +91,7 @@ pub(crate) fn event_for(name: &str, env: &BTreeMap<String, String>) -> Result<Va
         "message" => "message.json",
         "disconnect" => "disconnect.json",
         "fanout" => "stream-batch.json",
+        "http" => "http-publish.json",
         _ => return Ok(json!({ "bench": name })),
     };
     let path = workspace_root().join("tests/fixtures").join(fixture);
@@ -116,6 +117,15 @@ pub(crate) fn event_for(name: &str, env: &BTreeMap<String, String>) -> Result<Va
             let token = dev_token(&secret, "alice", Duration::from_secs(3600));
             event["queryStringParameters"]["token"] = json!(token);
             event["multiValueQueryStringParameters"]["token"] = json!([token]);
+        }
+        "http" => {
+            let secret = env
+                .get("JWT_SECRET")
+                .cloned()
+                .unwrap_or_else(jwt_secret_from_env);
+            let token = dev_token(&secret, "alice", Duration::from_secs(3600));
+            event["headers"]["authorization"] = json!(format!("Bearer {token}"));
+            event["requestContext"]["timeEpoch"] = json!(deltacast::clock::now_ms());
         }
         "message" => {
             event["body"] = json!(

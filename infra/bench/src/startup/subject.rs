@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use deltacast_local::invoke::{Invoke, InvokeError};
+use deltacast_local::invoke::{Invoke, InvokeError, Invoked};
 use deltacast_local::runtime::{Function, FunctionConfig, FunctionFaults};
 use serde_json::{Value, json};
 
@@ -96,14 +96,13 @@ impl Subject {
     pub(crate) async fn peak_rss(&self) -> Result<Warm, StartupError> {
         let function = self.function();
         let measured = async {
-            if let Err(error @ InvokeError::Init { .. }) = function.invoke(self.event.clone()).await
-            {
+            if let Err(error @ InvokeError::Init { .. }) = whole(&function, &self.event).await {
                 return Err(StartupError::Init {
                     function: self.name.clone(),
                     error,
                 });
             }
-            let outcome = match function.invoke(self.event.clone()).await {
+            let outcome = match whole(&function, &self.event).await {
                 Ok(_) => "ok".to_owned(),
                 Err(error) => error.to_string(),
             };
@@ -127,6 +126,18 @@ impl Subject {
         .await;
         function.shutdown().await;
         measured
+    }
+}
+
+/// Invokes `function` with `event` and reads the whole answer, streamed or not (the
+/// `http` function streams).
+async fn whole(function: &Function, event: &Value) -> Result<Value, InvokeError> {
+    match function.invoke_streaming(event.clone()).await? {
+        Invoked::Response(value) => Ok(value),
+        Invoked::Stream(mut head) => {
+            while head.body.recv().await.is_some() {}
+            Ok(head.prelude)
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! A WebSocket client of the section's stack, as an app holds one: frames out, and every
+//! A WebSocket client of a section's stack (live state, the HTTP API), as an app holds one: frames out, and every
 //! frame in stamped with when it arrived (a reader task per socket), so figures are timed
 //! at the client.
 
