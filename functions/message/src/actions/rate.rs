@@ -136,8 +136,10 @@ fn limited(bucket: BucketOf<'_>, limit: RateLimit, tokens: f64) -> ActionError {
 
 #[cfg(test)]
 mod tests {
+    use crate::actions::ActionError;
+    use crate::context::Sender;
     use crate::testing::*;
-    use deltacast::protocol::MAX_READ_BYTES;
+    use deltacast::protocol::{ErrorCode, MAX_READ_BYTES};
     use serde_json::{Value, json};
 
     /// Bytes of `data` in the deltas among `frames`.
@@ -182,6 +184,68 @@ mod tests {
         // Each costs 1 + ~7.4 (bytes) + 0.6 (six pushes) ≈ 9 tokens; a read needs its 8.5
         // deposit: five fit a burst of 50.
         assert_eq!((served, limited), (5, 5));
+    }
+
+    /// A sender without a connection (an HTTP request) as `sub`.
+    fn connectionless(w: &World, sub: &str) -> Sender<'static> {
+        let now = deltacast::clock::now_ms();
+        Sender {
+            connection_id: "",
+            identity: identity(sub, json!({"*": ["publish"]})),
+            connected_at: now,
+            received_at: now,
+            retry: w.app.retry(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_connection_pays_its_users_bucket_alone() {
+        let w = world_with(&[
+            ("USER_RATE_LIMIT_PER_SECOND", "0.001"),
+            ("USER_RATE_LIMIT_BURST", "3"),
+        ])
+        .await;
+        let (bob, carol) = (connectionless(&w, "bob"), connectionless(&w, "carol"));
+        for _ in 0..3 {
+            super::admit(&bob, &w.app, 1.0)
+                .await
+                .expect("within bob's burst");
+        }
+        match super::admit(&bob, &w.app, 1.0).await {
+            Err(ActionError::Refused(frame)) => {
+                assert_eq!(frame.code, ErrorCode::RateLimited);
+                assert!(frame.message.contains("your user"), "{}", frame.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        super::admit(&carol, &w.app, 1.0)
+            .await
+            .expect("carol's bucket is her own");
+    }
+
+    #[tokio::test]
+    async fn without_a_user_limit_a_request_without_a_connection_pays_the_connection_rate_per_user()
+    {
+        let w = world_with(&[
+            ("RATE_LIMIT_PER_SECOND", "0.001"),
+            ("RATE_LIMIT_BURST", "2"),
+            ("USER_RATE_LIMIT_BURST", "0"),
+        ])
+        .await;
+        let (bob, carol) = (connectionless(&w, "bob"), connectionless(&w, "carol"));
+        for _ in 0..2 {
+            super::admit(&bob, &w.app, 1.0)
+                .await
+                .expect("within the burst");
+        }
+        assert!(
+            super::admit(&bob, &w.app, 1.0).await.is_err(),
+            "never unlimited"
+        );
+        // Requests without a connection do not share one bucket among all users.
+        super::admit(&carol, &w.app, 1.0)
+            .await
+            .expect("carol's bucket is her own");
     }
 
     #[tokio::test]
