@@ -90,17 +90,9 @@ fn policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltacast::auth::{Identity, JwtConfig};
-    use deltacast::config::Env;
-    use deltacast_tests::tokens::{secret, sign};
+    use deltacast::auth::Identity;
+    use deltacast_tests::tokens::{sign, verifier};
     use serde_json::json;
-
-    fn verifier() -> JwtVerifier {
-        JwtVerifier::new(
-            &JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET", secret())])).unwrap(),
-        )
-        .unwrap()
-    }
 
     /// The fixture is the request API Gateway sends for `$connect`, with `token` set.
     fn request(token: Option<&str>) -> ApiGatewayCustomAuthorizerRequestTypeRequest {

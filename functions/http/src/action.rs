@@ -57,14 +57,7 @@ pub async fn run(
     identity: &Identity,
     app: &App,
 ) -> Result<Vec<String>, Problem> {
-    let now = clock::now_ms();
-    let sender = Sender {
-        connection_id: "",
-        identity: identity.clone(),
-        connected_at: now,
-        received_at: now,
-        retry: app.retry(),
-    };
+    let sender = sender(identity, app);
     let kept = Kept::default();
     match dispatch(message, &sender, app, &kept).await {
         Ok(()) => Ok(kept
@@ -83,6 +76,19 @@ pub async fn run(
             error!(error = %err, "an answer could not be kept");
             Err(Problem::internal())
         }
+    }
+}
+
+/// `identity` as the sender of a request: no connection (so no connection bucket, and
+/// no ack from the sequencer), received now.
+pub fn sender(identity: &Identity, app: &App) -> Sender<'static> {
+    let now = clock::now_ms();
+    Sender {
+        connection_id: "",
+        identity: identity.clone(),
+        connected_at: now,
+        received_at: now,
+        retry: app.retry(),
     }
 }
 

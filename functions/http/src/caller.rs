@@ -79,19 +79,11 @@ fn backend(principal: &str) -> Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltacast::auth::{Action, JwtConfig};
-    use deltacast::config::Env;
+    use deltacast::auth::Action;
     use deltacast::protocol::Channel;
-    use deltacast_tests::tokens::{secret, sign};
+    use deltacast_tests::tokens::{sign, verifier};
     use lambda_http::http::{HeaderMap, HeaderValue, Method};
     use serde_json::json;
-
-    fn verifier() -> JwtVerifier {
-        JwtVerifier::new(
-            &JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET", secret())])).unwrap(),
-        )
-        .unwrap()
-    }
 
     fn request(authorization: Option<&str>, query: &[(&str, &str)]) -> Incoming {
         let mut headers = HeaderMap::new();

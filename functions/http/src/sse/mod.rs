@@ -27,7 +27,6 @@ use deltacast::auth::{Action, Identity};
 use deltacast::cost;
 use deltacast::protocol::Channel;
 use deltacast_message::actions::{log_channel, rate};
-use deltacast_message::context::Sender;
 use lambda_http::http::{HeaderValue, Response, StatusCode, header};
 
 use crate::incoming::Incoming;
@@ -56,14 +55,7 @@ pub async fn open(
     let app = &service.app;
     log_channel(app, &channel, "an event stream").map_err(refusal)?;
     let resume = resume_point(request)?;
-    let now = deltacast::clock::now_ms();
-    let sender = Sender {
-        connection_id: "",
-        identity: identity.clone(),
-        connected_at: now,
-        received_at: now,
-        retry: app.retry(),
-    };
+    let sender = crate::action::sender(&identity, app);
     rate::admit(&sender, app, cost::REQUEST)
         .await
         .map_err(refusal)?;
