@@ -123,6 +123,12 @@ async fn a_retried_http_publish_is_acknowledged_once_even_while_the_channel_is_b
     }
     let distinct: BTreeSet<u64> = seqs.values().copied().collect();
     assert_eq!(distinct, (1..=24).collect());
+    // (and the sequencer stored some of them: those requests waited for its answer)
+    let sequencer = stack.stack.functions()["SequencerFunction"].stats();
+    assert!(
+        sequencer.invocations > 0,
+        "no publish went to the sequencer"
+    );
     // AND a retry later gets the same ack, and stores nothing
     let again = publish(&http, &token, "hot:1", "m3", json!("changed")).await;
     assert_eq!(again.body["seq"], seqs["m3"]);
@@ -465,7 +471,10 @@ async fn an_event_stream_beats_and_ends_cleanly_with_a_retry_hint_before_its_lim
     let took = started.elapsed();
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("content-type"), "text/event-stream");
-    let text = answer.body.as_str().expect("a text body");
+    let text = answer
+        .body
+        .as_str()
+        .unwrap_or_else(|| panic!("a text body: {:?}", answer.body));
     assert!(text.starts_with("retry: 1000\n\n"), "{text}");
     assert!(text.contains("event: subscribed\n"), "{text}");
     assert!(text.contains(": heartbeat\n\n"), "{text}");
@@ -495,5 +504,70 @@ async fn an_event_stream_beats_and_ends_cleanly_with_a_retry_hint_before_its_lim
             .unwrap()
             .starts_with("Last-Event-ID")
     );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_stream_reads_past_expired_deltas_and_a_stale_epoch_and_ends_with_its_token() {
+    let stack = start_stack_with(|options| {
+        for (name, value) in [("SSE_POLL_MS", "100"), ("SSE_HEARTBEAT_SECONDS", "1")] {
+            options.env.insert(name.into(), value.into());
+        }
+    })
+    .await;
+    let http = http(&stack);
+    // GIVEN a channel whose first 1,000 deltas have expired (TTL has not deleted them
+    // yet: more than one read's budget), then 3 live ones
+    let now = deltacast::clock::now_secs();
+    deltacast_tests::write_history(&stack.store, "old:1", "e1", 1..=1000, now - 60).await;
+    deltacast_tests::write_history(&stack.store, "old:1", "e1", 1001..=1003, now + 3600).await;
+    // WHEN a reader whose token expires in 4 s resumes from the start of the epoch
+    let token = stack.token_expiring_at("reader", all(), deltacast::clock::now_secs() + 4);
+    let url = format!("/v1/channels/old:1/events?since=0&epoch=e1&token={token}");
+    let read = http.get(&url, None);
+    let answer = tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the stream gets past the expired deltas and ends");
+    let text = answer
+        .body
+        .as_str()
+        .unwrap_or_else(|| panic!("a text body: {:?}", answer.body));
+    // THEN it gets the live deltas in order, told it missed the expired ones, and ends
+    // with the token's expiry instead of a retry hint
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids, ["e1:0", "e1:1001", "e1:1002", "e1:1003"], "{text}");
+    assert!(text.contains("\"recovered\":false"), "{text}");
+    assert!(text.contains("event: token_expired\n"), "{text}");
+    assert!(!text.trim_end().ends_with("retry: 1000"), "{text}");
+    // AND a reader resuming with an epoch the channel no longer has gets the live epoch
+    // from its start, not recovered
+    let token = stack.token("reader", all());
+    deltacast_tests::write_history(&stack.store, "new:1", "e2", 1..=2, now + 3600).await;
+    let proxy = Proxy::start(stack.stack.address).await;
+    let url = format!(
+        "http://{}/v1/channels/new:1/events?since=7&epoch=gone",
+        proxy.address
+    );
+    let mut events = event_source(&url, &token).stream();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 3 {
+        let item = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("3 events within 10 s; got {got:?}"))
+            .expect("a stream");
+        match item {
+            Ok(es::SSE::Event(event)) => got.push((event.event_type, event.data)),
+            Ok(_) => {}
+            Err(error) => panic!("the stream failed: {error:?}"),
+        }
+    }
+    assert_eq!(got[0].0, "subscribed");
+    assert!(got[0].1.contains("\"recovered\":false"), "{got:?}");
+    assert_eq!((got[1].0.as_str(), got[2].0.as_str()), ("delta", "delta"));
+    assert!(got[1].1.contains("\"seq\":1"), "{got:?}");
     stack.shutdown().await;
 }

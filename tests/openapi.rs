@@ -29,6 +29,18 @@ fn token(stack: &TestStack, sub: &str) -> String {
     )
 }
 
+/// GETs `path` as a user of its own until the user's bucket (4 tokens here) refuses.
+async fn flood(http: &Http, stack: &TestStack, path: &str, user: &str) -> Answer {
+    let t = token(stack, user);
+    for _ in 0..12 {
+        let answer = http.get(path, Some(&t)).await;
+        if answer.status == 429 {
+            return answer;
+        }
+    }
+    panic!("{path}: no 429 after 12 requests");
+}
+
 #[tokio::test]
 async fn every_documented_route_and_status_is_served_as_documented() {
     let stack = start_stack_with(|options| {
@@ -38,6 +50,7 @@ async fn every_documented_route_and_status_is_served_as_documented() {
             ("SSE_MAX_SECONDS", "1"),
             ("USER_RATE_LIMIT_PER_SECOND", "1"),
             ("USER_RATE_LIMIT_BURST", "4"),
+            ("SSE_MAX_STREAMS_PER_USER", "1"),
         ] {
             options.env.insert(name.into(), value.into());
         }
@@ -217,6 +230,14 @@ async fn every_documented_route_and_status_is_served_as_documented() {
         403,
         http.get("/v1/channels/doc:1/messages", Some(&writer)).await,
     );
+    let flooded = flood(
+        &http,
+        &stack,
+        "/v1/channels/doc:1/messages",
+        "history-flood",
+    )
+    .await;
+    case("get", messages, 429, flooded);
 
     // A batch.
     let batch = "/v1/messages";
@@ -244,6 +265,11 @@ async fn every_documented_route_and_status_is_served_as_documented() {
         401,
         http.post(batch, None, &json!({"messages": []})).await,
     );
+    let denied = stack.token("denied", json!({"doc:*": ["fly"]}));
+    let refused = http
+        .post(batch, Some(&denied), &json!({"messages": []}))
+        .await;
+    case("post", batch, 403, refused);
     let many: Vec<Value> = (0..101)
         .map(|i| json!({"channel": "doc:3", "id": format!("m{i}"), "data": i}))
         .collect();
@@ -286,6 +312,13 @@ async fn every_documented_route_and_status_is_served_as_documented() {
         case("get", path, 401, http.get(concrete, None).await);
         let nobody = stack.token("nobody", json!({"other:*": ["subscribe"]}));
         case("get", path, 403, http.get(concrete, Some(&nobody)).await);
+        let flooder = format!("{path}-flood");
+        case(
+            "get",
+            path,
+            429,
+            flood(&http, &stack, concrete, &flooder).await,
+        );
     }
 
     // Events (SSE_MAX_SECONDS is 1: the stream ends by itself).
@@ -324,6 +357,22 @@ async fn every_documented_route_and_status_is_served_as_documented() {
         403,
         http.get("/v1/channels/doc:1/events", Some(&nobody)).await,
     );
+    // A user holds one stream at a time here (SSE_MAX_STREAMS_PER_USER): a second is refused.
+    let t = token(&stack, "events-twice");
+    let held = {
+        let (http, url) = (http.clone(), format!("/v1/channels/doc:1/events?token={t}"));
+        tokio::spawn(async move { http.get(&url, None).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = http.get("/v1/channels/doc:1/events", Some(&t)).await;
+    assert!(
+        second.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SSE_MAX_STREAMS_PER_USER")
+    );
+    case("get", events, 429, second);
+    assert_eq!(held.await.unwrap().status, 200);
 
     // The document itself.
     let served = http.get("/v1/openapi.json", None).await;

@@ -54,6 +54,17 @@ pub async fn identify(request: &Incoming, verifier: &JwtVerifier) -> Result<Iden
     })
 }
 
+/// An assumed role's ARN without its session name; any other ARN as it is.
+fn without_session(principal: &str) -> &str {
+    match principal.split_once(":assumed-role/") {
+        Some((_, role_and_session)) => match role_and_session.split_once('/') {
+            Some((_, session)) => &principal[..principal.len() - session.len() - 1],
+            None => principal,
+        },
+        None => principal,
+    }
+}
+
 /// The token of an `Authorization: Bearer` header.
 fn bearer(request: &Incoming) -> Option<&str> {
     let value = request.header("authorization")?;
@@ -64,10 +75,13 @@ fn bearer(request: &Incoming) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// A backend AWS authenticated: every action on every channel, never expiring.
+/// A backend AWS authenticated: every action on every channel, never expiring. A role's
+/// sessions are one backend (its workers' retries are one publisher's, and share one
+/// rate limit): `arn:aws:sts::<account>:assumed-role/<role>/<session>` counts as
+/// `arn:aws:sts::<account>:assumed-role/<role>`.
 fn backend(principal: &str) -> Identity {
     Identity {
-        sub: format!("iam:{principal}"),
+        sub: format!("iam:{}", without_session(principal)),
         capabilities: Capabilities::from_json(
             r#"{"*":["subscribe","publish","history","presence"]}"#,
         )
@@ -152,5 +166,24 @@ mod tests {
         let channel = Channel::parse("orders:42").unwrap();
         assert!(identity.may(Action::Publish, &channel));
         assert!(identity.may(Action::History, &channel));
+    }
+
+    #[tokio::test]
+    async fn every_session_of_a_role_is_one_backend() {
+        let mut request = request(None, &[]);
+        for session in ["i-0abc", "ecs-task-7"] {
+            request.iam = Some(format!(
+                "arn:aws:sts::123456789012:assumed-role/orders/{session}"
+            ));
+            let identity = identify(&request, &verifier()).await.unwrap();
+            assert_eq!(
+                identity.sub,
+                "iam:arn:aws:sts::123456789012:assumed-role/orders"
+            );
+        }
+        assert_eq!(
+            without_session("arn:aws:iam::123456789012:user/deploy"),
+            "arn:aws:iam::123456789012:user/deploy"
+        );
     }
 }

@@ -53,19 +53,22 @@ async fn serve(
     }
     let identity = identify(request, &service.verifier).await?;
     let app = &service.app;
+    // One deadline for the request's waits on the sequencer, a second before its time
+    // limit at the latest.
     let wait = service.settings.publish_wait.min(
         request
             .time_left()
             .saturating_sub(std::time::Duration::from_secs(1)),
     );
+    let deadline = tokio::time::Instant::now() + wait;
     let answer = match route {
         Route::Publish(channel) => {
-            reads::reject_unknown(request, &["token"])?;
-            publish::one(&channel, object(request)?, &identity, app, wait).await?
+            request.reject_unknown(&["token"])?;
+            publish::one(&channel, object(request)?, &identity, app, deadline).await?
         }
         Route::PublishBatch => {
-            reads::reject_unknown(request, &["token"])?;
-            publish::batch(object(request)?, &identity, app, wait).await?
+            request.reject_unknown(&["token"])?;
+            publish::batch(object(request)?, &identity, app, deadline).await?
         }
         Route::History(channel) => reads::history(&channel, request, &identity, app).await?,
         Route::State(channel) => reads::state(&channel, request, &identity, app).await?,

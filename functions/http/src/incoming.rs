@@ -11,6 +11,8 @@ use lambda_http::http::{HeaderMap, Method};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
+use crate::problem::Problem;
+
 /// One HTTP request.
 #[derive(Clone, Debug)]
 pub struct Incoming {
@@ -71,6 +73,37 @@ impl Incoming {
     /// A header's value, if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Query parameter `name` as a whole number, if given; a problem naming it if it is
+    /// not one.
+    pub fn number(&self, name: &str) -> Result<Option<u64>, Problem> {
+        self.param(name)
+            .map(|text| {
+                text.parse::<u64>().map_err(|_| {
+                    Problem::bad_request(format!(
+                        "query parameter `{name}` must be a whole number ≥ 0, not {:?}",
+                        text.chars().take(32).collect::<String>()
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// Refuses a query parameter the route does not take, naming it and those it takes.
+    pub fn reject_unknown(&self, known: &[&str]) -> Result<(), Problem> {
+        match self
+            .query
+            .iter()
+            .find(|(key, _)| !known.contains(&key.as_str()))
+        {
+            Some((key, _)) => Err(Problem::bad_request(format!(
+                "unknown query parameter `{}`: this route takes {}",
+                key.chars().take(32).collect::<String>(),
+                known.join(", ")
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Time left before the invocation's deadline.

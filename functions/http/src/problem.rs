@@ -99,6 +99,14 @@ impl Problem {
         if let Some(ms) = self.extra.get("retryAfterMs").and_then(Value::as_u64) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
         }
+        if let Some(Ok(allow)) = self
+            .extra
+            .get("allow")
+            .and_then(Value::as_str)
+            .map(HeaderValue::from_str)
+        {
+            headers.insert(header::ALLOW, allow);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use deltacast::answers;
 use deltacast::auth::Identity;
 use deltacast::protocol::{Channel, ClientMessage, ErrorCode};
@@ -37,13 +39,14 @@ const FIRST_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_millis(400);
 
 /// Publishes `body` (`{id, data, expectSeq?}`) on `channel` as `identity`; the ack's
-/// fields (`channel`, `id`, `seq`, `epoch`) or the problem.
+/// fields (`channel`, `id`, `seq`, `epoch`) or the problem. A publish the sequencer has
+/// is waited for until `deadline`.
 pub async fn one(
     channel: &Channel,
     body: Map<String, Value>,
     identity: &Identity,
     app: &App,
-    wait: Duration,
+    deadline: Instant,
 ) -> Result<Value, Problem> {
     if body.contains_key("channel") {
         return Err(Problem::bad_request(
@@ -53,17 +56,19 @@ pub async fn one(
     let mut fields = body;
     fields.insert("channel".into(), channel.as_str().into());
     let message = action::message("publish", fields, app)?;
-    publish(&message, identity, app, wait).await
+    publish(&message, identity, app, deadline).await
 }
 
 /// Publishes each of `body.messages` (`{channel, id, data, expectSeq?}`, at most
 /// [`MAX_BATCH`]) as `identity`: `{"results": [...]}` in the request's order, each the
-/// ack's fields with `status: 200`, or a problem document with its own status.
+/// ack's fields with `status: 200`, or a problem document with its own status. One
+/// `deadline` for the whole batch: a publish still waiting for the sequencer then is
+/// answered `in_flight`, so the batch always answers before the invocation's time limit.
 pub async fn batch(
     body: Map<String, Value>,
     identity: &Identity,
     app: &App,
-    wait: Duration,
+    deadline: Instant,
 ) -> Result<Value, Problem> {
     if let Some(unknown) = body.keys().find(|key| *key != "messages") {
         return Err(Problem::bad_request(format!(
@@ -111,7 +116,7 @@ pub async fn batch(
         .map(|messages| async move {
             let mut answers = Vec::with_capacity(messages.len());
             for (at, message) in messages {
-                let outcome = publish(&message, identity, app, wait).await;
+                let outcome = publish(&message, identity, app, deadline).await;
                 answers.push((at, answered(outcome)));
             }
             answers
@@ -142,7 +147,7 @@ async fn publish(
     message: &ClientMessage,
     identity: &Identity,
     app: &App,
-    wait: Duration,
+    deadline: Instant,
 ) -> Result<Value, Problem> {
     let ClientMessage::Publish {
         channel,
@@ -163,7 +168,7 @@ async fn publish(
         Err(problem) => return Err(problem),
     }
     // Handed to the sequencer, or in flight: wait for what becomes of it.
-    let deadline = tokio::time::Instant::now() + wait;
+    let started = Instant::now();
     let mut pause = FIRST_POLL;
     loop {
         let outcome = app
@@ -181,11 +186,11 @@ async fn publish(
             PublishOutcome::Refused => return Err(refused(message, *expect_seq, app).await),
             PublishOutcome::Pending => {}
         }
-        if tokio::time::Instant::now() + pause > deadline {
+        if Instant::now() + pause > deadline {
             let mut frame = answers::in_flight(IN_FLIGHT_RETRY_MS);
             frame.message = format!(
                 "the message is still being stored after {} ms (HTTP_PUBLISH_WAIT_MS); retry with the same id: it is stored once",
-                wait.as_millis()
+                started.elapsed().as_millis()
             );
             return Err(Problem::from_frame(&frame.about(message)));
         }

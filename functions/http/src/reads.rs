@@ -3,9 +3,10 @@
 //! Query parameters are checked as the frame's fields are (a bad number names the
 //! parameter).
 
-use deltacast::auth::Identity;
+use deltacast::auth::{Action, Identity};
 use deltacast::protocol::Channel;
 use deltacast_message::context::App;
+use lambda_http::http::StatusCode;
 use serde_json::{Map, Value};
 use tracing::error;
 
@@ -25,8 +26,16 @@ pub async fn history(
     identity: &Identity,
     app: &App,
 ) -> Result<Value, Problem> {
-    reject_unknown(request, &["since", "epoch", "limit", "token"])?;
-    let mut since = number(request, "since")?.unwrap_or(0);
+    request.reject_unknown(&["since", "epoch", "limit", "token"])?;
+    let mut since = request.number("since")?.unwrap_or(0);
+    // The action checks the capability too; a caller it would refuse reads nothing here.
+    if !identity.may(Action::History, channel) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("your token does not allow history on {channel}"),
+        ));
+    }
     if let Some(epoch) = request.param("epoch") {
         let head = app.store.head(channel.as_str()).await.map_err(|err| {
             error!(error = %err, "storage failed");
@@ -39,7 +48,7 @@ pub async fn history(
     let mut fields = Map::new();
     fields.insert("channel".into(), channel.as_str().into());
     fields.insert("since".into(), since.into());
-    if let Some(limit) = number(request, "limit")? {
+    if let Some(limit) = request.number("limit")? {
         fields.insert("limit".into(), limit.into());
     }
     answer(
@@ -58,7 +67,7 @@ pub async fn state(
     identity: &Identity,
     app: &App,
 ) -> Result<Value, Problem> {
-    reject_unknown(request, &["token"])?;
+    request.reject_unknown(&["token"])?;
     let mut fields = Map::new();
     fields.insert("channel".into(), channel.as_str().into());
     answer(
@@ -78,13 +87,13 @@ pub async fn presence(
     identity: &Identity,
     app: &App,
 ) -> Result<Value, Problem> {
-    reject_unknown(request, &["after", "limit", "token"])?;
+    request.reject_unknown(&["after", "limit", "token"])?;
     let mut fields = Map::new();
     fields.insert("channel".into(), channel.as_str().into());
     if let Some(after) = request.param("after") {
         fields.insert("after".into(), after.into());
     }
-    if let Some(limit) = number(request, "limit")? {
+    if let Some(limit) = request.number("limit")? {
         fields.insert("limit".into(), limit.into());
     }
     answer(
@@ -110,35 +119,4 @@ async fn answer(
             error!(kind, "the action answered without its frame");
             Problem::internal()
         })
-}
-
-/// Query parameter `name` as a whole number, if given.
-pub fn number(request: &Incoming, name: &str) -> Result<Option<u64>, Problem> {
-    request
-        .param(name)
-        .map(|text| {
-            text.parse::<u64>().map_err(|_| {
-                Problem::bad_request(format!(
-                    "query parameter `{name}` must be a whole number ≥ 0, not {:?}",
-                    text.chars().take(32).collect::<String>()
-                ))
-            })
-        })
-        .transpose()
-}
-
-/// Refuses a query parameter the route does not take, naming it and those it takes.
-pub fn reject_unknown(request: &Incoming, known: &[&str]) -> Result<(), Problem> {
-    match request
-        .query
-        .iter()
-        .find(|(key, _)| !known.contains(&key.as_str()))
-    {
-        Some((key, _)) => Err(Problem::bad_request(format!(
-            "unknown query parameter `{}`: this route takes {}",
-            key.chars().take(32).collect::<String>(),
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
 }

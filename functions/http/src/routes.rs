@@ -152,6 +152,12 @@ mod tests {
         assert_eq!(wrong.extra["allow"], "GET, POST");
         let wrong = Route::of(&Method::GET, "/v1/messages").unwrap_err();
         assert_eq!(wrong.extra["allow"], "POST");
+        let response = wrong.into_response();
+        assert_eq!(
+            response.headers()["allow"],
+            "POST",
+            "RFC 9110 asks for the header"
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct SseSettings {
     /// `SSE_RETRY_MS` (1,000): the `retry:` hint a stream ends with, how long the client
     /// waits before it reconnects (and resumes with `Last-Event-ID`).
     pub retry_ms: u64,
+    /// `SSE_MAX_STREAMS_PER_USER` (10): streams one user may hold open at once (each holds
+    /// a Lambda execution environment).
+    pub max_streams_per_user: u32,
 }
 
 /// How long before the invocation's deadline a stream ends, so it ends cleanly (its
@@ -52,6 +55,8 @@ impl HttpSettings {
                 heartbeat: Duration::from_secs(within(env, "SSE_HEARTBEAT_SECONDS", 15, 1..=300)?),
                 max: Duration::from_secs(within(env, "SSE_MAX_SECONDS", 840, 1..=900)?),
                 retry_ms: within(env, "SSE_RETRY_MS", 1_000, 0..=60_000)?,
+                max_streams_per_user: within(env, "SSE_MAX_STREAMS_PER_USER", 10, 1..=1_000)?
+                    as u32,
             },
         })
     }
@@ -90,6 +95,7 @@ mod tests {
         assert_eq!(settings.sse.heartbeat, Duration::from_secs(15));
         assert_eq!(settings.sse.max, Duration::from_secs(840));
         assert_eq!(settings.sse.retry_ms, 1000);
+        assert_eq!(settings.sse.max_streams_per_user, 10);
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //!   the channel's op shards; `state_fold`: folding op records into the document (the
 //!   sequencer), at most `STATE_PATCH_RATE` changes a second; `state_doc`: reading and
 //!   writing the document item;
+//! - `streams`: a user's open event streams (the HTTP API), counted against a limit;
 //! - `presence`: entering, updating and leaving a channel's presence, and its member
 //!   list; `presence_fold`: folding member records into the presence document (count,
 //!   version, the watchers' patch).
@@ -87,6 +88,7 @@ mod state_doc;
 mod state_fold;
 pub mod state_items;
 mod state_ops;
+mod streams;
 mod subscriptions;
 mod transact;
 

@@ -25,13 +25,12 @@ use std::time::Duration;
 
 use deltacast::auth::{Action, Identity};
 use deltacast::cost;
-use deltacast::protocol::Channel;
+use deltacast::protocol::{Channel, ErrorCode, ErrorFrame};
 use deltacast_message::actions::{log_channel, rate};
 use lambda_http::http::{HeaderValue, Response, StatusCode, header};
 
 use crate::incoming::Incoming;
 use crate::problem::Problem;
-use crate::reads::{number, reject_unknown};
 use crate::reply::Body;
 use crate::service::Service;
 use event::Position;
@@ -44,7 +43,7 @@ pub async fn open(
     identity: Identity,
     service: Arc<Service>,
 ) -> Result<Response<Body>, Problem> {
-    reject_unknown(request, &["since", "epoch", "token"])?;
+    request.reject_unknown(&["since", "epoch", "token"])?;
     if !identity.may(Action::Subscribe, &channel) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
@@ -55,6 +54,11 @@ pub async fn open(
     let app = &service.app;
     log_channel(app, &channel, "an event stream").map_err(refusal)?;
     let resume = resume_point(request)?;
+    if identity.expired(deltacast::clock::now_secs()) {
+        // Within the verifier's leeway, yet expired: a stream would end at once, and
+        // EventSource would come back with the same token again and again.
+        return Err(Problem::from_frame(&ErrorFrame::token_expired()));
+    }
     let sender = crate::action::sender(&identity, app);
     rate::admit(&sender, app, cost::REQUEST)
         .await
@@ -65,11 +69,32 @@ pub async fn open(
             .saturating_sub(crate::settings::DEADLINE_MARGIN),
     );
     let token_left = Duration::from_secs(identity.exp.saturating_sub(deltacast::clock::now_secs()));
+    let id = stream_id();
+    let until = deltacast::clock::now_secs() + lasts.min(token_left).as_secs() + 60;
+    let max = service.settings.sse.max_streams_per_user;
+    let opened = app
+        .store
+        .open_stream(&identity.sub, &id, until, max)
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "storage failed");
+            Problem::internal()
+        })?;
+    if !opened {
+        let message = format!(
+            "this user has {max} event streams open, the most allowed (SSE_MAX_STREAMS_PER_USER); close one first"
+        );
+        return Err(Problem::from_frame(
+            &ErrorFrame::new(ErrorCode::RateLimited, message).retry_after(STREAMS_FULL_RETRY_MS),
+        ));
+    }
     let body = stream::start(stream::Stream {
+        id,
         channel,
         token_ends: token_left < lasts,
         resume,
         ends_at: tokio::time::Instant::now() + lasts.min(token_left),
+        sender,
         service,
     });
     let mut response = Response::new(body);
@@ -84,13 +109,22 @@ pub async fn open(
     Ok(response)
 }
 
+/// When a user refused for having too many streams open is asked to try again.
+const STREAMS_FULL_RETRY_MS: u64 = 10_000;
+
+/// A new stream's id: 16 random hex digits.
+fn stream_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Where the client resumes: `Last-Event-ID` (what `EventSource` sends), else `since`
 /// (and `epoch`) in the query, else nowhere (live from now).
 fn resume_point(request: &Incoming) -> Result<Option<Position>, Problem> {
     if let Some(id) = request.header("last-event-id") {
         return Position::parse(id).map(Some).map_err(Problem::bad_request);
     }
-    let Some(seq) = number(request, "since")? else {
+    let Some(seq) = request.number("since")? else {
         if request.param("epoch").is_some() {
             return Err(Problem::bad_request("`epoch` goes with `since`"));
         }

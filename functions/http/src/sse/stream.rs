@@ -6,8 +6,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use deltacast::cost;
 use deltacast::protocol::{Channel, MAX_READ_BYTES};
 use deltacast::store::{DeltaPage, StoreError};
+use deltacast_message::actions::rate;
+use deltacast_message::context::Sender;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::json;
@@ -25,11 +28,15 @@ const PAGE: usize = 100;
 
 /// What a stream needs.
 pub struct Stream {
+    /// Its id among its user's open streams.
+    pub id: String,
     /// The channel.
     pub channel: Channel,
-    /// Whether `ends_at` is the token's expiry (the stream then ends with an `error`
-    /// event, `token_expired`, instead of a `retry:` hint).
+    /// Whether `ends_at` is the token's expiry (the stream then ends with a
+    /// `token_expired` event instead of a `retry:` hint).
     pub token_ends: bool,
+    /// Who reads it, as the rate limiter knows them.
+    pub sender: Sender<'static>,
     /// Where the client resumes, if it does.
     pub resume: Option<Position>,
     /// When the stream ends.
@@ -54,6 +61,14 @@ pub fn start(stream: Stream) -> Body {
                 let retry = stream.service.settings.sse.retry_ms;
                 let _ = out.send(event::retry(retry)).await;
             }
+        }
+        let store = &stream.service.app.store;
+        if let Err(err) = store
+            .close_stream(&stream.sender.identity.sub, &stream.id)
+            .await
+        {
+            // It expires by itself shortly after the stream's end.
+            warn!(error = %err, "could not forget an ended event stream");
         }
     });
     StreamBody::new(ReceiverStream::new(rx)).boxed()
@@ -152,6 +167,9 @@ async fn run(stream: &Stream, out: &Out) -> Result<(), Ended> {
     ))
     .await?;
     let mut page = Some(first);
+    // Replaying what the client missed is a read it pays for, as a socket catch-up is;
+    // the live polls after it are the stream's own cost.
+    let mut catching_up = stream.resume.is_some();
     let mut last_write = Instant::now();
     let mut last_head = Instant::now();
     loop {
@@ -170,7 +188,25 @@ async fn run(stream: &Stream, out: &Out) -> Result<(), Ended> {
             last_write = Instant::now();
         }
         if current.more {
+            // Past what this read skipped (expired deltas TTL has not deleted yet), so a
+            // page of nothing but expired deltas still moves the stream forward.
+            if let Some(next) = current.next {
+                at.seq = at.seq.max(next);
+            }
+            if catching_up {
+                charge(stream, &current).await;
+            }
+            if Instant::now() >= stream.ends_at {
+                return finish(stream, out).await;
+            }
+            if out.0.is_closed() {
+                return Err(Ended::Gone);
+            }
             continue;
+        }
+        if catching_up {
+            charge(stream, &current).await;
+            catching_up = false;
         }
         if current.deltas.is_empty() && last_head.elapsed() >= settings.heartbeat {
             // Rarely, a channel's history expires and a new epoch starts: follow it.
@@ -198,24 +234,37 @@ async fn run(stream: &Stream, out: &Out) -> Result<(), Ended> {
         let next_poll = Instant::now() + settings.poll;
         if next_poll >= stream.ends_at {
             tokio::time::sleep_until(stream.ends_at).await;
-            if stream.token_ends {
-                // Reconnecting with the same token would be refused: say why instead.
-                let frame = deltacast::protocol::ErrorFrame::token_expired();
-                let data = json!({"code": frame.code, "message": frame.message});
-                out.send(event::event(None, "error", &data.to_string()))
-                    .await?;
-                return Ok(());
-            }
-            out.send(event::comment("the stream ends here; reconnect to resume"))
-                .await?;
-            out.send(event::retry(settings.retry_ms)).await?;
-            return Ok(());
+            return finish(stream, out).await;
         }
         tokio::select! {
             () = tokio::time::sleep_until(next_poll) => {}
             () = out.0.closed() => return Err(Ended::Gone),
         }
     }
+}
+
+/// Ends the stream: with a `retry:` hint to come back, or, when its token is what ended
+/// it, a `token_expired` event (coming back with the same token is refused with 401).
+async fn finish(stream: &Stream, out: &Out) -> Result<(), Ended> {
+    if stream.token_ends {
+        let frame = deltacast::protocol::ErrorFrame::token_expired();
+        let data = json!({"code": frame.code, "message": frame.message});
+        out.send(event::event(None, "token_expired", &data.to_string()))
+            .await?;
+        return Ok(());
+    }
+    out.send(event::comment("the stream ends here; reconnect to resume"))
+        .await?;
+    out.send(event::retry(stream.service.settings.sse.retry_ms))
+        .await?;
+    Ok(())
+}
+
+/// Charges the stream's user for a page of its catch-up, by what it returned; the request
+/// has been served, so a failure is logged by the rate limiter, not raised.
+async fn charge(stream: &Stream, page: &DeltaPage) {
+    let price = cost::read(page.bytes, page.deltas.len());
+    rate::settle(&stream.sender, &stream.service.app, 0.0, price).await;
 }
 
 /// The deltas after `at` (nothing while the channel has no epoch).
