@@ -482,6 +482,7 @@ async fn no_function_logs_a_payload_or_a_token_even_at_trace() {
     // What an operator gets with the template's LogLevel at its most verbose.
     let t = start(|options| {
         options.env.insert("RUST_LOG".into(), "trace".into());
+        options.env.insert("SSE_MAX_SECONDS".into(), "1".into());
     })
     .await;
     let marker = format!("payload-marker-{:016x}", rand::random::<u64>());
@@ -515,6 +516,31 @@ async fn no_function_logs_a_payload_or_a_token_even_at_trace() {
         )
         .await;
     assert_eq!(refused["code"], "bad_request", "{refused}");
+    // Over HTTP: a publish with the token in the header, a history page and a stream with
+    // it in the query string.
+    let http = deltacast_tests::http::Http::new(t.stack.address);
+    let published = http
+        .post(
+            "/v1/channels/log:1/messages",
+            Some(&token),
+            &json!({"id": "h1", "data": {"note": marker}}),
+        )
+        .await;
+    assert_eq!(published.status, 200, "{:?}", published.body);
+    let page = http
+        .get(
+            &format!("/v1/channels/log:1/messages?since=0&token={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(page.body["deltas"][1]["data"]["note"], marker);
+    let stream = http
+        .get(
+            &format!("/v1/channels/log:1/events?since=0&token={token}"),
+            None,
+        )
+        .await;
+    assert!(stream.body.as_str().unwrap().contains(&marker));
     for client in [alice, bob, carol] {
         client.close().await;
     }
@@ -524,8 +550,14 @@ async fn no_function_logs_a_payload_or_a_token_even_at_trace() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let logs = String::from_utf8_lossy(&function_logs().lock().unwrap()).into_owned();
-    // Lines of the authorizer, the fan-out and (at debug) the message function.
-    for proof in ["connection allowed", "fan-out done", "bad frame"] {
+    // Lines of the authorizer, the fan-out, (at debug) the message function, and the
+    // http function.
+    for proof in [
+        "connection allowed",
+        "fan-out done",
+        "bad frame",
+        "answered",
+    ] {
         assert!(
             logs.contains(proof),
             "the capture misses {proof:?}: {} bytes",

@@ -123,7 +123,7 @@ async fn run(url: &str, base: &str, secret: &str, http: &HttpArgs) -> Result<Val
     for stream in &mut streams {
         let mut got = 0;
         while got < total {
-            let next = tokio::time::timeout(Duration::from_secs(20), stream.recv()).await;
+            let next = tokio::time::timeout(Duration::from_secs(20), stream.deltas.recv()).await;
             let Ok(Some((at, delta))) = next else { break };
             got += 1;
             sse_delivery.push(at.saturating_sub(delta["ts"].as_u64().unwrap_or(0)) as f64);

@@ -11,9 +11,22 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-/// Opens `url` with `token`; every `delta` event's data goes to the returned receiver,
-/// with its arrival time (Unix ms). The stream ends when the response does.
-pub async fn open(url: &str, token: &str) -> Result<mpsc::UnboundedReceiver<(u64, Value)>, String> {
+/// An open stream: its `delta` events' data with when each arrived (Unix ms), and the
+/// task reading it, aborted (closing the response) when the stream is dropped.
+pub struct Stream {
+    /// The deltas.
+    pub deltas: mpsc::UnboundedReceiver<(u64, Value)>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Opens `url` with `token`. The stream ends when the response does, or when dropped.
+pub async fn open(url: &str, token: &str) -> Result<Stream, String> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request = Request::get(url)
         .header("authorization", format!("Bearer {token}"))
@@ -25,7 +38,7 @@ pub async fn open(url: &str, token: &str) -> Result<mpsc::UnboundedReceiver<(u64
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut body = response.into_body();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut buffer = String::new();
         while let Some(Ok(frame)) = body.frame().await {
             let Ok(chunk) = frame.into_data() else {
@@ -43,7 +56,7 @@ pub async fn open(url: &str, token: &str) -> Result<mpsc::UnboundedReceiver<(u64
             }
         }
     });
-    Ok(rx)
+    Ok(Stream { deltas: rx, reader })
 }
 
 /// The data of a `delta` event.
