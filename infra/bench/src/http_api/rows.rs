@@ -43,8 +43,12 @@ pub fn rows(summary: &Value, f: &dyn Fn(&Value) -> String) -> Vec<(String, Strin
         ),
         (
             "sse_subscriber_hour_usd",
-            f(&cost["sse_usd"]),
-            format!("websocket idle {}", f(&cost["websocket_idle_usd"])),
+            dollars(&cost["sse_usd"]),
+            format!(
+                "websocket idle {} ({}× less)",
+                dollars(&cost["websocket_idle_usd"]),
+                f(&cost["sse_over_websocket_idle"])
+            ),
         ),
         (
             "sse_break_even_messages_per_hour",
@@ -55,4 +59,11 @@ pub fn rows(summary: &Value, f: &dyn Fn(&Value) -> String) -> Vec<(String, Strin
     .into_iter()
     .map(|(name, value, baseline)| (name.to_owned(), value, baseline))
     .collect()
+}
+
+/// Dollars with the digits a fraction of a cent needs (the table rounds to two places).
+fn dollars(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |usd| format!("${usd:.6}"))
 }
