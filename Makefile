@@ -15,7 +15,7 @@ BIND ?= 127.0.0.1
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),alice)
 TEMPLATE_REGION := us-east-1
 
-.PHONY: help dev test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
+.PHONY: help dev test client-test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,13 +40,16 @@ token: ## Print a development token: make token USER=bob (signed with JWT_SECRET
 dynamodb-local: ## Install DynamoDB Local (and Java 17 if missing)
 	@$(DDB) install
 
-test: dynamodb-local template-lint ## Run every test (DynamoDB Local is started and stopped here)
+test: dynamodb-local template-lint client-test ## Run every test (DynamoDB Local is started and stopped here)
 	@set -euo pipefail; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	$(DDB) start $$port; \
 	trap '$(DDB) stop '$$port EXIT; \
 	cargo build --workspace --bins --examples; \
 	DELTACAST_TEST_DYNAMODB=http://127.0.0.1:$$port cargo test --workspace --no-fail-fast
+
+client-test: ## The TypeScript client's type check, build and unit tests (npm packages from its lock file)
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run -s check && npm run -s build && npm test --silent
 
 BENCH_ARGS ?=
 bench: dynamodb-local ## Measure start-up, memory, size, fan-out, latency, cost and loss (target/bench/)
@@ -90,7 +93,7 @@ deploy: sam-build ## sam deploy --guided (needs AWS credentials)
 
 clean: ## Remove build output and local installs
 	cargo clean
-	rm -rf .local .aws-sam
+	rm -rf .local .aws-sam clients/typescript/node_modules clients/typescript/dist clients/typescript/.test-build
 
 # Fuzzing: cargo-fuzz (libFuzzer) on the stable toolchain. `--sanitizer none` keeps every
 # rustc flag stable (-Cpasses=sancov-module and -Cllvm-args=-sanitizer-coverage-*), so no

@@ -1,0 +1,61 @@
+/**
+ * Errors carrying the protocol's codes (docs/protocol.md), so an app can tell a
+ * `conflict` from a `rate_limited` without parsing messages.
+ */
+
+/** The server's error codes, and the client's own (`closed`, `timeout`). */
+export type ErrorCode =
+  | "bad_request"
+  | "forbidden"
+  | "too_large"
+  | "conflict"
+  | "rate_limited"
+  | "in_flight"
+  | "internal"
+  | "presence_full"
+  | "token_expired"
+  | "closed"
+  | "timeout";
+
+/** The codes after which the same request may succeed if sent again (with the same id). */
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "rate_limited",
+  "in_flight",
+  "internal",
+  "closed",
+  "timeout",
+]);
+
+/** What the server said about a refused request, besides its code and message. */
+export interface ErrorDetails {
+  /** The channel's head seq, on `conflict`. */
+  readonly seq?: number;
+  /** The channel's epoch, on `conflict`. */
+  readonly epoch?: string;
+  /** When to try again, on `rate_limited` and `in_flight`. */
+  readonly retryAfterMs?: number;
+  /** The request's id. */
+  readonly id?: string;
+  /** The channel the request was about. */
+  readonly channel?: string;
+}
+
+/** A refused or failed request. */
+export class DeltacastError extends Error {
+  /** The code. */
+  readonly code: ErrorCode;
+  /** What came with it. */
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
+    super(message);
+    this.name = "DeltacastError";
+    this.code = code;
+    this.details = details;
+  }
+
+  /** Whether sending the same request again (the same id) may succeed. */
+  get retryable(): boolean {
+    return RETRYABLE.has(this.code);
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Publishes not acknowledged yet. Each keeps its id, so sending it again after a
+ * reconnect (or an app restart, with a persistent store) stores it once: the server
+ * answers a repeated id with the original ack. An entry leaves the outbox when it is
+ * acked, or refused for a reason that sending again cannot change.
+ */
+
+import { DeltacastError } from "./errors.js";
+
+/** A publish on its way. */
+export interface PendingPublish {
+  /** The channel. */
+  readonly channel: string;
+  /** Its id: the idempotency key. */
+  readonly id: string;
+  /** The payload. */
+  readonly data: unknown;
+  /** Publish only if the channel's head is this seq. */
+  readonly expectSeq?: number;
+  /** When it was first queued, Unix ms. */
+  readonly queuedAt: number;
+}
+
+/** Where pending publishes are kept, so that a message written offline survives a restart. */
+export interface PendingStore {
+  /** The publishes saved last. */
+  load(): Promise<readonly PendingPublish[]> | readonly PendingPublish[];
+  /** Saves the publishes now pending (all of them, in order). */
+  save(pending: readonly PendingPublish[]): Promise<void> | void;
+}
+
+/** Keeps pending publishes in memory only (the default). */
+export class MemoryStore implements PendingStore {
+  #saved: readonly PendingPublish[] = [];
+
+  load(): readonly PendingPublish[] {
+    return this.#saved;
+  }
+
+  save(pending: readonly PendingPublish[]): void {
+    this.#saved = [...pending];
+  }
+}
+
+/** A stored publish's place, as the server's `ack` tells it. */
+export interface Ack {
+  /** The channel. */
+  readonly channel: string;
+  /** The publish's id. */
+  readonly id: string;
+  /** Its seq. */
+  readonly seq: number;
+  /** Its epoch. */
+  readonly epoch: string;
+}
+
+interface Waiter {
+  resolve: (ack: Ack) => void;
+  reject: (error: DeltacastError) => void;
+}
+
+const key = (channel: string, id: string): string => `${channel}\u0000${id}`;
+
+/**
+ * The publishes not acknowledged yet, in the order they were made. It takes back what
+ * its store kept (publishes made before a restart) as it starts, ahead of any made
+ * since, and saves nothing before that, so a restart never overwrites them.
+ */
+export class Outbox {
+  readonly #store: PendingStore;
+  readonly #pending = new Map<string, PendingPublish>();
+  readonly #waiters = new Map<string, Waiter>();
+  readonly #restored: Promise<void>;
+
+  constructor(store: PendingStore = new MemoryStore()) {
+    this.#store = store;
+    this.#restored = this.#restore();
+  }
+
+  /**
+   * Resolves once the store's publishes are back (to be sent again with their ids;
+   * nobody waits for their acks) and the outbox saved.
+   */
+  async ready(): Promise<void> {
+    await this.#restored;
+    await this.#save();
+  }
+
+  async #restore(): Promise<void> {
+    const saved = await this.#store.load();
+    const made = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const publish of [...saved, ...made]) {
+      this.#pending.set(key(publish.channel, publish.id), publish);
+    }
+  }
+
+  /** Queues `publish`; the promise settles with its ack, or its refusal. */
+  add(publish: Omit<PendingPublish, "queuedAt">, now: number = Date.now()): Promise<Ack> {
+    const k = key(publish.channel, publish.id);
+    if (this.#pending.has(k)) {
+      return Promise.reject(
+        new DeltacastError("bad_request", `a publish with id ${publish.id} is already pending on ${publish.channel}`),
+      );
+    }
+    this.#pending.set(k, { ...publish, queuedAt: now });
+    const acked = new Promise<Ack>((resolve, reject) => {
+      this.#waiters.set(k, { resolve, reject });
+    });
+    void this.#save();
+    return acked;
+  }
+
+  /** The pending publishes, oldest first: what to send (again) once connected. */
+  pending(): readonly PendingPublish[] {
+    return [...this.#pending.values()];
+  }
+
+  /** Whether `channel`'s publish `id` is pending. */
+  has(channel: string, id: string): boolean {
+    return this.#pending.has(key(channel, id));
+  }
+
+  /** Settles a publish with its ack; returns whether it was pending. */
+  acked(ack: Ack): boolean {
+    const k = key(ack.channel, ack.id);
+    if (!this.#pending.delete(k)) {
+      return false;
+    }
+    this.#waiters.get(k)?.resolve(ack);
+    this.#waiters.delete(k);
+    void this.#save();
+    return true;
+  }
+
+  /**
+   * Settles a publish with a refusal, unless sending it again may succeed (the error is
+   * retryable): then it stays pending. Returns whether it left the outbox.
+   */
+  refused(channel: string, id: string, error: DeltacastError): boolean {
+    const k = key(channel, id);
+    if (error.retryable || !this.#pending.delete(k)) {
+      return false;
+    }
+    this.#waiters.get(k)?.reject(error);
+    this.#waiters.delete(k);
+    void this.#save();
+    return true;
+  }
+
+  async #save(): Promise<void> {
+    await this.#restored;
+    await this.#store.save(this.pending());
+  }
+}
