@@ -1,7 +1,8 @@
 /**
- * deltacast's client. What is here so far (issue 15 is being built): reconnect backoff,
- * a typed emitter, the protocol's errors, client-made ids, and the outbox of publishes
- * that survive reconnects.
+ * deltacast's client. What is here so far (issue 15 is being built): the connection
+ * (tokens, reconnects with backoff, heartbeats, renewal before API Gateway's limit or the
+ * token's expiry), reconnect backoff, a typed emitter, the protocol's errors, client-made
+ * ids, and the outbox of publishes that survive reconnects.
  */
 
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
@@ -9,3 +10,12 @@ export { Emitter, type Listener, type ListenerErrorHandler } from "./emitter.js"
 export { DeltacastError, type ErrorCode, type ErrorDetails } from "./errors.js";
 export { newId } from "./ids.js";
 export { MemoryStore, Outbox, type Ack, type PendingPublish, type PendingStore } from "./outbox.js";
+export {
+  Connection,
+  type ConnectionEvents,
+  type ConnectionOptions,
+  type ConnectionState,
+  type ServerFrame,
+} from "./connection.js";
+export { SUBPROTOCOL, expiresAt, handshake, type TokenProvider } from "./token.js";
+export { OPEN, defaultSocketFactory, type SocketFactory, type SocketLike } from "./transport.js";

@@ -1,0 +1,39 @@
+/**
+ * What the client needs of a WebSocket, so any implementation can be passed in: the
+ * browser's and React Native's `WebSocket`, Node's (22+) or the `ws` package's, or a
+ * scripted one in tests.
+ */
+
+/** The subset of the WebSocket interface the client uses. */
+export interface SocketLike {
+  /** 1 while open. */
+  readonly readyState: number;
+  /** Sends a text frame. */
+  send(data: string): void;
+  /** Closes the socket. */
+  close(code?: number, reason?: string): void;
+  /** Called once open. */
+  onopen: ((event: unknown) => void) | null;
+  /** Called with each message; `data` is the frame's text. */
+  onmessage: ((event: { readonly data: unknown }) => void) | null;
+  /** Called once closed, whoever closed it. */
+  onclose: ((event: { readonly code: number; readonly reason: string }) => void) | null;
+  /** Called on an error (a close follows). */
+  onerror: ((event: unknown) => void) | null;
+}
+
+/** Opens a socket to `url` offering `protocols`. */
+export type SocketFactory = (url: string, protocols: string[] | undefined) => SocketLike;
+
+/** `readyState` of an open socket. */
+export const OPEN = 1;
+
+/** The platform's `WebSocket`, when it has one. */
+export function defaultSocketFactory(): SocketFactory | undefined {
+  const WebSocketClass = (globalThis as { WebSocket?: new (url: string, protocols?: string[]) => SocketLike })
+    .WebSocket;
+  if (WebSocketClass === undefined) {
+    return undefined;
+  }
+  return (url, protocols) => new WebSocketClass(url, protocols);
+}
