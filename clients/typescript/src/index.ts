@@ -19,3 +19,4 @@ export {
 } from "./connection.js";
 export { SUBPROTOCOL, expiresAt, handshake, type TokenProvider } from "./token.js";
 export { OPEN, defaultSocketFactory, type SocketFactory, type SocketLike } from "./transport.js";
+export { ChannelLog, type Delta, type Resume, type Step } from "./channel_log.js";
