@@ -46,7 +46,8 @@ test: dynamodb-local template-lint client-test ## Run every test (DynamoDB Local
 	$(DDB) start $$port; \
 	trap '$(DDB) stop '$$port EXIT; \
 	cargo build --workspace --bins --examples; \
-	DELTACAST_TEST_DYNAMODB=http://127.0.0.1:$$port cargo test --workspace --no-fail-fast
+	DELTACAST_TEST_DYNAMODB=http://127.0.0.1:$$port cargo test --workspace --no-fail-fast; \
+	clients/typescript/integration/run http://127.0.0.1:$$port
 
 client-test: ## The TypeScript client's type check, build and unit tests (npm packages from its lock file)
 	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run -s check && npm run -s build && npm test --silent

@@ -1,5 +1,7 @@
 /**
- * deltacast's client. What is here so far (issue 15 is being built): the connection
+ * deltacast's client. What is here so far (issue 15 is being built): `DeltacastClient`
+ * (subscriptions delivered once and in order across reconnects, publishes acknowledged
+ * once across reconnects and restarts), the connection
  * (tokens, reconnects with backoff, heartbeats, renewal before API Gateway's limit or the
  * token's expiry), reconnect backoff, a typed emitter, the protocol's errors, client-made
  * ids, and the outbox of publishes that survive reconnects.
@@ -20,3 +22,4 @@ export {
 export { SUBPROTOCOL, expiresAt, handshake, type TokenProvider } from "./token.js";
 export { OPEN, defaultSocketFactory, type SocketFactory, type SocketLike } from "./transport.js";
 export { ChannelLog, type Delta, type Resume, type Step } from "./channel_log.js";
+export { DeltacastClient, type ClientEvents, type ClientOptions, type Subscription, type SubscriptionHandlers } from "./client.js";

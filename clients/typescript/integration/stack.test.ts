@@ -1,0 +1,93 @@
+/**
+ * The client against the local stack (`integration/run` starts it; `DELTACAST_URL` names
+ * it): a reader and a writer whose sockets the test cuts mid-stream, and messages written
+ * while the writer is offline; every message arrives once, in order, and every publish is
+ * acknowledged once.
+ */
+
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { test } from "node:test";
+
+import WebSocket from "ws";
+
+import { type Delta, DeltacastClient, type SocketFactory, type SocketLike } from "../src/index.js";
+
+const URL = process.env["DELTACAST_URL"] ?? "ws://127.0.0.1:3001/local";
+const SECRET = process.env["JWT_SECRET"] || "deltacast-local-dev-secret-not-for-production";
+
+/** A development token for `sub`, every capability on every channel, for an hour. */
+function token(sub: string): string {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({
+    sub,
+    exp: Math.floor(Date.now() / 1000) + 3600,
+    channels: { "*": ["subscribe", "publish", "history", "presence"] },
+  })}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+}
+
+/** Node's `ws` sockets, each kept so the test can cut it. */
+function sockets(): { factory: SocketFactory; open: WebSocket[] } {
+  const open: WebSocket[] = [];
+  const factory: SocketFactory = (url, protocols) => {
+    const socket = new WebSocket(url, protocols);
+    open.push(socket);
+    return socket as unknown as SocketLike;
+  };
+  return { factory, open };
+}
+
+const until = async (done: () => boolean, ms: number, what: string) => {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+};
+
+test("cut sockets and offline writes: every message once, in order, each acked once", { timeout: 60_000 }, async () => {
+  const channel = `chat:it-${Date.now().toString(36)}`;
+  const readerSockets = sockets();
+  const writerSockets = sockets();
+  const reader = new DeltacastClient({ url: URL, token: () => token("reader"), socket: readerSockets.factory, backoff: { baseMs: 100, maxMs: 500 } });
+  const writer = new DeltacastClient({ url: URL, token: () => token("writer"), socket: writerSockets.factory, backoff: { baseMs: 100, maxMs: 500 } });
+  const got: Delta[] = [];
+  let subscribed = false;
+  reader.subscribe(channel, { onDelta: (delta) => got.push(delta) });
+  reader.on("state", (state) => {
+    if (state === "connected") subscribed = true;
+  });
+  await reader.connect();
+  await writer.connect();
+  await until(() => subscribed && writer.state === "connected", 10_000, "both connected");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+
+  const acks: Promise<{ seq: number }>[] = [];
+  for (let i = 1; i <= 30; i += 1) {
+    acks.push(writer.publish(channel, { n: i }, { id: `m${i}` }));
+    if (i === 10) {
+      readerSockets.open.at(-1)?.terminate(); // the reader drops mid-stream
+    }
+    if (i === 15) {
+      writerSockets.open.at(-1)?.terminate(); // the writer goes offline: 16-20 wait
+    }
+    await new Promise((resolve) => setTimeout(resolve, 40));
+  }
+  const seqs = (await Promise.all(acks)).map((ack) => ack.seq);
+  assert.deepEqual([...seqs].sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i + 1), "30 distinct seqs");
+  await until(() => got.length >= 30, 20_000, "all 30 at the reader");
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.deepEqual(
+    got.map((delta) => delta.seq),
+    Array.from({ length: 30 }, (_, i) => i + 1),
+    "once each, in order",
+  );
+  const byId = new Map(got.map((delta) => [delta.id, (delta.data as { n: number }).n]));
+  for (let i = 1; i <= 30; i += 1) {
+    assert.equal(byId.get(`m${i}`), i);
+  }
+  assert.equal(writer.pending().length, 0);
+  reader.close();
+  writer.close();
+});
