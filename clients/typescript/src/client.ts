@@ -15,7 +15,7 @@ import { Connection, type ConnectionOptions, type ConnectionState, type ServerFr
 import { Emitter } from "./emitter.js";
 import { DeltacastError, type ErrorCode } from "./errors.js";
 import { newId } from "./ids.js";
-import { type Ack, Outbox, type PendingPublish, type PendingStore } from "./outbox.js";
+import { type Ack, Outbox, type PendingPublish, type PendingStore, publishKey } from "./outbox.js";
 
 /** How the client behaves: the connection's options, and where publishes are kept. */
 export interface ClientOptions extends ConnectionOptions {
@@ -193,7 +193,7 @@ export class DeltacastClient extends Emitter<ClientEvents> {
         }
         return;
       case "history":
-        if (subscribed !== undefined && frame["id"] === gapId(channel ?? "")) {
+        if (subscribed !== undefined && frame["id"] === GAP_ID) {
           const page = frame as unknown as { deltas: Delta[]; more: boolean; next?: number; seq: number };
           this.#apply(channel ?? "", subscribed, subscribed.log.history(page));
         }
@@ -230,7 +230,7 @@ export class DeltacastClient extends Emitter<ClientEvents> {
         channel,
         since: step.history,
         limit: this.#historyPage,
-        id: gapId(channel),
+        id: GAP_ID,
       });
     }
   }
@@ -255,7 +255,7 @@ export class DeltacastClient extends Emitter<ClientEvents> {
     // Retryable: the same id again, after the server's wait (or a second).
     const publish = this.#outbox.pending().find((p) => p.channel === channel && p.id === id);
     if (publish !== undefined) {
-      const key = `${channel}\u0000${id}`;
+      const key = publishKey(channel, id);
       clearTimeout(this.#retries.get(key));
       this.#retries.set(
         key,
@@ -270,7 +270,7 @@ export class DeltacastClient extends Emitter<ClientEvents> {
   }
 
   #settleRetry(channel: string, id: string): void {
-    const key = `${channel}\u0000${id}`;
+    const key = publishKey(channel, id);
     clearTimeout(this.#retries.get(key));
     this.#retries.delete(key);
   }
@@ -278,6 +278,4 @@ export class DeltacastClient extends Emitter<ClientEvents> {
 
 /** The id of the `history` requests that fill a channel's gaps (the answer names the
  * channel). */
-function gapId(_channel: string): string {
-  return "gap";
-}
+const GAP_ID = "gap";

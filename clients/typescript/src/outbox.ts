@@ -59,7 +59,8 @@ interface Waiter {
   reject: (error: DeltacastError) => void;
 }
 
-const key = (channel: string, id: string): string => `${channel}\u0000${id}`;
+/** A publish's key among the pending: its channel and id. */
+export const publishKey = (channel: string, id: string): string => `${channel}\u0000${id}`;
 
 /**
  * The publishes not acknowledged yet, in the order they were made. It takes back what
@@ -91,13 +92,13 @@ export class Outbox {
     const made = [...this.#pending.values()];
     this.#pending.clear();
     for (const publish of [...saved, ...made]) {
-      this.#pending.set(key(publish.channel, publish.id), publish);
+      this.#pending.set(publishKey(publish.channel, publish.id), publish);
     }
   }
 
   /** Queues `publish`; the promise settles with its ack, or its refusal. */
   add(publish: Omit<PendingPublish, "queuedAt">, now: number = Date.now()): Promise<Ack> {
-    const k = key(publish.channel, publish.id);
+    const k = publishKey(publish.channel, publish.id);
     if (this.#pending.has(k)) {
       return Promise.reject(
         new DeltacastError("bad_request", `a publish with id ${publish.id} is already pending on ${publish.channel}`),
@@ -118,12 +119,12 @@ export class Outbox {
 
   /** Whether `channel`'s publish `id` is pending. */
   has(channel: string, id: string): boolean {
-    return this.#pending.has(key(channel, id));
+    return this.#pending.has(publishKey(channel, id));
   }
 
   /** Settles a publish with its ack; returns whether it was pending. */
   acked(ack: Ack): boolean {
-    const k = key(ack.channel, ack.id);
+    const k = publishKey(ack.channel, ack.id);
     if (!this.#pending.delete(k)) {
       return false;
     }
@@ -138,7 +139,7 @@ export class Outbox {
    * retryable): then it stays pending. Returns whether it left the outbox.
    */
   refused(channel: string, id: string, error: DeltacastError): boolean {
-    const k = key(channel, id);
+    const k = publishKey(channel, id);
     if (error.retryable || !this.#pending.delete(k)) {
       return false;
     }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use deltacast::auth::Identity;
 use deltacast::clock;
-use deltacast::protocol::{ClientMessage, ErrorCode, ErrorFrame};
+use deltacast::protocol::ClientMessage;
 use deltacast::push::{Push, PushError};
 use deltacast_message::actions::ActionError;
 use deltacast_message::context::{App, Sender};
@@ -65,16 +65,18 @@ pub async fn run(
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner)),
         Err(ActionError::Refused(frame)) => Err(Problem::from_frame(&frame.about(message))),
-        Err(ActionError::Store(err)) => {
-            error!(error = %err, "storage failed");
-            Err(Problem::from_frame(&ErrorFrame::new(
-                ErrorCode::Internal,
-                "internal error; retry the request",
-            )))
-        }
-        Err(ActionError::Push(err)) => {
+        Err(other) => Err(refusal(other)),
+    }
+}
+
+/// The problem of an action's error: its refusal, or a failure (logged, `500`).
+pub fn refusal(error: ActionError) -> Problem {
+    match error {
+        ActionError::Refused(frame) => Problem::from_frame(&frame),
+        ActionError::Store(err) => Problem::storage(&err),
+        ActionError::Push(err) => {
             error!(error = %err, "an answer could not be kept");
-            Err(Problem::internal())
+            Problem::internal()
         }
     }
 }

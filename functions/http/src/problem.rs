@@ -51,6 +51,12 @@ impl Problem {
         )
     }
 
+    /// The answer to a storage failure: logged here, `500 internal` to the caller.
+    pub fn storage(error: &deltacast::store::StoreError) -> Self {
+        tracing::error!(error = %error, "storage failed");
+        Self::internal()
+    }
+
     /// The problem an error frame describes, with the status its code means over HTTP.
     pub fn from_frame(frame: &ErrorFrame) -> Self {
         let mut value = serde_json::to_value(frame).unwrap_or_else(|_| json!({}));

@@ -20,7 +20,6 @@ use deltacast_message::context::App;
 use futures::StreamExt;
 use lambda_http::http::StatusCode;
 use serde_json::{Map, Value, json};
-use tracing::error;
 
 use crate::action::{self, frame_of};
 use crate::problem::Problem;
@@ -175,10 +174,7 @@ async fn publish(
             .store
             .publish_outcome(channel.as_str(), &identity.sub, id.as_str())
             .await
-            .map_err(|err| {
-                error!(error = %err, "storage failed");
-                Problem::internal()
-            })?;
+            .map_err(|err| Problem::storage(&err))?;
         match outcome {
             PublishOutcome::Published(published) => {
                 return Ok(frame_body(&answers::ack(channel, id, &published)));

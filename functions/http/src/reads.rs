@@ -37,10 +37,11 @@ pub async fn history(
         ));
     }
     if let Some(epoch) = request.param("epoch") {
-        let head = app.store.head(channel.as_str()).await.map_err(|err| {
-            error!(error = %err, "storage failed");
-            Problem::internal()
-        })?;
+        let head = app
+            .store
+            .head(channel.as_str())
+            .await
+            .map_err(|err| Problem::storage(&err))?;
         if head.epoch.as_deref() != Some(epoch) {
             since = 0;
         }

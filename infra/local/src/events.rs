@@ -48,7 +48,8 @@ pub fn connection_id() -> String {
     base64::engine::general_purpose::URL_SAFE.encode(bytes)
 }
 
-fn request_time(epoch_ms: u64) -> String {
+/// `epoch_ms` as API Gateway writes request times (`02/Dec/2026:06:30:00 +0000`).
+pub(crate) fn request_time(epoch_ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(epoch_ms as i64)
         .unwrap_or_default()
         .format("%d/%b/%Y:%H:%M:%S +0000")

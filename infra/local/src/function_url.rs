@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::events::{API_ID, request_id};
+use crate::events::{API_ID, request_id, request_time};
 use crate::invoke::{InvokeError, Invoked};
 
 /// The account id in local ARNs.
@@ -126,10 +126,7 @@ pub fn event(request: &Request) -> Value {
         "requestId": request_id(),
         "routeKey": "$default",
         "stage": "$default",
-        "time": chrono::DateTime::from_timestamp_millis(request.received_at as i64)
-            .unwrap_or_default()
-            .format("%d/%b/%Y:%H:%M:%S +0000")
-            .to_string(),
+        "time": request_time(request.received_at),
         "timeEpoch": request.received_at,
     });
     if let Some(key) = &request.iam {

@@ -52,7 +52,7 @@ pub async fn open(
         ));
     }
     let app = &service.app;
-    log_channel(app, &channel, "an event stream").map_err(refusal)?;
+    log_channel(app, &channel, "an event stream").map_err(crate::action::refusal)?;
     let resume = resume_point(request)?;
     if identity.expired(deltacast::clock::now_secs()) {
         // Within the verifier's leeway, yet expired: a stream would end at once, and
@@ -62,7 +62,7 @@ pub async fn open(
     let sender = crate::action::sender(&identity, app);
     rate::admit(&sender, app, cost::REQUEST)
         .await
-        .map_err(refusal)?;
+        .map_err(crate::action::refusal)?;
     let lasts = service.settings.sse.max.min(
         request
             .time_left()
@@ -76,10 +76,7 @@ pub async fn open(
         .store
         .open_stream(&identity.sub, &id, until, max)
         .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "storage failed");
-            Problem::internal()
-        })?;
+        .map_err(|err| Problem::storage(&err))?;
     if !opened {
         let message = format!(
             "this user has {max} event streams open, the most allowed (SSE_MAX_STREAMS_PER_USER); close one first"
@@ -132,15 +129,4 @@ fn resume_point(request: &Incoming) -> Result<Option<Position>, Problem> {
     };
     let epoch = request.param("epoch").map(str::to_owned);
     Ok(Some(Position { epoch, seq }))
-}
-
-/// The problem of an action's refusal.
-fn refusal(error: deltacast_message::actions::ActionError) -> Problem {
-    match error {
-        deltacast_message::actions::ActionError::Refused(frame) => Problem::from_frame(&frame),
-        other => {
-            tracing::error!(error = %other, "storage failed");
-            Problem::internal()
-        }
-    }
 }

@@ -219,7 +219,7 @@ fn summary(mut samples: Vec<f64>) -> Value {
 
 /// `at` on the wall clock, Unix ms.
 fn wall_ms(at: Instant) -> u64 {
-    sse::now_ms().saturating_sub(at.elapsed().as_millis() as u64)
+    deltacast::clock::now_ms().saturating_sub(at.elapsed().as_millis() as u64)
 }
 
 /// One idle subscriber-hour on AWS, from list prices: an SSE stream is an invocation of

@@ -1,8 +1,6 @@
 //! A server-sent events reader for the bench: one GET held open, its body split into
 //! events as chunks arrive, each `delta` event stamped with when its chunk came.
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
@@ -44,7 +42,7 @@ pub async fn open(url: &str, token: &str) -> Result<Stream, String> {
             let Ok(chunk) = frame.into_data() else {
                 continue;
             };
-            let at = now_ms();
+            let at = deltacast::clock::now_ms();
             buffer.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buffer.find("\n\n") {
                 let event: String = buffer.drain(..end + 2).collect();
@@ -73,13 +71,6 @@ fn delta_of(event: &str) -> Option<Value> {
     (kind == "delta")
         .then(|| serde_json::from_str(&data).ok())
         .flatten()
-}
-
-/// Now, Unix ms.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
