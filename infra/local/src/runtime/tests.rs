@@ -32,7 +32,10 @@ fn probe() -> PathBuf {
                 .expect("the test binary lives in <target>/<profile>/deps");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = std::process::Command::new(cargo);
-            build.args(["build", "--quiet", "-p", "deltacast-local", "--example", "probe_function"]);
+            // The workspace's feature set, as `make test` builds it: a build of this package
+            // alone resolves features differently and would rebuild the probe (tens of
+            // seconds on a busy machine).
+            build.args(["build", "--quiet", "--workspace", "--example", "probe_function"]);
             match profile_dir.file_name().and_then(|name| name.to_str()) {
                 Some("debug") | None => {}
                 Some(profile) => {
@@ -43,7 +46,7 @@ fn probe() -> PathBuf {
             let probe = profile_dir.join("examples").join("probe_function");
             assert!(
                 probe.exists(),
-                "{} is missing (building it succeeded: {built}); run `cargo build -p deltacast-local --example probe_function`",
+                "{} is missing (building it succeeded: {built}); run `cargo build --workspace --example probe_function`",
                 probe.display()
             );
             probe
@@ -67,7 +70,9 @@ fn config_for(name: &str, binary: PathBuf) -> FunctionConfig {
     }
 }
 
+/// Runs a test under [`TEST_LIMIT`], the probe built first: building it is not the test.
 pub(super) async fn bounded<T>(test: impl Future<Output = T>) -> T {
+    probe();
     tokio::time::timeout(TEST_LIMIT, test)
         .await
         .expect("the test took too long")
