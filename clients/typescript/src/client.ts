@@ -1,41 +1,38 @@
 /**
- * The client an app holds: a [`Connection`] kept open, its subscriptions (each a
- * [`ChannelLog`]: deltas once, in order, across reconnects) and its publishes (an
- * [`Outbox`]: sent again with the same id after a reconnect, so each is stored once).
+ * The client an app holds: a [`Connection`] kept open, what it watches per channel (a
+ * [`ChannelWatch`]: deltas once and in order, a state channel's document, a channel's
+ * members), its writes (an [`Outbox`] of publishes and updates, sent again with the same
+ * id after a reconnect, so each is stored once), its presence, and its requests.
  *
- * On every (re)open it subscribes again to each channel from where it left off, then
- * sends every publish not acknowledged yet, oldest first. A publish refused for a reason
- * a retry can change (`rate_limited`, `in_flight`, `internal`) is sent again after the
- * server's `retryAfterMs`; one refused for good settles its promise with a
- * [`DeltacastError`].
+ * On every (re)open it subscribes again to each channel from where it left off, enters
+ * again the channels it is present on (a member is a connection), sends every write not
+ * acknowledged yet, oldest first, and every request not answered. A write refused for a
+ * reason a retry can change (`rate_limited`, `in_flight`, `internal`) is sent again after
+ * the server's `retryAfterMs`; one refused for good settles its promise with a
+ * [`DeltacastError`]. Errors that answer nothing the client waits for (an update's
+ * `not applied`, after its `updated`) are emitted as `refused`.
  */
 
-import { type Delta, ChannelLog, type Step } from "./channel_log.js";
+import type { Delta } from "./channel_log.js";
+import { ChannelWatch, type SubscriptionHandlers } from "./channel_watch.js";
 import { Connection, type ConnectionOptions, type ConnectionState, type ServerFrame } from "./connection.js";
 import { Emitter } from "./emitter.js";
 import { DeltacastError, type ErrorCode } from "./errors.js";
 import { newId } from "./ids.js";
-import { type Ack, Outbox, type PendingPublish, type PendingStore, publishKey } from "./outbox.js";
+import { type Ack, Outbox, type PendingPublish, type PendingStore, publishKey, type Updated } from "./outbox.js";
+import type { Member } from "./presence_view.js";
+import { Requests } from "./requests.js";
+import type { JsonObject, StateOp } from "./state_view.js";
 
-/** How the client behaves: the connection's options, and where publishes are kept. */
+/** How the client behaves: the connection's options, and where writes are kept. */
 export interface ClientOptions extends ConnectionOptions {
-  /** Keeps publishes not acknowledged yet (default: in memory). */
+  /** Keeps writes not acknowledged yet (default: in memory). */
   readonly store?: PendingStore;
   /** Deltas a gap's `history` request asks for at once (default 100). */
   readonly historyPage?: number;
 }
 
-/** What a subscription tells its app. */
-export interface SubscriptionHandlers {
-  /** A delta, once, in seq order. */
-  readonly onDelta: (delta: Delta) => void;
-  /** Deltas were missed for good (expired, or the channel started a new epoch): reload. */
-  readonly onReset?: (reset: { readonly epoch: string | undefined; readonly seq: number }) => void;
-  /** Deliver live deltas several to a frame when they come together. */
-  readonly coalesce?: boolean;
-}
-
-/** A channel the app receives. */
+/** Something the app receives; `unsubscribe` stops it. */
 export interface Subscription {
   /** The channel. */
   readonly channel: string;
@@ -43,22 +40,34 @@ export interface Subscription {
   unsubscribe(): void;
 }
 
+/** A page of a channel's history. */
+export interface HistoryPage {
+  readonly channel: string;
+  /** The epoch the seqs count in (absent while the channel has no history). */
+  readonly epoch?: string;
+  /** The channel's head seq. */
+  readonly seq: number;
+  readonly deltas: readonly Delta[];
+  /** Whether there is more: ask again with `since: next`. */
+  readonly more: boolean;
+  readonly next?: number;
+}
+
 /** The client's events. */
 export type ClientEvents = {
   /** The connection's state changed. */
   state: ConnectionState;
+  /** The server refused something no promise was waiting for (an update `not applied`). */
+  refused: DeltacastError;
 };
-
-interface Subscribed {
-  readonly log: ChannelLog;
-  readonly handlers: SubscriptionHandlers;
-}
 
 /** The client. */
 export class DeltacastClient extends Emitter<ClientEvents> {
   readonly #connection: Connection;
   readonly #outbox: Outbox;
-  readonly #subscriptions = new Map<string, Subscribed>();
+  readonly #requests: Requests;
+  readonly #watches = new Map<string, ChannelWatch>();
+  readonly #present = new Map<string, unknown>();
   readonly #historyPage: number;
   readonly #retries = new Map<string, ReturnType<typeof setTimeout>>();
 
@@ -66,6 +75,7 @@ export class DeltacastClient extends Emitter<ClientEvents> {
     super();
     this.#connection = new Connection(options);
     this.#outbox = new Outbox(options.store);
+    this.#requests = new Requests((frame) => this.#connection.send(frame));
     this.#historyPage = options.historyPage ?? 100;
     this.#connection.on("state", (state) => this.emit("state", state));
     this.#connection.on("open", () => this.#onOpen());
@@ -77,38 +87,39 @@ export class DeltacastClient extends Emitter<ClientEvents> {
     return this.#connection.state;
   }
 
-  /** Connects (and keeps connected) once the kept publishes are read back. */
+  /** Connects (and keeps connected) once the kept writes are read back. */
   async connect(): Promise<void> {
     await this.#outbox.ready();
     this.#connection.connect();
   }
 
-  /** Disconnects for good; pending publishes stay in the store. */
+  /** Disconnects for good; pending writes stay in the store, requests are rejected. */
   close(): void {
     for (const timer of this.#retries.values()) {
       clearTimeout(timer);
     }
     this.#retries.clear();
+    this.#requests.close();
     this.#connection.close();
   }
 
-  /** Receives `channel`'s deltas, each once and in order, across reconnects. */
+  /** Receives a log channel's deltas, each once and in order, across reconnects. */
   subscribe(channel: string, handlers: SubscriptionHandlers): Subscription {
-    if (this.#subscriptions.has(channel)) {
-      throw new DeltacastError("bad_request", `already subscribed to ${channel}`);
-    }
-    const subscribed: Subscribed = { log: new ChannelLog(), handlers };
-    this.#subscriptions.set(channel, subscribed);
-    this.#sendSubscribe(channel, subscribed);
-    return {
-      channel,
-      unsubscribe: () => {
-        if (this.#subscriptions.get(channel) === subscribed) {
-          this.#subscriptions.delete(channel);
-          this.#connection.send({ action: "unsubscribe", channel });
-        }
-      },
-    };
+    return this.#watch(channel, "log", (watch) => watch.setLog(handlers), (watch) => watch.setLog(undefined));
+  }
+
+  /**
+   * Watches a state channel's document: `onChange` gets it whole (a snapshot at first and
+   * after every reconnect, then each change) with its version.
+   */
+  watchState(channel: string, onChange: (value: JsonObject, version: number) => void): Subscription {
+    return this.#watch(channel, "state", (watch) => watch.setState(onChange), (watch) => watch.setState(undefined));
+  }
+
+  /** Watches a channel's members: `onChange` gets the whole list, earliest first, when it
+   * changes. */
+  watchPresence(channel: string, onChange: (members: readonly Member[]) => void): Subscription {
+    return this.#watch(channel, "presence", (watch) => watch.setPresence(onChange), (watch) => watch.setPresence(undefined));
   }
 
   /**
@@ -118,143 +129,148 @@ export class DeltacastClient extends Emitter<ClientEvents> {
    */
   publish(channel: string, data: unknown, options: { id?: string; expectSeq?: number } = {}): Promise<Ack> {
     const id = options.id ?? newId();
-    const publish =
-      options.expectSeq === undefined ? { channel, id, data } : { channel, id, data, expectSeq: options.expectSeq };
-    const acked = this.#outbox.add(publish);
-    this.#sendPublish({ ...publish, queuedAt: Date.now() });
-    return acked;
+    const publish = options.expectSeq === undefined ? { channel, id, data } : { channel, id, data, expectSeq: options.expectSeq };
+    return this.#write<Ack>(publish);
   }
 
-  /** Publishes made and not acknowledged yet, oldest first. */
+  /**
+   * Changes a state channel's document: `ops` apply together, exactly once per `id` (yours,
+   * e.g. `vote` for one vote per user, or one the client makes), across reconnects like a
+   * publish. Settles once stored; the document changes at the next fold.
+   */
+  update(channel: string, ops: readonly StateOp[], options: { id?: string } = {}): Promise<Updated> {
+    return this.#write<Updated>({ channel, id: options.id ?? newId(), data: undefined, ops });
+  }
+
+  /** Writes made and not acknowledged yet, oldest first. */
   pending(): readonly PendingPublish[] {
     return this.#outbox.pending();
   }
 
-  #onOpen(): void {
-    for (const [channel, subscribed] of this.#subscriptions) {
-      this.#sendSubscribe(channel, subscribed);
-    }
-    for (const publish of this.#outbox.pending()) {
-      this.#sendPublish(publish);
-    }
+  /** Reads a page of a log channel's history: deltas after `since`, in order. */
+  async history(channel: string, options: { since: number; limit?: number }): Promise<HistoryPage> {
+    const frame: Record<string, unknown> = { action: "history", channel, since: options.since };
+    if (options.limit !== undefined) frame["limit"] = options.limit;
+    const page = await this.#requests.request(frame);
+    return page as unknown as HistoryPage;
   }
 
-  #sendSubscribe(channel: string, subscribed: Subscribed): void {
-    if (this.#connection.state !== "connected") {
-      return;
-    }
-    const resume = subscribed.log.subscribing();
-    const frame: Record<string, unknown> = { action: "subscribe", channel };
-    if (resume !== undefined) {
-      frame["since"] = resume.since;
-      if (resume.epoch !== undefined) {
-        frame["epoch"] = resume.epoch;
-      }
-    }
-    if (subscribed.handlers.coalesce === true) {
-      frame["coalesce"] = true;
-    }
-    this.#connection.send(frame);
+  /** Enters `channel`'s presence with `data` (again after every reconnect), or updates it. */
+  async enter(channel: string, data?: unknown): Promise<void> {
+    this.#present.set(channel, data);
+    await this.#requests.request(presenceFrame(channel, "enter", data));
   }
 
-  #sendPublish(publish: PendingPublish): void {
-    const frame: Record<string, unknown> = {
-      action: "publish",
-      channel: publish.channel,
-      id: publish.id,
-      data: publish.data,
+  /** Leaves `channel`'s presence. */
+  async leave(channel: string): Promise<void> {
+    this.#present.delete(channel);
+    await this.#requests.request({ action: "presence", channel, op: "leave" });
+  }
+
+  #watch(
+    channel: string,
+    part: "log" | "state" | "presence",
+    start: (watch: ChannelWatch) => void,
+    stop: (watch: ChannelWatch) => void,
+  ): Subscription {
+    let watch = this.#watches.get(channel);
+    if (watch?.watches(part) === true) {
+      throw new DeltacastError("bad_request", `${channel} is watched already (${part})`);
+    }
+    if (watch === undefined) {
+      watch = new ChannelWatch(channel, {
+        send: (frame) => this.#connection.send(frame),
+        request: (frame) => this.#requests.request(frame),
+        historyPage: this.#historyPage,
+      });
+      this.#watches.set(channel, watch);
+    }
+    start(watch);
+    watch.subscribe();
+    const watched = watch;
+    return {
+      channel,
+      unsubscribe: () => {
+        if (this.#watches.get(channel) !== watched || !watched.watches(part)) {
+          return;
+        }
+        stop(watched);
+        if (watched.empty) {
+          this.#watches.delete(channel);
+          this.#connection.send({ action: "unsubscribe", channel });
+        } else {
+          watched.subscribe();
+        }
+      },
     };
-    if (publish.expectSeq !== undefined) {
-      frame["expectSeq"] = publish.expectSeq;
+  }
+
+  #write<A extends Ack | Updated>(write: Omit<PendingPublish, "queuedAt">): Promise<A> {
+    const acked = this.#outbox.add<A>(write);
+    this.#send({ ...write, queuedAt: Date.now() });
+    return acked;
+  }
+
+  #onOpen(): void {
+    for (const watch of this.#watches.values()) {
+      watch.subscribe();
+    }
+    for (const [channel, data] of this.#present) {
+      this.#connection.send(presenceFrame(channel, "enter", data));
+    }
+    for (const write of this.#outbox.pending()) {
+      this.#send(write);
+    }
+    this.#requests.opened();
+  }
+
+  #send(write: PendingPublish): void {
+    const frame: Record<string, unknown> =
+      write.ops === undefined
+        ? { action: "publish", channel: write.channel, id: write.id, data: write.data }
+        : { action: "update", channel: write.channel, id: write.id, ops: write.ops };
+    if (write.expectSeq !== undefined) {
+      frame["expectSeq"] = write.expectSeq;
     }
     this.#connection.send(frame);
   }
 
   #onFrame(frame: ServerFrame): void {
-    const channel = typeof frame["channel"] === "string" ? frame["channel"] : undefined;
-    const subscribed = channel === undefined ? undefined : this.#subscriptions.get(channel);
-    switch (frame.type) {
-      case "delta":
-        if (subscribed !== undefined) {
-          this.#apply(channel ?? "", subscribed, subscribed.log.delta(frame as unknown as Delta));
-        }
-        return;
-      case "deltas":
-        if (subscribed !== undefined) {
-          for (const delta of (frame["deltas"] as Delta[] | undefined) ?? []) {
-            this.#apply(channel ?? "", subscribed, subscribed.log.delta(delta));
-          }
-        }
-        return;
-      case "subscribed":
-        if (subscribed !== undefined) {
-          const head = frame as unknown as { seq: number; epoch?: string; recovered?: boolean };
-          this.#apply(channel ?? "", subscribed, subscribed.log.subscribed(head));
-        }
-        return;
-      case "history":
-        if (subscribed !== undefined && frame["id"] === GAP_ID) {
-          const page = frame as unknown as { deltas: Delta[]; more: boolean; next?: number; seq: number };
-          this.#apply(channel ?? "", subscribed, subscribed.log.history(page));
-        }
-        return;
-      case "ack": {
-        const ack: Ack = {
-          channel: channel ?? "",
-          id: String(frame["id"]),
-          seq: Number(frame["seq"]),
-          epoch: String(frame["epoch"]),
-        };
-        this.#settleRetry(ack.channel, ack.id);
-        this.#outbox.acked(ack);
-        return;
-      }
-      case "error":
-        this.#onError(frame);
-        return;
-      default:
-        return;
+    const channel = typeof frame["channel"] === "string" ? frame["channel"] : "";
+    if (frame.type === "ack" || frame.type === "updated") {
+      const id = String(frame["id"]);
+      this.#settleRetry(channel, id);
+      this.#outbox.acked(
+        frame.type === "ack"
+          ? { channel, id, seq: Number(frame["seq"]), epoch: String(frame["epoch"]) }
+          : { channel, id, duplicate: frame["duplicate"] === true },
+      );
+      return;
     }
-  }
-
-  #apply(channel: string, subscribed: Subscribed, step: Step): void {
-    if (step.reset !== undefined) {
-      subscribed.handlers.onReset?.(step.reset);
+    if (frame.type === "error") {
+      this.#onError(frame);
+      return;
     }
-    for (const delta of step.deliver) {
-      subscribed.handlers.onDelta(delta);
-    }
-    if (step.history !== undefined) {
-      this.#connection.send({
-        action: "history",
-        channel,
-        since: step.history,
-        limit: this.#historyPage,
-        id: GAP_ID,
-      });
-    }
+    this.#watches.get(channel)?.frame(frame);
+    this.#requests.answer(frame);
   }
 
   #onError(frame: ServerFrame): void {
     const channel = typeof frame["channel"] === "string" ? frame["channel"] : undefined;
     const id = typeof frame["id"] === "string" ? frame["id"] : undefined;
     if (channel === undefined || id === undefined || !this.#outbox.has(channel, id)) {
+      if (!this.#requests.answer(frame)) {
+        this.emit("refused", errorOf(frame));
+      }
       return;
     }
-    const details: { seq?: number; epoch?: string; retryAfterMs?: number; id: string; channel: string } = {
-      id,
-      channel,
-    };
-    if (typeof frame["seq"] === "number") details.seq = frame["seq"];
-    if (typeof frame["epoch"] === "string") details.epoch = frame["epoch"];
-    if (typeof frame["retryAfterMs"] === "number") details.retryAfterMs = frame["retryAfterMs"];
-    const error = new DeltacastError(frame["code"] as ErrorCode, String(frame["message"] ?? ""), details);
+    const error = errorOf(frame);
     if (this.#outbox.refused(channel, id, error)) {
       return;
     }
     // Retryable: the same id again, after the server's wait (or a second).
-    const publish = this.#outbox.pending().find((p) => p.channel === channel && p.id === id);
-    if (publish !== undefined) {
+    const write = this.#outbox.pending().find((p) => p.channel === channel && p.id === id);
+    if (write !== undefined) {
       const key = publishKey(channel, id);
       clearTimeout(this.#retries.get(key));
       this.#retries.set(
@@ -262,9 +278,9 @@ export class DeltacastClient extends Emitter<ClientEvents> {
         setTimeout(() => {
           this.#retries.delete(key);
           if (this.#outbox.has(channel, id)) {
-            this.#sendPublish(publish);
+            this.#send(write);
           }
-        }, details.retryAfterMs ?? 1000),
+        }, error.details.retryAfterMs ?? 1000),
       );
     }
   }
@@ -276,6 +292,17 @@ export class DeltacastClient extends Emitter<ClientEvents> {
   }
 }
 
-/** The id of the `history` requests that fill a channel's gaps (the answer names the
- * channel). */
-const GAP_ID = "gap";
+function presenceFrame(channel: string, op: "enter" | "leave", data: unknown): Record<string, unknown> {
+  return data === undefined ? { action: "presence", channel, op } : { action: "presence", channel, op, data };
+}
+
+/** An `error` frame as a `DeltacastError`. */
+function errorOf(frame: ServerFrame): DeltacastError {
+  const details: { seq?: number; epoch?: string; retryAfterMs?: number; id?: string; channel?: string } = {};
+  if (typeof frame["seq"] === "number") details.seq = frame["seq"];
+  if (typeof frame["epoch"] === "string") details.epoch = frame["epoch"];
+  if (typeof frame["retryAfterMs"] === "number") details.retryAfterMs = frame["retryAfterMs"];
+  if (typeof frame["id"] === "string") details.id = frame["id"];
+  if (typeof frame["channel"] === "string") details.channel = frame["channel"];
+  return new DeltacastError(frame["code"] as ErrorCode, String(frame["message"] ?? ""), details);
+}

@@ -3,7 +3,8 @@
  * `conflict` from a `rate_limited` without parsing messages.
  */
 
-/** The server's error codes, and the client's own (`closed`, `timeout`). */
+/** The server's error codes (the HTTP API's own among them), and the client's own
+ * (`closed`, `timeout`). */
 export type ErrorCode =
   | "bad_request"
   | "forbidden"
@@ -14,6 +15,10 @@ export type ErrorCode =
   | "internal"
   | "presence_full"
   | "token_expired"
+  | "unauthorized"
+  | "not_found"
+  | "method_not_allowed"
+  | "unsupported_media_type"
   | "closed"
   | "timeout";
 

@@ -1,11 +1,12 @@
 /**
- * Publishes not acknowledged yet. Each keeps its id, so sending it again after a
+ * Publishes (and state channel updates) not acknowledged yet. Each keeps its id, so sending it again after a
  * reconnect (or an app restart, with a persistent store) stores it once: the server
  * answers a repeated id with the original ack. An entry leaves the outbox when it is
  * acked, or refused for a reason that sending again cannot change.
  */
 
 import { DeltacastError } from "./errors.js";
+import type { StateOp } from "./state_view.js";
 
 /** A publish on its way. */
 export interface PendingPublish {
@@ -17,6 +18,8 @@ export interface PendingPublish {
   readonly data: unknown;
   /** Publish only if the channel's head is this seq. */
   readonly expectSeq?: number;
+  /** Set for an `update` of a state channel: its ops (`data` is then unused). */
+  readonly ops?: readonly StateOp[];
   /** When it was first queued, Unix ms. */
   readonly queuedAt: number;
 }
@@ -54,8 +57,18 @@ export interface Ack {
   readonly epoch: string;
 }
 
+/** A stored `update`, as the server's `updated` tells it. */
+export interface Updated {
+  /** The channel. */
+  readonly channel: string;
+  /** The update's id. */
+  readonly id: string;
+  /** Whether the id had been stored before (the ops were not applied again). */
+  readonly duplicate: boolean;
+}
+
 interface Waiter {
-  resolve: (ack: Ack) => void;
+  resolve: (answer: Ack | Updated) => void;
   reject: (error: DeltacastError) => void;
 }
 
@@ -97,7 +110,7 @@ export class Outbox {
   }
 
   /** Queues `publish`; the promise settles with its ack, or its refusal. */
-  add(publish: Omit<PendingPublish, "queuedAt">, now: number = Date.now()): Promise<Ack> {
+  add<A extends Ack | Updated = Ack>(publish: Omit<PendingPublish, "queuedAt">, now: number = Date.now()): Promise<A> {
     const k = publishKey(publish.channel, publish.id);
     if (this.#pending.has(k)) {
       return Promise.reject(
@@ -105,8 +118,8 @@ export class Outbox {
       );
     }
     this.#pending.set(k, { ...publish, queuedAt: now });
-    const acked = new Promise<Ack>((resolve, reject) => {
-      this.#waiters.set(k, { resolve, reject });
+    const acked = new Promise<A>((resolve, reject) => {
+      this.#waiters.set(k, { resolve: resolve as (answer: Ack | Updated) => void, reject });
     });
     void this.#save();
     return acked;
@@ -122,8 +135,9 @@ export class Outbox {
     return this.#pending.has(publishKey(channel, id));
   }
 
-  /** Settles a publish with its ack; returns whether it was pending. */
-  acked(ack: Ack): boolean {
+  /** Settles a publish with its ack (an update with its `updated`); returns whether it
+   * was pending. */
+  acked(ack: Ack | Updated): boolean {
     const k = publishKey(ack.channel, ack.id);
     if (!this.#pending.delete(k)) {
       return false;

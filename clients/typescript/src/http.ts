@@ -1,0 +1,112 @@
+/**
+ * Publishing over deltacast's HTTP API (docs/http.md), for servers and scripts without a
+ * socket: `POST /v1/channels/{channel}/messages` and the batch `POST /v1/messages`. Every
+ * publish carries an id (yours, or one made here), so a publish retried after a timeout,
+ * a `429`, a `500` or a `503 in_flight` is stored once; refusals become
+ * `DeltacastError`s with the protocol's codes.
+ */
+
+import { backoffDelay, type BackoffOptions } from "./backoff.js";
+import { DeltacastError, type ErrorCode } from "./errors.js";
+import { newId } from "./ids.js";
+import type { Ack } from "./outbox.js";
+import type { TokenProvider } from "./token.js";
+
+/** How the HTTP publisher behaves. */
+export interface HttpPublisherOptions {
+  /** The API's base URL, before `/v1` (the function URL, or `http://127.0.0.1:3001`). */
+  readonly baseUrl: string;
+  /** Gives a bearer token for each request. */
+  readonly token: TokenProvider;
+  /** Sends requests (default: the platform's `fetch`). */
+  readonly fetch?: typeof fetch;
+  /** How many times a retryable failure is tried again (default 4). */
+  readonly retries?: number;
+  /** Delays between tries when the server names none (default 0.5 s doubling, jittered). */
+  readonly backoff?: BackoffOptions;
+}
+
+/** One publish. */
+export interface HttpPublish {
+  readonly channel: string;
+  readonly data: unknown;
+  readonly id?: string;
+  readonly expectSeq?: number;
+}
+
+/** A batch item's outcome: its ack, or its refusal. */
+export type BatchResult = { readonly ok: true; readonly ack: Ack } | { readonly ok: false; readonly error: DeltacastError };
+
+/** Publishes over HTTP. */
+export class HttpPublisher {
+  readonly #options: HttpPublisherOptions;
+
+  constructor(options: HttpPublisherOptions) {
+    this.#options = options;
+  }
+
+  /** Publishes one message; settles with its ack once stored. */
+  async publish(channel: string, data: unknown, options: { id?: string; expectSeq?: number } = {}): Promise<Ack> {
+    const body: Record<string, unknown> = { id: options.id ?? newId(), data };
+    if (options.expectSeq !== undefined) body["expectSeq"] = options.expectSeq;
+    const answer = await this.#post(`/v1/channels/${encodeURIComponent(channel)}/messages`, body);
+    return answer as unknown as Ack;
+  }
+
+  /** Publishes up to 100 messages; each is answered on its own, in order. */
+  async publishBatch(messages: readonly HttpPublish[]): Promise<BatchResult[]> {
+    const items = messages.map((message) => {
+      const item: Record<string, unknown> = { channel: message.channel, id: message.id ?? newId(), data: message.data };
+      if (message.expectSeq !== undefined) item["expectSeq"] = message.expectSeq;
+      return item;
+    });
+    const answer = await this.#post("/v1/messages", { messages: items });
+    const results = Array.isArray(answer["results"]) ? (answer["results"] as Record<string, unknown>[]) : [];
+    return results.map((result) =>
+      result["status"] === 200
+        ? { ok: true, ack: { channel: String(result["channel"]), id: String(result["id"]), seq: Number(result["seq"]), epoch: String(result["epoch"]) } }
+        : { ok: false, error: problemError(result) },
+    );
+  }
+
+  async #post(path: string, body: unknown): Promise<Record<string, unknown>> {
+    const send = this.#options.fetch ?? globalThis.fetch;
+    const retries = this.#options.retries ?? 4;
+    for (let attempt = 0; ; attempt += 1) {
+      let error: DeltacastError;
+      let waitMs: number | undefined;
+      try {
+        const response = await send(`${this.#options.baseUrl.replace(/\/$/, "")}${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${await this.#options.token()}` },
+          body: JSON.stringify(body),
+        });
+        const answer = (await response.json().catch(() => ({}))) as Record<string, unknown>;
+        if (response.ok) {
+          return answer;
+        }
+        error = problemError({ status: response.status, ...answer });
+        const retryAfter = Number(response.headers.get("retry-after"));
+        waitMs = error.details.retryAfterMs ?? (Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined);
+      } catch (failure) {
+        error = new DeltacastError("closed", `the request failed: ${String(failure)}`);
+      }
+      if (!error.retryable || attempt >= retries) {
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, waitMs ?? backoffDelay(attempt, this.#options.backoff)));
+    }
+  }
+}
+
+/** A problem document (or a batch item's) as an error. */
+function problemError(problem: Record<string, unknown>): DeltacastError {
+  const code = (typeof problem["code"] === "string" ? problem["code"] : "internal") as ErrorCode;
+  const details: { seq?: number; epoch?: string; retryAfterMs?: number; id?: string; channel?: string } = {};
+  if (typeof problem["seq"] === "number") details.seq = problem["seq"];
+  if (typeof problem["epoch"] === "string") details.epoch = problem["epoch"];
+  if (typeof problem["retryAfterMs"] === "number") details.retryAfterMs = problem["retryAfterMs"];
+  if (typeof problem["id"] === "string") details.id = problem["id"];
+  if (typeof problem["channel"] === "string") details.channel = problem["channel"];
+  return new DeltacastError(code, String(problem["detail"] ?? problem["title"] ?? `HTTP ${String(problem["status"])}`), details);
+}
