@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use deltacast_local::gateway::ManagementFaults;
 use deltacast_local::runtime::FunctionFaults;
 use deltacast_local::stack::{
-    DEV_JWT_SECRET, JWT_SECRET_VARIABLE, Stack, StackOptions, check_token_user, dev_token,
+    DEV_JWT_SECRET, DEV_TOKEN_HOURS, JWT_SECRET_VARIABLE, Stack, StackOptions, check_token_user,
+    dev_token,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -38,7 +39,7 @@ enum Command {
         #[arg(long, env = JWT_SECRET_VARIABLE, default_value = DEV_JWT_SECRET, hide_env_values = true)]
         secret: String,
         /// Validity in hours.
-        #[arg(long, default_value_t = 24)]
+        #[arg(long, default_value_t = DEV_TOKEN_HOURS)]
         hours: u64,
     },
 }
@@ -115,6 +116,10 @@ struct Serve {
     /// Fault injection: share of stream batches delivered twice.
     #[arg(long, default_value_t = 0.0)]
     fault_duplicate_batch_rate: f64,
+    /// A build of the demo app (`make demo`: clients/typescript/demo/dist) to serve under
+    /// /demo/, with development tokens at /demo/token?user=NAME for this machine only.
+    #[arg(long)]
+    demo_dir: Option<PathBuf>,
 }
 
 /// The `--user` of `token`: what [`check_token_user`] accepts.
@@ -187,6 +192,19 @@ fn management_note(bind: IpAddr) -> &'static str {
     }
 }
 
+/// The banner's line for the demo app: its page for one user and how to be another. It
+/// names a loopback address whenever the stack listens on all of them, since only this
+/// machine gets the demo's tokens.
+fn demo_line(bind: IpAddr, port: u16) -> String {
+    let ip = match bind {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let page = format!("http://{}/demo/", SocketAddr::new(ip, port));
+    format!("Demo app:        {page}?user=ann   (a second tab: ?user=bob)")
+}
+
 /// What the banner says about the build it runs: a debug build is fine for trying things,
 /// but its throughput and latency say nothing about the functions', so it says how to get
 /// release binaries.
@@ -234,6 +252,7 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
         only: Vec::new(),
     };
     options.duplicate_batch_rate = serve.fault_duplicate_batch_rate;
+    options.demo_dir = serve.demo_dir;
 
     let stack = Stack::start(options).await?;
     let host = match serve.bind {
@@ -256,9 +275,18 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(http) = &http {
         println!("  HTTP API + SSE:  {http}/  (docs/http.md; OpenAPI at {http}/openapi.json)");
     }
+    if stack.demo_url.is_some() {
+        println!("  {}", demo_line(serve.bind, stack.address.port()));
+    }
     if stack.signs_tokens {
-        let token = dev_token(&stack.jwt_secret, "alice", Duration::from_secs(24 * 3600));
-        println!("  Token (alice, every capability, 24 h; `make token USER=bob` for others):");
+        let token = dev_token(
+            &stack.jwt_secret,
+            "alice",
+            Duration::from_secs(DEV_TOKEN_HOURS * 3600),
+        );
+        println!(
+            "  Token (alice, every capability, {DEV_TOKEN_HOURS} h; `make token USER=bob` for others):"
+        );
         println!("  {token}");
         println!();
         println!("  Try it:  {}", try_it_command(&url, &token));
@@ -317,6 +345,23 @@ mod tests {
         assert_eq!(
             management_note("0.0.0.0".parse().unwrap()),
             " (answers this machine only)"
+        );
+    }
+
+    #[test]
+    fn the_banner_links_the_demo_app_for_two_users_on_a_loopback_address() {
+        assert_eq!(
+            demo_line("127.0.0.1".parse().unwrap(), 3001),
+            "Demo app:        http://127.0.0.1:3001/demo/?user=ann   (a second tab: ?user=bob)"
+        );
+        assert!(
+            demo_line("0.0.0.0".parse().unwrap(), 4000)
+                .contains(" http://127.0.0.1:4000/demo/?user=ann "),
+            "all addresses: the loopback one, where the token route answers"
+        );
+        assert!(
+            demo_line("::".parse().unwrap(), 4000).contains(" http://[::1]:4000/demo/?user=ann "),
+            "IPv6 in brackets"
         );
     }
 

@@ -12,15 +12,17 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use crate::dev_token::{
+    DEV_TOKEN_HOURS, MAX_TOKEN_USER_LEN, check_token_user, dev_token, dev_tokens,
+};
 use crate::exposure::{DevSecretOnNetwork, check_bind};
-use crate::gateway::{self, Gateway, GatewayConfig, Routes};
+use crate::gateway::{self, DemoApp, DemoDirError, Gateway, GatewayConfig, Routes};
 use crate::runtime::{Function, FunctionConfig, FunctionFaults};
 use crate::streams::{PollOptions, run_trigger};
 use crate::template::{LocalValues, StackSpec, TemplateError};
@@ -70,6 +72,8 @@ pub struct StackOptions {
     pub function_faults: FunctionFaults,
     /// Probability that a stream batch is delivered twice.
     pub duplicate_batch_rate: f64,
+    /// The demo app's build, served under `/demo/` (`serve --demo-dir`).
+    pub demo_dir: Option<PathBuf>,
 }
 
 impl StackOptions {
@@ -89,6 +93,7 @@ impl StackOptions {
             max_instances: 10,
             function_faults: FunctionFaults::default(),
             duplicate_batch_rate: 0.0,
+            demo_dir: None,
         }
     }
 
@@ -138,6 +143,9 @@ pub enum StackError {
     /// It would publish the development secret to the network.
     #[error(transparent)]
     Exposure(#[from] DevSecretOnNetwork),
+    /// The demo folder cannot be served.
+    #[error(transparent)]
+    Demo(#[from] DemoDirError),
     /// The readiness probe failed.
     #[error("the stack started but a test connection failed: {0}")]
     NotReady(String),
@@ -157,6 +165,8 @@ pub struct Stack {
     pub management_endpoint: String,
     /// The HTTP API's base (`http://<address>/v1`), when the template has a function URL.
     pub http_url: Option<String>,
+    /// The demo app's page (`http://<address>/demo/`), when `--demo-dir` is given.
+    pub demo_url: Option<String>,
     /// The table.
     pub table_name: String,
     /// The secret tokens must be signed with.
@@ -222,10 +232,16 @@ impl Stack {
             Some(arn)
         };
 
-        let (listener, address) = gateway::bind(options.bind).await?;
-        let management_endpoint = format!("http://{address}");
         let jwt_secret = options.jwt_secret().to_owned();
         let signs_tokens = options.signs_tokens();
+        let mut gateway_config = options.gateway.clone();
+        if let Some(dir) = &options.demo_dir {
+            let tokens = signs_tokens.then(|| dev_tokens(jwt_secret.clone()));
+            gateway_config.demo = Some(DemoApp::new(dir, tokens)?);
+        }
+
+        let (listener, address) = gateway::bind(options.bind).await?;
+        let management_endpoint = format!("http://{address}");
 
         let mut parameters = options.parameters.clone();
         parameters
@@ -285,7 +301,11 @@ impl Stack {
             identity_sources: spec.identity_sources.clone(),
             http: spec.http_api.as_ref().map(|id| functions[id].clone()),
         };
-        let gateway = Gateway::start_on(listener, routes, options.gateway.clone())?;
+        let demo_url = gateway_config
+            .demo
+            .as_ref()
+            .map(|_| format!("http://{address}/demo/"));
+        let gateway = Gateway::start_on(listener, routes, gateway_config)?;
 
         let stop_triggers = CancellationToken::new();
         let mut triggers = Vec::new();
@@ -322,6 +342,7 @@ impl Stack {
                 .as_ref()
                 .map(|_| format!("http://{address}/v1")),
             management_endpoint,
+            demo_url,
             table_name: options.table_name.clone(),
             jwt_secret,
             signs_tokens,
@@ -421,69 +442,6 @@ impl Stack {
         }
         for function in self.functions.values() {
             function.shutdown().await;
-        }
-    }
-}
-
-/// Longest `sub` of a development token: `user:<sub>` must fit a channel name.
-pub const MAX_TOKEN_USER_LEN: usize = deltacast::protocol::MAX_CHANNEL_LEN - "user:".len();
-
-/// Checks the `sub` of a development token (`make token USER=...`): 1 to
-/// [`MAX_TOKEN_USER_LEN`] characters that may appear in a channel name, so that the
-/// user's own channel `user:<sub>` exists. The error names the field and the rule.
-pub fn check_token_user(user: &str) -> Result<(), String> {
-    let fits = !user.is_empty()
-        && user.len() <= MAX_TOKEN_USER_LEN
-        && user.chars().all(deltacast::protocol::is_channel_char);
-    if fits {
-        Ok(())
-    } else {
-        Err(format!(
-            "the user (--user, make token USER=...) must be 1 to {MAX_TOKEN_USER_LEN} characters of \
-             A-Z a-z 0-9 _ - : . @ (no spaces), so that user:<user> is a channel name; got {user:?}"
-        ))
-    }
-}
-
-/// A token for local development: every capability on every channel.
-pub fn dev_token(secret: &str, sub: &str, valid_for: Duration) -> String {
-    let claims = json!({
-        "sub": sub,
-        "exp": deltacast::clock::now_secs() + valid_for.as_secs(),
-        "channels": {"*": ["subscribe", "publish", "history", "presence"]},
-    });
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("claims serialise")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_user_must_be_a_channel_name_part() {
-        for good in [
-            "alice",
-            "bob@example.com",
-            "a.b-c_d:e",
-            &"x".repeat(MAX_TOKEN_USER_LEN),
-        ] {
-            assert_eq!(check_token_user(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "bad user",
-            "tab\tuser",
-            "ünï",
-            &"x".repeat(MAX_TOKEN_USER_LEN + 1),
-        ] {
-            let error = check_token_user(bad).expect_err(bad);
-            assert!(error.contains("--user"), "{error}");
-            assert!(error.contains("1 to 123 characters"), "{error}");
         }
     }
 }

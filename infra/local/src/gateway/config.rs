@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use super::demo::DemoApp;
+
 /// API Gateway's largest client frame.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 /// API Gateway's largest message (client or Management API).
@@ -47,6 +49,8 @@ pub struct GatewayConfig {
     pub max_queued_frames: usize,
     /// Management API faults.
     pub faults: ManagementFaults,
+    /// The demo app served under `/demo/`; `None`: those paths are not served.
+    pub demo: Option<DemoApp>,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +61,7 @@ impl Default for GatewayConfig {
             max_connection_duration: Duration::from_secs(7200),
             max_queued_frames: MAX_QUEUED_FRAMES,
             faults: ManagementFaults::default(),
+            demo: None,
         }
     }
 }

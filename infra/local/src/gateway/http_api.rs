@@ -143,7 +143,7 @@ fn preflight() -> Response {
 
 /// Whether a `Host` header names this machine: `localhost`, `127.x.x.x` or `[::1]`,
 /// with or without a port.
-fn is_loopback_host(host: &str) -> bool {
+pub(super) fn is_loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or_default(),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),

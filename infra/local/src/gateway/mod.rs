@@ -25,11 +25,14 @@
 //! - `management`: the Management API (`POST`, `GET`, `DELETE /@connections/{id}`).
 //! - `http_api`: the HTTP API under `/v1/`: the function with a URL in the template,
 //!   invoked as its function URL would invoke it, responses streamed.
+//! - `demo`: the demo app under `/demo/` (`serve --demo-dir`) and its development-token
+//!   route for this machine.
 //! - `state`: what the tasks share: the open connections and their queues.
 
 mod authorizer;
 mod config;
 mod connection;
+mod demo;
 mod handshake;
 mod http_api;
 mod management;
@@ -41,5 +44,6 @@ pub use config::{
     GatewayConfig, GatewayStats, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_FRAMES,
     ManagementFaults, Routes,
 };
+pub use demo::{DemoApp, DemoDirError, DevTokens};
 pub use routing::select_route;
 pub use server::{Gateway, GatewayError, bind};

@@ -1,6 +1,7 @@
 //! The running gateway: it listens, sends each HTTP path to the handshake, the Management
-//! API or the HTTP API (`/v1/`), answers (and logs) unknown paths with 404, and shuts down in order — handshakes
-//! refused, connections closed with 1001 and their `$disconnect` run, then the listener.
+//! API, the HTTP API (`/v1/`) or the demo app (`/demo/`), answers (and logs) unknown paths
+//! with 404, and shuts down in order — handshakes refused, connections closed with 1001
+//! and their `$disconnect` run, then the listener.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::config::{GatewayConfig, GatewayStats, ManagementFaults, Routes};
+use super::demo::demo;
 use super::handshake::{upgrade_default, upgrade_on_stage};
 use super::http_api::http_api;
 use super::management::{management, management_on_stage};
@@ -88,15 +90,21 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
             stopping: CancellationToken::new(),
             stop_server: CancellationToken::new(),
         });
-        let app = Router::new()
+        let mut app = Router::new()
             .route("/@connections/{id}", any(management::<F>))
             .route("/{stage}/@connections/{id}", any(management_on_stage::<F>))
             .route("/v1", any(http_api::<F>))
             .route("/v1/{*rest}", any(http_api::<F>))
             .route("/", any(upgrade_default::<F>))
-            .route("/{stage}", any(upgrade_on_stage::<F>))
-            .fallback(not_found)
-            .with_state(shared.clone());
+            .route("/{stage}", any(upgrade_on_stage::<F>));
+        // Only with a demo app: otherwise `/demo` stays a stage, as it always was.
+        if shared.config.demo.is_some() {
+            app = app
+                .route("/demo", any(demo::<F>))
+                .route("/demo/", any(demo::<F>))
+                .route("/demo/{*rest}", any(demo::<F>));
+        }
+        let app = app.fallback(not_found).with_state(shared.clone());
         let token = shared.stop_server.clone();
         let server = tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
