@@ -28,8 +28,9 @@ export interface SubscriptionHandlers {
 export interface WatchLink {
   /** Sends a frame; false when not connected (the watch subscribes again on `open`). */
   send(frame: Record<string, unknown>): boolean;
-  /** Sends a request and settles with its answer. */
-  request(frame: Record<string, unknown>): Promise<Frame>;
+  /** Sends a request and settles with its answer (`resend: false`: rejected when the
+   * connection drops first, rather than sent again). */
+  request(frame: Record<string, unknown>, options?: { resend?: boolean }): Promise<Frame>;
   /** How many deltas a gap's `history` asks for at once. */
   readonly historyPage: number;
 }
@@ -175,7 +176,8 @@ export class ChannelWatch {
     const listing = this.#listings;
     const frame: Record<string, unknown> = { action: "members", channel: this.channel };
     if (after !== "") frame["after"] = after;
-    this.#link.request(frame).then(
+    // A listing belongs to its connection: the next one subscribes and lists again.
+    this.#link.request(frame, { resend: false }).then(
       (answer) => {
         if (this.#presence !== presence || this.#listings !== listing) return;
         const step = presence.view.page(answer as unknown as MembersPage);

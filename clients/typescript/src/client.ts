@@ -17,12 +17,13 @@ import type { Delta } from "./channel_log.js";
 import { ChannelWatch, type SubscriptionHandlers } from "./channel_watch.js";
 import { Connection, type ConnectionOptions, type ConnectionState, type ServerFrame } from "./connection.js";
 import { Emitter } from "./emitter.js";
-import { DeltacastError, type ErrorCode } from "./errors.js";
+import { DeltacastError, errorFrom } from "./errors.js";
 import { newId } from "./ids.js";
-import { type Ack, Outbox, type PendingPublish, type PendingStore, publishKey, type Updated } from "./outbox.js";
+import type { Ack, PendingPublish, PendingStore, Updated } from "./outbox.js";
 import type { Member } from "./presence_view.js";
 import { Requests } from "./requests.js";
 import type { JsonObject, StateOp } from "./state_view.js";
+import { Writer } from "./writer.js";
 
 /** How the client behaves: the connection's options, and where writes are kept. */
 export interface ClientOptions extends ConnectionOptions {
@@ -30,6 +31,10 @@ export interface ClientOptions extends ConnectionOptions {
   readonly store?: PendingStore;
   /** Deltas a gap's `history` request asks for at once (default 100). */
   readonly historyPage?: number;
+  /** Send a channel's writes one at a time, so they are stored in the order they were
+   * made (default true; false sends them all at once, and they may be stored in any
+   * order). */
+  readonly inOrder?: boolean;
 }
 
 /** Something the app receives; `unsubscribe` stops it. */
@@ -64,20 +69,26 @@ export type ClientEvents = {
 /** The client. */
 export class DeltacastClient extends Emitter<ClientEvents> {
   readonly #connection: Connection;
-  readonly #outbox: Outbox;
+  readonly #writer: Writer;
   readonly #requests: Requests;
   readonly #watches = new Map<string, ChannelWatch>();
   readonly #present = new Map<string, unknown>();
   readonly #historyPage: number;
-  readonly #retries = new Map<string, ReturnType<typeof setTimeout>>();
 
   constructor(options: ClientOptions) {
     super();
     this.#connection = new Connection(options);
-    this.#outbox = new Outbox(options.store);
-    this.#requests = new Requests((frame) => this.#connection.send(frame));
+    const send = (frame: Record<string, unknown>) => this.#connection.send(frame);
+    this.#writer = new Writer(send, { store: options.store, inOrder: options.inOrder });
+    this.#requests = new Requests(send);
     this.#historyPage = options.historyPage ?? 100;
-    this.#connection.on("state", (state) => this.emit("state", state));
+    this.#connection.on("state", (state) => {
+      if (state !== "connected") {
+        this.#writer.dropped();
+        this.#requests.dropped();
+      }
+      this.emit("state", state);
+    });
     this.#connection.on("open", () => this.#onOpen());
     this.#connection.on("frame", (frame) => this.#onFrame(frame));
   }
@@ -89,16 +100,13 @@ export class DeltacastClient extends Emitter<ClientEvents> {
 
   /** Connects (and keeps connected) once the kept writes are read back. */
   async connect(): Promise<void> {
-    await this.#outbox.ready();
+    await this.#writer.ready();
     this.#connection.connect();
   }
 
   /** Disconnects for good; pending writes stay in the store, requests are rejected. */
   close(): void {
-    for (const timer of this.#retries.values()) {
-      clearTimeout(timer);
-    }
-    this.#retries.clear();
+    this.#writer.close();
     this.#requests.close();
     this.#connection.close();
   }
@@ -130,7 +138,7 @@ export class DeltacastClient extends Emitter<ClientEvents> {
   publish(channel: string, data: unknown, options: { id?: string; expectSeq?: number } = {}): Promise<Ack> {
     const id = options.id ?? newId();
     const publish = options.expectSeq === undefined ? { channel, id, data } : { channel, id, data, expectSeq: options.expectSeq };
-    return this.#write<Ack>(publish);
+    return this.#writer.write<Ack>(publish);
   }
 
   /**
@@ -139,12 +147,12 @@ export class DeltacastClient extends Emitter<ClientEvents> {
    * publish. Settles once stored; the document changes at the next fold.
    */
   update(channel: string, ops: readonly StateOp[], options: { id?: string } = {}): Promise<Updated> {
-    return this.#write<Updated>({ channel, id: options.id ?? newId(), data: undefined, ops });
+    return this.#writer.write<Updated>({ channel, id: options.id ?? newId(), data: undefined, ops });
   }
 
   /** Writes made and not acknowledged yet, oldest first. */
   pending(): readonly PendingPublish[] {
-    return this.#outbox.pending();
+    return this.#writer.pending();
   }
 
   /** Reads a page of a log channel's history: deltas after `since`, in order. */
@@ -180,7 +188,7 @@ export class DeltacastClient extends Emitter<ClientEvents> {
     if (watch === undefined) {
       watch = new ChannelWatch(channel, {
         send: (frame) => this.#connection.send(frame),
-        request: (frame) => this.#requests.request(frame),
+        request: (frame, options) => this.#requests.request(frame, options),
         historyPage: this.#historyPage,
       });
       this.#watches.set(channel, watch);
@@ -205,104 +213,38 @@ export class DeltacastClient extends Emitter<ClientEvents> {
     };
   }
 
-  #write<A extends Ack | Updated>(write: Omit<PendingPublish, "queuedAt">): Promise<A> {
-    const acked = this.#outbox.add<A>(write);
-    this.#send({ ...write, queuedAt: Date.now() });
-    return acked;
-  }
-
   #onOpen(): void {
     for (const watch of this.#watches.values()) {
       watch.subscribe();
     }
     for (const [channel, data] of this.#present) {
-      this.#connection.send(presenceFrame(channel, "enter", data));
+      const entering = (frame: Record<string, unknown>) => frame["action"] === "presence" && frame["channel"] === channel;
+      if (!this.#requests.waiting(entering)) {
+        this.#connection.send(presenceFrame(channel, "enter", data));
+      }
     }
-    for (const write of this.#outbox.pending()) {
-      this.#send(write);
-    }
+    this.#writer.opened();
     this.#requests.opened();
   }
 
-  #send(write: PendingPublish): void {
-    const frame: Record<string, unknown> =
-      write.ops === undefined
-        ? { action: "publish", channel: write.channel, id: write.id, data: write.data }
-        : { action: "update", channel: write.channel, id: write.id, ops: write.ops };
-    if (write.expectSeq !== undefined) {
-      frame["expectSeq"] = write.expectSeq;
-    }
-    this.#connection.send(frame);
-  }
-
   #onFrame(frame: ServerFrame): void {
-    const channel = typeof frame["channel"] === "string" ? frame["channel"] : "";
     if (frame.type === "ack" || frame.type === "updated") {
-      const id = String(frame["id"]);
-      this.#settleRetry(channel, id);
-      this.#outbox.acked(
-        frame.type === "ack"
-          ? { channel, id, seq: Number(frame["seq"]), epoch: String(frame["epoch"]) }
-          : { channel, id, duplicate: frame["duplicate"] === true },
-      );
+      this.#writer.answered(frame);
       return;
     }
     if (frame.type === "error") {
-      this.#onError(frame);
-      return;
-    }
-    this.#watches.get(channel)?.frame(frame);
-    this.#requests.answer(frame);
-  }
-
-  #onError(frame: ServerFrame): void {
-    const channel = typeof frame["channel"] === "string" ? frame["channel"] : undefined;
-    const id = typeof frame["id"] === "string" ? frame["id"] : undefined;
-    if (channel === undefined || id === undefined || !this.#outbox.has(channel, id)) {
-      if (!this.#requests.answer(frame)) {
-        this.emit("refused", errorOf(frame));
+      const error = errorFrom(frame, String(frame["message"] ?? ""));
+      if (!this.#writer.refused(frame, error) && !this.#requests.answer(frame)) {
+        this.emit("refused", error);
       }
       return;
     }
-    const error = errorOf(frame);
-    if (this.#outbox.refused(channel, id, error)) {
-      return;
-    }
-    // Retryable: the same id again, after the server's wait (or a second).
-    const write = this.#outbox.pending().find((p) => p.channel === channel && p.id === id);
-    if (write !== undefined) {
-      const key = publishKey(channel, id);
-      clearTimeout(this.#retries.get(key));
-      this.#retries.set(
-        key,
-        setTimeout(() => {
-          this.#retries.delete(key);
-          if (this.#outbox.has(channel, id)) {
-            this.#send(write);
-          }
-        }, error.details.retryAfterMs ?? 1000),
-      );
-    }
-  }
-
-  #settleRetry(channel: string, id: string): void {
-    const key = publishKey(channel, id);
-    clearTimeout(this.#retries.get(key));
-    this.#retries.delete(key);
+    const channel = typeof frame["channel"] === "string" ? frame["channel"] : "";
+    this.#watches.get(channel)?.frame(frame);
+    this.#requests.answer(frame);
   }
 }
 
 function presenceFrame(channel: string, op: "enter" | "leave", data: unknown): Record<string, unknown> {
   return data === undefined ? { action: "presence", channel, op } : { action: "presence", channel, op, data };
-}
-
-/** An `error` frame as a `DeltacastError`. */
-function errorOf(frame: ServerFrame): DeltacastError {
-  const details: { seq?: number; epoch?: string; retryAfterMs?: number; id?: string; channel?: string } = {};
-  if (typeof frame["seq"] === "number") details.seq = frame["seq"];
-  if (typeof frame["epoch"] === "string") details.epoch = frame["epoch"];
-  if (typeof frame["retryAfterMs"] === "number") details.retryAfterMs = frame["retryAfterMs"];
-  if (typeof frame["id"] === "string") details.id = frame["id"];
-  if (typeof frame["channel"] === "string") details.channel = frame["channel"];
-  return new DeltacastError(frame["code"] as ErrorCode, String(frame["message"] ?? ""), details);
 }

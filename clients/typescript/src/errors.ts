@@ -64,3 +64,18 @@ export class DeltacastError extends Error {
     return RETRYABLE.has(this.code);
   }
 }
+
+/**
+ * The error a server's answer describes: an `error` frame, or a problem document of the
+ * HTTP API (`code`, and `seq`, `epoch`, `retryAfterMs`, `id`, `channel` when present).
+ */
+export function errorFrom(fields: Readonly<Record<string, unknown>>, message: string): DeltacastError {
+  const details: { -readonly [K in keyof ErrorDetails]: ErrorDetails[K] } = {};
+  if (typeof fields["seq"] === "number") details.seq = fields["seq"];
+  if (typeof fields["epoch"] === "string") details.epoch = fields["epoch"];
+  if (typeof fields["retryAfterMs"] === "number") details.retryAfterMs = fields["retryAfterMs"];
+  if (typeof fields["id"] === "string") details.id = fields["id"];
+  if (typeof fields["channel"] === "string") details.channel = fields["channel"];
+  const code = typeof fields["code"] === "string" ? (fields["code"] as ErrorCode) : "internal";
+  return new DeltacastError(code, message, details);
+}

@@ -7,7 +7,7 @@
  */
 
 import { backoffDelay, type BackoffOptions } from "./backoff.js";
-import { DeltacastError, type ErrorCode } from "./errors.js";
+import { DeltacastError, errorFrom } from "./errors.js";
 import { newId } from "./ids.js";
 import type { Ack } from "./outbox.js";
 import type { TokenProvider } from "./token.js";
@@ -101,12 +101,5 @@ export class HttpPublisher {
 
 /** A problem document (or a batch item's) as an error. */
 function problemError(problem: Record<string, unknown>): DeltacastError {
-  const code = (typeof problem["code"] === "string" ? problem["code"] : "internal") as ErrorCode;
-  const details: { seq?: number; epoch?: string; retryAfterMs?: number; id?: string; channel?: string } = {};
-  if (typeof problem["seq"] === "number") details.seq = problem["seq"];
-  if (typeof problem["epoch"] === "string") details.epoch = problem["epoch"];
-  if (typeof problem["retryAfterMs"] === "number") details.retryAfterMs = problem["retryAfterMs"];
-  if (typeof problem["id"] === "string") details.id = problem["id"];
-  if (typeof problem["channel"] === "string") details.channel = problem["channel"];
-  return new DeltacastError(code, String(problem["detail"] ?? problem["title"] ?? `HTTP ${String(problem["status"])}`), details);
+  return errorFrom(problem, String(problem["detail"] ?? problem["title"] ?? `HTTP ${String(problem["status"])}`));
 }

@@ -1,18 +1,23 @@
 /**
  * Requests answered by id: `history`, `members`, `state` and `presence` frames. Each
  * request gets an id of its own (`q.<n>`, never one of the client's publish ids), is sent
- * when connected, and is sent again after a reconnect until answered: these requests are
- * idempotent. Its answer, or its error, settles it; a refusal a retry can change
+ * when connected, and is sent again on the next connection until answered (these
+ * requests are idempotent), unless it belongs to one connection (`resend: false`, a
+ * members listing that the next connection starts again): then the next connection
+ * rejects it with `closed`. Its answer, or its error, settles it; a refusal a retry can change
  * (`rate_limited`, `internal`) is sent again after the server's `retryAfterMs`.
  */
 
-import { DeltacastError, type ErrorCode } from "./errors.js";
+import { DeltacastError, errorFrom } from "./errors.js";
 
 /** A frame from the server: a JSON object with a `type`. */
 type Frame = { readonly type: string } & Record<string, unknown>;
 
 interface Request {
   readonly frame: Record<string, unknown>;
+  readonly resend: boolean;
+  /** Sent on the current connection. */
+  sent: boolean;
   readonly resolve: (answer: Frame) => void;
   readonly reject: (error: DeltacastError) => void;
   retry?: ReturnType<typeof setTimeout>;
@@ -31,21 +36,42 @@ export class Requests {
 
   /** Sends `frame` with an id of its own; settles with the answer (any frame with the id
    * but an `error`), or rejects with the error. */
-  request(frame: Record<string, unknown>): Promise<Frame> {
+  request(frame: Record<string, unknown>, options: { resend?: boolean } = {}): Promise<Frame> {
     this.#next += 1;
     const id = `q.${this.#next}`;
     return new Promise<Frame>((resolve, reject) => {
-      const request: Request = { frame: { ...frame, id }, resolve, reject };
+      const request: Request = { frame: { ...frame, id }, resend: options.resend ?? true, sent: false, resolve, reject };
       this.#waiting.set(id, request);
-      this.#send(request.frame);
+      request.sent = this.#send(request.frame);
     });
   }
 
-  /** A socket opened: sends every request still waiting. */
+  /** Whether a request matching `frame`'s fields is waiting. */
+  waiting(matches: (frame: Record<string, unknown>) => boolean): boolean {
+    return [...this.#waiting.values()].some((request) => matches(request.frame));
+  }
+
+  /** The connection dropped: what was sent on it is sent again on the next one. */
+  dropped(): void {
+    for (const [id, request] of this.#waiting) {
+      if (!request.sent) {
+        continue;
+      }
+      if (request.resend) {
+        request.sent = false;
+      } else {
+        this.#waiting.delete(id);
+        clearTimeout(request.retry);
+        request.reject(new DeltacastError("closed", "the connection dropped before the answer"));
+      }
+    }
+  }
+
+  /** A socket opened: sends every request not sent on it yet. */
   opened(): void {
     for (const request of this.#waiting.values()) {
-      if (request.retry === undefined) {
-        this.#send(request.frame);
+      if (request.retry === undefined && !request.sent) {
+        request.sent = this.#send(request.frame);
       }
     }
   }
@@ -62,15 +88,12 @@ export class Requests {
       request.resolve(frame);
       return true;
     }
-    const details: { retryAfterMs?: number; channel?: string; id: string } = { id };
-    if (typeof frame["retryAfterMs"] === "number") details.retryAfterMs = frame["retryAfterMs"];
-    if (typeof frame["channel"] === "string") details.channel = frame["channel"];
-    const error = new DeltacastError(frame["code"] as ErrorCode, String(frame["message"] ?? ""), details);
+    const error = errorFrom(frame, String(frame["message"] ?? ""));
     if (error.retryable) {
       request.retry = setTimeout(() => {
         delete request.retry;
-        this.#send(request.frame);
-      }, details.retryAfterMs ?? 1000);
+        request.sent = this.#send(request.frame);
+      }, error.details.retryAfterMs ?? 1000);
     } else {
       this.#waiting.delete(id);
       request.reject(error);
