@@ -5,59 +5,19 @@
  */
 
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { test } from "node:test";
 
-import WebSocket from "ws";
+import { type Delta, DeltacastClient, DeltacastError, HttpPublisher, type Member, Optimistic } from "../src/index.js";
+import { HTTP, URL, sockets, token, until } from "./support.js";
 
-import {
-  type Delta,
-  DeltacastClient,
-  DeltacastError,
-  HttpPublisher,
-  type Member,
-  Optimistic,
-  type SocketFactory,
-  type SocketLike,
-} from "../src/index.js";
-
-const URL = process.env["DELTACAST_URL"] ?? "ws://127.0.0.1:3001/local";
-const HTTP = URL.replace(/^ws/, "http").replace(/\/local$/, "");
-const SECRET = process.env["JWT_SECRET"] || "deltacast-local-dev-secret-not-for-production";
 const RUN = Date.now().toString(36);
-
-/** A development token for `sub`, every capability on every channel, for an hour. */
-function token(sub: string): string {
-  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({
-    sub,
-    exp: Math.floor(Date.now() / 1000) + 3600,
-    channels: { "*": ["subscribe", "publish", "history", "presence"] },
-  })}`;
-  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
-}
 
 /** A client for `sub` whose sockets the test can cut, and whose frames it can count. */
 function client(sub: string) {
-  const open: WebSocket[] = [];
-  const frames: string[] = [];
-  const factory: SocketFactory = (url, protocols) => {
-    const socket = new WebSocket(url, protocols);
-    socket.on("message", (data: Buffer) => frames.push(String(JSON.parse(data.toString())["type"])));
-    open.push(socket);
-    return socket as unknown as SocketLike;
-  };
+  const { factory, open, frames } = sockets();
   const made = new DeltacastClient({ url: URL, token: () => token(sub), socket: factory, backoff: { baseMs: 100, maxMs: 500 } });
   return { client: made, cut: () => open.at(-1)?.terminate(), frames };
 }
-
-const until = async (done: () => boolean, ms: number, what: string) => {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-};
 
 test("votes from three clients, some sent twice, one across a cut socket: the exact tally", { timeout: 60_000 }, async () => {
   const channel = `state:poll-${RUN}`;

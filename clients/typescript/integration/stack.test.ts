@@ -6,45 +6,10 @@
  */
 
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { test } from "node:test";
 
-import WebSocket from "ws";
-
-import { type Delta, DeltacastClient, type SocketFactory, type SocketLike } from "../src/index.js";
-
-const URL = process.env["DELTACAST_URL"] ?? "ws://127.0.0.1:3001/local";
-const SECRET = process.env["JWT_SECRET"] || "deltacast-local-dev-secret-not-for-production";
-
-/** A development token for `sub`, every capability on every channel, for an hour. */
-function token(sub: string): string {
-  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({
-    sub,
-    exp: Math.floor(Date.now() / 1000) + 3600,
-    channels: { "*": ["subscribe", "publish", "history", "presence"] },
-  })}`;
-  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
-}
-
-/** Node's `ws` sockets, each kept so the test can cut it. */
-function sockets(): { factory: SocketFactory; open: WebSocket[] } {
-  const open: WebSocket[] = [];
-  const factory: SocketFactory = (url, protocols) => {
-    const socket = new WebSocket(url, protocols);
-    open.push(socket);
-    return socket as unknown as SocketLike;
-  };
-  return { factory, open };
-}
-
-const until = async (done: () => boolean, ms: number, what: string) => {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-};
+import { type Delta, DeltacastClient } from "../src/index.js";
+import { URL, sockets, token, until } from "./support.js";
 
 test("cut sockets and offline writes: every message once, in order, each acked once", { timeout: 60_000 }, async () => {
   const channel = `chat:it-${Date.now().toString(36)}`;

@@ -48,6 +48,10 @@ export class ChannelWatch {
   /** Counts listings, so that a page of an older one (sent again after a reconnect) is
    * not taken for the current one's. */
   #listings = 0;
+  /** The members are to be listed once the server answers the `subscribe`: it runs a
+   * connection's frames in parallel, and a listing read before the subscription is
+   * stored could miss a change sent before it was. */
+  #listAfterSubscribe = false;
 
   constructor(channel: string, link: WatchLink) {
     this.channel = channel;
@@ -93,8 +97,18 @@ export class ChannelWatch {
       return;
     }
     if (this.#presence !== undefined) {
+      this.#presence.view.relist(); // patches are held from now on
+      this.#listAfterSubscribe = true;
+    }
+  }
+
+  /** The server answered the `subscribe` (`subscribed`, or a state channel's `state`):
+   * the members can be listed. */
+  #subscribed(): void {
+    if (this.#listAfterSubscribe && this.#presence !== undefined) {
+      this.#listAfterSubscribe = false;
       this.#listings += 1;
-      this.#list(this.#presence.view.relist().list);
+      this.#list("");
     }
   }
 
@@ -111,6 +125,7 @@ export class ChannelWatch {
         return;
       case "subscribed":
         this.#logStep((log) => log.subscribed(frame as unknown as { seq: number; epoch?: string; recovered?: boolean }));
+        this.#subscribed();
         return;
       case "history":
         if (frame["id"] === GAP_ID) {
@@ -119,6 +134,7 @@ export class ChannelWatch {
         return;
       case "state":
         this.#stateStep((view) => view.snapshot(Number(frame["version"]), frame["value"]));
+        this.#subscribed();
         return;
       case "patch":
         this.#stateStep((view) => view.patch(Number(frame["version"]), frame["patch"]));

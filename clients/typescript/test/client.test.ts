@@ -2,24 +2,12 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
 
 import type { Delta } from "../src/channel_log.js";
-import { DeltacastClient } from "../src/client.js";
 import { DeltacastError } from "../src/errors.js";
-import { scriptedFactory, settle } from "./scripted_socket.js";
+import { connected, reconnect, scriptedClient, settle } from "./scripted_socket.js";
 
 beforeEach(() => mock.timers.enable({ apis: ["setTimeout"] }));
 afterEach(() => mock.timers.reset());
 
-function setup() {
-  const { factory, sockets } = scriptedFactory();
-  const client = new DeltacastClient({
-    url: "ws://127.0.0.1:3001/local",
-    token: () => "t",
-    socket: factory,
-    random: () => 0,
-    heartbeatMs: 10_000_000,
-  });
-  return { client, sockets };
-}
 
 const delta = (seq: number, id = `m${seq}`): Delta => ({
   channel: "chat:a",
@@ -31,15 +19,8 @@ const delta = (seq: number, id = `m${seq}`): Delta => ({
   data: seq,
 });
 
-/** Connects and opens the first socket. */
-async function connected(client: DeltacastClient, sockets: { open(): void }[]) {
-  await client.connect();
-  await settle();
-  sockets[0]?.open();
-}
-
 test("a subscription gets each delta once and in order across a reconnect", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   const got: number[] = [];
   client.subscribe("chat:a", { onDelta: (d) => got.push(d.seq) });
   await connected(client, sockets);
@@ -50,12 +31,7 @@ test("a subscription gets each delta once and in order across a reconnect", asyn
   first.receive({ type: "deltas", channel: "chat:a", deltas: [delta(2), delta(3)] });
   first.receive({ type: "delta", ...delta(2) });
   // The socket drops; the next one resubscribes from seq 3 and catches up.
-  first.drop();
-  await settle();
-  mock.timers.tick(0);
-  await settle();
-  const second = sockets[1]!;
-  second.open();
+  const second = await reconnect(sockets);
   assert.deepEqual(second.sent, [{ action: "subscribe", channel: "chat:a", since: 3, epoch: "e1" }]);
   second.receive({ type: "delta", ...delta(5) });
   second.receive({ type: "delta", ...delta(4) });
@@ -64,7 +40,7 @@ test("a subscription gets each delta once and in order across a reconnect", asyn
 });
 
 test("a gap is filled from history", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   const got: number[] = [];
   client.subscribe("chat:a", { onDelta: (d) => got.push(d.seq) });
   await connected(client, sockets);
@@ -78,7 +54,7 @@ test("a gap is filled from history", async () => {
 });
 
 test("a message written offline is sent once connected, and again with its id after a drop", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   // WHEN the app publishes before any connection
   const acked = client.publish("chat:a", { text: "from the tunnel" }, { id: "offline-1" });
   await connected(client, sockets);
@@ -98,7 +74,7 @@ test("a message written offline is sent once connected, and again with its id af
 });
 
 test("a conflict settles the publish with the head; rate_limited sends the same id again later", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   await connected(client, sockets);
   const socket = sockets[0]!;
   const guarded = client.publish("doc:1", "v2", { id: "e1", expectSeq: 1 });

@@ -3,45 +3,18 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
 
-import { DeltacastClient } from "../src/client.js";
 import type { DeltacastError } from "../src/errors.js";
 import type { Member } from "../src/presence_view.js";
-import { type ScriptedSocket, scriptedFactory, settle } from "./scripted_socket.js";
+import { connected, reconnect, scriptedClient, settle } from "./scripted_socket.js";
 
 beforeEach(() => mock.timers.enable({ apis: ["setTimeout"] }));
 afterEach(() => mock.timers.reset());
 
-function setup() {
-  const { factory, sockets } = scriptedFactory();
-  const client = new DeltacastClient({
-    url: "ws://127.0.0.1:3001/local",
-    token: () => "t",
-    socket: factory,
-    random: () => 0,
-    heartbeatMs: 10_000_000,
-  });
-  return { client, sockets };
-}
 
-async function connected(client: DeltacastClient, sockets: ScriptedSocket[]) {
-  await client.connect();
-  await settle();
-  sockets[0]?.open();
-}
 
-/** Drops the current socket and opens the next one. */
-async function reconnect(sockets: ScriptedSocket[]): Promise<ScriptedSocket> {
-  sockets.at(-1)?.drop();
-  await settle();
-  mock.timers.tick(0);
-  await settle();
-  const next = sockets.at(-1)!;
-  next.open();
-  return next;
-}
 
 test("a vote made offline is sent once connected and again with its id after a drop", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   const ops = [{ op: "inc", path: "/tally/yes", by: 1 }] as const;
   const updated = client.update("state:poll", ops, { id: "vote" });
   await connected(client, sockets);
@@ -55,7 +28,7 @@ test("a vote made offline is sent once connected and again with its id after a d
 });
 
 test("a state channel's document: a snapshot, patches in order, a snapshot asked for after a gap", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   const seen: { value: unknown; version: number }[] = [];
   client.watchState("state:poll", (value, version) => seen.push({ value, version }));
   await connected(client, sockets);
@@ -80,7 +53,7 @@ test("a state channel's document: a snapshot, patches in order, a snapshot asked
 });
 
 test("presence: entered again after every reconnect; members listed, then patched", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   const lists: string[][] = [];
   client.subscribe("chat:a", { onDelta: () => {} });
   client.watchPresence("chat:a", (members: readonly Member[]) => lists.push(members.map((m) => m.sub)));
@@ -89,6 +62,10 @@ test("presence: entered again after every reconnect; members listed, then patche
   const socket = sockets[0]!;
   // One subscription for the log and the members.
   assert.deepEqual(socket.sent[0], { action: "subscribe", channel: "chat:a", presence: true });
+  // The listing waits for the subscription: the server runs frames in parallel, and a
+  // list read before the subscription is stored could miss a change.
+  assert.equal(socket.sent.filter((f) => f["action"] === "members").length, 0, "no listing before subscribed");
+  socket.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
   const members = socket.sent.find((f) => f["action"] === "members")!;
   assert.deepEqual({ ...members, id: undefined }, { action: "members", channel: "chat:a", id: undefined });
   const enter = socket.sent.find((f) => f["action"] === "presence" && f["id"] !== undefined)!;
@@ -107,18 +84,16 @@ test("presence: entered again after every reconnect; members listed, then patche
   assert.deepEqual(lists, [["ann"], ["ann", "bob"]]);
   // A new connection is a new member: the client enters again, resubscribes and relists.
   const second = await reconnect(sockets);
-  assert.deepEqual(
-    second.sent.filter((f) => f["action"] !== "members"),
-    [
-      { action: "subscribe", channel: "chat:a", presence: true },
-      { action: "presence", channel: "chat:a", op: "enter", data: { name: "Ann" } },
-    ],
-  );
-  assert.ok(second.sent.some((f) => f["action"] === "members"), "listed again");
+  assert.deepEqual(second.sent, [
+    { action: "subscribe", channel: "chat:a", since: 0, presence: true },
+    { action: "presence", channel: "chat:a", op: "enter", data: { name: "Ann" } },
+  ]);
+  second.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
+  assert.ok(second.sent.some((f) => f["action"] === "members"), "listed again once subscribed");
 });
 
 test("history pages are answered by id; an error nobody waits for is emitted", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   const refused: DeltacastError[] = [];
   client.on("refused", (error) => refused.push(error));
   await connected(client, sockets);

@@ -1,5 +1,8 @@
 /** A WebSocket the tests script: they open it, feed it frames and drop it. */
 
+import { mock } from "node:test";
+
+import { type ClientOptions, DeltacastClient } from "../src/client.js";
 import type { SocketFactory, SocketLike } from "../src/transport.js";
 
 /** One scripted socket. */
@@ -60,4 +63,37 @@ export async function settle(): Promise<void> {
   for (let i = 0; i < 5; i += 1) {
     await Promise.resolve();
   }
+}
+
+/** A client on scripted sockets, with no jitter and no heartbeat in the way. */
+export function scriptedClient(options: Partial<ClientOptions> = {}): { client: DeltacastClient; sockets: ScriptedSocket[] } {
+  const { factory, sockets } = scriptedFactory();
+  const client = new DeltacastClient({
+    url: "ws://127.0.0.1:3001/local",
+    token: () => "t",
+    socket: factory,
+    random: () => 0,
+    heartbeatMs: 10_000_000,
+    ...options,
+  });
+  return { client, sockets };
+}
+
+/** Connects `client` and opens its first socket. */
+export async function connected(client: DeltacastClient, sockets: readonly ScriptedSocket[]): Promise<void> {
+  await client.connect();
+  await settle();
+  sockets[0]?.open();
+}
+
+/** Drops the current socket, lets the (mocked, jitter-free) backoff pass and opens the
+ * next one. */
+export async function reconnect(sockets: readonly ScriptedSocket[]): Promise<ScriptedSocket> {
+  sockets.at(-1)?.drop();
+  await settle();
+  mock.timers.tick(0);
+  await settle();
+  const next = sockets.at(-1)!;
+  next.open();
+  return next;
 }

@@ -3,35 +3,17 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
 
-import { DeltacastClient } from "../src/client.js";
-import { type ScriptedSocket, scriptedFactory, settle } from "./scripted_socket.js";
+import { type ScriptedSocket, connected, reconnect, scriptedClient } from "./scripted_socket.js";
 
 beforeEach(() => mock.timers.enable({ apis: ["setTimeout"] }));
 afterEach(() => mock.timers.reset());
 
-function setup(inOrder?: boolean) {
-  const { factory, sockets } = scriptedFactory();
-  const client = new DeltacastClient({
-    url: "ws://127.0.0.1:3001/local",
-    token: () => "t",
-    socket: factory,
-    random: () => 0,
-    heartbeatMs: 10_000_000,
-    ...(inOrder === undefined ? {} : { inOrder }),
-  });
-  return { client, sockets };
-}
 
-async function connected(client: DeltacastClient, sockets: ScriptedSocket[]) {
-  await client.connect();
-  await settle();
-  sockets[0]?.open();
-}
 
 const ids = (socket: ScriptedSocket) => socket.sent.filter((f) => f["action"] === "publish").map((f) => f["id"]);
 
 test("a channel's writes go one at a time, in the order they were made; other channels do not wait", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   // Written offline: sent as a burst they could be stored in any order.
   const acks = [client.publish("chat:a", 1, { id: "a1" }), client.publish("chat:a", 2, { id: "a2" })];
   acks.push(client.publish("chat:b", 3, { id: "b1" }));
@@ -39,12 +21,7 @@ test("a channel's writes go one at a time, in the order they were made; other ch
   const first = sockets[0]!;
   assert.deepEqual(ids(first), ["a1", "b1"], "the oldest of each channel");
   // The socket drops with a1 unanswered: it goes first again on the next one.
-  first.drop();
-  await settle();
-  mock.timers.tick(0);
-  await settle();
-  const second = sockets[1]!;
-  second.open();
+  const second = await reconnect(sockets);
   assert.deepEqual(ids(second), ["a1", "b1"]);
   second.receive({ type: "ack", channel: "chat:a", id: "a1", seq: 1, epoch: "e" });
   assert.deepEqual(ids(second), ["a1", "b1", "a2"], "a2 once a1 is stored");
@@ -65,7 +42,7 @@ test("a channel's writes go one at a time, in the order they were made; other ch
 });
 
 test("with inOrder false a channel's writes go at once", async () => {
-  const { client, sockets } = setup(false);
+  const { client, sockets } = scriptedClient({ inOrder: false });
   await connected(client, sockets);
   void client.publish("chat:a", 1, { id: "a1" });
   void client.publish("chat:a", 2, { id: "a2" });
@@ -74,11 +51,12 @@ test("with inOrder false a channel's writes go at once", async () => {
 });
 
 test("each request goes once per connection, an enter made offline once", async () => {
-  const { client, sockets } = setup();
+  const { client, sockets } = scriptedClient();
   client.watchPresence("chat:a", () => {});
   const entered = client.enter("chat:a", { name: "Ann" }).catch((error: unknown) => error);
   await connected(client, sockets);
   const socket = sockets[0]!;
+  socket.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
   const count = (action: string) => socket.sent.filter((f) => f["action"] === action).length;
   assert.equal(count("presence"), 1, "the enter");
   assert.equal(count("members"), 1, "the listing");
