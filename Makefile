@@ -15,7 +15,7 @@ BIND ?= 127.0.0.1
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),alice)
 TEMPLATE_REGION := us-east-1
 
-.PHONY: help dev test client-test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
+.PHONY: help dev demo test chromium client-test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,10 +26,13 @@ build: ## Build the functions and the local stack (debug)
 # RELEASE=1 builds and runs release binaries (what load figures need); debug by default.
 RELEASE ?=
 DEV_PROFILE := $(if $(filter 1 yes true,$(RELEASE)),release,debug)
-dev: dynamodb-local ## Run the whole stack locally (WebSocket on ws://127.0.0.1:$(PORT)/local); RELEASE=1 for release binaries
+dev: dynamodb-local demo ## Run the whole stack locally (WebSocket on ws://127.0.0.1:$(PORT)/local); RELEASE=1 for release binaries
 	cargo build --workspace --bins $(if $(filter release,$(DEV_PROFILE)),--release)
 	@PORT=$(PORT) DYNAMODB_PORT=$(DYNAMODB_PORT) BIND=$(BIND) BIN_DIR=target/$(DEV_PROFILE) \
-	  infra/local/dev $(DEV_ARGS)
+	  DEMO_DIR=clients/typescript/demo/dist infra/local/dev $(DEV_ARGS)
+
+demo: ## Build the demo app served by make dev
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run -s build && npm run -s build:demo
 
 # JWT_SECRET (environment or command line) is the secret of make dev, make token and
 # deltacast-load alike; unset, all three use the development secret. USER is passed quoted,
@@ -40,17 +43,28 @@ token: ## Print a development token: make token USER=bob (signed with JWT_SECRET
 dynamodb-local: ## Install DynamoDB Local (and Java 17 if missing)
 	@$(DDB) install
 
-test: dynamodb-local template-lint client-test ## Run every test (DynamoDB Local is started and stopped here)
+test: dynamodb-local template-lint client-test chromium ## Run every test (DynamoDB Local is started and stopped here)
 	@set -euo pipefail; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	$(DDB) start $$port; \
 	trap '$(DDB) stop '$$port EXIT; \
 	cargo build --workspace --bins --examples; \
 	DELTACAST_TEST_DYNAMODB=http://127.0.0.1:$$port cargo test --workspace --no-fail-fast; \
-	clients/typescript/integration/run http://127.0.0.1:$$port
+	clients/typescript/integration/run http://127.0.0.1:$$port; \
+	clients/typescript/browser/run http://127.0.0.1:$$port
 
-client-test: ## The TypeScript client's type check, build and unit tests (npm packages from its lock file)
-	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run -s check && npm run -s build && npm test --silent
+client-test: ## The TypeScript client's type check, build, unit tests, size budget and package (npm packages from its lock file)
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run -s check && npm run -s build && npm test --silent && npm run -s size
+	@set -euo pipefail; mkdir -p target/client; rm -f target/client/*.tgz; \
+	  (cd clients/typescript && npm pack --silent --pack-destination ../../target/client >/dev/null); \
+	  contents=$$(tar -tzf target/client/*.tgz); \
+	  for f in package/package.json package/dist/index.js package/dist/index.d.ts package/dist/client.d.ts; do \
+	    grep -qx "$$f" <<<"$$contents" || { echo "npm pack: $$f is missing from the package" >&2; exit 1; }; done; \
+	  echo "npm pack: $$(ls target/client/*.tgz)"
+
+chromium: ## Install Debian's chromium for the demo's browser test (when /usr/bin/chromium is missing)
+	@[ -x /usr/bin/chromium ] || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 BENCH_ARGS ?=
 bench: dynamodb-local ## Measure start-up, memory, size, fan-out, latency, cost and loss (target/bench/)
