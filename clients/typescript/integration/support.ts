@@ -8,7 +8,7 @@ import { createHmac } from "node:crypto";
 
 import WebSocket from "ws";
 
-import type { SocketFactory, SocketLike } from "../src/index.js";
+import type { SocketFactory } from "../src/index.js";
 
 /** The stack's WebSocket URL. */
 export const URL = process.env["DELTACAST_URL"] ?? "ws://127.0.0.1:3001/local";
@@ -36,7 +36,7 @@ export function sockets(): { factory: SocketFactory; open: WebSocket[]; frames: 
     const socket = new WebSocket(url, protocols);
     socket.on("message", (data: Buffer) => frames.push(String(JSON.parse(data.toString())["type"])));
     open.push(socket);
-    return socket as unknown as SocketLike;
+    return socket; // ws's WebSocket fits SocketLike as it is
   };
   return { factory, open, frames };
 }

@@ -1,7 +1,7 @@
 /**
  * One channel's deltas as an app should see them: each once, in seq order, gaps filled
  * from history, across reconnects. Pure logic: it is told what arrived and answers what
- * to deliver and what to ask the server for; `channel.ts` does the talking.
+ * to deliver and what to ask the server for; `channel_watch.ts` does the talking.
  *
  * - Deltas that arrive before `subscribed` are held (catch-up and live ones race).
  * - A delta at or below the last applied seq is a duplicate and dropped; one right after
@@ -35,6 +35,9 @@ export interface Step {
    * head is `seq`), or deltas up to `seq` that were never delivered have expired. What
    * the app shows may miss them: reload it. */
   readonly reset?: { readonly epoch: string | undefined; readonly seq: number };
+  /** Subscribe again (from the last seq and epoch): a delta or page of another epoch
+   * came, and only the server can tell a new epoch from a late old one. */
+  readonly resubscribe?: boolean;
 }
 
 /** Where a resubscription resumes. */
@@ -51,10 +54,20 @@ export class ChannelLog {
   #subscribing = false;
   #held = new Map<number, Delta>();
   #historyAsked = false;
+  /** A delta of another epoch came and a resubscribe was asked for. */
+  #otherEpochSeen = false;
 
   /** The last seq handed to the app, and its epoch. */
   get position(): { readonly epoch: string | undefined; readonly seq: number } {
     return { epoch: this.#epoch, seq: this.#applied };
+  }
+
+  /** Starts the log after `seq` of `epoch` (what the app already has): the first
+   * subscribe resumes from there. */
+  startAt(seq: number, epoch: string | undefined): void {
+    this.#started = true;
+    this.#applied = seq;
+    this.#epoch = epoch;
   }
 
   /** A `subscribe` is being sent: hold deltas until its `subscribed`; where to resume
@@ -71,6 +84,7 @@ export class ChannelLog {
   /** The `subscribed` answer. */
   subscribed(head: { seq: number; epoch?: string; recovered?: boolean }): Step {
     this.#subscribing = false;
+    this.#otherEpochSeen = false;
     if (!this.#started) {
       this.#started = true;
       this.#epoch = head.epoch;
@@ -83,6 +97,15 @@ export class ChannelLog {
       this.#held.clear();
       return { deliver: [], reset: { epoch: head.epoch, seq: head.seq } };
     }
+    if (head.epoch === undefined && head.recovered === false) {
+      // Nothing retained any more (the history expired): start over at the head; the
+      // next delta begins a new epoch.
+      const lost = this.#applied > 0 || this.#epoch !== undefined;
+      this.#epoch = undefined;
+      this.#applied = head.seq;
+      this.#held.clear();
+      return lost ? { deliver: [], reset: { epoch: undefined, seq: head.seq } } : { deliver: [] };
+    }
     this.#epoch = head.epoch ?? this.#epoch;
     const step = this.#drain();
     if (head.recovered === false && this.#applied < head.seq) {
@@ -94,8 +117,13 @@ export class ChannelLog {
   /** A delta arrived (live, caught up, or from history). */
   delta(delta: Delta): Step {
     if (this.#epoch !== undefined && delta.epoch !== this.#epoch) {
-      // A delta of an epoch this log is not in (a late one of the old epoch): dropped.
-      return { deliver: [] };
+      // Another epoch: a late delta of an old one (dropped), or the channel's history
+      // started again (the server tells which when asked from where this log is).
+      if (this.#subscribing || this.#otherEpochSeen || !this.#started) {
+        return { deliver: [] };
+      }
+      this.#otherEpochSeen = true;
+      return { deliver: [], resubscribe: true };
     }
     if (delta.seq > this.#applied) {
       this.#held.set(delta.seq, delta);
@@ -111,8 +139,16 @@ export class ChannelLog {
    * so no longer anywhere) are lost to this client: the log moves past them and says so
    * with `reset`.
    */
-  history(page: { deltas: readonly Delta[]; more: boolean; next?: number; seq: number }): Step {
+  history(page: { deltas: readonly Delta[]; more: boolean; next?: number; seq: number; epoch?: string }): Step {
     this.#historyAsked = false;
+    // Another epoch's page, or (no epoch, nothing retained, the head behind this log)
+    // a history that expired whole.
+    const moved =
+      page.epoch !== undefined ? page.epoch !== this.#epoch : page.deltas.length === 0 && page.seq < this.#applied;
+    if (this.#epoch !== undefined && moved) {
+      // Not this log's epoch any more: the subscribe's answer says where to go on.
+      return this.#subscribing ? { deliver: [] } : { deliver: [], resubscribe: true };
+    }
     let skippedTo: number | undefined;
     const first = page.deltas[0];
     if (first !== undefined && first.seq > this.#applied + 1) {

@@ -2,17 +2,33 @@
  * Everything the client receives on one channel, behind one server-side subscription:
  * its deltas (a log channel, through a [`ChannelLog`]), its document (a state channel,
  * through a [`StateView`]) and its members (either kind, through a [`PresenceView`]).
- * It builds the channel's `subscribe` frame from what is watched, routes the channel's
- * frames to the part they are for, and asks for what a part is missing: `history` for a
- * gap, `state` for a lost patch, `members` pages for the list.
+ *
+ * It keeps the server's subscription in line with what is watched: one `subscribe` or
+ * `unsubscribe` in flight at a time (the server runs a connection's frames in parallel,
+ * so two in flight could be applied in either order), the newest wish sent once the one
+ * in flight is answered. It routes the channel's frames to the part they are for, and
+ * asks for what a part is missing: `history` for a gap, `state` for a lost patch,
+ * `members` pages for the list (once the subscription is stored). App callbacks that
+ * throw do not stop delivery: their errors are thrown again on their own.
  */
 
 import { type Delta, ChannelLog, type Step } from "./channel_log.js";
+import type { DeltacastError } from "./errors.js";
 import { type Member, type MembersPage, type PresencePatch, PresenceView } from "./presence_view.js";
 import { type JsonObject, StateView } from "./state_view.js";
 
 /** A frame from the server: a JSON object with a `type`. */
 type Frame = { readonly type: string } & Record<string, unknown>;
+
+/** Where a subscription stands when the server has answered it. */
+export interface SubscribedHead {
+  /** The channel's head seq. */
+  readonly seq: number;
+  /** Its epoch (absent while the channel has no history). */
+  readonly epoch?: string;
+  /** On a resume: whether every missed delta was sent. */
+  readonly recovered?: boolean;
+}
 
 /** What a log subscription tells its app. */
 export interface SubscriptionHandlers {
@@ -20,23 +36,34 @@ export interface SubscriptionHandlers {
   readonly onDelta: (delta: Delta) => void;
   /** Deltas were missed for good (expired, or the channel started a new epoch): reload. */
   readonly onReset?: (reset: { readonly epoch: string | undefined; readonly seq: number }) => void;
+  /** The server answered a subscribe (the first, and each after a reconnect). */
+  readonly onSubscribed?: (head: SubscribedHead) => void;
+  /** The subscription was refused for good (`forbidden`, too many subscriptions). */
+  readonly onError?: (error: DeltacastError) => void;
   /** Deliver live deltas several to a frame when they come together. */
   readonly coalesce?: boolean;
+  /** Start after this seq (of `epoch`): deltas after it are caught up first. */
+  readonly since?: number;
+  /** The epoch `since` counts in. */
+  readonly epoch?: string;
 }
 
 /** What a watch needs of its client. */
 export interface WatchLink {
-  /** Sends a frame; false when not connected (the watch subscribes again on `open`). */
-  send(frame: Record<string, unknown>): boolean;
-  /** Sends a request and settles with its answer (`resend: false`: rejected when the
-   * connection drops first, rather than sent again). */
+  /** Sends a request; settles with its answer (`resend: false`: rejected with `closed`
+   * when the connection drops first). */
   request(frame: Record<string, unknown>, options?: { resend?: boolean }): Promise<Frame>;
+  /** Whether a socket is open. */
+  connected(): boolean;
+  /** A refusal of the subscription nobody else is told of. */
+  refused(error: DeltacastError): void;
+  /** The watch is empty and the server knows it: forget it. */
+  done(): void;
   /** How many deltas a gap's `history` asks for at once. */
   readonly historyPage: number;
+  /** What becomes of an error an app callback throws. */
+  readonly callbackError: (error: unknown) => void;
 }
-
-/** The id of the `history` requests that fill a gap (their answers name the channel). */
-const GAP_ID = "gap";
 
 /** One channel's watched parts. */
 export class ChannelWatch {
@@ -45,13 +72,15 @@ export class ChannelWatch {
   #log: { readonly log: ChannelLog; readonly handlers: SubscriptionHandlers } | undefined;
   #state: { readonly view: StateView; readonly onChange: (value: JsonObject, version: number) => void } | undefined;
   #presence: { readonly view: PresenceView; readonly onChange: (members: readonly Member[]) => void } | undefined;
-  /** Counts listings, so that a page of an older one (sent again after a reconnect) is
-   * not taken for the current one's. */
+  /** Counts listings, so that a page of an older one is not taken for the current one's. */
   #listings = 0;
-  /** The members are to be listed once the server answers the `subscribe`: it runs a
-   * connection's frames in parallel, and a listing read before the subscription is
-   * stored could miss a change sent before it was. */
+  /** List the members once the server answers the subscribe: a list read before the
+   * subscription is stored could miss a change sent before it was. */
   #listAfterSubscribe = false;
+  /** A subscribe or unsubscribe is in flight; `#again`: the wish changed meanwhile. */
+  #syncing = false;
+  #again = false;
+  #snapshotAsked = false;
 
   constructor(channel: string, link: WatchLink) {
     this.channel = channel;
@@ -70,7 +99,15 @@ export class ChannelWatch {
 
   /** Watches the log (`undefined`: stops). */
   setLog(handlers: SubscriptionHandlers | undefined): void {
-    this.#log = handlers === undefined ? undefined : { log: new ChannelLog(), handlers };
+    if (handlers === undefined) {
+      this.#log = undefined;
+      return;
+    }
+    const log = new ChannelLog();
+    if (handlers.since !== undefined) {
+      log.startAt(handlers.since, handlers.epoch);
+    }
+    this.#log = { log, handlers };
   }
 
   /** Watches the document (`undefined`: stops). */
@@ -83,8 +120,39 @@ export class ChannelWatch {
     this.#presence = onChange === undefined ? undefined : { view: new PresenceView(), onChange };
   }
 
-  /** Sends the channel's `subscribe` (on every open, and when the watched parts change). */
-  subscribe(): void {
+  /** A socket opened: nothing is in flight on it. */
+  opened(): void {
+    this.#syncing = false;
+    this.#again = false;
+    this.#snapshotAsked = false;
+    this.sync();
+  }
+
+  /** Tells the server what is watched now: a `subscribe`, or an `unsubscribe` when nothing
+   * is. One at a time; a change while one is in flight is sent after its answer. */
+  sync(): void {
+    if (!this.#link.connected()) {
+      return;
+    }
+    if (this.#syncing) {
+      this.#again = true;
+      return;
+    }
+    this.#syncing = true;
+    const empty = this.empty;
+    const frame = empty ? { action: "unsubscribe", channel: this.channel } : this.#subscribeFrame();
+    this.#link.request(frame, { resend: false }).then(
+      () => this.#synced(empty),
+      (error: DeltacastError) => {
+        if (error.code !== "closed") {
+          this.#refused(error);
+          this.#synced(this.empty);
+        }
+      },
+    );
+  }
+
+  #subscribeFrame(): Record<string, unknown> {
     const frame: Record<string, unknown> = { action: "subscribe", channel: this.channel };
     const resume = this.#log?.log.subscribing();
     if (resume !== undefined) {
@@ -92,23 +160,34 @@ export class ChannelWatch {
       if (resume.epoch !== undefined) frame["epoch"] = resume.epoch;
     }
     if (this.#log?.handlers.coalesce === true) frame["coalesce"] = true;
-    if (this.#presence !== undefined) frame["presence"] = true;
-    if (!this.#link.send(frame)) {
-      return;
-    }
     if (this.#presence !== undefined) {
+      frame["presence"] = true;
       this.#presence.view.relist(); // patches are held from now on
       this.#listAfterSubscribe = true;
     }
+    return frame;
   }
 
-  /** The server answered the `subscribe` (`subscribed`, or a state channel's `state`):
-   * the members can be listed. */
-  #subscribed(): void {
-    if (this.#listAfterSubscribe && this.#presence !== undefined) {
-      this.#listAfterSubscribe = false;
-      this.#listings += 1;
-      this.#list("");
+  #synced(wasEmpty: boolean): void {
+    this.#syncing = false;
+    if (this.#again) {
+      this.#again = false;
+      this.sync();
+    } else if (wasEmpty && this.empty) {
+      this.#link.done();
+    }
+  }
+
+  /** A refusal for good: the parts it was for stop, and the app is told. */
+  #refused(error: DeltacastError): void {
+    const onError = this.#log?.handlers.onError;
+    this.#log = undefined;
+    this.#state = undefined;
+    this.#presence = undefined;
+    if (onError !== undefined) {
+      this.#call(() => onError(error));
+    } else {
+      this.#link.refused(error);
     }
   }
 
@@ -123,16 +202,16 @@ export class ChannelWatch {
           this.#logStep((log) => log.delta(delta));
         }
         return;
-      case "subscribed":
-        this.#logStep((log) => log.subscribed(frame as unknown as { seq: number; epoch?: string; recovered?: boolean }));
+      case "subscribed": {
+        const head = frame as unknown as SubscribedHead;
+        this.#logStep((log) => log.subscribed(head));
+        const onSubscribed = this.#log?.handlers.onSubscribed;
+        if (onSubscribed !== undefined) this.#call(() => onSubscribed(head));
         this.#subscribed();
         return;
-      case "history":
-        if (frame["id"] === GAP_ID) {
-          this.#logStep((log) => log.history(frame as unknown as { deltas: Delta[]; more: boolean; next?: number; seq: number }));
-        }
-        return;
+      }
       case "state":
+        this.#snapshotAsked = false;
         this.#stateStep((view) => view.snapshot(Number(frame["version"]), frame["value"]));
         this.#subscribed();
         return;
@@ -143,7 +222,7 @@ export class ChannelWatch {
         if (this.#presence !== undefined) {
           const { view, onChange } = this.#presence;
           const step = view.patch(frame as unknown as PresencePatch);
-          if (step.changed) onChange(view.members);
+          if (step.changed) this.#call(() => onChange(view.members));
           if (step.list !== undefined) this.#listings += 1;
           this.#list(step.list);
         }
@@ -153,20 +232,45 @@ export class ChannelWatch {
     }
   }
 
+  /** The server answered the `subscribe`: the members can be listed. */
+  #subscribed(): void {
+    if (this.#listAfterSubscribe && this.#presence !== undefined) {
+      this.#listAfterSubscribe = false;
+      this.#listings += 1;
+      this.#list("");
+    }
+  }
+
   #logStep(input: (log: ChannelLog) => Step): void {
-    if (this.#log === undefined) {
+    const part = this.#log;
+    if (part === undefined) {
       return;
     }
-    const { handlers } = this.#log;
-    const step = input(this.#log.log);
+    const { handlers, log } = part;
+    const step = input(log);
     if (step.reset !== undefined) {
-      handlers.onReset?.(step.reset);
+      const reset = step.reset;
+      this.#call(() => handlers.onReset?.(reset));
     }
     for (const delta of step.deliver) {
-      handlers.onDelta(delta);
+      this.#call(() => handlers.onDelta(delta));
+    }
+    if (step.resubscribe === true) {
+      this.sync();
     }
     if (step.history !== undefined) {
-      this.#link.send({ action: "history", channel: this.channel, since: step.history, limit: this.#link.historyPage, id: GAP_ID });
+      const frame = { action: "history", channel: this.channel, since: step.history, limit: this.#link.historyPage };
+      this.#link.request(frame, { resend: false }).then(
+        (page) => {
+          if (this.#log === part) {
+            this.#logStep((same) => same.history(page as unknown as Parameters<ChannelLog["history"]>[0]));
+          }
+        },
+        (error: DeltacastError) => {
+          // Dropped: the resubscribe resumes from the last seq. Refused for good: say so.
+          if (error.code !== "closed" && this.#log === part) this.#refused(error);
+        },
+      );
     }
   }
 
@@ -177,9 +281,13 @@ export class ChannelWatch {
     const { view, onChange } = this.#state;
     const step = input(view);
     if (step === "changed") {
-      onChange(view.value, view.version ?? 0);
-    } else if (step === "snapshot_needed") {
-      this.#link.send({ action: "state", channel: this.channel });
+      this.#call(() => onChange(view.value, view.version ?? 0));
+    } else if (step === "snapshot_needed" && !this.#snapshotAsked) {
+      this.#snapshotAsked = true;
+      // The answer is a `state` frame, taken as any other.
+      this.#link.request({ action: "state", channel: this.channel }, { resend: false }).catch(() => {
+        this.#snapshotAsked = false;
+      });
     }
   }
 
@@ -197,7 +305,7 @@ export class ChannelWatch {
       (answer) => {
         if (this.#presence !== presence || this.#listings !== listing) return;
         const step = presence.view.page(answer as unknown as MembersPage);
-        if (step.changed) presence.onChange(presence.view.members);
+        if (step.changed) this.#call(() => presence.onChange(presence.view.members));
         if (step.list === "") this.#listings += 1;
         this.#list(step.list);
       },
@@ -205,5 +313,14 @@ export class ChannelWatch {
         // Closed: the next open lists again.
       },
     );
+  }
+
+  /** Calls an app callback; what it throws goes to `callbackError`, delivery goes on. */
+  #call(callback: () => void): void {
+    try {
+      callback();
+    } catch (error) {
+      this.#link.callbackError(error);
+    }
   }
 }

@@ -16,7 +16,7 @@
 import type { Delta } from "./channel_log.js";
 import { ChannelWatch, type SubscriptionHandlers } from "./channel_watch.js";
 import { Connection, type ConnectionOptions, type ConnectionState, type ServerFrame } from "./connection.js";
-import { Emitter } from "./emitter.js";
+import { Emitter, type ListenerErrorHandler, rethrowLater } from "./emitter.js";
 import { DeltacastError, errorFrom } from "./errors.js";
 import { newId } from "./ids.js";
 import type { Ack, PendingPublish, PendingStore, Updated } from "./outbox.js";
@@ -35,6 +35,12 @@ export interface ClientOptions extends ConnectionOptions {
    * made (default true; false sends them all at once, and they may be stored in any
    * order). */
   readonly inOrder?: boolean;
+  /** How long a write or request may go unanswered before it is sent again with its id
+   * (default 10 s). */
+  readonly answerTimeoutMs?: number;
+  /** What becomes of an error thrown by an app callback or event listener (default: thrown
+   * again on its own, so delivery goes on and the error still reaches the console). */
+  readonly onCallbackError?: ListenerErrorHandler;
 }
 
 /** Something the app receives; `unsubscribe` stops it. */
@@ -64,6 +70,9 @@ export type ClientEvents = {
   state: ConnectionState;
   /** The server refused something no promise was waiting for (an update `not applied`). */
   refused: DeltacastError;
+  /** The store of pending writes failed to load (the client started without them) or to
+   * save (they are kept in memory). */
+  storeError: unknown;
 };
 
 /** The client. */
@@ -73,14 +82,24 @@ export class DeltacastClient extends Emitter<ClientEvents> {
   readonly #requests: Requests;
   readonly #watches = new Map<string, ChannelWatch>();
   readonly #present = new Map<string, unknown>();
+  readonly #presenceOps = new Map<string, Promise<void>>();
+  #closed = false;
+  readonly #callbackError: ListenerErrorHandler;
   readonly #historyPage: number;
 
   constructor(options: ClientOptions) {
-    super();
+    super(options.onCallbackError);
+    this.#callbackError = options.onCallbackError ?? rethrowLater;
     this.#connection = new Connection(options);
     const send = (frame: Record<string, unknown>) => this.#connection.send(frame);
-    this.#writer = new Writer(send, { store: options.store, inOrder: options.inOrder });
-    this.#requests = new Requests(send);
+    this.#writer = new Writer(send, {
+      store: options.store,
+      inOrder: options.inOrder,
+      answerTimeoutMs: options.answerTimeoutMs,
+      onStoreError: (error) => this.emit("storeError", error),
+      random: options.random,
+    });
+    this.#requests = new Requests(send, options.answerTimeoutMs);
     this.#historyPage = options.historyPage ?? 100;
     this.#connection.on("state", (state) => {
       if (state !== "connected") {
@@ -100,12 +119,26 @@ export class DeltacastClient extends Emitter<ClientEvents> {
 
   /** Connects (and keeps connected) once the kept writes are read back. */
   async connect(): Promise<void> {
+    this.#closed = false;
     await this.#writer.ready();
-    this.#connection.connect();
+    if (!this.#closed) {
+      this.#connection.connect();
+    }
   }
 
-  /** Disconnects for good; pending writes stay in the store, requests are rejected. */
+  /**
+   * Replaces the socket now (no backoff): call it when the app comes back to the
+   * foreground or the device back online, rather than wait for the heartbeat to find a
+   * dead socket. Does nothing unless connecting or connected.
+   */
+  reconnect(): void {
+    this.#connection.reconnect();
+  }
+
+  /** Disconnects for good: the promises of pending writes reject with `closed` (the
+   * writes stay in the store, sent again by the next client), requests are rejected. */
   close(): void {
+    this.#closed = true;
     this.#writer.close();
     this.#requests.close();
     this.#connection.close();
@@ -133,7 +166,8 @@ export class DeltacastClient extends Emitter<ClientEvents> {
   /**
    * Publishes `data` on `channel`; settles with the ack once stored. Made offline, it is
    * sent once connected; made before a drop, it is sent again with the same `id` (yours,
-   * or one the client makes), and stored once.
+   * or one the client makes), and stored once. Data that is not JSON, or over 24 KiB
+   * serialised, is refused at once (`bad_request`, `too_large`), never queued.
    */
   publish(channel: string, data: unknown, options: { id?: string; expectSeq?: number } = {}): Promise<Ack> {
     const id = options.id ?? newId();
@@ -163,16 +197,38 @@ export class DeltacastClient extends Emitter<ClientEvents> {
     return page as unknown as HistoryPage;
   }
 
-  /** Enters `channel`'s presence with `data` (again after every reconnect), or updates it. */
-  async enter(channel: string, data?: unknown): Promise<void> {
+  /** Enters `channel`'s presence with `data` (again after every reconnect), or updates it.
+   * A channel's presence changes go one at a time, in the order made. */
+  enter(channel: string, data?: unknown): Promise<void> {
     this.#present.set(channel, data);
-    await this.#requests.request(presenceFrame(channel, "enter", data));
+    return this.#presenceOp(channel, presenceFrame(channel, "enter", data));
   }
 
   /** Leaves `channel`'s presence. */
-  async leave(channel: string): Promise<void> {
+  leave(channel: string): Promise<void> {
     this.#present.delete(channel);
-    await this.#requests.request({ action: "presence", channel, op: "leave" });
+    return this.#presenceOp(channel, { action: "presence", channel, op: "leave" });
+  }
+
+  #presenceOp(channel: string, frame: Record<string, unknown>): Promise<void> {
+    const before = this.#presenceOps.get(channel) ?? Promise.resolve();
+    const op = before
+      .catch(() => {})
+      .then(() => this.#requests.request(frame))
+      .then(
+        () => {},
+        (error: DeltacastError) => {
+          if (!error.retryable && frame["op"] === "enter" && this.#present.get(channel) === frame["data"]) {
+            this.#present.delete(channel); // refused for good: not entered again on reconnect
+          }
+          throw error;
+        },
+      );
+    this.#presenceOps.set(channel, op);
+    void op.catch(() => {}).then(() => {
+      if (this.#presenceOps.get(channel) === op) this.#presenceOps.delete(channel);
+    });
+    return op;
   }
 
   #watch(
@@ -186,36 +242,39 @@ export class DeltacastClient extends Emitter<ClientEvents> {
       throw new DeltacastError("bad_request", `${channel} is watched already (${part})`);
     }
     if (watch === undefined) {
-      watch = new ChannelWatch(channel, {
-        send: (frame) => this.#connection.send(frame),
+      const made: ChannelWatch = new ChannelWatch(channel, {
         request: (frame, options) => this.#requests.request(frame, options),
+        connected: () => this.#connection.state === "connected",
+        refused: (error) => this.emit("refused", error),
+        done: () => {
+          if (this.#watches.get(channel) === made) this.#watches.delete(channel);
+        },
         historyPage: this.#historyPage,
+        callbackError: (error) => this.#callbackError(error),
       });
+      watch = made;
       this.#watches.set(channel, watch);
     }
     start(watch);
-    watch.subscribe();
+    watch.sync();
     const watched = watch;
+    let active = true;
     return {
       channel,
       unsubscribe: () => {
-        if (this.#watches.get(channel) !== watched || !watched.watches(part)) {
+        if (!active || !watched.watches(part)) {
           return;
         }
+        active = false;
         stop(watched);
-        if (watched.empty) {
-          this.#watches.delete(channel);
-          this.#connection.send({ action: "unsubscribe", channel });
-        } else {
-          watched.subscribe();
-        }
+        watched.sync();
       },
     };
   }
 
   #onOpen(): void {
     for (const watch of this.#watches.values()) {
-      watch.subscribe();
+      watch.opened();
     }
     for (const [channel, data] of this.#present) {
       const entering = (frame: Record<string, unknown>) => frame["action"] === "presence" && frame["channel"] === channel;

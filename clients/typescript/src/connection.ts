@@ -70,6 +70,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   #state: ConnectionState = "idle";
   #socket: SocketLike | undefined;
   #attempt = 0;
+  /** Counts opening attempts: only the newest may open a socket. */
+  #opening = 0;
   #opened = false;
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
 
@@ -95,8 +97,17 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
   }
 
+  /** Replaces the socket now, without backoff (the app came back to the foreground, the
+   * device back online); does nothing unless connecting or connected. */
+  reconnect(): void {
+    if (this.#state !== "idle" && this.#state !== "closed") {
+      this.#renew();
+    }
+  }
+
   /** Closes the connection for good. */
   close(): void {
+    this.#opening += 1;
     this.#setState("closed");
     this.#clearTimers();
     const socket = this.#detach();
@@ -113,15 +124,19 @@ export class Connection extends Emitter<ConnectionEvents> {
   }
 
   async #open(): Promise<void> {
+    // Only the newest attempt goes on: a close, or another open, while the token
+    // provider runs makes this one moot.
+    this.#opening += 1;
+    const attempt = this.#opening;
     this.#setState("connecting");
     let token: string;
     try {
       token = await this.#options.token();
     } catch {
-      this.#lost();
+      if (attempt === this.#opening) this.#lost();
       return;
     }
-    if (this.#state !== "connecting") {
+    if (this.#state !== "connecting" || attempt !== this.#opening) {
       return;
     }
     const { url, protocols } = handshake(this.#options.url, token, this.#options.tokenIn ?? "query");
@@ -174,10 +189,14 @@ export class Connection extends Emitter<ConnectionEvents> {
       return;
     }
     const server = frame as ServerFrame;
-    // The token expired since connecting: nothing more arrives on this socket.
-    if (server.type === "error" && server["code"] === "token_expired" && server["id"] === undefined) {
+    // The token expired since connecting: nothing more is accepted or arrives on this
+    // socket. An unsolicited one is for the connection; one that answers a request is
+    // passed on too (what it answered is sent again on the new socket).
+    if (server.type === "error" && server["code"] === "token_expired") {
       this.#renew();
-      return;
+      if (server["id"] === undefined) {
+        return;
+      }
     }
     this.emit("frame", server);
   }
@@ -224,7 +243,9 @@ export class Connection extends Emitter<ConnectionEvents> {
       socket.onopen = null;
       socket.onmessage = null;
       socket.onclose = null;
-      socket.onerror = null;
+      // Not null: `ws` throws an error event nobody listens to (closing a socket still
+      // connecting raises one) as an uncaught exception.
+      socket.onerror = () => {};
     }
     return socket;
   }

@@ -6,7 +6,8 @@ export type Listener<T> = (payload: T) => void;
 /** What becomes of an error a listener throws: by default it is thrown again on its own. */
 export type ListenerErrorHandler = (error: unknown) => void;
 
-const rethrowLater: ListenerErrorHandler = (error) => {
+/** Throws `error` again on its own (a microtask), so the caller goes on and the error is still seen. */
+export const rethrowLater: ListenerErrorHandler = (error) => {
   queueMicrotask(() => {
     throw error;
   });

@@ -22,11 +22,13 @@ export type ErrorCode =
   | "closed"
   | "timeout";
 
-/** The codes after which the same request may succeed if sent again (with the same id). */
+/** The codes after which the same request may succeed if sent again (with the same id;
+ * `token_expired`: on a new connection, with a fresh token). */
 const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "rate_limited",
   "in_flight",
   "internal",
+  "token_expired",
   "closed",
   "timeout",
 ]);

@@ -7,7 +7,7 @@
  */
 
 import { backoffDelay, type BackoffOptions } from "./backoff.js";
-import { DeltacastError, errorFrom } from "./errors.js";
+import { DeltacastError, type ErrorCode, errorFrom } from "./errors.js";
 import { newId } from "./ids.js";
 import type { Ack } from "./outbox.js";
 import type { TokenProvider } from "./token.js";
@@ -24,6 +24,9 @@ export interface HttpPublisherOptions {
   readonly retries?: number;
   /** Delays between tries when the server names none (default 0.5 s doubling, jittered). */
   readonly backoff?: BackoffOptions;
+  /** How long a request may take before it is given up (`timeout`) and tried again
+   * (default 15 s; a publish on a busy channel waits up to `HTTP_PUBLISH_WAIT_MS`, 10 s). */
+  readonly timeoutMs?: number;
 }
 
 /** One publish. */
@@ -53,7 +56,9 @@ export class HttpPublisher {
     return answer as unknown as Ack;
   }
 
-  /** Publishes up to 100 messages; each is answered on its own, in order. */
+  /** Publishes up to 100 messages; each is answered on its own, in order. The batch is
+   * tried again as a whole when it fails as a whole; an item refused on its own is not
+   * (send the refused ones again, with their ids, if they are `retryable`). */
   async publishBatch(messages: readonly HttpPublish[]): Promise<BatchResult[]> {
     const items = messages.map((message) => {
       const item: Record<string, unknown> = { channel: message.channel, id: message.id ?? newId(), data: message.data };
@@ -76,10 +81,12 @@ export class HttpPublisher {
       let error: DeltacastError;
       let waitMs: number | undefined;
       try {
+        const timeoutMs = this.#options.timeoutMs ?? 15_000;
         const response = await send(`${this.#options.baseUrl.replace(/\/$/, "")}${path}`, {
           method: "POST",
           headers: { "content-type": "application/json", authorization: `Bearer ${await this.#options.token()}` },
           body: JSON.stringify(body),
+          ...(typeof AbortSignal.timeout === "function" ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
         });
         const answer = (await response.json().catch(() => ({}))) as Record<string, unknown>;
         if (response.ok) {
@@ -89,7 +96,10 @@ export class HttpPublisher {
         const retryAfter = Number(response.headers.get("retry-after"));
         waitMs = error.details.retryAfterMs ?? (Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined);
       } catch (failure) {
-        error = new DeltacastError("closed", `the request failed: ${String(failure)}`);
+        const timedOut = failure instanceof Error && failure.name === "TimeoutError";
+        error = timedOut
+          ? new DeltacastError("timeout", "the request took too long")
+          : new DeltacastError("closed", `the request failed: ${String(failure)}`);
       }
       if (!error.retryable || attempt >= retries) {
         throw error;
@@ -99,7 +109,25 @@ export class HttpPublisher {
   }
 }
 
+/** The code of an answer without one (a proxy's, or AWS's own `{"Message":...}`). */
+const BY_STATUS: Readonly<Record<number, ErrorCode>> = {
+  400: "bad_request",
+  401: "unauthorized",
+  403: "forbidden",
+  404: "not_found",
+  405: "method_not_allowed",
+  409: "conflict",
+  413: "too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+  503: "in_flight",
+};
+
 /** A problem document (or a batch item's) as an error. */
 function problemError(problem: Record<string, unknown>): DeltacastError {
-  return errorFrom(problem, String(problem["detail"] ?? problem["title"] ?? `HTTP ${String(problem["status"])}`));
+  if (typeof problem["code"] !== "string") {
+    const status = Number(problem["status"]);
+    problem = { ...problem, code: BY_STATUS[status] ?? (status >= 500 ? "internal" : "bad_request") };
+  }
+  return errorFrom(problem, String(problem["detail"] ?? problem["title"] ?? problem["Message"] ?? problem["message"] ?? `HTTP ${String(problem["status"])}`));
 }

@@ -11,6 +11,7 @@
  */
 
 import type { Delta } from "./channel_log.js";
+import type { SubscriptionHandlers } from "./channel_watch.js";
 import type { DeltacastError } from "./errors.js";
 import { newId } from "./ids.js";
 import type { Ack } from "./outbox.js";
@@ -72,11 +73,35 @@ export class Optimistic<T, C> {
     return this.#pending.length;
   }
 
-  /** Subscription handlers that feed the value (pass to `client.subscribe`). */
-  handlers(onReset?: () => void): { onDelta: (delta: Delta) => void; onReset: () => void } {
+  /**
+   * Subscription handlers that feed the value (pass to `client.subscribe`). Without
+   * `since`, the subscription starts at the channel's head, and `initial` must be the
+   * value there; with `since` (0: every retained delta), it is caught up from that seq,
+   * and `initial` is the value at it. `onReset`: deltas were lost (the app reloads the
+   * value and calls `reset`).
+   */
+  handlers(
+    options: {
+      since?: number;
+      epoch?: string;
+      onReset?: (reset: { readonly epoch: string | undefined; readonly seq: number }) => void;
+    } = {},
+  ): SubscriptionHandlers {
+    if (options.since !== undefined) {
+      this.#seq = options.since;
+    }
+    const started = options.since !== undefined;
+    let first = true;
     return {
       onDelta: (delta) => this.delta(delta),
-      onReset: () => onReset?.(),
+      onReset: (reset) => options.onReset?.(reset),
+      onSubscribed: (head) => {
+        // Subscribed at the head: the guard counts from there.
+        if (first && !started) this.#seq = head.seq;
+        first = false;
+      },
+      ...(options.since === undefined ? {} : { since: options.since }),
+      ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
     };
   }
 

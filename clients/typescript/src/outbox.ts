@@ -86,8 +86,13 @@ export class Outbox {
   readonly #waiters = new Map<string, Waiter>();
   readonly #restored: Promise<void>;
 
-  constructor(store: PendingStore = new MemoryStore()) {
+  readonly #onStoreError: (error: unknown) => void;
+
+  /** `onStoreError` is told when the store fails to load (the outbox starts empty) or to
+   * save (the outbox goes on in memory). */
+  constructor(store: PendingStore = new MemoryStore(), onStoreError: (error: unknown) => void = () => {}) {
     this.#store = store;
+    this.#onStoreError = onStoreError;
     this.#restored = this.#restore();
   }
 
@@ -101,7 +106,12 @@ export class Outbox {
   }
 
   async #restore(): Promise<void> {
-    const saved = await this.#store.load();
+    let saved: readonly PendingPublish[] = [];
+    try {
+      saved = await this.#store.load();
+    } catch (error) {
+      this.#onStoreError(error);
+    }
     const made = [...this.#pending.values()];
     this.#pending.clear();
     for (const publish of [...saved, ...made]) {
@@ -163,8 +173,21 @@ export class Outbox {
     return true;
   }
 
+  /** Rejects every promise still waiting (the client closed); the writes stay pending
+   * and in the store. */
+  abandon(error: DeltacastError): void {
+    for (const waiter of this.#waiters.values()) {
+      waiter.reject(error);
+    }
+    this.#waiters.clear();
+  }
+
   async #save(): Promise<void> {
     await this.#restored;
-    await this.#store.save(this.pending());
+    try {
+      await this.#store.save(this.pending());
+    } catch (error) {
+      this.#onStoreError(error);
+    }
   }
 }

@@ -1,13 +1,16 @@
 /**
- * Requests answered by id: `history`, `members`, `state` and `presence` frames. Each
- * request gets an id of its own (`q.<n>`, never one of the client's publish ids), is sent
- * when connected, and is sent again on the next connection until answered (these
- * requests are idempotent), unless it belongs to one connection (`resend: false`, a
- * members listing that the next connection starts again): then the next connection
- * rejects it with `closed`. Its answer, or its error, settles it; a refusal a retry can change
- * (`rate_limited`, `internal`) is sent again after the server's `retryAfterMs`.
+ * Requests answered by id: `subscribe`, `unsubscribe`, `history`, `members`, `state` and
+ * `presence`. Each gets an id of its own (`q.<n>`, never one of the client's write ids),
+ * is sent when connected, and is sent again on the next connection until answered (these
+ * requests are idempotent), unless it belongs to one connection (`resend: false`: then
+ * the drop rejects it with `closed`). Its answer, or its error, settles it; a refusal a
+ * retry can change (`rate_limited`, `internal`, `token_expired`) is sent again after the
+ * server's `retryAfterMs`, and refused again after a growing jittered backoff on top. A
+ * request the server does not answer within `answerTimeoutMs` is sent again (its
+ * invocation may have failed).
  */
 
+import { backoffDelay } from "./backoff.js";
 import { DeltacastError, errorFrom } from "./errors.js";
 
 /** A frame from the server: a JSON object with a `type`. */
@@ -21,17 +24,21 @@ interface Request {
   readonly resolve: (answer: Frame) => void;
   readonly reject: (error: DeltacastError) => void;
   retry?: ReturnType<typeof setTimeout>;
+  deadline?: ReturnType<typeof setTimeout>;
+  refusals: number;
 }
 
 /** The requests waiting for their answers. */
 export class Requests {
   readonly #send: (frame: Record<string, unknown>) => boolean;
   readonly #waiting = new Map<string, Request>();
+  readonly #answerTimeoutMs: number;
   #next = 0;
 
   /** `send` sends a frame, answering false when not connected. */
-  constructor(send: (frame: Record<string, unknown>) => boolean) {
+  constructor(send: (frame: Record<string, unknown>) => boolean, answerTimeoutMs = 10_000) {
     this.#send = send;
+    this.#answerTimeoutMs = answerTimeoutMs;
   }
 
   /** Sends `frame` with an id of its own; settles with the answer (any frame with the id
@@ -40,10 +47,24 @@ export class Requests {
     this.#next += 1;
     const id = `q.${this.#next}`;
     return new Promise<Frame>((resolve, reject) => {
-      const request: Request = { frame: { ...frame, id }, resend: options.resend ?? true, sent: false, resolve, reject };
+      const request: Request = { frame: { ...frame, id }, resend: options.resend ?? true, sent: false, refusals: 0, resolve, reject };
       this.#waiting.set(id, request);
-      request.sent = this.#send(request.frame);
+      this.#transmit(request);
     });
+  }
+
+  /** Sends `request` and arms its answer deadline. */
+  #transmit(request: Request): void {
+    clearTimeout(request.deadline);
+    request.sent = this.#send(request.frame);
+    if (request.sent) {
+      request.deadline = setTimeout(() => {
+        delete request.deadline;
+        if (request.sent && request.retry === undefined && this.#waiting.get(String(request.frame["id"])) === request) {
+          this.#transmit(request);
+        }
+      }, this.#answerTimeoutMs);
+    }
   }
 
   /** Whether a request matching `frame`'s fields is waiting. */
@@ -57,6 +78,7 @@ export class Requests {
       if (!request.sent) {
         continue;
       }
+      clearTimeout(request.deadline);
       if (request.resend) {
         request.sent = false;
       } else {
@@ -71,7 +93,7 @@ export class Requests {
   opened(): void {
     for (const request of this.#waiting.values()) {
       if (request.retry === undefined && !request.sent) {
-        request.sent = this.#send(request.frame);
+        this.#transmit(request);
       }
     }
   }
@@ -83,6 +105,7 @@ export class Requests {
     if (request === undefined || typeof id !== "string") {
       return false;
     }
+    clearTimeout(request.deadline);
     if (frame.type !== "error") {
       this.#waiting.delete(id);
       request.resolve(frame);
@@ -90,10 +113,13 @@ export class Requests {
     }
     const error = errorFrom(frame, String(frame["message"] ?? ""));
     if (error.retryable) {
+      request.refusals += 1;
+      const backoff = request.refusals > 1 ? backoffDelay(request.refusals - 2) : 0;
+      clearTimeout(request.retry);
       request.retry = setTimeout(() => {
         delete request.retry;
-        request.sent = this.#send(request.frame);
-      }, error.details.retryAfterMs ?? 1000);
+        this.#transmit(request);
+      }, (error.details.retryAfterMs ?? 1000) + backoff);
     } else {
       this.#waiting.delete(id);
       request.reject(error);
@@ -105,6 +131,7 @@ export class Requests {
   close(): void {
     for (const request of this.#waiting.values()) {
       clearTimeout(request.retry);
+      clearTimeout(request.deadline);
       request.reject(new DeltacastError("closed", "the client was closed"));
     }
     this.#waiting.clear();

@@ -4,6 +4,12 @@
  * scripted one in tests.
  */
 
+/**
+ * A handler of a socket's event. Checked both ways (as a method is), so that a socket
+ * whose handlers take a richer event (the browser's `MessageEvent`, `ws`'s) fits.
+ */
+type Handler<E> = { bivariant(event: E): void }["bivariant"];
+
 /** The subset of the WebSocket interface the client uses. */
 export interface SocketLike {
   /** 1 while open. */
@@ -13,13 +19,13 @@ export interface SocketLike {
   /** Closes the socket. */
   close(code?: number, reason?: string): void;
   /** Called once open. */
-  onopen: ((event: unknown) => void) | null;
+  onopen: Handler<unknown> | null;
   /** Called with each message; `data` is the frame's text. */
-  onmessage: ((event: { readonly data: unknown }) => void) | null;
+  onmessage: Handler<{ readonly data: unknown }> | null;
   /** Called once closed, whoever closed it. */
-  onclose: ((event: { readonly code: number; readonly reason: string }) => void) | null;
+  onclose: Handler<{ readonly code: number; readonly reason: string }> | null;
   /** Called on an error (a close follows). */
-  onerror: ((event: unknown) => void) | null;
+  onerror: Handler<unknown> | null;
 }
 
 /** Opens a socket to `url` offering `protocols`. */

@@ -9,11 +9,31 @@
  * burst sent after a reconnect (messages written offline) would be. Writes to different
  * channels go in parallel. A write refused for a reason a retry can change
  * (`rate_limited`, `in_flight`, `internal`) is sent again after the server's
- * `retryAfterMs`, holding its channel's place.
+ * `retryAfterMs` (and, refused again, after a growing jittered backoff on top), holding
+ * its channel's place. A write the server does not answer within `answerTimeoutMs` (its
+ * invocation failed, its ack was lost) is sent again with its id. A write that could
+ * never be sent (not JSON, or over the size limits) is refused before it is queued.
  */
 
-import type { DeltacastError } from "./errors.js";
+import { backoffDelay } from "./backoff.js";
+import { DeltacastError } from "./errors.js";
 import { type Ack, Outbox, type PendingPublish, type PendingStore, publishKey, type Updated } from "./outbox.js";
+
+/** The largest `data`, serialised (MAX_DATA_BYTES), and the largest frame (API Gateway's). */
+const MAX_DATA_BYTES = 24 * 1024;
+const MAX_FRAME_BYTES = 32 * 1024;
+
+/** How the writer behaves. */
+export interface WriterOptions {
+  readonly store?: PendingStore | undefined;
+  readonly inOrder?: boolean | undefined;
+  /** How long a sent write may go unanswered before it is sent again (default 10 s). */
+  readonly answerTimeoutMs?: number | undefined;
+  /** Told when the store fails to load or save. */
+  readonly onStoreError?: ((error: unknown) => void) | undefined;
+  /** Random numbers in [0, 1) for the jitter. */
+  readonly random?: (() => number) | undefined;
+}
 
 /** A frame from the server: a JSON object with a `type`. */
 type Frame = { readonly type: string } & Record<string, unknown>;
@@ -26,13 +46,15 @@ export class Writer {
   /** Writes sent on the current connection and not settled. */
   readonly #sent = new Set<string>();
   readonly #retries = new Map<string, ReturnType<typeof setTimeout>>();
+  readonly #deadlines = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Refusals in a row, per write: the backoff on top of `retryAfterMs`. */
+  readonly #refusals = new Map<string, number>();
+  readonly #options: WriterOptions;
 
-  constructor(
-    send: (frame: Record<string, unknown>) => boolean,
-    options: { readonly store?: PendingStore | undefined; readonly inOrder?: boolean | undefined } = {},
-  ) {
+  constructor(send: (frame: Record<string, unknown>) => boolean, options: WriterOptions = {}) {
     this.#send = send;
-    this.#outbox = new Outbox(options.store);
+    this.#options = options;
+    this.#outbox = new Outbox(options.store, options.onStoreError);
     this.#inOrder = options.inOrder ?? true;
   }
 
@@ -48,6 +70,10 @@ export class Writer {
 
   /** Queues a write and sends it if its turn has come; settles with its answer. */
   write<A extends Ack | Updated>(write: Omit<PendingPublish, "queuedAt">): Promise<A> {
+    const refusal = unsendable(write);
+    if (refusal !== undefined) {
+      return Promise.reject(refusal);
+    }
     const answered = this.#outbox.add<A>(write);
     this.#pump();
     return answered;
@@ -64,9 +90,11 @@ export class Writer {
     this.#clearRetries();
   }
 
-  /** Stops retrying (the client closed). */
+  /** Stops sending (the client closed): the promises reject with `closed`; the writes
+   * stay in the store. */
   close(): void {
     this.#clearRetries();
+    this.#outbox.abandon(new DeltacastError("closed", "the client was closed; the write stays in its store"));
   }
 
   /** An `ack` or `updated`: settles its write. */
@@ -93,6 +121,11 @@ export class Writer {
       return true;
     }
     const key = publishKey(channel, id);
+    const refusals = (this.#refusals.get(key) ?? 0) + 1;
+    this.#refusals.set(key, refusals);
+    // Refused again: many writers refused together would all come back at once.
+    const backoff = refusals > 1 ? backoffDelay(refusals - 2, undefined, this.#options.random) : 0;
+    clearTimeout(this.#deadlines.get(key));
     clearTimeout(this.#retries.get(key));
     this.#retries.set(
       key,
@@ -102,7 +135,7 @@ export class Writer {
         if (write !== undefined && this.#sent.has(key)) {
           this.#sendWrite(write);
         }
-      }, error.details.retryAfterMs ?? 1000),
+      }, (error.details.retryAfterMs ?? 1000) + backoff),
     );
     return true;
   }
@@ -111,6 +144,9 @@ export class Writer {
     const key = publishKey(channel, id);
     clearTimeout(this.#retries.get(key));
     this.#retries.delete(key);
+    clearTimeout(this.#deadlines.get(key));
+    this.#deadlines.delete(key);
+    this.#refusals.delete(key);
     if (this.#sent.delete(key)) {
       this.#pump();
     }
@@ -145,13 +181,70 @@ export class Writer {
     if (write.expectSeq !== undefined) {
       frame["expectSeq"] = write.expectSeq;
     }
-    return this.#send(frame);
+    if (!this.#send(frame)) {
+      return false;
+    }
+    // No answer in time: the same id again (the server answers a stored one with its ack).
+    const key = publishKey(write.channel, write.id);
+    clearTimeout(this.#deadlines.get(key));
+    this.#deadlines.set(
+      key,
+      setTimeout(() => {
+        this.#deadlines.delete(key);
+        if (this.#sent.has(key) && !this.#retries.has(key) && this.#outbox.has(write.channel, write.id)) {
+          this.#sendWrite(write);
+        }
+      }, this.#options.answerTimeoutMs ?? 10_000),
+    );
+    return true;
   }
 
   #clearRetries(): void {
-    for (const timer of this.#retries.values()) {
+    for (const timer of [...this.#retries.values(), ...this.#deadlines.values()]) {
       clearTimeout(timer);
     }
     this.#retries.clear();
+    this.#deadlines.clear();
   }
+}
+
+/** Why `write` could never be sent, if it could not: data that is not JSON, or over the
+ * server's limits (which would close the socket, again and again). */
+function unsendable(write: Omit<PendingPublish, "queuedAt">): DeltacastError | undefined {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(write.ops === undefined ? write.data : write.ops);
+  } catch (error) {
+    return new DeltacastError("bad_request", `data is not JSON: ${String(error)}`, { channel: write.channel, id: write.id });
+  }
+  if (text === undefined && write.ops === undefined) {
+    return new DeltacastError("bad_request", "data is not JSON (undefined, a function or a symbol)", {
+      channel: write.channel,
+      id: write.id,
+    });
+  }
+  const bytes = utf8Length(text ?? "");
+  const [limit, what] = write.ops === undefined ? [MAX_DATA_BYTES, "data"] : [MAX_FRAME_BYTES - 512, "ops"];
+  if (bytes > limit) {
+    return new DeltacastError("too_large", `${what} is ${bytes} bytes serialised; at most ${limit}`, {
+      channel: write.channel,
+      id: write.id,
+    });
+  }
+  return undefined;
+}
+
+/** The UTF-8 length of `text` (without TextEncoder, which older React Native lacks). */
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i += 1) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) bytes += 1;
+    else if (code < 0x800) bytes += 2;
+    else if (code >= 0xd800 && code <= 0xdbff) {
+      bytes += 4;
+      i += 1;
+    } else bytes += 3;
+  }
+  return bytes;
 }

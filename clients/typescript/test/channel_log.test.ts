@@ -93,3 +93,31 @@ test("a channel that started a new epoch resets the app's view", () => {
   assert.deepEqual(seqs(log.delta(delta(41, "e1"))), [], "the old epoch's stragglers are dropped");
   assert.deepEqual(seqs(log.delta(delta(3, "e2"))), [3]);
 });
+
+test("a history that expired whole starts over: the next epoch's deltas are delivered", () => {
+  const log = new ChannelLog();
+  log.subscribing();
+  log.subscribed({ seq: 4, epoch: "e1" });
+  // Quiet for longer than the retention; the channel's next delta starts epoch e2.
+  const first = log.delta(delta(1, "e2"));
+  assert.deepEqual(seqs(first), []);
+  assert.equal(first.resubscribe, true, "another epoch: ask the server where things stand");
+  assert.equal(log.delta(delta(2, "e2")).resubscribe, undefined, "asked once");
+  assert.deepEqual(log.subscribing(), { since: 4, epoch: "e1" });
+  const answer = log.subscribed({ seq: 2, epoch: "e2", recovered: false });
+  assert.deepEqual(answer.reset, { epoch: "e2", seq: 2 });
+  assert.deepEqual(seqs(log.delta(delta(3, "e2"))), [3], "the new epoch flows");
+  // Expired again, and nothing retained at all: the answer has no epoch.
+  log.subscribing();
+  const empty = log.subscribed({ seq: 0, recovered: false });
+  assert.deepEqual(empty.reset, { epoch: undefined, seq: 0 });
+  assert.deepEqual(seqs(log.delta(delta(1, "e3"))), [1]);
+});
+
+test("a log started at a known position resumes from it", () => {
+  const log = new ChannelLog();
+  log.startAt(7, "e1");
+  assert.deepEqual(log.subscribing(), { since: 7, epoch: "e1" });
+  log.delta(delta(8));
+  assert.deepEqual(seqs(log.subscribed({ seq: 8, epoch: "e1", recovered: true })), [8]);
+});

@@ -25,17 +25,17 @@ test("a subscription gets each delta once and in order across a reconnect", asyn
   client.subscribe("chat:a", { onDelta: (d) => got.push(d.seq) });
   await connected(client, sockets);
   const first = sockets[0]!;
-  assert.deepEqual(first.sent, [{ action: "subscribe", channel: "chat:a" }]);
-  first.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
+  assert.deepEqual(first.frames(), [{ action: "subscribe", channel: "chat:a" }]);
+  first.answer("subscribe", { type: "subscribed", channel: "chat:a", seq: 0 });
   first.receive({ type: "delta", ...delta(1) });
   first.receive({ type: "deltas", channel: "chat:a", deltas: [delta(2), delta(3)] });
   first.receive({ type: "delta", ...delta(2) });
   // The socket drops; the next one resubscribes from seq 3 and catches up.
   const second = await reconnect(sockets);
-  assert.deepEqual(second.sent, [{ action: "subscribe", channel: "chat:a", since: 3, epoch: "e1" }]);
+  assert.deepEqual(second.frames(), [{ action: "subscribe", channel: "chat:a", since: 3, epoch: "e1" }]);
   second.receive({ type: "delta", ...delta(5) });
   second.receive({ type: "delta", ...delta(4) });
-  second.receive({ type: "subscribed", channel: "chat:a", seq: 5, epoch: "e1", recovered: true });
+  second.answer("subscribe", { type: "subscribed", channel: "chat:a", seq: 5, epoch: "e1", recovered: true });
   assert.deepEqual(got, [1, 2, 3, 4, 5]);
 });
 
@@ -45,11 +45,12 @@ test("a gap is filled from history", async () => {
   client.subscribe("chat:a", { onDelta: (d) => got.push(d.seq) });
   await connected(client, sockets);
   const socket = sockets[0]!;
-  socket.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
+  socket.answer("subscribe", { type: "subscribed", channel: "chat:a", seq: 0 });
   socket.receive({ type: "delta", ...delta(1) });
   socket.receive({ type: "delta", ...delta(3) });
-  assert.deepEqual(socket.sent.at(-1), { action: "history", channel: "chat:a", since: 1, limit: 100, id: "gap" });
-  socket.receive({ type: "history", channel: "chat:a", id: "gap", seq: 3, epoch: "e1", deltas: [delta(2), delta(3)], more: false });
+  assert.deepEqual(socket.frames().at(-1), { action: "history", channel: "chat:a", since: 1, limit: 100 });
+  socket.answer("history", { type: "history", channel: "chat:a", seq: 3, epoch: "e1", deltas: [delta(2), delta(3)], more: false });
+  await settle();
   assert.deepEqual(got, [1, 2, 3]);
 });
 

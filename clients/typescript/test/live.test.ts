@@ -33,13 +33,14 @@ test("a state channel's document: a snapshot, patches in order, a snapshot asked
   client.watchState("state:poll", (value, version) => seen.push({ value, version }));
   await connected(client, sockets);
   const socket = sockets[0]!;
-  assert.deepEqual(socket.sent, [{ action: "subscribe", channel: "state:poll" }]);
-  socket.receive({ type: "state", channel: "state:poll", version: 3, value: { tally: { yes: 1 } } });
+  assert.deepEqual(socket.frames(), [{ action: "subscribe", channel: "state:poll" }]);
+  socket.answer("subscribe", { type: "state", channel: "state:poll", version: 3, value: { tally: { yes: 1 } } });
   socket.receive({ type: "patch", channel: "state:poll", version: 4, patch: { tally: { no: 1 } } });
   socket.receive({ type: "patch", channel: "state:poll", version: 4, patch: { tally: { no: 9 } } });
   socket.receive({ type: "patch", channel: "state:poll", version: 6, patch: { tally: { no: 3 } } });
-  assert.deepEqual(socket.sent.at(-1), { action: "state", channel: "state:poll" }, "5 was lost");
-  socket.receive({ type: "state", channel: "state:poll", version: 6, value: { tally: { yes: 2, no: 3 } } });
+  socket.receive({ type: "patch", channel: "state:poll", version: 7, patch: { tally: { no: 4 } } });
+  assert.deepEqual(socket.frames().slice(1), [{ action: "state", channel: "state:poll" }], "5 was lost: one snapshot asked for");
+  socket.answer("state", { type: "state", channel: "state:poll", version: 6, value: { tally: { yes: 2, no: 3 } } });
   assert.deepEqual(seen, [
     { value: { tally: { yes: 1 } }, version: 3 },
     { value: { tally: { yes: 1, no: 1 } }, version: 4 },
@@ -47,8 +48,8 @@ test("a state channel's document: a snapshot, patches in order, a snapshot asked
   ]);
   // After a reconnect the snapshot comes again: the same version changes nothing.
   const second = await reconnect(sockets);
-  assert.deepEqual(second.sent, [{ action: "subscribe", channel: "state:poll" }]);
-  second.receive({ type: "state", channel: "state:poll", version: 6, value: { tally: { yes: 2, no: 3 } } });
+  assert.deepEqual(second.frames(), [{ action: "subscribe", channel: "state:poll" }]);
+  second.answer("subscribe", { type: "state", channel: "state:poll", version: 6, value: { tally: { yes: 2, no: 3 } } });
   assert.equal(seen.length, 3);
 });
 
@@ -61,11 +62,11 @@ test("presence: entered again after every reconnect; members listed, then patche
   await connected(client, sockets);
   const socket = sockets[0]!;
   // One subscription for the log and the members.
-  assert.deepEqual(socket.sent[0], { action: "subscribe", channel: "chat:a", presence: true });
+  assert.deepEqual(socket.frames()[0], { action: "subscribe", channel: "chat:a", presence: true });
   // The listing waits for the subscription: the server runs frames in parallel, and a
   // list read before the subscription is stored could miss a change.
   assert.equal(socket.sent.filter((f) => f["action"] === "members").length, 0, "no listing before subscribed");
-  socket.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
+  socket.answer("subscribe", { type: "subscribed", channel: "chat:a", seq: 0 });
   const members = socket.sent.find((f) => f["action"] === "members")!;
   assert.deepEqual({ ...members, id: undefined }, { action: "members", channel: "chat:a", id: undefined });
   const enter = socket.sent.find((f) => f["action"] === "presence" && f["id"] !== undefined)!;
@@ -84,11 +85,11 @@ test("presence: entered again after every reconnect; members listed, then patche
   assert.deepEqual(lists, [["ann"], ["ann", "bob"]]);
   // A new connection is a new member: the client enters again, resubscribes and relists.
   const second = await reconnect(sockets);
-  assert.deepEqual(second.sent, [
+  assert.deepEqual(second.frames(), [
     { action: "subscribe", channel: "chat:a", since: 0, presence: true },
     { action: "presence", channel: "chat:a", op: "enter", data: { name: "Ann" } },
   ]);
-  second.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
+  second.answer("subscribe", { type: "subscribed", channel: "chat:a", seq: 0 });
   assert.ok(second.sent.some((f) => f["action"] === "members"), "listed again once subscribed");
 });
 

@@ -83,3 +83,17 @@ test("a delta that comes before its own ack is not applied twice", async () => {
   assert.equal(counter.value, 3);
   assert.equal(counter.pending, 0);
 });
+
+test("subscribed at a channel's head, guarded changes expect that head; with since, the seq given", async () => {
+  const atHead = new Optimistic<number, number>({ initial: 40, apply: (v, c) => v + c, guard: true });
+  const handlers = atHead.handlers();
+  handlers.onSubscribed?.({ seq: 7, epoch: "e" });
+  const { publisher, calls } = scripted();
+  void atHead.publish(publisher, "counter:a", 1);
+  assert.equal(calls[0]!.options?.expectSeq, 7, "the head it was subscribed at, not 0");
+  const fromStart = new Optimistic<number, number>({ initial: 0, apply: (v, c) => v + c, guard: true });
+  const replay = fromStart.handlers({ since: 0 });
+  assert.equal(replay.since, 0, "caught up from the start");
+  replay.onSubscribed?.({ seq: 7, epoch: "e" });
+  assert.equal(fromStart.seq, 0, "its deltas bring it to the head");
+});

@@ -40,6 +40,23 @@ export class ScriptedSocket implements SocketLike {
     this.onmessage?.({ data: JSON.stringify(frame) });
   }
 
+  /** The server answers the last `action` frame sent: `reply`, with that frame's id. */
+  answer(action: string, reply: Record<string, unknown>): void {
+    const request = [...this.sent].reverse().find((frame) => frame["action"] === action);
+    this.receive(request?.["id"] === undefined ? reply : { ...reply, id: request["id"] });
+  }
+
+  /** The frames sent, without the ids the client gave its own requests (`q.<n>`). */
+  frames(): Record<string, unknown>[] {
+    return this.sent.map((frame) => {
+      if (typeof frame["id"] === "string" && frame["id"].startsWith("q.")) {
+        const { id: _id, ...rest } = frame;
+        return rest;
+      }
+      return frame;
+    });
+  }
+
   /** The network drops the socket. */
   drop(code = 1006): void {
     this.readyState = 3;

@@ -44,10 +44,14 @@ test("a channel's writes go one at a time, in the order they were made; other ch
 test("with inOrder false a channel's writes go at once", async () => {
   const { client, sockets } = scriptedClient({ inOrder: false });
   await connected(client, sockets);
-  void client.publish("chat:a", 1, { id: "a1" });
-  void client.publish("chat:a", 2, { id: "a2" });
+  const acks = [client.publish("chat:a", 1, { id: "a1" }), client.publish("chat:a", 2, { id: "a2" })];
   assert.deepEqual(ids(sockets[0]!), ["a1", "a2"]);
   client.close();
+  // Closing settles what waits: rejected with `closed`, the writes kept for the next client.
+  for (const ack of acks) {
+    await assert.rejects(ack, (error: { code: string }) => error.code === "closed");
+  }
+  assert.equal(client.pending().length, 2);
 });
 
 test("each request goes once per connection, an enter made offline once", async () => {
@@ -56,7 +60,7 @@ test("each request goes once per connection, an enter made offline once", async 
   const entered = client.enter("chat:a", { name: "Ann" }).catch((error: unknown) => error);
   await connected(client, sockets);
   const socket = sockets[0]!;
-  socket.receive({ type: "subscribed", channel: "chat:a", seq: 0 });
+  socket.answer("subscribe", { type: "subscribed", channel: "chat:a", seq: 0 });
   const count = (action: string) => socket.sent.filter((f) => f["action"] === action).length;
   assert.equal(count("presence"), 1, "the enter");
   assert.equal(count("members"), 1, "the listing");
