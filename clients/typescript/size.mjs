@@ -1,6 +1,6 @@
 // The package's size as an app ships it: dist/ bundled by esbuild, minified, gzipped
 // (level 9). Prints one line per entry and fails when the whole client is over budget.
-//   node size.mjs            (after `npm run build`; `npm run -s size` does both)
+//   npm run build && npm run -s size     (size only measures dist/: build it first)
 import { gzipSync } from "node:zlib";
 
 import { build } from "esbuild";

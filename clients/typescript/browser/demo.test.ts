@@ -3,9 +3,9 @@
  * local stack that serves the demo (`browser/run` starts one on a table of its own;
  * `DELTACAST_DEMO_URL` names the page). Two users chat; one goes offline (its network
  * blocked and its socket cut) and sends messages while the other keeps sending; after
- * the reconnect both pages show every message once and in order. Both vote, during the
- * cut too, and both see the exact tally. A screenshot of each page is saved under
- * `target/browser/`.
+ * the reconnect both pages show every message once and in order, each by its sender as
+ * the server verified it. Both vote, during the cut too, and both see the exact tally. A
+ * screenshot of each page is saved under `target/browser/`.
  */
 
 import assert from "node:assert/strict";
@@ -45,6 +45,8 @@ interface User {
 interface Shown {
   readonly id: string;
   readonly seq: number;
+  /** Who wrote it, as the page shows it (its `<b>`). */
+  readonly author: string;
   readonly text: string;
 }
 
@@ -88,15 +90,16 @@ async function connectionId(user: User): Promise<string> {
 /**
  * Takes `user` offline for real. `setOffline` alone blocks new requests but leaves an
  * open WebSocket open (chromium holds its frames and its close until the network is
- * back), so the socket is also cut from the server's side with the Management API.
- * Token requests are refused first, so the client cannot reconnect between the cut and
- * `setOffline`.
+ * back), so the socket is also cut from the server's side with the Management API, and
+ * the network goes only once the page has seen that close. Token requests are refused
+ * first, so the client cannot reconnect meanwhile.
  */
 async function goOffline(user: User): Promise<void> {
   const id = await connectionId(user);
   await user.context.route("**/demo/token**", (route) => route.abort("internetdisconnected"));
   const cut = await fetch(new URL(`/@connections/${encodeURIComponent(id)}`, DEMO), { method: "DELETE" });
   assert.equal(cut.status, 204, `DELETE /@connections/${id}`);
+  await user.page.locator("#connection:not([data-state=connected])").waitFor();
   await user.context.setOffline(true);
   await user.page.locator("#connection[data-state=disconnected], #connection[data-state=connecting]").waitFor();
 }
@@ -111,6 +114,7 @@ async function shown(user: User): Promise<{ delivered: Shown[]; sending: number;
     delivered: Array.from(document.querySelectorAll<HTMLLIElement>("#messages li"), (item) => ({
       id: item.dataset["id"] ?? "",
       seq: Number(item.dataset["seq"]),
+      author: item.querySelector("b")?.textContent ?? "",
       text: item.lastChild?.textContent?.trim() ?? "",
     })),
     sending: document.querySelectorAll("#sending li").length,
@@ -126,6 +130,24 @@ async function tally(user: User): Promise<Record<string, number>> {
         Number(count.textContent),
       ]),
     ),
+  );
+}
+
+/** Waits until both pages show every message sent so far as delivered, nothing pending. */
+async function allDelivered(users: readonly User[], sent: readonly string[]): Promise<void> {
+  await until(
+    async () => {
+      for (const user of users) {
+        const sees = await shown(user);
+        const texts = new Set(sees.delivered.map((message) => message.text));
+        if (sees.sending > 0 || sees.pending > 0 || !sent.every((text) => texts.has(text))) {
+          return false;
+        }
+      }
+      return true;
+    },
+    WAIT_MS,
+    `${sent.length} messages delivered on both pages`,
   );
 }
 
@@ -155,6 +177,7 @@ test("two users chat across a cut and vote: every message once and in order, the
     await ann.page.locator("#options[data-version]").waitFor();
     const before = await tally(ann);
 
+    /** Every message sent, in the order sent; each starts with its author's name. */
     const sent: string[] = [];
     const bobSays = async (n: number) => {
       await say(bob, `bob ${n}`, n % 2 === 0 ? "click" : "enter");
@@ -170,6 +193,8 @@ test("two users chat across a cut and vote: every message once and in order, the
     sent.push("ann 1");
     await vote(ann, "yes");
     await vote(bob, "no");
+    // ... all of it delivered, so that exactly ann's offline messages wait below
+    await allDelivered(users, sent);
 
     // WHEN ann goes offline, writes and votes, while bob keeps writing and voting
     await goOffline(ann);
@@ -215,6 +240,13 @@ test("two users chat across a cut and vote: every message once and in order, the
         `${user.name}: seq 1 to ${sent.length}, in order, no gap`,
       );
       assert.equal(sees.pending, 0, `${user.name}: nothing pending`);
+      for (const message of sees.delivered) {
+        assert.equal(
+          message.author,
+          message.text.split(" ")[0],
+          `${user.name} shows "${message.text}" by its sender, as the server verified it`,
+        );
+      }
     }
     assert.deepEqual(annSees.delivered, bobSees.delivered, "both pages show the same list");
     // A user's own messages keep the order they were written in, offline ones included.

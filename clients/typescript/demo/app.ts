@@ -14,12 +14,21 @@ import { type Delta, DeltacastClient, type Member, newId, type SocketLike } from
 
 const user = new URLSearchParams(location.search).get("user") || `guest-${newId(4)}`;
 
+// For the browser test (browser/demo.test.ts), not part of the demo: the socket in use,
+// so the test can learn its connection id (a `ping` answers it) and cut it from the
+// server's side, as a lost network would. Set by the socket factory below.
+let socket: WebSocket | undefined;
+
 const client = new DeltacastClient({
   url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/local`,
   // Asked again at every (re)connect, so a reconnect never presents a stale token.
   token: async () => {
     const response = await fetch(`/demo/token?user=${encodeURIComponent(user)}`);
     if (!response.ok) {
+      // The stack says why (a user that is not valid, another machine, a secret of your
+      // own): show it, as retrying will not change it until you do.
+      const why = (await response.text()).trim() || response.statusText;
+      showNotice(`No token (HTTP ${response.status}): ${why}`);
       throw new Error(`no token: HTTP ${response.status}`);
     }
     return ((await response.json()) as { token: string }).token;
@@ -35,12 +44,21 @@ const client = new DeltacastClient({
   },
 });
 
-// The connection's state, as a badge.
+// The connection's state, as a badge; a notice says what keeps it from connecting.
 const badge = element("#connection");
+const notice = element("#notice");
 client.on("state", (state) => {
   badge.dataset["state"] = state;
   badge.textContent = state;
+  if (state === "connected") {
+    notice.hidden = true;
+  }
 });
+
+function showNotice(text: string): void {
+  notice.textContent = text;
+  notice.hidden = false;
+}
 
 // Chat: subscribe, publish. Nothing else is needed for once-and-in-order delivery.
 const messages = element("#messages");
@@ -64,7 +82,8 @@ element("#chat-form").addEventListener("submit", (event) => {
   item.classList.add("pending");
   sending.append(item);
   scrollToEnd();
-  client.publish("chat:demo", { text, name: user }, { id }).then(
+  // Only the text: who wrote it is the delta's `from`, the user the server verified.
+  client.publish("chat:demo", { text }, { id }).then(
     (ack) => {
       item.classList.remove("pending");
       item.dataset["seq"] = String(ack.seq);
@@ -77,10 +96,12 @@ element("#chat-form").addEventListener("submit", (event) => {
 });
 
 function showDelivered(delta: Delta): void {
-  const { text, name } = delta.data as { text?: unknown; name?: unknown };
+  const { text } = (delta.data ?? {}) as { text?: unknown };
+  // The author is `from`, the token's user as the server verified it: a name in the
+  // data would be whatever the sender chose to write there.
   const item =
     sending.querySelector<HTMLLIElement>(`li[data-id="${CSS.escape(delta.id)}"]`) ??
-    messageItem(delta.id, String(name ?? delta.from), String(text ?? ""));
+    messageItem(delta.id, delta.from, String(text ?? ""));
   item.classList.remove("pending");
   item.dataset["seq"] = String(delta.seq);
   messages.append(item); // deltas come in seq order: appending keeps the list ordered
@@ -101,8 +122,9 @@ function scrollToEnd(): void {
   log?.scrollTo({ top: log.scrollHeight });
 }
 
-// Live poll: a vote is an `inc` with an id of its own (sent again after a drop, counted
-// once); the tally is the document, delivered whole and then as patches.
+// Live poll: a vote is an `inc` with an id of its own (`update` makes one; sent again
+// after a drop, counted once); the tally is the document, delivered whole and then as
+// patches.
 const OPTIONS = ["yes", "no", "later"] as const;
 const options = element("#options");
 for (const option of OPTIONS) {
@@ -111,7 +133,7 @@ for (const option of OPTIONS) {
   vote.textContent = option;
   vote.dataset["vote"] = option;
   vote.addEventListener("click", () => {
-    void client.update("state:poll", [{ op: "inc", path: `/tally/${option}`, by: 1 }], { id: newId() });
+    void client.update("state:poll", [{ op: "inc", path: `/tally/${option}`, by: 1 }]);
   });
   const bar = document.createElement("span");
   bar.className = "bar";
@@ -137,7 +159,8 @@ client.watchState("state:poll", (value, version) => {
 });
 
 // Presence: enter once (the client enters again after every reconnect), watch the list.
-void client.enter("chat:demo", { name: user });
+// Members are shown by `sub`, the user the server verified, so no data is needed.
+void client.enter("chat:demo");
 client.watchPresence("chat:demo", (members) => showMembers(members));
 
 function showMembers(members: readonly Member[]): void {
@@ -147,8 +170,7 @@ function showMembers(members: readonly Member[]): void {
       const item = document.createElement("li");
       item.dataset["sub"] = member.sub;
       item.dataset["member"] = member.member;
-      const { name } = (member.data ?? {}) as { name?: unknown };
-      item.textContent = String(name ?? member.sub);
+      item.textContent = member.sub;
       if (member.sub === user) {
         item.classList.add("me");
       }
@@ -167,14 +189,13 @@ function element<T extends HTMLElement = HTMLElement>(selector: string): T {
   return found;
 }
 
-// For the browser test (browser/demo.test.ts), not part of the demo: the socket in use,
-// so the test can learn its connection id (a `ping` answers it) and cut it from the
-// server's side, as a lost network would.
-let socket: WebSocket | undefined;
+/** How long the test hook waits for its `pong`. */
+const PONG_TIMEOUT_MS = 5_000;
 
-/** What the page offers its browser test on `window.deltacastDemo`. */
+/** What the page offers its browser test on `window.deltacastDemo` (see `socket`). */
 export interface DemoTestHook {
-  /** The connection id of the socket in use, from a `ping`'s `pong`. */
+  /** The connection id of the socket in use, from a `ping`'s `pong`; rejected when the
+   * socket closes first or no `pong` comes within 5 s. */
   connectionId(): Promise<string>;
 }
 
@@ -193,14 +214,28 @@ window.deltacastDemo = {
         return;
       }
       const id = `test-${newId(8)}`;
+      const done = () => {
+        clearTimeout(timer);
+        open.removeEventListener("message", onMessage);
+        open.removeEventListener("close", onClose);
+      };
       const onMessage = (event: MessageEvent) => {
         const frame = JSON.parse(String(event.data)) as { type?: string; id?: string; connectionId?: string };
         if (frame.type === "pong" && frame.id === id && frame.connectionId !== undefined) {
-          open.removeEventListener("message", onMessage);
+          done();
           resolve(frame.connectionId);
         }
       };
+      const onClose = () => {
+        done();
+        reject(new Error("the socket closed before its pong"));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no pong within ${PONG_TIMEOUT_MS} ms`));
+      }, PONG_TIMEOUT_MS);
       open.addEventListener("message", onMessage);
+      open.addEventListener("close", onClose);
       open.send(JSON.stringify({ action: "ping", id }));
     }),
 };

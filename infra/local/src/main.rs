@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use deltacast_local::gateway::ManagementFaults;
 use deltacast_local::runtime::FunctionFaults;
 use deltacast_local::stack::{
-    DEV_JWT_SECRET, DEV_TOKEN_HOURS, JWT_SECRET_VARIABLE, Stack, StackOptions, check_token_user,
-    dev_token,
+    DEV_JWT_SECRET, DEV_TOKEN_HOURS, JWT_SECRET_VARIABLE, Stack, StackOptions, TOKEN_USER_FROM_CLI,
+    check_token_user, dev_token,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -120,11 +120,16 @@ struct Serve {
     /// /demo/, with development tokens at /demo/token?user=NAME for this machine only.
     #[arg(long)]
     demo_dir: Option<PathBuf>,
+    /// Let the demo's token route sign with a JWT_SECRET of your own (with the development
+    /// secret it always does). Anything that forwards to this machine's loopback (ssh -R,
+    /// a tunnel) then hands tokens signed with your secret to whoever reaches it.
+    #[arg(long)]
+    demo_tokens: bool,
 }
 
 /// The `--user` of `token`: what [`check_token_user`] accepts.
 fn token_user(text: &str) -> Result<String, String> {
-    check_token_user(text).map(|()| text.to_owned())
+    check_token_user(text, TOKEN_USER_FROM_CLI).map(|()| text.to_owned())
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -253,6 +258,7 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
     };
     options.duplicate_batch_rate = serve.fault_duplicate_batch_rate;
     options.demo_dir = serve.demo_dir;
+    options.demo_tokens = serve.demo_tokens;
 
     let stack = Stack::start(options).await?;
     let host = match serve.bind {

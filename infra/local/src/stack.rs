@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use crate::dev_token::{
-    DEV_TOKEN_HOURS, MAX_TOKEN_USER_LEN, check_token_user, dev_token, dev_tokens,
+    DEV_TOKEN_HOURS, MAX_TOKEN_USER_LEN, TOKEN_USER_FROM_CLI, TOKEN_USER_FROM_DEMO,
+    check_token_user, dev_token, dev_tokens,
 };
 use crate::exposure::{DevSecretOnNetwork, check_bind};
-use crate::gateway::{self, DemoApp, DemoDirError, Gateway, GatewayConfig, Routes};
+use crate::gateway::{self, DemoApp, DemoDirError, DemoTokens, Gateway, GatewayConfig, Routes};
 use crate::runtime::{Function, FunctionConfig, FunctionFaults};
 use crate::streams::{PollOptions, run_trigger};
 use crate::template::{LocalValues, StackSpec, TemplateError};
@@ -74,6 +75,9 @@ pub struct StackOptions {
     pub duplicate_batch_rate: f64,
     /// The demo app's build, served under `/demo/` (`serve --demo-dir`).
     pub demo_dir: Option<PathBuf>,
+    /// Whether the demo's token route signs with a secret of the stack's own (`serve
+    /// --demo-tokens`); with the development secret it always does.
+    pub demo_tokens: bool,
 }
 
 impl StackOptions {
@@ -94,6 +98,7 @@ impl StackOptions {
             function_faults: FunctionFaults::default(),
             duplicate_batch_rate: 0.0,
             demo_dir: None,
+            demo_tokens: false,
         }
     }
 
@@ -117,6 +122,20 @@ impl StackOptions {
     /// source (see [`crate::exposure`]).
     pub fn uses_dev_secret(&self) -> bool {
         self.signs_tokens() && self.jwt_secret() == DEV_JWT_SECRET
+    }
+
+    /// What the demo's token route does. It signs with the development secret, which
+    /// anyone can read anyway; with a secret of the stack's own only when asked
+    /// ([`Self::demo_tokens`]), since anything that forwards to loopback (`ssh -R`, a
+    /// tunnel) would otherwise turn the route into a signer of that secret for anyone.
+    pub fn demo_token_mode(&self) -> DemoTokens {
+        if !self.signs_tokens() {
+            DemoTokens::IdentityProvider
+        } else if self.uses_dev_secret() || self.demo_tokens {
+            DemoTokens::Sign(dev_tokens(self.jwt_secret().to_owned()))
+        } else {
+            DemoTokens::NotAllowed
+        }
     }
 }
 
@@ -236,8 +255,7 @@ impl Stack {
         let signs_tokens = options.signs_tokens();
         let mut gateway_config = options.gateway.clone();
         if let Some(dir) = &options.demo_dir {
-            let tokens = signs_tokens.then(|| dev_tokens(jwt_secret.clone()));
-            gateway_config.demo = Some(DemoApp::new(dir, tokens)?);
+            gateway_config.demo = Some(DemoApp::new(dir, options.demo_token_mode())?);
         }
 
         let (listener, address) = gateway::bind(options.bind).await?;

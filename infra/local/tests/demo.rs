@@ -1,7 +1,9 @@
 //! The demo app under `/demo/` over real HTTP: the gateway (no functions, no DynamoDB)
 //! serving a folder written by each test, with the stack's own development tokens:
 //! files and their types, redirects, refusals of paths that could leave the folder, the
-//! methods it answers, and the token route a page asks for its user's token.
+//! methods it answers, and the token route a page asks for its user's token (and that
+//! only a page of its own origin can read, and that signs with a secret of the stack's
+//! own only when `serve --demo-tokens` allows it).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,9 +13,9 @@ use std::time::Duration;
 
 use deltacast::auth::{Action, JwtConfig, JwtVerifier};
 use deltacast::config::Env;
-use deltacast_local::gateway::{DemoApp, Gateway, GatewayConfig, Routes};
+use deltacast_local::gateway::{DemoApp, DemoTokens, Gateway, GatewayConfig, Routes};
 use deltacast_local::invoke::{Invoke, InvokeError};
-use deltacast_local::stack::{DEV_JWT_SECRET, dev_tokens};
+use deltacast_local::stack::{DEV_JWT_SECRET, StackOptions, dev_tokens};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,10 +55,17 @@ fn demo_build(case: &str) -> PathBuf {
 /// A gateway on loopback serving `demo` (if any), its tokens signed with the development
 /// secret as the stack signs them.
 async fn gateway(demo: Option<&Path>) -> Gateway<NoFunction> {
+    gateway_with_tokens(
+        demo,
+        DemoTokens::Sign(dev_tokens(DEV_JWT_SECRET.to_owned())),
+    )
+    .await
+}
+
+/// A gateway on loopback serving `demo` (if any), its token route doing what `tokens` says.
+async fn gateway_with_tokens(demo: Option<&Path>, tokens: DemoTokens) -> Gateway<NoFunction> {
     let config = GatewayConfig {
-        demo: demo.map(|dir| {
-            DemoApp::new(dir, Some(dev_tokens(DEV_JWT_SECRET.to_owned()))).expect("a demo folder")
-        }),
+        demo: demo.map(|dir| DemoApp::new(dir, tokens).expect("a demo folder")),
         ..GatewayConfig::default()
     };
     let routes = Routes {
@@ -90,11 +99,26 @@ impl Answer {
 /// `method path` over a fresh HTTP/1.1 connection, with `Host` set to `host` (the
 /// gateway's address when `None`).
 async fn request(address: SocketAddr, method: &str, path: &str, host: Option<&str>) -> Answer {
+    request_with(address, method, path, host, &[]).await
+}
+
+/// [`request`] with more header lines (`name`, `value`).
+async fn request_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    more: &[(&str, &str)],
+) -> Answer {
     let host = host.map_or_else(|| address.to_string(), str::to_owned);
+    let more: String = more
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let text = tokio::time::timeout(HANG_GUARD, async {
         let mut stream = TcpStream::connect(address).await.expect("connect");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{more}Content-Length: 0\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await.expect("write");
         let mut response = Vec::new();
@@ -271,6 +295,7 @@ async fn the_token_route_gives_this_machine_a_token_the_authorizer_accepts() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(answer.header("cache-control"), Some("no-store"));
+    assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
     let body: Value = serde_json::from_str(&answer.body).expect("JSON");
     let token = body["token"].as_str().expect("a token");
     let identity = verifier.verify(token).await.expect("a valid token");
@@ -309,6 +334,17 @@ async fn a_user_that_is_not_valid_gets_400_naming_the_rule() {
             "{path}: {}",
             answer.body
         );
+        assert!(
+            answer.body.contains("the user (?user= of /demo/token)"),
+            "it names the route's own input: {}",
+            answer.body
+        );
+        assert!(!answer.body.contains("--user"), "{}", answer.body);
+        assert_eq!(
+            answer.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
     }
     gateway.shutdown().await;
 }
@@ -337,5 +373,108 @@ async fn the_token_route_refuses_a_host_that_is_not_loopback() {
         answer.body
     );
     assert!(!answer.body.contains("token\":"), "{}", answer.body);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_read_a_token() {
+    // GIVEN a gateway serving the demo, and a page of another origin on this machine
+    let dist = demo_build("cors");
+    let gateway = gateway(Some(&dist)).await;
+    let origin = [("Origin", "http://127.0.0.1:8080")];
+
+    // WHEN it asks for a token, and first (as a browser would for a request it may not
+    // send as it is) with a preflight
+    let answer = request_with(
+        gateway.address(),
+        "GET",
+        "/demo/token?user=ann",
+        None,
+        &origin,
+    )
+    .await;
+    let preflight = request_with(
+        gateway.address(),
+        "OPTIONS",
+        "/demo/token?user=ann",
+        None,
+        &[
+            origin[0],
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+    )
+    .await;
+
+    // THEN neither allows that origin (or any): the browser keeps the token from the page
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+    assert_ne!(preflight.status, 200, "{}", preflight.body);
+    assert_eq!(preflight.header("access-control-allow-origin"), None);
+    assert!(!preflight.body.contains("token\":"), "{}", preflight.body);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_a_secret_of_its_own_the_stack_hands_out_no_token_unless_told_to() {
+    // GIVEN a stack whose tokens are signed with a JWT_SECRET of its own, without
+    // `serve --demo-tokens`
+    let dist = demo_build("own-secret");
+    let mut options = StackOptions::new(PathBuf::from("."));
+    options.parameters.insert(
+        "JwtSecret".into(),
+        "a-secret-of-our-own-at-least-32-bytes-long".into(),
+    );
+    let gateway = gateway_with_tokens(Some(&dist), options.demo_token_mode()).await;
+
+    // WHEN this machine asks for a token
+    let answer = get(&gateway, "/demo/token?user=ann").await;
+
+    // THEN it is refused, naming the flag that allows it
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(answer.body.contains("--demo-tokens"), "{}", answer.body);
+    assert!(!answer.body.contains("token\":"), "{}", answer.body);
+    assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_demo_tokens_the_stack_signs_with_its_own_secret() {
+    // GIVEN a stack with a JWT_SECRET of its own, run with `serve --demo-tokens`
+    let dist = demo_build("own-secret-allowed");
+    let mut options = StackOptions::new(PathBuf::from("."));
+    options.parameters.insert(
+        "JwtSecret".into(),
+        "a-secret-of-our-own-at-least-32-bytes-long".into(),
+    );
+    options.demo_tokens = true;
+    let gateway = gateway_with_tokens(Some(&dist), options.demo_token_mode()).await;
+    let env = Env::from_pairs([(
+        "JWT_SECRET",
+        "a-secret-of-our-own-at-least-32-bytes-long".to_owned(),
+    )]);
+    let verifier = JwtVerifier::new(&JwtConfig::from_env(&env).expect("config")).expect("verifier");
+
+    // WHEN this machine asks for a token
+    let answer = get(&gateway, "/demo/token?user=ann").await;
+
+    // THEN it is signed with that secret
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    let token = body["token"].as_str().expect("a token");
+    let identity = verifier.verify(token).await.expect("a valid token");
+    assert_eq!(identity.sub, "ann");
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_development_secret_the_stack_signs_without_being_told() {
+    let dist = demo_build("dev-secret");
+    let options = StackOptions::new(PathBuf::from("."));
+    let gateway = gateway_with_tokens(Some(&dist), options.demo_token_mode()).await;
+
+    let answer = get(&gateway, "/demo/token?user=ann").await;
+
+    assert_eq!(answer.status, 200, "{}", answer.body);
     gateway.shutdown().await;
 }

@@ -11,10 +11,14 @@
 //! The token route signs whatever user it is asked for, so it answers only this machine:
 //! a loopback peer (as the Management API, [`is_this_machine`]) that also names a loopback
 //! host (as signed HTTP API requests, [`is_loopback_host`]), so that a web page cannot
-//! reach it through a name it resolves to 127.0.0.1.
+//! reach it through a name it resolves to 127.0.0.1. It sends no CORS header, so a page
+//! of another origin cannot read a token either. And it signs only with the development
+//! secret, which anyone can read in the source, unless `serve --demo-tokens` says
+//! otherwise: a loopback peer may be a forwarder (`ssh -R`, a tunnel) for anyone, and
+//! then the route would sign with the stack's own secret for them.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,22 +39,36 @@ use crate::invoke::Invoke;
 /// valid. The stack gives it one that signs as `deltacast-local token` does.
 pub type DevTokens = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
-/// The demo app the gateway serves under `/demo/`.
+/// What the demo's token route does.
 #[derive(Clone)]
+pub enum DemoTokens {
+    /// It signs: with the development secret, or with the stack's own when `serve
+    /// --demo-tokens` allows it.
+    Sign(DevTokens),
+    /// The stack signs with a secret of its own and `--demo-tokens` was not given: 403,
+    /// naming the flag.
+    NotAllowed,
+    /// Tokens come from an identity provider (`JwtJwksUrl`): 501.
+    IdentityProvider,
+}
+
+impl fmt::Debug for DemoTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sign(_) => "Sign",
+            Self::NotAllowed => "NotAllowed",
+            Self::IdentityProvider => "IdentityProvider",
+        })
+    }
+}
+
+/// The demo app the gateway serves under `/demo/`.
+#[derive(Clone, Debug)]
 pub struct DemoApp {
     /// The served folder, canonical.
     root: PathBuf,
-    /// `None` when the stack cannot sign tokens (they come from an identity provider).
-    tokens: Option<DevTokens>,
-}
-
-impl fmt::Debug for DemoApp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DemoApp")
-            .field("root", &self.root)
-            .field("signs_tokens", &self.tokens.is_some())
-            .finish()
-    }
+    /// What `/demo/token` does.
+    tokens: DemoTokens,
 }
 
 /// The demo folder cannot be served.
@@ -70,9 +88,8 @@ pub enum DemoDirError {
 }
 
 impl DemoApp {
-    /// Serves `dir`, which must be a folder; `tokens` answers `/demo/token` (`None`: the
-    /// route says that tokens come from the identity provider).
-    pub fn new(dir: &Path, tokens: Option<DevTokens>) -> Result<Self, DemoDirError> {
+    /// Serves `dir`, which must be a folder; `tokens` says what `/demo/token` does.
+    pub fn new(dir: &Path, tokens: DemoTokens) -> Result<Self, DemoDirError> {
         let root = dir
             .canonicalize()
             .map_err(|source| DemoDirError::Unreadable {
@@ -141,11 +158,25 @@ fn token(
     if let Some(refusal) = refuse_other_machines(peer, listening, host) {
         return refusal;
     }
-    let Some(tokens) = &app.tokens else {
-        return plain(
-            StatusCode::NOT_IMPLEMENTED,
-            "tokens come from your identity provider (JwtJwksUrl): the local stack cannot sign one",
-        );
+    let tokens = match &app.tokens {
+        DemoTokens::Sign(tokens) => tokens,
+        DemoTokens::NotAllowed => {
+            info!(status = 403, "demo token refused: the stack's own secret");
+            return plain(
+                StatusCode::FORBIDDEN,
+                "the stack signs with a JWT_SECRET of your own, and the demo's token route \
+                 signs only with the development secret unless the stack runs with \
+                 `serve --demo-tokens` (make dev DEV_ARGS=--demo-tokens): a forwarder to \
+                 this machine (ssh -R, a tunnel) would otherwise hand anyone tokens signed \
+                 with your secret",
+            );
+        }
+        DemoTokens::IdentityProvider => {
+            return plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "tokens come from your identity provider (JwtJwksUrl): the local stack cannot sign one",
+            );
+        }
     };
     let user = query
         .into_iter()
@@ -159,6 +190,7 @@ fn token(
                 [
                     (header::CONTENT_TYPE, "application/json"),
                     (header::CACHE_CONTROL, "no-store"),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                 ],
                 json!({ "token": token }).to_string(),
             )
@@ -178,11 +210,33 @@ fn refuse_other_machines(peer: SocketAddr, listening: SocketAddr, host: &str) ->
         return None;
     }
     info!(peer = %peer.ip(), status = 403, "demo token refused to another machine");
-    Some(plain(
-        StatusCode::FORBIDDEN,
-        "the demo's token route hands out development tokens for any user, so it answers \
-         only the machine the stack runs on: open the demo at http://127.0.0.1:<port>/demo/ \
-         there",
+    let why = "the demo's token route hands out development tokens for any user, so it \
+               answers only the machine the stack runs on, through a loopback address";
+    let text = match loopback_page(listening) {
+        Some(page) => format!("{why}: open the demo at {page} there"),
+        None => format!(
+            "{why}, and the stack listens on {} only: run it with --bind 127.0.0.1 (or \
+             0.0.0.0) and open the demo at http://127.0.0.1:{}/demo/ there",
+            listening.ip(),
+            listening.port()
+        ),
+    };
+    Some(plain(StatusCode::FORBIDDEN, &text))
+}
+
+/// The demo's page at a loopback address the stack listens on (`listening` itself, or
+/// 127.0.0.1 or [::1] when it listens on every address), or `None` when it listens on
+/// no loopback address.
+fn loopback_page(listening: SocketAddr) -> Option<String> {
+    let ip = match listening.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::from(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::from(Ipv6Addr::LOCALHOST),
+        ip if ip.to_canonical().is_loopback() => ip,
+        _ => return None,
+    };
+    Some(format!(
+        "http://{}/demo/",
+        SocketAddr::new(ip, listening.port())
     ))
 }
 
@@ -235,6 +289,7 @@ fn plain(status: StatusCode, text: &str) -> Response {
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         text.to_owned(),
     )
@@ -379,6 +434,10 @@ mod tests {
             message.contains("only the machine the stack runs on"),
             "{message}"
         );
+        assert!(
+            message.contains("open the demo at http://127.0.0.1:3001/demo/ there"),
+            "the real address, not a placeholder: {message}"
+        );
 
         assert!(
             refuse_other_machines(local, listening, "evil.example:3001").is_some(),
@@ -388,11 +447,45 @@ mod tests {
         assert!(refuse_other_machines(local, listening, "localhost:3001").is_none());
     }
 
+    async fn refusal_text(peer: &str, listening: &str) -> String {
+        let refusal = refuse_other_machines(
+            peer.parse().expect("address"),
+            listening.parse().expect("address"),
+            "192.168.1.20:4000",
+        )
+        .expect("refused");
+        let body = axum::body::to_bytes(refusal.into_body(), 4096)
+            .await
+            .expect("a body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_refusal_names_the_loopback_page_the_stack_really_serves() {
+        let lan = "192.168.1.30:50000";
+        for (listening, page) in [
+            ("127.0.0.1:4000", "http://127.0.0.1:4000/demo/"),
+            ("0.0.0.0:4000", "http://127.0.0.1:4000/demo/"),
+            ("[::]:4000", "http://[::1]:4000/demo/"),
+            ("[::1]:4000", "http://[::1]:4000/demo/"),
+        ] {
+            let text = refusal_text(lan, listening).await;
+            assert!(
+                text.contains(&format!("open the demo at {page} there")),
+                "{listening}: {text}"
+            );
+            assert!(!text.contains("<port>"), "{text}");
+        }
+        let text = refusal_text(lan, "192.168.1.20:4000").await;
+        assert!(text.contains("listens on 192.168.1.20 only"), "{text}");
+        assert!(text.contains("--bind 127.0.0.1"), "{text}");
+    }
+
     #[test]
     fn a_stack_that_cannot_sign_tokens_says_where_they_come_from() {
         let app = DemoApp {
             root: PathBuf::from("/demo"),
-            tokens: None,
+            tokens: DemoTokens::IdentityProvider,
         };
         let local: SocketAddr = "127.0.0.1:50000".parse().expect("address");
         let answer = token(&app, local, local, "127.0.0.1:3001", Some("user=ann"));
@@ -401,7 +494,8 @@ mod tests {
 
     #[test]
     fn a_folder_that_does_not_exist_is_an_error_naming_it() {
-        let error = DemoApp::new(Path::new("/no/such/demo/dist"), None).expect_err("missing");
+        let error = DemoApp::new(Path::new("/no/such/demo/dist"), DemoTokens::NotAllowed)
+            .expect_err("missing");
         assert!(error.to_string().contains("/no/such/demo/dist"), "{error}");
         assert!(error.to_string().contains("make demo"), "{error}");
     }

@@ -44,6 +44,6 @@ pub use config::{
     GatewayConfig, GatewayStats, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_FRAMES,
     ManagementFaults, Routes,
 };
-pub use demo::{DemoApp, DemoDirError, DevTokens};
+pub use demo::{DemoApp, DemoDirError, DemoTokens, DevTokens};
 pub use routing::select_route;
 pub use server::{Gateway, GatewayError, bind};
