@@ -168,7 +168,10 @@ export class Connection extends Emitter<ConnectionEvents> {
     let renewIn = this.#options.maxConnectionMs ?? 6_900_000;
     const exp = expiresAt(token);
     if (exp !== undefined) {
-      renewIn = Math.min(renewIn, exp - (this.#options.tokenRefreshMarginMs ?? 60_000) - now);
+      const beforeMargin = exp - (this.#options.tokenRefreshMarginMs ?? 60_000) - now;
+      // A token already within the margin (a provider that caches tokens) is renewed at
+      // half its remaining life, not every second.
+      renewIn = Math.min(renewIn, beforeMargin >= 5_000 ? beforeMargin : (exp - now) / 2);
     }
     this.#timer("renew", Math.max(renewIn, 1_000), () => this.#renew());
     this.emit("open", { reconnected });

@@ -131,6 +131,17 @@ test("a connection is renewed before API Gateway's two hours and before its toke
   mock.timers.tick(6_900_000);
   await settle();
   assert.equal(lasting.sockets.length, 2);
+  // A token already within the margin (40 s left): renewed at half its life, not every second.
+  const cached = setup({ token: () => jwt(40), heartbeatMs: 10_000_000 });
+  cached.connection.connect();
+  await settle();
+  cached.sockets[0]?.open();
+  mock.timers.tick(19_000);
+  await settle();
+  assert.equal(cached.sockets.length, 1, "not within the first 19 s");
+  mock.timers.tick(1_000);
+  await settle();
+  assert.equal(cached.sockets.length, 2, "at 20 s");
 });
 
 test("an unsolicited token_expired reconnects at once with a fresh token", async () => {
