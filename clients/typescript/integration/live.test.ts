@@ -82,13 +82,9 @@ test("HTTP publishes (one sent twice, a batch, a conflict) reach a coalescing su
   const reader = client("reader");
   const got: Delta[] = [];
   let ready = false;
-  reader.client.on("state", (state) => {
-    if (state === "connected") ready = true;
-  });
-  reader.client.subscribe(channel, { onDelta: (delta) => got.push(delta), coalesce: true });
+  reader.client.subscribe(channel, { onDelta: (delta) => got.push(delta), coalesce: true, onSubscribed: () => (ready = true) });
   await reader.client.connect();
-  await until(() => ready, 10_000, "the reader connected");
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await until(() => ready, 10_000, "the reader subscribed");
   const http = new HttpPublisher({ baseUrl: HTTP, token: () => token("server") });
   const first = await http.publish(channel, { n: 1 }, { id: "h1" });
   const repeat = await http.publish(channel, { n: 1 }, { id: "h1" });
@@ -149,7 +145,7 @@ test("optimistic counters on two clients: a change made on a stale value is roll
   const sides = ["ann", "bob"].map((sub) => {
     const made = client(sub);
     const counter = new Optimistic<number, number>({ initial: 0, apply: (value, change) => value + change, guard: true });
-    made.client.subscribe(channel, counter.handlers());
+    made.client.subscribe(channel, counter.handlers({ since: 0 })); // built from every delta, however late the subscription
     return { ...made, counter };
   });
   await Promise.all(sides.map((s) => s.client.connect()));

@@ -19,14 +19,10 @@ test("cut sockets and offline writes: every message once, in order, each acked o
   const writer = new DeltacastClient({ url: URL, token: () => token("writer"), socket: writerSockets.factory, backoff: { baseMs: 100, maxMs: 500 } });
   const got: Delta[] = [];
   let subscribed = false;
-  reader.subscribe(channel, { onDelta: (delta) => got.push(delta) });
-  reader.on("state", (state) => {
-    if (state === "connected") subscribed = true;
-  });
+  reader.subscribe(channel, { onDelta: (delta) => got.push(delta), onSubscribed: () => (subscribed = true) });
   await reader.connect();
   await writer.connect();
-  await until(() => subscribed && writer.state === "connected", 10_000, "both connected");
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await until(() => subscribed && writer.state === "connected", 10_000, "subscribed and connected");
 
   const acks: Promise<{ seq: number }>[] = [];
   for (let i = 1; i <= 30; i += 1) {
