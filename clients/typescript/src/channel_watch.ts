@@ -13,12 +13,11 @@
  */
 
 import { type Delta, ChannelLog, type Step } from "./channel_log.js";
+import type { ServerFrame } from "./connection.js";
 import type { DeltacastError } from "./errors.js";
 import { type Member, type MembersPage, type PresencePatch, PresenceView } from "./presence_view.js";
 import { type JsonObject, StateView } from "./state_view.js";
 
-/** A frame from the server: a JSON object with a `type`. */
-type Frame = { readonly type: string } & Record<string, unknown>;
 
 /** Where a subscription stands when the server has answered it. */
 export interface SubscribedHead {
@@ -52,7 +51,7 @@ export interface SubscriptionHandlers {
 export interface WatchLink {
   /** Sends a request; settles with its answer (`resend: false`: rejected with `closed`
    * when the connection drops first). */
-  request(frame: Record<string, unknown>, options?: { resend?: boolean }): Promise<Frame>;
+  request(frame: Record<string, unknown>, options?: { resend?: boolean }): Promise<ServerFrame>;
   /** Whether a socket is open. */
   connected(): boolean;
   /** A refusal of the subscription nobody else is told of. */
@@ -192,7 +191,7 @@ export class ChannelWatch {
   }
 
   /** A frame about this channel. */
-  frame(frame: Frame): void {
+  frame(frame: ServerFrame): void {
     switch (frame.type) {
       case "delta":
         this.#logStep((log) => log.delta(frame as unknown as Delta));

@@ -11,17 +11,16 @@
  */
 
 import { backoffDelay } from "./backoff.js";
+import type { ServerFrame } from "./connection.js";
 import { DeltacastError, errorFrom } from "./errors.js";
 
-/** A frame from the server: a JSON object with a `type`. */
-type Frame = { readonly type: string } & Record<string, unknown>;
 
 interface Request {
   readonly frame: Record<string, unknown>;
   readonly resend: boolean;
   /** Sent on the current connection. */
   sent: boolean;
-  readonly resolve: (answer: Frame) => void;
+  readonly resolve: (answer: ServerFrame) => void;
   readonly reject: (error: DeltacastError) => void;
   retry?: ReturnType<typeof setTimeout>;
   deadline?: ReturnType<typeof setTimeout>;
@@ -43,10 +42,10 @@ export class Requests {
 
   /** Sends `frame` with an id of its own; settles with the answer (any frame with the id
    * but an `error`), or rejects with the error. */
-  request(frame: Record<string, unknown>, options: { resend?: boolean } = {}): Promise<Frame> {
+  request(frame: Record<string, unknown>, options: { resend?: boolean } = {}): Promise<ServerFrame> {
     this.#next += 1;
     const id = `q.${this.#next}`;
-    return new Promise<Frame>((resolve, reject) => {
+    return new Promise<ServerFrame>((resolve, reject) => {
       const request: Request = { frame: { ...frame, id }, resend: options.resend ?? true, sent: false, refusals: 0, resolve, reject };
       this.#waiting.set(id, request);
       this.#transmit(request);
@@ -99,7 +98,7 @@ export class Requests {
   }
 
   /** A frame arrived; returns whether it answered a request. */
-  answer(frame: Frame): boolean {
+  answer(frame: ServerFrame): boolean {
     const id = frame["id"];
     const request = typeof id === "string" ? this.#waiting.get(id) : undefined;
     if (request === undefined || typeof id !== "string") {

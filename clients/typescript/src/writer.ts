@@ -16,6 +16,7 @@
  */
 
 import { backoffDelay } from "./backoff.js";
+import type { ServerFrame } from "./connection.js";
 import { DeltacastError } from "./errors.js";
 import { type Ack, Outbox, type PendingPublish, type PendingStore, publishKey, type Updated } from "./outbox.js";
 
@@ -35,8 +36,6 @@ export interface WriterOptions {
   readonly random?: (() => number) | undefined;
 }
 
-/** A frame from the server: a JSON object with a `type`. */
-type Frame = { readonly type: string } & Record<string, unknown>;
 
 /** The writes on their way. */
 export class Writer {
@@ -98,7 +97,7 @@ export class Writer {
   }
 
   /** An `ack` or `updated`: settles its write. */
-  answered(frame: Frame): void {
+  answered(frame: ServerFrame): void {
     const channel = String(frame["channel"] ?? "");
     const id = String(frame["id"]);
     const answer: Ack | Updated =
@@ -110,7 +109,7 @@ export class Writer {
   }
 
   /** An `error`: returns whether it was about a write (settled, or to be retried). */
-  refused(frame: Frame, error: DeltacastError): boolean {
+  refused(frame: ServerFrame, error: DeltacastError): boolean {
     const channel = frame["channel"];
     const id = frame["id"];
     if (typeof channel !== "string" || typeof id !== "string" || !this.#outbox.has(channel, id)) {
