@@ -22,6 +22,8 @@
 //! - [`init`]: reporting a function's configuration error to Lambda's init-error endpoint.
 //! - [`aws`]: SDK configuration, loaded once per process.
 //! - [`telemetry`]: logging setup.
+//! - [`metrics`]: metrics as CloudWatch Embedded Metric Format lines, flushed per
+//!   invocation.
 //! - [`clock`]: Unix time helpers.
 
 pub mod answers;
@@ -31,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod cost;
 pub mod init;
+pub mod metrics;
 pub mod protocol;
 pub mod push;
 pub mod state;

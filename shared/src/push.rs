@@ -264,10 +264,16 @@ pub async fn post_with_retry<P: Push>(
     loop {
         match push.post(connection_id, frame).await {
             Err(err) if err.retryable() && retry + 1 < policy.attempts.max(1) => {
+                crate::metrics::post_retried();
                 tokio::time::sleep(policy.delay(retry)).await;
                 retry += 1;
             }
-            other => return other,
+            Err(PushError::Gone) => return Err(PushError::Gone),
+            Err(err) => {
+                crate::metrics::post_failed();
+                return Err(err);
+            }
+            Ok(()) => return Ok(()),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Logging for the functions: `tracing` with structured fields, JSON when the function's
+//! Logging (and, through [`crate::metrics`], metrics) for the functions: `tracing` with structured fields, JSON when the function's
 //! log format is JSON (`AWS_LAMBDA_LOG_FORMAT`, set by the template), level from
 //! `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`. Tokens and message payloads are never logged.
 //!
@@ -45,8 +45,11 @@ fn may_log(metadata: &Metadata<'_>) -> bool {
     own || *metadata.level() <= DEPENDENCY_LEVEL
 }
 
-/// Installs the global subscriber; call once at the top of `main`.
-pub fn init() {
+/// Installs the global subscriber and the metrics recorder ([`crate::metrics::init`]) of
+/// the function `function` (its role: `message`, `fanout`, ...); call once at the top of
+/// `main`.
+pub fn init(function: &'static str) {
+    crate::metrics::init(function);
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG"));
     let level =
         LevelFilter::from_str(level.as_deref().unwrap_or("INFO")).unwrap_or(LevelFilter::INFO);

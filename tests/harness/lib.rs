@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod http;
+pub mod logs;
 pub mod push;
 pub mod stack;
 pub mod state_view;

@@ -11,6 +11,7 @@ use aws_lambda_events::apigw::{
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use deltacast::auth::{AuthError, BEARER_PROTOCOL_PREFIX, JwtVerifier, offered_subprotocols};
+use deltacast::metrics::{self, Refusal};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 use tracing::{info, warn};
@@ -60,10 +61,15 @@ pub async fn handle(
         }
         Err(AuthError::Denied(reason)) => {
             warn!(%reason, "connection denied");
+            metrics::handshake_refused(Refusal::Denied);
             Ok(policy("denied", IamPolicyEffect::Deny, &method_arn))
         }
         Err(err) => {
             info!(reason = %err, "connection unauthorized");
+            metrics::handshake_refused(match err {
+                AuthError::Missing => Refusal::MissingToken,
+                _ => Refusal::InvalidToken,
+            });
             Err(Unauthorized)
         }
     }
@@ -175,36 +181,14 @@ mod tests {
 
     #[tokio::test]
     async fn never_logs_the_token() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Capture(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Capture {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        // Other test threads run without a subscriber. With a second dispatcher alive,
-        // tracing asks each thread's own subscriber instead of caching one answer for all
-        // (tokio-rs/tracing#3611).
-        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let capture = deltacast_tests::logs::capture();
         let good = sign(json!({"sub": "alice"}));
         let expired = sign(json!({"sub": "alice", "exp": 1_000_000}));
         let denied = sign(json!({"sub": "alice", "channels": {"x": ["nope"]}}));
         for token in [&good, &expired, &denied] {
             let _ = handle(request(Some(token)), &verifier()).await;
         }
-        let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let logged = capture.logs.text();
         assert!(
             logged.contains("connection allowed"),
             "the capture works: {logged}"

@@ -9,7 +9,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    deltacast::telemetry::init();
+    deltacast::telemetry::init("authorizer");
     // A wrong configuration is reported to Lambda's init-error endpoint, readable.
     let verifier = deltacast::init::or_exit(
         JwtConfig::from_env(&Env::from_process()).and_then(|config| JwtVerifier::new(&config)),
@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     .await;
     let verifier = &verifier;
     run(service_fn(move |event: LambdaEvent<_>| async move {
-        handler::handle(event.payload, verifier).await
+        deltacast::metrics::flushed(handler::handle(event.payload, verifier)).await
     }))
     .await
 }

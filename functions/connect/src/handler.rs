@@ -39,6 +39,7 @@ pub async fn handle(
         })
         .await?;
     info!(connection_id, sub = %identity.sub, "connected");
+    deltacast::metrics::connection_opened();
     let mut response = status(200);
     if offered_subprotocols(&request.headers).any(|entry| entry == SUBPROTOCOL) {
         response.headers.insert(

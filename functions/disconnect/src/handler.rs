@@ -13,6 +13,7 @@ pub async fn handle(
     let context = &request.request_context;
     let connection_id = context.connection_id.as_deref().unwrap_or_default();
     let removed = store.remove_connection(connection_id).await?;
+    deltacast::metrics::connection_closed();
     info!(
         connection_id,
         removed,

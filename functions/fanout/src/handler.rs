@@ -32,12 +32,13 @@ use std::time::Instant;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use deltacast::clock;
+use deltacast::metrics;
 use deltacast::protocol::Delta;
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
 use deltacast::store::Store;
 use deltacast::stream::{StreamDelta, delta_of};
 use futures::{StreamExt, stream};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::frames::{self, MAX_FRAME_BYTES, Part};
 use crate::patches;
@@ -98,8 +99,11 @@ impl<P: Push> Fanout<P> {
     /// Delivers the batch; returns the records to retry.
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let started = Instant::now();
+        let records = event.records.len();
+        let created = creation_times(&event.records);
         let patches = patches::collect(&event.records);
         let mut pending = decode(event.records);
+        metrics::stream_batch(records, oldest_age_ms(&created, &pending, clock::now_ms()));
         // A channel's history can start over (a new epoch, seqs from 1) between two of
         // its records; the new epoch's deltas come after the old one's in the stream.
         let mut epoch_order: HashMap<(String, String), usize> = HashMap::new();
@@ -129,6 +133,14 @@ impl<P: Push> Fanout<P> {
                     .count();
             match self.store.subscribers(&channel).await {
                 Ok(subscribers) => {
+                    info!(
+                        channel,
+                        epoch = pending[start].delta.epoch,
+                        first_seq = pending[start].delta.seq,
+                        last_seq = pending[end - 1].delta.seq,
+                        subscribers = subscribers.len(),
+                        "fanning out"
+                    );
                     for subscriber in subscribers {
                         if subscriber.expired(now) {
                             expired.insert(subscriber.connection_id);
@@ -203,8 +215,13 @@ impl<P: Push> Fanout<P> {
         dead.extend(patched.gone);
         dead.sort_unstable();
         dead.dedup();
+        // Found gone (410); connections removed for an expired token are not counted.
+        metrics::connections_pruned(dead.len());
         let told = self.tell_expired(&expired, &mut dead).await;
         let expired = expired.len();
+        metrics::deliveries(delivered, posted);
+        metrics::state_patches(patched.frames - patched.presence_frames);
+        metrics::presence_patches(patched.presence_frames);
         let store = &self.store;
         stream::iter(dead)
             .for_each_concurrent(self.concurrency.max(1), |connection| async move {
@@ -276,7 +293,16 @@ impl<P: Push> Fanout<P> {
                 Cow::Owned(frames::deltas_frame(&first.delta.channel, elements))
             };
             match post_with_retry(&self.push, connection, &frame, self.retry).await {
-                Ok(()) => posted += 1,
+                Ok(()) => {
+                    posted += 1;
+                    debug!(
+                        connection_id = connection,
+                        channel = first.delta.channel,
+                        seq = first.delta.seq,
+                        deltas = group.len(),
+                        "delivered"
+                    );
+                }
                 Err(PushError::Gone) => return Outcome::Gone,
                 Err(err @ (PushError::TooLarge | PushError::Rejected(_))) => {
                     error!(
@@ -305,6 +331,34 @@ impl<P: Push> Fanout<P> {
             frames: posted,
         }
     }
+}
+
+/// When each record entered the stream, in milliseconds (DynamoDB Streams gives whole
+/// seconds, rounded down).
+fn creation_times(records: &[EventRecord]) -> Vec<u64> {
+    records
+        .iter()
+        .map(|r| {
+            u64::try_from(r.change.approximate_creation_date_time.timestamp_millis()).unwrap_or(0)
+        })
+        .collect()
+}
+
+/// How long ago the batch's oldest record was created (`FanoutLag`). A delta was written
+/// no earlier than its `ts`, so that tightens the stream's whole-second time; `None` when
+/// no record carries a time.
+fn oldest_age_ms(created: &[u64], pending: &[Pending], now_ms: u64) -> Option<u64> {
+    let mut created = created.to_vec();
+    for p in pending {
+        if let Some(at) = created.get_mut(p.position) {
+            *at = (*at).max(p.delta.ts);
+        }
+    }
+    created
+        .into_iter()
+        .filter(|at| *at > 0)
+        .min()
+        .map(|oldest| now_ms.saturating_sub(oldest))
 }
 
 /// Keeps the records that are new deltas; anything else is logged and skipped, so one bad
@@ -394,6 +448,61 @@ mod tests {
             json!({"type": "delta", "channel": "chat:lobby", "seq": 1, "epoch": "19a5b2c3d4e9f2c",
                    "id": "msg-1", "from": "alice", "ts": 1794384942100u64, "data": {"text": "first"}})
         );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_can_be_followed_in_the_logs_by_channel_seq_and_connection() {
+        let fanout = fanout_with(&[("c1", "chat:lobby"), ("c2", "chat:lobby")]).await;
+        let capture = deltacast_tests::logs::capture();
+        let response = fanout.handle(events::stream_batch()).await;
+        assert!(response.batch_item_failures.is_empty());
+        let logged = capture.logs.text();
+        let line = |needle: &str| {
+            logged
+                .lines()
+                .find(|line| line.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle} in {logged}"))
+                .to_owned()
+        };
+        let fanning = line("fanning out channel=\"chat:lobby\"");
+        assert!(fanning.contains("first_seq=1"), "{fanning}");
+        assert!(fanning.contains("subscribers=2"), "{fanning}");
+        for connection in ["c1", "c2"] {
+            let delivered = line(&format!("delivered connection_id=\"{connection}\""));
+            assert!(delivered.contains("channel=\"chat:lobby\""), "{delivered}");
+            assert!(delivered.contains("seq=1"), "{delivered}");
+        }
+    }
+
+    #[test]
+    fn the_lag_is_the_oldest_records_age_tightened_by_its_deltas_time() {
+        let pending = |position, ts| {
+            Pending {
+            position,
+            sequence_number: String::new(),
+            delta: Delta {
+                ts,
+                ..serde_json::from_value(serde_json::json!({
+                    "channel": "c", "epoch": "e", "seq": 1, "id": "m", "from": "a", "data": 1, "ts": 0
+                }))
+                .unwrap()
+            },
+            frame: String::new(),
+            element: String::new(),
+        }
+        };
+        // Streams say 10.000 s for both; the delta was written at 10.400 s at the earliest.
+        let created = [10_000, 10_000];
+        assert_eq!(
+            oldest_age_ms(&created, &[pending(0, 10_400)], 11_000),
+            Some(1_000),
+            "the patch record (no delta) is the oldest"
+        );
+        assert_eq!(
+            oldest_age_ms(&created[..1], &[pending(0, 10_400)], 11_000),
+            Some(600)
+        );
+        assert_eq!(oldest_age_ms(&[0], &[], 11_000), None, "no time, no lag");
     }
 
     #[tokio::test]

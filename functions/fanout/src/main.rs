@@ -15,7 +15,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    deltacast::telemetry::init();
+    deltacast::telemetry::init("fanout");
     // A wrong configuration is reported to Lambda's init-error endpoint, readable.
     let (settings, endpoint) =
         deltacast::init::or_exit(deltacast::config::Settings::with_management_endpoint()).await;
@@ -28,7 +28,7 @@ async fn main() -> Result<(), Error> {
     };
     let fanout = &fanout;
     run(service_fn(move |event: LambdaEvent<_>| async move {
-        Ok::<_, Error>(fanout.handle(event.payload).await)
+        Ok::<_, Error>(deltacast::metrics::flushed(fanout.handle(event.payload)).await)
     }))
     .await
 }

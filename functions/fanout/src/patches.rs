@@ -54,6 +54,8 @@ pub struct PendingPatch {
 pub struct Delivered {
     /// Frames posted.
     pub frames: usize,
+    /// Of those, presence patches (to presence watchers).
+    pub presence_frames: usize,
     /// Connections found gone (to prune).
     pub gone: Vec<String>,
     /// Records to deliver again: (place, sequence number).
@@ -205,7 +207,12 @@ pub async fn deliver<P: Push>(
         let mut failing = false;
         for (connection, outcome) in outcomes {
             match outcome {
-                Ok(posted) => delivered.frames += usize::from(posted),
+                Ok(posted) => {
+                    delivered.frames += usize::from(posted);
+                    if presence {
+                        delivered.presence_frames += usize::from(posted);
+                    }
+                }
                 Err(PushError::Gone) => delivered.gone.push(connection),
                 Err(err) => {
                     warn!(connection_id = connection, channel, error = %err, "patch delivery failed after retries");

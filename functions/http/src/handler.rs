@@ -33,6 +33,7 @@ pub async fn handle(request: Incoming, service: Arc<Service>) -> Response<Body> 
             Err(problem) => problem.into_response(),
         };
         info!(status = response.status().as_u16(), "answered");
+        deltacast::metrics::http_request(name, response.status().as_u16());
         response
     }
     .instrument(span)

@@ -36,7 +36,7 @@ use lambda_http::{Error, Request, run_with_streaming_response, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    deltacast::telemetry::init();
+    deltacast::telemetry::init("http");
     // A wrong configuration is reported to Lambda's init-error endpoint, readable.
     let (settings, verifier, http) = deltacast::init::or_exit(configuration()).await;
     let sdk = deltacast::aws::load().await;
@@ -53,7 +53,7 @@ async fn main() -> Result<(), Error> {
         let service = service.clone();
         async move {
             let request = incoming::Incoming::from_lambda(request);
-            Ok::<_, Error>(handler::handle(request, service).await)
+            Ok::<_, Error>(deltacast::metrics::flushed(handler::handle(request, service)).await)
         }
     }))
     .await

@@ -5,6 +5,7 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use deltacast::auth::Identity;
 use deltacast::clock;
+use deltacast::metrics;
 use deltacast::protocol::{ClientMessage, ErrorCode, ErrorFrame, ServerMessage};
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
 use lambda_runtime::Error;
@@ -26,6 +27,12 @@ pub fn endpoint_of(request: &ApiGatewayWebsocketProxyRequest) -> String {
     )
 }
 
+/// The `action` label of a frame that could not be read.
+const UNPARSED: &str = "unparsed";
+/// The `outcome` label of a frame nobody is answered for (the connection went away, or
+/// the reply failed).
+const NOT_ANSWERED: &str = "not_answered";
+
 /// Handles one frame. Always answers 200: outcomes reach the client as frames.
 pub async fn handle<P: Push>(
     request: ApiGatewayWebsocketProxyRequest,
@@ -41,6 +48,7 @@ pub async fn handle<P: Push>(
         Ok(identity) => identity,
         Err(reason) => {
             error!(connection_id, %reason, "message without a verified identity");
+            metrics::request(UNPARSED, ErrorCode::Forbidden.as_str());
             let frame = ErrorFrame::new(ErrorCode::Forbidden, "connection is not authenticated");
             reply(
                 push,
@@ -59,6 +67,7 @@ pub async fn handle<P: Push>(
         Ok(message) => message,
         Err(frame) => {
             debug!(connection_id, code = ?frame.code, "bad frame");
+            metrics::request(UNPARSED, frame.code.as_str());
             reply(
                 push,
                 connection_id,
@@ -92,7 +101,15 @@ pub async fn handle<P: Push>(
         retry: app.retry(),
     };
     async {
-        if let Err(err) = dispatch(&message, &sender, app, push).await {
+        let result = dispatch(&message, &sender, app, push).await;
+        metrics::request(
+            message.action(),
+            match &result {
+                Ok(()) => "ok",
+                Err(err) => err.code().map_or(NOT_ANSWERED, ErrorCode::as_str),
+            },
+        );
+        if let Err(err) = result {
             let frame = match err {
                 ActionError::Refused(frame) => *frame,
                 // The connection closed before this frame ran: nothing was written and

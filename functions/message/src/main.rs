@@ -7,7 +7,7 @@ use tokio::sync::OnceCell;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    deltacast::telemetry::init();
+    deltacast::telemetry::init("message");
     // A wrong configuration is reported to Lambda's init-error endpoint, readable.
     let settings = deltacast::init::or_exit(deltacast::config::Settings::from_env()).await;
     let sdk = deltacast::aws::load().await;
@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
                 ManagementApi::new(sdk, &handler::endpoint_of(&event.payload))
             })
             .await;
-        handler::handle(event.payload, app, push).await
+        deltacast::metrics::flushed(handler::handle(event.payload, app, push)).await
     }))
     .await
 }

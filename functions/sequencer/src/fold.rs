@@ -48,6 +48,7 @@ pub async fn fold_all<P: Push>(
             "folded"
         );
         for rejection in &done.rejected {
+            deltacast::metrics::state_update(deltacast::metrics::UpdateOutcome::NotApplied);
             tell(push, retry, &channel, rejection).await;
         }
         Ok(done.folded)

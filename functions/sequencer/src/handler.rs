@@ -17,6 +17,8 @@ use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use deltacast::answers;
 use deltacast::config::{RateLimit, StateSettings};
+use deltacast::metrics::{self, PublishOutcome};
+use deltacast::protocol::ErrorCode;
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
 use deltacast::store::items::InboxItem;
 use deltacast::store::{MemberRecord, OpRecord};
@@ -42,10 +44,47 @@ pub struct Sequencer<P> {
     pub state: StateSettings,
 }
 
+/// Counts the publishes this batch answers, by outcome (`Publishes`), and logs what the
+/// channel's seqs became: one line per channel, one per message at debug (its id, seq and
+/// publisher's connection), so a message can be followed from its publish to its delivery.
+fn count(channel: &str, outcomes: &[(InboxItem, Sequenced)]) {
+    let seqs = outcomes.iter().filter_map(|(_, outcome)| match outcome {
+        Sequenced::Published(p) => Some(p.seq),
+        _ => None,
+    });
+    info!(
+        channel,
+        answered = outcomes.len(),
+        first_seq = seqs.clone().min(),
+        last_seq = seqs.max(),
+        "sequenced"
+    );
+    for (item, outcome) in outcomes {
+        let (result, seq) = match outcome {
+            Sequenced::Published(p) if p.duplicate => (PublishOutcome::Duplicate, Some(p.seq)),
+            Sequenced::Published(p) => (PublishOutcome::Ok, Some(p.seq)),
+            Sequenced::Conflict(_) => (PublishOutcome::Refused(ErrorCode::Conflict), None),
+            Sequenced::RateLimited { .. } => {
+                (PublishOutcome::Refused(ErrorCode::RateLimited), None)
+            }
+        };
+        debug!(
+            channel,
+            id = item.id,
+            seq,
+            connection_id = item.conn,
+            outcome = result.as_str(),
+            "sequenced message"
+        );
+        metrics::publish(result);
+    }
+}
+
 impl<P: Push> Sequencer<P> {
     /// Sequences the batch; returns the records to deliver again.
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let started = Instant::now();
+        metrics::stream_batch(event.records.len(), None);
         // channel → its messages, with each one's place in the batch, in stream order; and
         // each record's sequence number, by place.
         let mut channels: BTreeMap<String, Vec<(usize, InboxItem)>> = BTreeMap::new();
@@ -122,6 +161,7 @@ impl<P: Push> Sequencer<P> {
                             !matches!(outcome, Sequenced::Published(p) if p.duplicate)
                                 || taken_over.contains(&item.sk)
                         });
+                        count(&channel, &outcomes);
                         (self.answer_all(&outcomes).await, Vec::new())
                     }
                     Err(err) => {

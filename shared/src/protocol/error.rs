@@ -33,6 +33,23 @@ pub enum ErrorCode {
     TokenExpired,
 }
 
+impl ErrorCode {
+    /// The code as it appears on the wire (`bad_request`, `rate_limited`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Forbidden => "forbidden",
+            Self::TooLarge => "too_large",
+            Self::Conflict => "conflict",
+            Self::RateLimited => "rate_limited",
+            Self::InFlight => "in_flight",
+            Self::Internal => "internal",
+            Self::PresenceFull => "presence_full",
+            Self::TokenExpired => "token_expired",
+        }
+    }
+}
+
 /// `{"type":"error",...}`: a request could not be served.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ErrorFrame {
@@ -100,4 +117,26 @@ pub(super) fn brief(mut message: String) -> String {
         message.push('…');
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn as_str_is_the_name_on_the_wire() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::Forbidden,
+            ErrorCode::TooLarge,
+            ErrorCode::Conflict,
+            ErrorCode::RateLimited,
+            ErrorCode::InFlight,
+            ErrorCode::Internal,
+            ErrorCode::PresenceFull,
+            ErrorCode::TokenExpired,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
 }

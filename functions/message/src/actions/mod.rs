@@ -35,6 +35,17 @@ pub enum ActionError {
 }
 
 impl ActionError {
+    /// The code the client is answered with: the refusal's, `internal` for a storage
+    /// failure; `None` when nobody is answered (the connection is gone, the reply failed).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Refused(frame) => Some(frame.code),
+            Self::Store(err) if err.is_connection_gone() => None,
+            Self::Store(_) => Some(ErrorCode::Internal),
+            Self::Push(_) => None,
+        }
+    }
+
     /// A refusal with a code and a message.
     pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Refused(Box::new(ErrorFrame::new(code, message)))

@@ -11,6 +11,7 @@ use deltacast::answers;
 use deltacast::auth::Action;
 use deltacast::clock;
 use deltacast::cost;
+use deltacast::metrics::{self, PublishOutcome};
 use deltacast::protocol::{Channel, ErrorFrame, MessageId, Payload};
 use deltacast::push::{Push, post_with_retry};
 use deltacast::store::{Door, Enqueued, MAX_FRAME_WAIT_MS, NewDelta, Sequenced};
@@ -31,8 +32,22 @@ pub struct Args<'a> {
     pub expect_seq: Option<u64>,
 }
 
-/// Publishes `args.data` on `args.channel`: acked here, or by the sequencer.
+/// Publishes `args.data` on `args.channel`: acked here, or by the sequencer; counted by
+/// outcome (`Publishes`).
 pub async fn run<P: Push>(
+    args: Args<'_>,
+    sender: &Sender<'_>,
+    app: &App,
+    push: &P,
+) -> Result<(), ActionError> {
+    let result = publish(args, sender, app, push).await;
+    if let Some(code) = result.as_ref().err().and_then(ActionError::code) {
+        metrics::publish(PublishOutcome::Refused(code));
+    }
+    result
+}
+
+async fn publish<P: Push>(
     args: Args<'_>,
     sender: &Sender<'_>,
     app: &App,
@@ -90,6 +105,8 @@ pub async fn run<P: Push>(
     match enqueued {
         Enqueued::Claimed(claim) => match app.store.sequence_now(*claim, channel_limit).await? {
             Some(Sequenced::Published(published)) => {
+                info!(id = id.as_str(), seq = published.seq, "published");
+                metrics::publish(PublishOutcome::Ok);
                 let ack = answers::ack(channel, id, &published);
                 Ok(post_with_retry(push, sender.connection_id, &ack, sender.retry).await?)
             }
@@ -100,16 +117,23 @@ pub async fn run<P: Push>(
                 answers::channel_limited(channel_limit, retry_after_ms),
             )),
             None => {
-                debug!("seq taken; handed to the sequencer");
+                info!(id = id.as_str(), "seq taken; handed to the sequencer");
+                metrics::publish(PublishOutcome::Queued);
                 Ok(())
             }
         },
         Enqueued::Queued(_) => {
-            debug!("channel busy; queued for the sequencer");
+            info!(id = id.as_str(), "channel busy; queued for the sequencer");
+            metrics::publish(PublishOutcome::Queued);
             Ok(())
         }
         Enqueued::Published(published) => {
-            info!(seq = published.seq, "already published; acked again");
+            info!(
+                id = id.as_str(),
+                seq = published.seq,
+                "already published; acked again"
+            );
+            metrics::publish(PublishOutcome::Duplicate);
             let ack = answers::ack(channel, id, &published);
             Ok(post_with_retry(push, sender.connection_id, &ack, sender.retry).await?)
         }

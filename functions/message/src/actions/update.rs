@@ -7,6 +7,7 @@
 use deltacast::auth::Action;
 use deltacast::clock;
 use deltacast::cost;
+use deltacast::metrics::{self, UpdateOutcome};
 use deltacast::protocol::{Channel, MessageId, ServerMessage};
 use deltacast::push::Push;
 use deltacast::state::Op;
@@ -25,8 +26,22 @@ pub struct Args<'a> {
     pub ops: &'a [Op],
 }
 
-/// Stores `args.ops` for the fold and answers `updated`.
+/// Stores `args.ops` for the fold and answers `updated`; counted by outcome
+/// (`StateUpdates`).
 pub async fn run<P: Push>(
+    args: Args<'_>,
+    sender: &Sender<'_>,
+    app: &App,
+    push: &P,
+) -> Result<(), ActionError> {
+    let result = update(args, sender, app, push).await;
+    if let Some(code) = result.as_ref().err().and_then(ActionError::code) {
+        metrics::state_update(UpdateOutcome::Refused(code));
+    }
+    result
+}
+
+async fn update<P: Push>(
     args: Args<'_>,
     sender: &Sender<'_>,
     app: &App,
@@ -54,6 +69,11 @@ pub async fn run<P: Push>(
             ttl,
         )
         .await?;
+    metrics::state_update(if stored == OpsStored::Duplicate {
+        UpdateOutcome::Duplicate
+    } else {
+        UpdateOutcome::Ok
+    });
     send(
         push,
         sender,
