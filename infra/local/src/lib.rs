@@ -13,9 +13,13 @@
 //! - [`function_url`]: a Lambda function URL's request event and (streamed) response.
 //! - [`runtime`]: a local Lambda Runtime API; runs function binaries as processes, a pool
 //!   of instances per function.
+//! - [`metrics`]: the functions' EMF lines, validated and added up, served at `/metrics`
+//!   in Prometheus's format with the runtime's own figures; `make dev`'s traffic line.
 //! - [`streams`]: the DynamoDB Streams event source mapping (polling, batching, filtering,
 //!   retries, bisecting, on-failure records).
 //! - [`stack`]: wires it all together from the template; `main.rs` is its command line.
+//! - [`redrive`]: replays what the stream trigger gave up on (`make redrive`), through the
+//!   running stack's Invoke API.
 //! - [`exposure`]: who can reach the stack: the development secret stays on loopback.
 //! - [`dev_token`]: development tokens (`make token`, the banner, the demo app's).
 //!
@@ -29,6 +33,8 @@ pub mod exposure;
 pub mod function_url;
 pub mod gateway;
 pub mod invoke;
+pub mod metrics;
+pub mod redrive;
 pub mod runtime;
 pub mod stack;
 pub mod streams;

@@ -1,5 +1,6 @@
-//! `deltacast-local`: runs the whole stack on this machine (`make dev`), or prints a
-//! development token (`make token`).
+//! `deltacast-local`: runs the whole stack on this machine (`make dev`), prints a
+//! development token (`make token`), or replays the stream batches the stack gave up on
+//! (`make redrive`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,12 +9,17 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use deltacast_local::gateway::ManagementFaults;
+use deltacast_local::metrics::{MetricsPage, Traffic};
+use deltacast_local::redrive::{RedriveError, RedriveOptions, redrive};
 use deltacast_local::runtime::FunctionFaults;
 use deltacast_local::stack::{
     DEV_JWT_SECRET, DEV_TOKEN_HOURS, JWT_SECRET_VARIABLE, Stack, StackOptions, TOKEN_USER_FROM_CLI,
     check_token_user, dev_token,
 };
 use tracing_subscriber::EnvFilter;
+
+/// How often `serve` logs its `traffic:` line (only for windows in which anything happened).
+const TRAFFIC_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +48,29 @@ enum Command {
         #[arg(long, default_value_t = DEV_TOKEN_HOURS)]
         hours: u64,
     },
+    /// Replay the stream batches the running stack gave up on (its on-failure file)
+    /// through its Invoke API; replayed lines leave the file.
+    Redrive(Redrive),
+}
+
+#[derive(clap::Args)]
+struct Redrive {
+    /// The on-failure file (`serve --on-failure-file`).
+    #[arg(long, default_value = ".local/stream-failures.jsonl")]
+    file: PathBuf,
+    /// The running stack's gateway, whose Invoke API runs the functions.
+    #[arg(long, default_value = "http://127.0.0.1:3001")]
+    endpoint: String,
+    /// DynamoDB Local's endpoint, whose stream holds the records.
+    #[arg(
+        long,
+        env = "DYNAMODB_ENDPOINT",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    dynamodb: String,
+    /// The SAM template (for the stream triggers' filters).
+    #[arg(long, default_value = "template.yaml")]
+    template: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -153,6 +182,7 @@ async fn main() -> std::process::ExitCode {
             );
             std::process::ExitCode::SUCCESS
         }
+        Command::Redrive(args) => run_redrive(args).await,
         Command::Serve(serve) => {
             tracing_subscriber::fmt()
                 .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -168,6 +198,40 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Runs `redrive`: one line per entry of the file, then a summary; fails unless every
+/// entry was replayed.
+async fn run_redrive(args: Redrive) -> std::process::ExitCode {
+    let options = RedriveOptions {
+        file: args.file,
+        endpoint: args.endpoint,
+        dynamodb_endpoint: args.dynamodb,
+        template: args.template,
+    };
+    let report = match redrive(&options).await {
+        Ok(report) => report,
+        Err(RedriveError::Rewrite { report, source }) => {
+            for entry in &report.entries {
+                println!("{entry}");
+            }
+            eprintln!("deltacast-local redrive: {source}");
+            return std::process::ExitCode::FAILURE;
+        }
+        Err(err) => {
+            eprintln!("deltacast-local redrive: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    for entry in &report.entries {
+        println!("{entry}");
+    }
+    println!("{}", report.summary());
+    if report.kept() == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
 
@@ -310,14 +374,33 @@ async fn run(serve: Box<Serve>) -> Result<(), Box<dyn std::error::Error>> {
         println!("  {note}");
     }
     println!();
+    let traffic = tokio::spawn(log_traffic(stack.metrics().clone()));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+    traffic.abort();
     eprintln!("shutting down");
     stack.shutdown().await;
     Ok(())
+}
+
+/// Logs one `traffic:` line per [`TRAFFIC_WINDOW`] in which anything happened (see
+/// [`Traffic`] for what it counts), until aborted.
+async fn log_traffic(page: MetricsPage) {
+    let mut ticks = tokio::time::interval(TRAFFIC_WINDOW);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut before = (tokio::time::Instant::now(), page.snapshot());
+    loop {
+        ticks.tick().await;
+        let after = (tokio::time::Instant::now(), page.snapshot());
+        if let Some(traffic) = Traffic::between(&before.1, &after.1, after.0 - before.0) {
+            tracing::info!("traffic: {traffic}");
+        }
+        before = after;
+    }
 }
 
 #[cfg(test)]

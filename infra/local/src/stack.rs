@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
@@ -24,6 +25,7 @@ pub use crate::dev_token::{
 };
 use crate::exposure::{DevSecretOnNetwork, check_bind};
 use crate::gateway::{self, DemoApp, DemoDirError, DemoTokens, Gateway, GatewayConfig, Routes};
+use crate::metrics::{FunctionFigures, MetricsPage, Registry};
 use crate::runtime::{Function, FunctionConfig, FunctionFaults};
 use crate::streams::{PollOptions, run_trigger};
 use crate::template::{LocalValues, StackSpec, TemplateError};
@@ -176,6 +178,7 @@ pub struct Stack {
     functions: BTreeMap<String, Function>,
     triggers: Vec<JoinHandle<()>>,
     stop_triggers: CancellationToken,
+    metrics: MetricsPage,
     /// The gateway's address.
     pub address: SocketAddr,
     /// The WebSocket URL (stage `local`).
@@ -288,6 +291,8 @@ impl Stack {
             overrides,
         };
 
+        // One registry for the stack: every function's EMF lines add up there.
+        let registry = Arc::new(Registry::new());
         let mut functions = BTreeMap::new();
         for (id, function) in &spec.functions {
             let binary = options.functions_dir.join(&function.binary);
@@ -304,9 +309,20 @@ impl Stack {
                     memory_mb: function.memory_mb,
                     max_instances: options.max_instances,
                     faults: options.function_faults.for_function(id),
-                }),
+                })
+                .with_metrics(registry.clone()),
             );
         }
+        let metrics = MetricsPage::new(registry, {
+            let functions = functions.clone();
+            move || {
+                functions
+                    .iter()
+                    .map(|(id, function)| (id.clone(), FunctionFigures::from(&function.stats())))
+                    .collect()
+            }
+        });
+        gateway_config.metrics = Some(metrics.clone());
 
         let routes = Routes {
             selection_expression: spec.route_selection_expression.clone(),
@@ -323,7 +339,9 @@ impl Stack {
             .demo
             .as_ref()
             .map(|_| format!("http://{address}/demo/"));
-        let gateway = Gateway::start_on(listener, routes, gateway_config)?;
+        // Every function is also reachable by name through the Invoke API (`redrive`).
+        let gateway =
+            Gateway::start_with_functions(listener, routes, gateway_config, functions.clone())?;
 
         let stop_triggers = CancellationToken::new();
         let mut triggers = Vec::new();
@@ -369,6 +387,7 @@ impl Stack {
             functions,
             triggers,
             stop_triggers,
+            metrics,
         };
         if let Err(err) = stack.probe().await {
             stack.shutdown().await;
@@ -448,6 +467,13 @@ impl Stack {
     /// The running functions by logical id.
     pub fn functions(&self) -> &BTreeMap<String, Function> {
         &self.functions
+    }
+
+    /// The stack's metrics: the functions' EMF lines added up ([`MetricsPage::registry`]),
+    /// the `/metrics` page's text ([`MetricsPage::render`]) and what the traffic summary
+    /// compares ([`MetricsPage::snapshot`]).
+    pub fn metrics(&self) -> &MetricsPage {
+        &self.metrics
     }
 
     /// Closes every connection and waits for its `$disconnect` (at most 5 s), then stops

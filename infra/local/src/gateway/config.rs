@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use super::demo::DemoApp;
+use crate::metrics::MetricsPage;
 
 /// API Gateway's largest client frame.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024;
@@ -51,6 +52,8 @@ pub struct GatewayConfig {
     pub faults: ManagementFaults,
     /// The demo app served under `/demo/`; `None`: those paths are not served.
     pub demo: Option<DemoApp>,
+    /// The page served at `GET /metrics`; `None`: `/metrics` is a stage like any other.
+    pub metrics: Option<MetricsPage>,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +65,7 @@ impl Default for GatewayConfig {
             max_queued_frames: MAX_QUEUED_FRAMES,
             faults: ManagementFaults::default(),
             demo: None,
+            metrics: None,
         }
     }
 }

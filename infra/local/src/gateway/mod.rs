@@ -16,7 +16,7 @@
 //! ## Layout
 //! - `config`: limits, timeouts, routes and fault injection ([`GatewayConfig`], [`Routes`]).
 //! - `server`: the running [`Gateway`]: listening, which HTTP path goes where (unknown paths
-//!   are logged and answered 404), shutdown.
+//!   are logged and answered 404, `/metrics` serves [`crate::metrics`]), shutdown.
 //! - `handshake`: a WebSocket upgrade: identity sources, the authorizer, `$connect`.
 //! - `authorizer`: reading an authorizer's policy and context.
 //! - `connection`: one open connection's task: reading frames, writing queued ones,
@@ -25,6 +25,8 @@
 //! - `management`: the Management API (`POST`, `GET`, `DELETE /@connections/{id}`).
 //! - `http_api`: the HTTP API under `/v1/`: the function with a URL in the template,
 //!   invoked as its function URL would invoke it, responses streamed.
+//! - `invoke_api`: Lambda's Invoke API (`POST /2015-03-31/functions/{name}/invocations`),
+//!   for any function of the template; what `redrive` replays given-up batches through.
 //! - `demo`: the demo app under `/demo/` (`serve --demo-dir`) and its development-token
 //!   route for this machine.
 //! - `state`: what the tasks share: the open connections and their queues.
@@ -35,6 +37,7 @@ mod connection;
 mod demo;
 mod handshake;
 mod http_api;
+mod invoke_api;
 mod management;
 mod routing;
 mod server;

@@ -1,9 +1,10 @@
 //! The running gateway: it listens, sends each HTTP path to the handshake, the Management
-//! API, the HTTP API (`/v1/`) or the demo app (`/demo/`), answers (and logs) unknown paths
-//! with 404, and shuts down in order — handshakes refused, connections closed with 1001
-//! and their `$disconnect` run, then the listener.
+//! API, the HTTP API (`/v1/`), Lambda's Invoke API (`/2015-03-31/functions/`), the demo
+//! app (`/demo/`) or the metrics page (`/metrics`), answers (and logs) unknown paths with
+//! 404, and shuts down in order — handshakes refused, connections closed with 1001 and
+//! their `$disconnect` run, then the listener.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,9 +22,11 @@ use super::config::{GatewayConfig, GatewayStats, ManagementFaults, Routes};
 use super::demo::demo;
 use super::handshake::{upgrade_default, upgrade_on_stage};
 use super::http_api::http_api;
+use super::invoke_api::{PATH as INVOKE_PATH, invocations};
 use super::management::{management, management_on_stage};
 use super::state::Shared;
 use crate::invoke::Invoke;
+use crate::metrics::{self, MetricsPage};
 
 /// How long [`Gateway::shutdown`] waits for connections to close and run `$disconnect`.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,11 +72,23 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
         Self::start_on(listener, routes, config)
     }
 
-    /// Serves on an already bound listener (see [`bind`]).
+    /// Serves on an already bound listener (see [`bind`]); the Invoke API knows no function.
     pub fn start_on(
         listener: tokio::net::TcpListener,
         routes: Routes<F>,
         config: GatewayConfig,
+    ) -> Result<Self, GatewayError> {
+        Self::start_with_functions(listener, routes, config, BTreeMap::new())
+    }
+
+    /// Serves on an already bound listener (see [`bind`]), with `functions` (logical id →
+    /// function) reachable through Lambda's Invoke API (`POST
+    /// /2015-03-31/functions/{name}/invocations`).
+    pub fn start_with_functions(
+        listener: tokio::net::TcpListener,
+        routes: Routes<F>,
+        config: GatewayConfig,
+        functions: BTreeMap<String, F>,
     ) -> Result<Self, GatewayError> {
         let address = listener.local_addr().map_err(|source| GatewayError {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -95,6 +110,7 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
             .route("/{stage}/@connections/{id}", any(management_on_stage::<F>))
             .route("/v1", any(http_api::<F>))
             .route("/v1/{*rest}", any(http_api::<F>))
+            .route(INVOKE_PATH, invocations(functions, address))
             .route("/", any(upgrade_default::<F>))
             .route("/{stage}", any(upgrade_on_stage::<F>));
         // Only with a demo app: otherwise `/demo` stays a stage, as it always was.
@@ -103,6 +119,10 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
                 .route("/demo", any(demo::<F>))
                 .route("/demo/", any(demo::<F>))
                 .route("/demo/{*rest}", any(demo::<F>));
+        }
+        // A fixed path: it wins over the `/{stage}` above.
+        if let Some(page) = shared.config.metrics.clone() {
+            app = app.route("/metrics", get(move || metrics_page(page.clone())));
         }
         let app = app.fallback(not_found).with_state(shared.clone());
         let token = shared.stop_server.clone();
@@ -181,6 +201,12 @@ impl<F: Invoke + Clone + 'static> Gateway<F> {
         self.shared.stop_server.cancel();
         let _ = self.server.await;
     }
+}
+
+/// The `/metrics` page, in Prometheus's text format.
+async fn metrics_page(page: MetricsPage) -> Response {
+    let headers = [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)];
+    (headers, page.render()).into_response()
 }
 
 /// Answers a path the gateway does not serve with 404, and logs it: method, path and

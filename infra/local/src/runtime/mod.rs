@@ -61,7 +61,8 @@
 //!   response's prelude and body.
 //! - `environment`: the process's command line and Lambda's variables.
 //! - `spawn`: starting processes so that none outlives the gateway.
-//! - `logs`: forwarding a process's output to `tracing`.
+//! - `logs`: forwarding a process's output to `tracing`, and its EMF lines to the
+//!   metrics registry ([`crate::metrics`]).
 
 mod api;
 mod config;

@@ -7,7 +7,7 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -23,6 +23,7 @@ use super::job::{Job, Outcome, Report, StreamSlot, uuid_v4};
 use super::shared::{FunctionStats, Shared};
 use super::task::INIT_TIMEOUT;
 use crate::invoke::{Invoke, InvokeError, Invoked};
+use crate::metrics::Registry;
 
 /// How many instances one invocation tries before giving up (instances that died while
 /// idle are found out only when they are given a job).
@@ -91,6 +92,7 @@ impl Function {
             record: Mutex::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics: OnceLock::new(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -99,6 +101,13 @@ impl Function {
                 queue_limit,
             }),
         }
+    }
+
+    /// Hands the EMF documents its instances print on stdout to `registry` rather than to
+    /// the log (see [`crate::metrics`]); the first registry given stays.
+    pub fn with_metrics(self, registry: Arc<Registry>) -> Self {
+        let _ = self.inner.shared.metrics.set(registry);
+        self
     }
 
     /// The function's name (the template's logical id).

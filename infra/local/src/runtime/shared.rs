@@ -4,13 +4,14 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::{Duration, SystemTime},
 };
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::config::FunctionConfig;
+use crate::metrics::{FunctionFigures, Registry};
 
 /// How many init durations [`FunctionStats`] keeps (the most recent ones).
 const MAX_INIT_SAMPLES: usize = 1024;
@@ -43,6 +44,18 @@ pub struct FunctionStats {
     pub invocation_log: Vec<(SystemTime, Duration)>,
 }
 
+impl From<&FunctionStats> for FunctionFigures {
+    fn from(stats: &FunctionStats) -> Self {
+        Self {
+            invocations: stats.invocations,
+            errors: stats.errors,
+            timeouts: stats.timeouts,
+            crashes: stats.crashes,
+            throttles: stats.throttles,
+        }
+    }
+}
+
 /// What the pool and its instances share. Instances hold this, never the pool, so an
 /// instance cannot keep its function alive.
 pub(super) struct Shared {
@@ -51,6 +64,11 @@ pub(super) struct Shared {
     pub(super) record: Mutex<Record>,
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
+    /// Where the instances' EMF lines go ([`Function::with_metrics`]); unset, they are
+    /// logged like any other line.
+    ///
+    /// [`Function::with_metrics`]: super::Function::with_metrics
+    pub(super) metrics: OnceLock<Arc<Registry>>,
 }
 
 /// What [`Function::stats`] reports, kept in the shapes that are cheap to update.

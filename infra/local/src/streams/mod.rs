@@ -23,6 +23,8 @@
 //! - `record`: a stream record in the shape the function receives.
 //! - `delivery`: invoking, partial batch responses, retries, bisecting, giving up.
 //! - `on_failure`: the on-failure destination message, one JSON line per discard.
+//! - `replay`: reading a discarded range back from the stream as the event the trigger
+//!   sent (what `redrive` replays).
 //!
 //! - `trigger`: the loop that lists shards and starts their readers; settings checks.
 //! - `filter`: Lambda event filtering (`FilterCriteria` patterns).
@@ -37,6 +39,7 @@ mod on_failure;
 mod options;
 mod reader;
 mod record;
+mod replay;
 mod source;
 mod stats;
 #[cfg(test)]
@@ -44,6 +47,7 @@ mod tests;
 mod trigger;
 
 pub use options::PollOptions;
+pub use replay::{RecordRange, Replay, ReplayError, read_range};
 pub use stats::{TriggerCounts, TriggerStats};
 #[cfg(test)]
 use trigger::{Shard, ShardState, forget_trimmed, run};

@@ -32,6 +32,8 @@ pub(crate) enum Position {
     Latest,
     /// Just after this sequence number.
     After(String),
+    /// At this sequence number (reading back records given up on).
+    At(String),
 }
 
 /// One GetRecords answer.
@@ -139,6 +141,9 @@ impl ShardSource for Client {
             Position::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
             Position::After(sequence) => request
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            Position::At(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
                 .sequence_number(sequence),
         };
         let output = request.send().await.map_err(|err| {

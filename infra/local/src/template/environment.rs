@@ -1,10 +1,15 @@
 //! A function's local environment: the template's variables with `Ref`s resolved against
-//! the values the stack supplies (table name, parameters), then the stack's overrides.
+//! the values the stack supplies (table name, parameters, the stack's name), then the
+//! stack's overrides.
 
 use std::collections::BTreeMap;
 
 use super::error::{TemplateError, shape};
 use super::spec::{EnvValue, LocalValues, StackSpec};
+
+/// What `!Ref AWS::StackName` is locally (`--parameter AWS::StackName=...` overrides it):
+/// the metrics' `service` dimension.
+pub const LOCAL_STACK_NAME: &str = "deltacast-local";
 
 impl StackSpec {
     /// The environment a function runs with locally: the template's variables resolved
@@ -26,6 +31,11 @@ impl StackSpec {
             let text = match value {
                 EnvValue::Literal(text) => text.clone(),
                 EnvValue::Ref(target) if *target == self.table_logical_id => local.table_name.clone(),
+                EnvValue::Ref(target) if target == "AWS::StackName" => local
+                    .parameters
+                    .get(target)
+                    .cloned()
+                    .unwrap_or_else(|| LOCAL_STACK_NAME.to_owned()),
                 EnvValue::Ref(target) => local
                     .parameters
                     .get(target)

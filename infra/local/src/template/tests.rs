@@ -95,6 +95,8 @@ fn resolves_environments_with_local_values() {
     assert_eq!(env["TABLE_NAME"], "local-table");
     assert_eq!(env["RETENTION_SECONDS"], "86400");
     assert_eq!(env["MANAGEMENT_ENDPOINT"], "http://127.0.0.1:3001");
+    assert_eq!(env["METRICS_SERVICE"], "deltacast-local", "AWS::StackName");
+    assert_eq!(env["METRICS_NAMESPACE"], "deltacast");
     let env = spec.environment("AuthorizerFunction", &local).unwrap();
     assert_eq!(env["JWT_SECRET"], "s".repeat(32));
     assert_eq!(env["JWT_ISSUER"], "");

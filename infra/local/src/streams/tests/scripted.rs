@@ -136,6 +136,13 @@ impl ShardSource for ScriptedStream {
                     .expect("a sequence number of the shard")
                     + 1
             }
+            Position::At(sequence) => shard
+                .records
+                .iter()
+                .position(|r| {
+                    r.dynamodb().and_then(|d| d.sequence_number()) == Some(sequence.as_str())
+                })
+                .expect("a sequence number of the shard"),
         };
         Ok(format!("{shard_id}|{index}"))
     }
