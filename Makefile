@@ -19,7 +19,7 @@ TEMPLATE_REGION := us-east-1
 # Stands for the client's installed npm packages (see its rule below).
 CLIENT_MODULES := clients/typescript/node_modules/.package-lock.json
 
-.PHONY: help dev demo test chromium client-test token build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
+.PHONY: help dev demo test chromium client-test token redrive build lint fmt template-lint lambda sam-build deploy tools dynamodb-local bench clean fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,14 @@ demo: $(CLIENT_MODULES) ## Build the demo app served by make dev (esbuild bundle
 # so `USER='bad user'` and `USER=` reach the token command, which says what a user may be.
 token: ## Print a development token: make token USER=bob (signed with JWT_SECRET if set)
 	@cargo run -q -p deltacast-local -- token --user '$(subst ','\'',$(TOKEN_USER))'
+
+# Replays what make dev's stream trigger gave up on (.local/stream-failures.jsonl) through the
+# running stack's Invoke API; it reads the records back from DynamoDB Local's stream. Run it
+# while make dev runs, with the same PORT and DYNAMODB_PORT.
+REDRIVE_HOST := $(if $(filter 0.0.0.0 ::,$(BIND)),127.0.0.1,$(BIND))
+redrive: ## Replay the stream batches make dev gave up on (while make dev runs); replayed lines leave .local/stream-failures.jsonl
+	@cargo run -q -p deltacast-local -- redrive --file .local/stream-failures.jsonl \
+	  --endpoint http://$(REDRIVE_HOST):$(PORT) --dynamodb http://127.0.0.1:$(DYNAMODB_PORT) --template template.yaml
 
 dynamodb-local: ## Install DynamoDB Local (and Java 17 if missing)
 	@$(DDB) install
