@@ -66,6 +66,17 @@ async fn reaches(stack: &TestStack, name: &str, labels: &[(&str, &str)], at_leas
     }
 }
 
+/// `name{labels}` is exactly `expected` (once everything that moves it has settled).
+async fn exactly(stack: &TestStack, name: &str, labels: &[(&str, &str)], expected: f64) {
+    let scrape = Scrape::of(stack).await;
+    assert_eq!(
+        scrape.value(name, labels),
+        expected,
+        "{name}{labels:?}:\n{}",
+        scrape.0
+    );
+}
+
 /// Every EMF line the functions printed was valid, and there were some.
 async fn every_line_was_emf(stack: &TestStack) {
     let scrape = Scrape::of(stack).await;
@@ -180,6 +191,12 @@ async fn each_socket_and_http_action_moves_its_metric() {
     let labels = [("function", "http"), ("outcome", "ok")];
     reaches(&t, "deltacast_publishes_total", &labels, 1.0).await;
 
+    // Counted once each: the retry was a duplicate, not a second publish.
+    for outcome in ["ok", "duplicate", "conflict"] {
+        let labels = [message, ("outcome", outcome)];
+        exactly(&t, "deltacast_publishes_total", &labels, 1.0).await;
+    }
+
     // The stack's own figures, as Lambda's metrics would be.
     let labels = [("function", "MessageFunction")];
     reaches(&t, "deltacast_local_invocations_total", &labels, 5.0).await;
@@ -208,11 +225,15 @@ async fn posts_retried_failed_and_gone_move_their_metrics() {
 
     // `$disconnect` crashes every time: a closed connection keeps its subscription, and
     // the next delta's post finds it gone.
+    // One publish per channel every 20 seconds, no burst beyond it.
     let t = start_stack_with(|o| {
         o.function_faults = FunctionFaults {
             crash_rate: 1.0,
             only: vec!["DisconnectFunction".into()],
         };
+        o.env
+            .insert("CHANNEL_RATE_LIMIT_PER_SECOND".into(), "0.05".into());
+        o.env.insert("CHANNEL_RATE_LIMIT_BURST".into(), "1".into());
     })
     .await;
     let mut ghost = t.connect_as("ghost").await;
@@ -226,8 +247,14 @@ async fn posts_retried_failed_and_gone_move_their_metrics() {
     let mut writer = t.connect_as("writer").await;
     let publish = json!({"action": "publish", "channel": "chat:g", "id": "g1", "data": 1});
     writer.request(publish, "ack").await;
+    // The channel's one publish of these 20 seconds is taken: the next is refused.
+    let again = json!({"action": "publish", "channel": "chat:g", "id": "g2", "data": 2});
+    assert_eq!(writer.request(again, "error").await["code"], "rate_limited");
+    let labels = [("function", "message"), ("outcome", "rate_limited")];
+    reaches(&t, "deltacast_publishes_total", &labels, 1.0).await;
     let fanout = [("function", "fanout")];
     reaches(&t, "deltacast_connections_pruned_total", &fanout, 1.0).await;
+
     let labels = [("function", "DisconnectFunction")];
     reaches(&t, "deltacast_local_crashes_total", &labels, 1.0).await;
     every_line_was_emf(&t).await;

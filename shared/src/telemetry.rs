@@ -49,7 +49,6 @@ fn may_log(metadata: &Metadata<'_>) -> bool {
 /// the function `function` (its role: `message`, `fanout`, ...); call once at the top of
 /// `main`.
 pub fn init(function: &'static str) {
-    crate::metrics::init(function);
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG"));
     let level =
         LevelFilter::from_str(level.as_deref().unwrap_or("INFO")).unwrap_or(LevelFilter::INFO);
@@ -66,6 +65,8 @@ pub fn init(function: &'static str) {
     registry()
         .with(format.with_filter(filter_fn(may_log)).with_filter(levels))
         .init();
+    // After the subscriber, so that a recorder that cannot be installed is logged.
+    crate::metrics::init(function);
 }
 
 #[cfg(test)]

@@ -215,9 +215,12 @@ impl<P: Push> Fanout<P> {
         dead.extend(patched.gone);
         dead.sort_unstable();
         dead.dedup();
-        // Found gone (410); connections removed for an expired token are not counted.
-        metrics::connections_pruned(dead.len());
         let told = self.tell_expired(&expired, &mut dead).await;
+        // Every connection found gone (410), told of its expiry or not; those removed
+        // because they were told are not in `dead`.
+        dead.sort_unstable();
+        dead.dedup();
+        metrics::connections_pruned(dead.len());
         let expired = expired.len();
         metrics::deliveries(delivered, posted);
         metrics::state_patches(patched.frames - patched.presence_frames);
@@ -344,18 +347,20 @@ fn creation_times(records: &[EventRecord]) -> Vec<u64> {
         .collect()
 }
 
-/// How long ago the batch's oldest record was created (`FanoutLag`). A delta was written
-/// no earlier than its `ts`, so that tightens the stream's whole-second time; `None` when
-/// no record carries a time.
+/// How long ago the batch's oldest delta record was created (`FanoutLag`): the stream's
+/// time is whole seconds in AWS (whole minutes in DynamoDB Local), and a delta was written
+/// no earlier than its `ts`, which makes it exact. State and presence records carry no
+/// such time, so they are left out; `None` when the batch has no delta.
 fn oldest_age_ms(created: &[u64], pending: &[Pending], now_ms: u64) -> Option<u64> {
-    let mut created = created.to_vec();
-    for p in pending {
-        if let Some(at) = created.get_mut(p.position) {
-            *at = (*at).max(p.delta.ts);
-        }
-    }
-    created
-        .into_iter()
+    pending
+        .iter()
+        .map(|p| {
+            created
+                .get(p.position)
+                .copied()
+                .unwrap_or(0)
+                .max(p.delta.ts)
+        })
         .filter(|at| *at > 0)
         .min()
         .map(|oldest| now_ms.saturating_sub(oldest))
@@ -475,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn the_lag_is_the_oldest_records_age_tightened_by_its_deltas_time() {
+    fn the_lag_is_the_oldest_deltas_age_from_its_own_time() {
         let pending = |position, ts| {
             Pending {
             position,
@@ -491,18 +496,25 @@ mod tests {
             element: String::new(),
         }
         };
-        // Streams say 10.000 s for both; the delta was written at 10.400 s at the earliest.
-        let created = [10_000, 10_000];
+        // DynamoDB Local dates all three records to the minute (60.000 s); the deltas were
+        // written at 60.400 s and 61.000 s at the earliest; record 1 is a state patch.
+        let created = [60_000, 60_000, 60_000];
+        let deltas = [pending(0, 60_400), pending(2, 61_000)];
         assert_eq!(
-            oldest_age_ms(&created, &[pending(0, 10_400)], 11_000),
+            oldest_age_ms(&created, &deltas, 62_000),
+            Some(1_600),
+            "the oldest delta, not the patch's minute"
+        );
+        assert_eq!(
+            oldest_age_ms(&created, &[], 62_000),
+            None,
+            "no delta, no lag"
+        );
+        assert_eq!(
+            oldest_age_ms(&[61_000], &[pending(0, 0)], 62_000),
             Some(1_000),
-            "the patch record (no delta) is the oldest"
+            "a delta without ts: the stream's time"
         );
-        assert_eq!(
-            oldest_age_ms(&created[..1], &[pending(0, 10_400)], 11_000),
-            Some(600)
-        );
-        assert_eq!(oldest_age_ms(&[0], &[], 11_000), None, "no time, no lag");
     }
 
     #[tokio::test]

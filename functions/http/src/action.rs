@@ -14,7 +14,7 @@ use deltacast_message::actions::ActionError;
 use deltacast_message::context::{App, Sender};
 use deltacast_message::handler::dispatch;
 use serde_json::{Map, Value};
-use tracing::error;
+use tracing::{Instrument, error, info_span};
 
 use crate::problem::Problem;
 
@@ -59,7 +59,17 @@ pub async fn run(
 ) -> Result<Vec<String>, Problem> {
     let sender = sender(identity, app);
     let kept = Kept::default();
-    match dispatch(message, &sender, app, &kept).await {
+    // As the message function's: its lines name the channel and the user.
+    let span = info_span!(
+        "action",
+        sub = %identity.sub,
+        action = message.action(),
+        channel = message.channel().map(|c| c.as_str()).unwrap_or(""),
+    );
+    match dispatch(message, &sender, app, &kept)
+        .instrument(span)
+        .await
+    {
         Ok(()) => Ok(kept
             .0
             .into_inner()

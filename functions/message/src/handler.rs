@@ -5,7 +5,7 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use deltacast::auth::Identity;
 use deltacast::clock;
-use deltacast::metrics;
+use deltacast::metrics::{self, PublishOutcome, UpdateOutcome};
 use deltacast::protocol::{ClientMessage, ErrorCode, ErrorFrame, ServerMessage};
 use deltacast::push::{Push, PushError, RetryPolicy, post_with_retry};
 use lambda_runtime::Error;
@@ -153,6 +153,13 @@ pub async fn dispatch<P: Push>(
     push: &P,
 ) -> Result<(), ActionError> {
     if sender.identity.expired(clock::now_secs()) {
+        // Refused before its action runs, so counted here as the action would count it.
+        let refused = ErrorCode::TokenExpired;
+        match message {
+            ClientMessage::Publish { .. } => metrics::publish(PublishOutcome::Refused(refused)),
+            ClientMessage::Update { .. } => metrics::state_update(UpdateOutcome::Refused(refused)),
+            _ => {}
+        }
         return Err(ActionError::Refused(Box::new(ErrorFrame::token_expired())));
     }
     match message {

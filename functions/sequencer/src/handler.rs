@@ -45,7 +45,7 @@ pub struct Sequencer<P> {
 }
 
 /// Counts the publishes this batch answers, by outcome (`Publishes`), and logs what the
-/// channel's seqs became: one line per channel, one per message at debug (its id, seq and
+/// channel's seqs became: one line per channel, one per message (its id, seq and
 /// publisher's connection), so a message can be followed from its publish to its delivery.
 fn count(channel: &str, outcomes: &[(InboxItem, Sequenced)]) {
     let seqs = outcomes.iter().filter_map(|(_, outcome)| match outcome {
@@ -68,7 +68,7 @@ fn count(channel: &str, outcomes: &[(InboxItem, Sequenced)]) {
                 (PublishOutcome::Refused(ErrorCode::RateLimited), None)
             }
         };
-        debug!(
+        info!(
             channel,
             id = item.id,
             seq,

@@ -69,10 +69,14 @@ impl Traffic {
                 })
             })
         };
+        // A publish that failed is one `Requests` (socket) or one 5xx (HTTP) already; its
+        // `Publishes{internal}` would count it twice.
         let metric_errors = counted("PostsFailed", &[])
-            + counted("Publishes", &[("outcome", "internal")])
             + counted("Requests", &[("outcome", "internal")])
             + (server_errors(new) - server_errors(old)).max(0.0);
+        // The authorizer refuses a 401 by failing its invocation: those are not errors.
+        let refused_handshakes = counted("HandshakesRefused", &[("reason", "missing_token")])
+            + counted("HandshakesRefused", &[("reason", "invalid_token")]);
         let failed_invocations: u64 = after
             .functions
             .iter()
@@ -93,7 +97,8 @@ impl Traffic {
             ),
             deliveries_per_second: per_second(counted("Deliveries", &[])),
             fanout_lag_p99_ms: p99(window_values(old, new, "FanoutLag")),
-            errors: failed_invocations + metric_errors as u64,
+            errors: failed_invocations.saturating_sub(refused_handshakes as u64)
+                + metric_errors as u64,
         })
     }
 }
@@ -247,9 +252,28 @@ mod tests {
             crashes: 1,
             throttles: 1,
         };
-        let after = snapshot(&registry, &[("MessageFunction", failing)]);
+        // and a handshake is refused (the authorizer's invocation fails, as a 401 does)
+        registry.capture(&counter_line(
+            "authorizer",
+            "HandshakesRefused",
+            Some(("reason", "invalid_token")),
+            1,
+        ));
+        let refusing = FunctionFigures {
+            invocations: 1,
+            errors: 1,
+            ..FunctionFigures::default()
+        };
+        let after = snapshot(
+            &registry,
+            &[
+                ("MessageFunction", failing),
+                ("AuthorizerFunction", refusing),
+            ],
+        );
 
-        // THEN
+        // THEN (a failed publish is its `Requests` line, not also its `Publishes` line;
+        // the refused handshake is no error)
         let traffic = Traffic::between(&before, &after, WINDOW).expect("something happened");
         assert_eq!(
             traffic,
@@ -258,12 +282,12 @@ mod tests {
                 publishes_per_second: 12.0,
                 deliveries_per_second: 4.0,
                 fanout_lag_p99_ms: Some(812.0),
-                errors: 4 + 1 + 2 + 3 + 4,
+                errors: 4 + 2 + 3 + 4,
             }
         );
         assert_eq!(
             traffic.to_string(),
-            "2 connections open, 12.0 publishes/s, 4.0 deliveries/s, fan-out lag p99 812 ms, 14 errors"
+            "2 connections open, 12.0 publishes/s, 4.0 deliveries/s, fan-out lag p99 812 ms, 13 errors"
         );
     }
 

@@ -2,12 +2,11 @@
 //! the lines to keep, through a temporary file renamed over it, so that a reader (or a
 //! crash) never sees half of it.
 //!
-//! The stack may append lines while a redrive runs: the trigger opens the file, appends
-//! one whole line and closes it for every batch it gives up on. So the rewrite reads the
-//! file again just before the rename and carries over whatever was appended since the
-//! first read; only a line appended in the instant between that read and the rename
-//! would be lost (it goes to the replaced file). A file that changed in any other way
-//! (another redrive rewrote it) is left alone.
+//! The stack may append lines while a redrive runs: the trigger appends one whole line
+//! for every batch it gives up on, under the file's lock (`streams::on_failure::lock`).
+//! The rewrite takes the same lock, reads the file again and carries over whatever was
+//! appended since the first read, then renames; so no appended line is lost. A file that
+//! changed in any other way (another redrive rewrote it) is left alone.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,6 +93,7 @@ impl FailureFile {
         let mut text: String = keep.iter().map(|line| format!("{line}\n")).collect();
         let temporary = self.temporary_path();
         let result = (|| {
+            let _lock = crate::streams::on_failure::lock(&self.path).map_err(io)?;
             let now = match std::fs::read_to_string(&self.path) {
                 Ok(now) => now,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),

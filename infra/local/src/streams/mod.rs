@@ -35,7 +35,7 @@
 
 mod delivery;
 pub mod filter;
-mod on_failure;
+pub(crate) mod on_failure;
 mod options;
 mod reader;
 mod record;

@@ -106,11 +106,29 @@ fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let _lock = lock(path)?;
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)?
         .write_all(line.as_bytes())
+}
+
+/// Holds the on-failure file's lock (an exclusive advisory lock on a file beside it,
+/// `.<name>.lock`) until dropped: the trigger appends and `redrive` rewrites under it, so
+/// a line appended while a redrive runs is never lost to its rename.
+pub(crate) fn lock(path: &Path) -> std::io::Result<std::fs::File> {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_file_name(format!(".{name}.lock")))?;
+    file.lock()?;
+    Ok(file)
 }
 
 /// The function's ARN as Lambda would write it, with the stream's account.
@@ -128,6 +146,35 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
+
+    #[test]
+    fn an_append_waits_while_a_redrive_holds_the_files_lock() {
+        let dir = std::env::temp_dir().join(format!("on-failure-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("failures.jsonl");
+        let held = lock(&path).unwrap();
+        let (done, appended) = std::sync::mpsc::channel();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                append_line(&path, "{}\n").unwrap();
+                done.send(()).unwrap();
+            })
+        };
+        assert!(
+            appended
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "appended while the lock was held"
+        );
+        drop(held);
+        appended
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("appended once the lock is free");
+        writer.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn record(sequence: &str, created: DateTime<Utc>) -> StreamRecord {
         StreamRecord {
