@@ -5,36 +5,17 @@
 //! only a page of its own origin can read, and that signs with a secret of the stack's
 //! own only when `serve --demo-tokens` allows it).
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use deltacast::auth::{Action, JwtConfig, JwtVerifier};
 use deltacast::config::Env;
-use deltacast_local::gateway::{DemoApp, DemoTokens, Gateway, GatewayConfig, Routes};
-use deltacast_local::invoke::{Invoke, InvokeError};
+use deltacast_local::gateway::{DemoApp, DemoTokens, Gateway, GatewayConfig};
 use deltacast_local::stack::{DEV_JWT_SECRET, StackOptions, dev_tokens};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::{Answer, NoFunction, no_routes};
 
-/// Only against hangs: every step here takes milliseconds.
-const HANG_GUARD: Duration = Duration::from_secs(30);
-
-/// The demo serves files and tokens; it invokes no function.
-#[derive(Clone)]
-struct NoFunction;
-
-impl Invoke for NoFunction {
-    fn invoke(&self, _: Value) -> impl Future<Output = Result<Value, InvokeError>> + Send {
-        std::future::ready(Err(InvokeError::Function {
-            error_type: "NoFunction".into(),
-            error_message: "no function runs in these tests".into(),
-        }))
-    }
-}
+mod support;
 
 /// A demo build in a fresh folder: `<case>/dist` holds the app, and `<case>/Cargo.toml`
 /// beside it is what a path climbing out of `dist` would reach.
@@ -68,85 +49,18 @@ async fn gateway_with_tokens(demo: Option<&Path>, tokens: DemoTokens) -> Gateway
         demo: demo.map(|dir| DemoApp::new(dir, tokens).expect("a demo folder")),
         ..GatewayConfig::default()
     };
-    let routes = Routes {
-        selection_expression: "$request.body.action".into(),
-        routes: BTreeMap::new(),
-        authorizer: None,
-        identity_sources: Vec::new(),
-        http: None,
-    };
-    Gateway::start("127.0.0.1:0".parse().expect("address"), routes, config)
+    Gateway::start("127.0.0.1:0".parse().expect("address"), no_routes(), config)
         .await
         .expect("gateway starts")
-}
-
-/// An HTTP response: status, header lines (names lowercased) and body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
 }
 
 /// `method path` over a fresh HTTP/1.1 connection, with `Host` set to `host` (the
 /// gateway's address when `None`).
 async fn request(address: SocketAddr, method: &str, path: &str, host: Option<&str>) -> Answer {
-    request_with(address, method, path, host, &[]).await
+    support::request(address, method, path, host, &[], b"").await
 }
 
-/// [`request`] with more header lines (`name`, `value`).
-async fn request_with(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    host: Option<&str>,
-    more: &[(&str, &str)],
-) -> Answer {
-    let host = host.map_or_else(|| address.to_string(), str::to_owned);
-    let more: String = more
-        .iter()
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
-    let text = tokio::time::timeout(HANG_GUARD, async {
-        let mut stream = TcpStream::connect(address).await.expect("connect");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{more}Content-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(head.as_bytes()).await.expect("write");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        String::from_utf8_lossy(&response).into_owned()
-    })
-    .await
-    .expect("answered within the hang guard");
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("an HTTP response, got {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|status| status.parse().ok())
-        .unwrap_or_else(|| panic!("a status line, got {text:?}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
+/// `GET path` from `gateway`.
 async fn get(gateway: &Gateway<NoFunction>, path: &str) -> Answer {
     request(gateway.address(), "GET", path, None).await
 }
@@ -385,15 +299,16 @@ async fn a_page_of_another_origin_cannot_read_a_token() {
 
     // WHEN it asks for a token, and first (as a browser would for a request it may not
     // send as it is) with a preflight
-    let answer = request_with(
+    let answer = support::request(
         gateway.address(),
         "GET",
         "/demo/token?user=ann",
         None,
         &origin,
+        b"",
     )
     .await;
-    let preflight = request_with(
+    let preflight = support::request(
         gateway.address(),
         "OPTIONS",
         "/demo/token?user=ann",
@@ -403,6 +318,7 @@ async fn a_page_of_another_origin_cannot_read_a_token() {
             ("Access-Control-Request-Method", "GET"),
             ("Access-Control-Request-Headers", "authorization"),
         ],
+        b"",
     )
     .await;
 

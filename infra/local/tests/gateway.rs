@@ -3,7 +3,6 @@
 //! Management API answers while and after a connection closes, shutdown, the `$connect`
 //! response, unknown paths, the outbound queue's limit and the dropping Management API fault.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,15 +14,14 @@ use deltacast_local::invoke::{Invoke, InvokeError};
 use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{Answer, HANG_GUARD, no_routes};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Only against hangs: every step here takes milliseconds.
-const HANG_GUARD: Duration = Duration::from_secs(30);
+mod support;
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -79,14 +77,11 @@ async fn gateway_on(
     config: GatewayConfig,
 ) -> Gateway<Script> {
     let routes = Routes {
-        selection_expression: "$request.body.action".into(),
         routes: routes
             .into_iter()
             .map(|(key, script)| (key.to_owned(), script))
-            .collect::<BTreeMap<_, _>>(),
-        authorizer: None,
-        identity_sources: Vec::new(),
-        http: None,
+            .collect(),
+        ..no_routes()
     };
     Gateway::start(address.parse().expect("address"), routes, config)
         .await
@@ -139,31 +134,15 @@ async fn read_until_closed(client: &mut Client) -> (Vec<Message>, CloseCode) {
     (frames, code)
 }
 
-/// An HTTP/1.1 request over a fresh TCP connection; returns the status and the whole
-/// response (head and body) as text.
-async fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    guard(async {
-        let mut stream = TcpStream::connect(address).await.expect("connect");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.expect("write");
-        stream.write_all(body).await.expect("write");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("an HTTP response, got {text:?}"));
-        (status, text)
-    })
-    .await
+/// `method path` with `body` over a fresh HTTP/1.1 connection; returns the status and
+/// the whole answer.
+async fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Answer) {
+    let answer = support::request(address, method, path, None, &[], body).await;
+    (answer.status, answer)
 }
 
-async fn post(gateway: &Gateway<Script>, id: &str, body: &[u8]) -> (u16, String) {
+/// Posts `body` to the connection `id` through the Management API.
+async fn post(gateway: &Gateway<Script>, id: &str, body: &[u8]) -> (u16, Answer) {
     http(
         gateway.address(),
         "POST",
@@ -173,12 +152,9 @@ async fn post(gateway: &Gateway<Script>, id: &str, body: &[u8]) -> (u16, String)
     .await
 }
 
-fn error_type(response: &str) -> Option<&str> {
-    response.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("x-amzn-ErrorType")
-            .then(|| value.trim())
-    })
+/// The Management API's error type (`x-amzn-ErrorType`), if the answer has one.
+fn error_type(response: &Answer) -> Option<&str> {
+    response.header("x-amzn-errortype")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,15 +220,15 @@ async fn the_management_api_answers_any_peer_on_loopback() {
 
     // WHEN this machine posts, with and without a stage, and describes the connection
     let (status, response) = post(&gateway, &id, b"one").await;
-    assert_eq!(status, 200, "{response}");
+    assert_eq!(status, 200, "{}", response.body);
     let on_stage = format!("/local/@connections/{id}");
     assert_eq!(
         http(gateway.address(), "POST", &on_stage, b"two").await.0,
         200
     );
     let (status, response) = http(gateway.address(), "GET", &on_stage, b"").await;
-    assert_eq!(status, 200, "{response}");
-    assert!(response.contains("connectedAt"), "{response}");
+    assert_eq!(status, 200, "{}", response.body);
+    assert!(response.body.contains("connectedAt"), "{}", response.body);
 
     // THEN the client gets both frames
     for expected in ["one", "two"] {

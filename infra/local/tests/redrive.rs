@@ -13,31 +13,17 @@ use deltacast_local::redrive::{Outcome, RedriveOptions, redrive};
 use deltacast_local::stack::{Stack, StackOptions, dev_token, local_sdk_config};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{Answer, dynamodb_endpoint, root};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const DYNAMODB_VARIABLE: &str = "DELTACAST_TEST_DYNAMODB";
+mod support;
 
 /// Hang guard of every wait; a passing test stays well within it.
 const WAIT: Duration = Duration::from_secs(60);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn endpoint() -> String {
-    std::env::var(DYNAMODB_VARIABLE).unwrap_or_else(|_| {
-        panic!(
-            "{DYNAMODB_VARIABLE} is not set: start DynamoDB Local with \
-             `infra/dynamodb-local/dynamodb-local start 8123` and run the tests with \
-             {DYNAMODB_VARIABLE}=http://127.0.0.1:8123"
-        )
-    })
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// `target/<profile>`, where `cargo build --workspace --bins` put the function binaries.
 fn binaries_dir() -> PathBuf {
@@ -55,7 +41,7 @@ async fn start_stack() -> Stack {
     let name = format!("redrive-{:016x}", rand::random::<u64>());
     let mut options = StackOptions::new(root());
     options.bind = "127.0.0.1:0".parse().expect("address");
-    options.dynamodb_endpoint = endpoint();
+    options.dynamodb_endpoint = dynamodb_endpoint();
     options.table_name = name.clone();
     options.functions_dir = binaries_dir();
     options.on_failure_path = std::env::temp_dir().join(format!("{name}.jsonl"));
@@ -71,7 +57,7 @@ async fn start_stack() -> Stack {
 async fn stop(stack: Stack, on_failure: &Path) {
     let table = stack.table_name.clone();
     stack.shutdown().await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&local_sdk_config(&endpoint()).await);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&local_sdk_config(&dynamodb_endpoint()).await);
     let _ = dynamodb.delete_table().table_name(table).send().await;
     let _ = std::fs::remove_file(on_failure);
 }
@@ -113,64 +99,13 @@ async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     }
 }
 
-/// A response: status, headers (names in lower case) and body.
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|err| panic!("a JSON body ({err}): {}", self.body))
-    }
-}
-
-/// A `POST` over a fresh connection, read to its end (bodies of known length only).
-async fn post(address: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
-    let exchange = async {
-        let mut stream = TcpStream::connect(address).await.expect("connect");
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await.expect("write");
-        stream.write_all(body.as_bytes()).await.expect("write");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        String::from_utf8(response).expect("UTF-8")
-    };
-    let text = tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("answered within the hang guard");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|status| status.parse().ok())
-        .unwrap_or_else(|| panic!("an HTTP response, got {text:?}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+/// A JSON `POST` over a fresh connection, with more header lines (`name`, `value`).
+async fn post(address: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let headers: Vec<_> = [("Content-Type", "application/json")]
+        .into_iter()
+        .chain(headers.iter().copied())
         .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    support::request(address, "POST", path, None, &headers, body.as_bytes()).await
 }
 
 /// The on-failure file's lines, parsed.
@@ -238,7 +173,7 @@ async fn redrive_replays_a_batch_the_fanout_gave_up_on_and_the_subscriber_gets_t
     let options = RedriveOptions {
         file: on_failure.clone(),
         endpoint: format!("http://{}", stack.address),
-        dynamodb_endpoint: endpoint(),
+        dynamodb_endpoint: dynamodb_endpoint(),
         template: root().join("template.yaml"),
     };
     let report = redrive(&options).await.expect("redrive runs");

@@ -3,26 +3,13 @@
 //! `DELTACAST_TEST_DYNAMODB`: a start that fails leaves nothing behind.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use deltacast_local::stack::{Stack, StackError, StackOptions, local_sdk_config};
 use deltacast_local::template::StackSpec;
+use support::{dynamodb_endpoint, root};
 
-const DYNAMODB_VARIABLE: &str = "DELTACAST_TEST_DYNAMODB";
-
-fn endpoint() -> String {
-    std::env::var(DYNAMODB_VARIABLE).unwrap_or_else(|_| {
-        panic!(
-            "{DYNAMODB_VARIABLE} is not set: start DynamoDB Local with \
-             `infra/dynamodb-local/dynamodb-local start 8123` and run the tests with \
-             {DYNAMODB_VARIABLE}=http://127.0.0.1:8123"
-        )
-    })
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
 /// A folder with an empty file for each function binary: enough to pass the start's
 /// check that the binaries exist, not to run any.
@@ -48,13 +35,13 @@ async fn a_start_that_fails_leaves_nothing_listening() {
     // GIVEN the template's table, but made without its stream, so the trigger cannot start
     let spec = StackSpec::load(&root().join("template.yaml")).expect("template");
     let name = format!("stack-{:016x}", rand::random::<u64>());
-    let dynamodb = aws_sdk_dynamodb::Client::new(&local_sdk_config(&endpoint()).await);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&local_sdk_config(&dynamodb_endpoint()).await);
     let mut table = spec.table.clone();
     table.stream_view_type = None;
     table.create(&dynamodb, &name).await.expect("table created");
     let mut options = StackOptions::new(root());
     options.bind = free_address().await;
-    options.dynamodb_endpoint = endpoint();
+    options.dynamodb_endpoint = dynamodb_endpoint();
     options.table_name = name.clone();
     options.functions_dir = fake_binaries(&spec, &name);
 
