@@ -6,14 +6,27 @@
 //! Lambda would: `deltacast-local redrive` replays the stream batches the trigger gave up
 //! on through it.
 //!
-//! Answers are Lambda's, so that the AWS CLI and SDKs can read them: the function's
-//! response with 200; a function error also with 200, but with `X-Amz-Function-Error:
-//! Unhandled` and the error as `{"errorType", "errorMessage"}`; a failure of the API
-//! itself with its status, `x-amzn-ErrorType` and `{"Type", "Message"}`.
+//! Answers are Lambda's, so that the AWS CLI and SDKs can read them. By
+//! `X-Amz-Invocation-Type`:
+//! - `RequestResponse` (the default): the function's response with 200 and
+//!   `X-Amz-Executed-Version: $LATEST`; a function error also with 200, but with
+//!   `X-Amz-Function-Error: Unhandled` and the error as `{"errorType", "errorMessage"}`.
+//!   With `X-Amz-Log-Type: Tail`, `X-Amz-Log-Result` holds the base64 of the last 4 KB of
+//!   the invocation's log ([`crate::runtime`] says what it holds, and the rule that has
+//!   every line the function wrote before it answered in it).
+//! - `Event`: 202 with no body at once; the invocation runs in the background through the
+//!   same pool, and a failure is logged (a warning with the function and the request id,
+//!   which `x-amzn-RequestId` gave the caller). Unlike Lambda, which retries a failed
+//!   asynchronous invocation twice and may send it to a destination or dead-letter queue,
+//!   the local stack neither retries nor forwards it. Payloads up to Lambda's 1 MB.
+//! - `DryRun`: 204 when the function exists; nothing runs.
 //!
-//! Only `RequestResponse` invocations for now. What a request asks for is read in one
-//! place ([`InvocationType`]), so asynchronous (`Event`) invocations and log tails can be
-//! added there; until then they are refused plainly rather than run the wrong way.
+//! A failure of the API itself has its status, `x-amzn-ErrorType` and `{"Type",
+//! "Message"}`: 400 `InvalidParameterValueException` for an invocation or log type Lambda
+//! does not have, 400 `InvalidRequestContentException` for a payload that is not JSON, 404
+//! `ResourceNotFoundException`, 413 `RequestTooLargeException`, 429
+//! `TooManyRequestsException` when no instance became free, 500 `ServiceException`.
+//! `x-amzn-RequestId` is the request id the function saw.
 //!
 //! Like the Management API it checks no signature, so it answers only this machine (see
 //! `management::is_this_machine`): anyone who reaches it can run any function with any
@@ -25,20 +38,25 @@ use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
+use base64::Engine;
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::management::is_this_machine;
-use crate::invoke::{Invoke, InvokeError};
+use crate::invoke::{Invoke, InvokeError, InvokeOptions, Whole, WholeInvocation};
+use crate::runtime::uuid_v4;
 
 /// The Invoke API's path (the Lambda API version `2015-03-31`).
 pub(super) const PATH: &str = "/2015-03-31/functions/{function}/invocations";
 
 /// Lambda's largest synchronous request payload.
 const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+/// Lambda's largest asynchronous (`Event`) request payload.
+const MAX_EVENT_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// The account local ARNs are written with (as the stream trigger writes them).
 const LOCAL_ACCOUNT: &str = "000000000000";
@@ -73,24 +91,41 @@ where
 enum InvocationType {
     /// Run it and answer with its response (the default).
     RequestResponse,
+    /// Answer at once and run it in the background.
+    Event,
+    /// Only say whether it could run.
+    DryRun,
 }
 
 impl InvocationType {
-    /// Reads the header; `Err` says why the local stack does not run that type.
+    /// Reads the header; `Err` says why it is not one of Lambda's.
     fn from_headers(headers: &HeaderMap) -> Result<Self, String> {
-        match headers
-            .get("x-amz-invocation-type")
-            .map(|value| value.to_str().unwrap_or_default())
-        {
+        match header(headers, "x-amz-invocation-type") {
             None | Some("RequestResponse") => Ok(Self::RequestResponse),
-            Some(other @ ("Event" | "DryRun")) => Err(format!(
-                "the local stack runs RequestResponse invocations only, not {other} (yet)"
-            )),
+            Some("Event") => Ok(Self::Event),
+            Some("DryRun") => Ok(Self::DryRun),
             Some(other) => Err(format!(
                 "X-Amz-Invocation-Type {other:?} is not one of RequestResponse, Event, DryRun"
             )),
         }
     }
+}
+
+/// Whether the caller asks for the log's tail (`X-Amz-Log-Type: Tail`); `Err` says why
+/// the header is not one of Lambda's values. Only `RequestResponse` invocations give one.
+fn tail_asked(headers: &HeaderMap) -> Result<bool, String> {
+    match header(headers, "x-amz-log-type") {
+        None | Some("None") => Ok(false),
+        Some("Tail") => Ok(true),
+        Some(other) => Err(format!("X-Amz-Log-Type {other:?} is not one of None, Tail")),
+    }
+}
+
+/// The header `name`, as text (a value that is not text reads as empty).
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .map(|value| value.to_str().unwrap_or_default())
 }
 
 async fn invoke<F: Invoke + Clone + 'static>(
@@ -105,6 +140,10 @@ async fn invoke<F: Invoke + Clone + 'static>(
     info!(
         function = %name,
         status = response.status().as_u16(),
+        request_id = response
+            .headers()
+            .get("x-amzn-requestid")
+            .and_then(|value| value.to_str().ok()),
         function_error = response
             .headers()
             .get("x-amz-function-error")
@@ -130,8 +169,10 @@ async fn answer<F: Invoke + Clone + 'static>(
              stack runs on (loopback)",
         );
     }
-    let invocation = match InvocationType::from_headers(headers) {
-        Ok(invocation) => invocation,
+    let (invocation, tail) = match InvocationType::from_headers(headers)
+        .and_then(|invocation| Ok((invocation, tail_asked(headers)?)))
+    {
+        Ok(asked) => asked,
         Err(message) => {
             return api_error(
                 StatusCode::BAD_REQUEST,
@@ -147,11 +188,16 @@ async fn answer<F: Invoke + Clone + 'static>(
             &format!("Function not found: {}", arn(name)),
         );
     };
-    let Ok(payload) = to_bytes(body, MAX_PAYLOAD_BYTES).await else {
+    let (in_background, limit) = match invocation {
+        InvocationType::DryRun => return empty(StatusCode::NO_CONTENT, &uuid_v4()),
+        InvocationType::Event => (true, MAX_EVENT_PAYLOAD_BYTES),
+        InvocationType::RequestResponse => (false, MAX_PAYLOAD_BYTES),
+    };
+    let Ok(payload) = to_bytes(body, limit).await else {
         return api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestTooLargeException",
-            "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
+            &format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
         );
     };
     // No payload is an empty event, as the CLI sends without `--payload`.
@@ -169,8 +215,38 @@ async fn answer<F: Invoke + Clone + 'static>(
             }
         }
     };
-    match invocation {
-        InvocationType::RequestResponse => invoked(function.invoke(event).await),
+    let request_id = uuid_v4();
+    let options = InvokeOptions {
+        request_id: Some(request_id.clone()),
+        tail: tail && !in_background,
+    };
+    if in_background {
+        let function = function.clone();
+        tokio::spawn(run_event(function, name.to_owned(), event, options));
+        return empty(StatusCode::ACCEPTED, &request_id);
+    }
+    // As Lambda does, a function that streams its response (the http function) may be
+    // invoked whole: its stream is gathered and answered as the payload.
+    invoked(
+        function
+            .invoke_whole(event, options, MAX_PAYLOAD_BYTES)
+            .await,
+        &request_id,
+    )
+}
+
+/// Runs an asynchronous (`Event`) invocation to its end, and logs its failure; the local
+/// stack neither retries it nor sends it to a destination.
+async fn run_event<F: Invoke>(function: F, name: String, event: Value, options: InvokeOptions) {
+    let request_id = options.request_id.clone().unwrap_or_default();
+    let invoked = function.invoke_whole(event, options, MAX_PAYLOAD_BYTES);
+    if let Err(error) = invoked.await.result {
+        warn!(
+            function = %name,
+            %request_id,
+            %error,
+            "asynchronous invocation failed (the local stack does not retry it)"
+        );
     }
 }
 
@@ -215,20 +291,13 @@ fn arn(name: &str) -> String {
 }
 
 /// The answer to an invocation that ran: the response, or the function's error as
-/// Lambda reports it (still 200); 429 when throttled, 500 when it could not run.
-fn invoked(result: Result<Value, InvokeError>) -> Response {
-    let error = match result {
-        Ok(response) => return ok(response.to_string(), None),
-        Err(InvokeError::Function {
-            error_type,
-            error_message,
-        })
-        | Err(InvokeError::Init {
-            error_type,
-            error_message,
-        }) => (error_type, error_message),
-        Err(err @ InvokeError::Timeout(_)) => ("Sandbox.Timedout".to_owned(), err.to_string()),
-        Err(err @ InvokeError::Crashed(_)) => ("Runtime.ExitError".to_owned(), err.to_string()),
+/// Lambda reports it (still 200), with the log's tail if there is one; 429 when
+/// throttled, 500 when it could not run.
+fn invoked(invocation: WholeInvocation, request_id: &str) -> Response {
+    let WholeInvocation { result, log_tail } = invocation;
+    let (body, function_error) = match result {
+        Ok(Whole::Json(response)) => (response.to_string().into_bytes(), None),
+        Ok(Whole::Streamed(written)) => (written, None),
         Err(InvokeError::Unavailable(message))
             if message.starts_with("TooManyRequestsException") =>
         {
@@ -245,33 +314,63 @@ fn invoked(result: Result<Value, InvokeError>) -> Response {
                 &message,
             );
         }
+        Err(error) => {
+            let (error_type, error_message) = function_error(error);
+            let body = json!({"errorType": error_type, "errorMessage": error_message});
+            (body.to_string().into_bytes(), Some("Unhandled"))
+        }
     };
-    let (error_type, error_message) = error;
-    ok(
-        json!({"errorType": error_type, "errorMessage": error_message}).to_string(),
-        Some("Unhandled"),
-    )
-}
-
-/// 200 with `body`, and `X-Amz-Function-Error` when the function failed.
-fn ok(body: String, function_error: Option<&'static str>) -> Response {
     let mut response = (
         StatusCode::OK,
         [
-            ("content-type", "application/json".to_owned()),
-            ("x-amz-executed-version", "$LATEST".to_owned()),
-            ("x-amzn-requestid", crate::runtime::uuid_v4()),
+            ("content-type", "application/json"),
+            ("x-amz-executed-version", "$LATEST"),
         ],
         body,
     )
         .into_response();
+    let headers = response.headers_mut();
+    set(headers, "x-amzn-requestid", request_id);
     if let Some(kind) = function_error {
-        response.headers_mut().insert(
-            "x-amz-function-error",
-            axum::http::HeaderValue::from_static(kind),
-        );
+        headers.insert("x-amz-function-error", HeaderValue::from_static(kind));
+    }
+    if let Some(tail) = log_tail {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(tail);
+        set(headers, "x-amz-log-result", &encoded);
     }
     response
+}
+
+/// The `errorType` and `errorMessage` of an invocation that ran and failed.
+fn function_error(error: InvokeError) -> (String, String) {
+    match error {
+        InvokeError::Function {
+            error_type,
+            error_message,
+        }
+        | InvokeError::Init {
+            error_type,
+            error_message,
+        } => (error_type, error_message),
+        error @ InvokeError::Timeout(_) => ("Sandbox.Timedout".to_owned(), error.to_string()),
+        error @ InvokeError::Crashed(_) => ("Runtime.ExitError".to_owned(), error.to_string()),
+        error @ InvokeError::Unavailable(_) => ("ServiceException".to_owned(), error.to_string()),
+    }
+}
+
+/// `status` with no body (an `Event`'s 202, a `DryRun`'s 204).
+fn empty(status: StatusCode, request_id: &str) -> Response {
+    let mut response = status.into_response();
+    set(response.headers_mut(), "x-amzn-requestid", request_id);
+    response
+}
+
+/// Sets header `name` to `value`; a value that cannot be a header (none made here) is
+/// left out.
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
 }
 
 /// An error of the API itself, in Lambda's shape: `x-amzn-ErrorType` and
@@ -287,7 +386,7 @@ fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
         [
             ("x-amzn-ErrorType", kind.to_owned()),
             ("content-type", "application/json".to_owned()),
-            ("x-amzn-requestid", crate::runtime::uuid_v4()),
+            ("x-amzn-requestid", uuid_v4()),
         ],
         json!({"Type": origin, "Message": message}).to_string(),
     )
@@ -335,6 +434,17 @@ mod tests {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Response {
+        call_api(&api(), peer, name, query, headers, body).await
+    }
+
+    async fn call_api<F: Invoke + Clone + 'static>(
+        api: &InvokeApi<F>,
+        peer: SocketAddr,
+        name: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
         let uri: Uri = format!("/2015-03-31/functions/{name}/invocations{query}")
             .parse()
             .expect("a URI");
@@ -345,7 +455,7 @@ mod tests {
                 value.parse().expect("a header value"),
             );
         }
-        answer(&api(), peer, name, &uri, &map, Body::from(body.to_owned())).await
+        answer(api, peer, name, &uri, &map, Body::from(body.to_owned())).await
     }
 
     async fn json_body(response: Response) -> Value {
@@ -427,7 +537,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn invocation_types_other_than_request_response_are_refused_for_now() {
+    async fn an_invocation_or_log_type_lambda_does_not_have_is_400_invalid_parameter_value() {
         let response = call(
             "FanoutFunction",
             "",
@@ -436,20 +546,38 @@ mod tests {
         )
         .await;
         assert_eq!(response.status(), StatusCode::OK);
-        for kind in ["Event", "DryRun", "Sometimes"] {
-            let response = call(
-                "FanoutFunction",
-                "",
-                &[("x-amz-invocation-type", kind)],
-                "{}",
-            )
-            .await;
-            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{kind}");
+        for header in [
+            ("x-amz-invocation-type", "Sometimes"),
+            ("x-amz-invocation-type", "event"),
+            ("x-amz-log-type", "Everything"),
+        ] {
+            let response = call("FanoutFunction", "", &[header], "{}").await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{header:?}");
             assert_eq!(
                 response.headers()["x-amzn-ErrorType"],
                 "InvalidParameterValueException"
             );
+            assert_eq!(json_body(response).await["Type"], "User");
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_payload_over_1_mb_is_413_request_too_large() {
+        let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_EVENT_PAYLOAD_BYTES));
+        let response = call(
+            "FanoutFunction",
+            "",
+            &[("x-amz-invocation-type", "Event")],
+            &payload,
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            response.headers()["x-amzn-ErrorType"],
+            "RequestTooLargeException"
+        );
+        let response = call("FanoutFunction", "", &[], &payload).await;
+        assert_eq!(response.status(), StatusCode::OK, "6 MB synchronously");
     }
 
     #[tokio::test]
@@ -461,6 +589,15 @@ mod tests {
             response.headers()["x-amzn-ErrorType"],
             "AccessDeniedException"
         );
+    }
+
+    /// The answer to an invocation that ended with `result`.
+    fn invoked(result: Result<Value, InvokeError>) -> Response {
+        let invocation = WholeInvocation {
+            result: result.map(Whole::Json),
+            log_tail: None,
+        };
+        super::invoked(invocation, "request-1")
     }
 
     #[tokio::test]
@@ -485,5 +622,226 @@ mod tests {
         let stopped = invoked(Err(InvokeError::Unavailable("shut down".into())));
         assert_eq!(stopped.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(json_body(stopped).await["Type"], "Service");
+    }
+
+    /// The Invoke API over one real function: the runtime's `probe_function`.
+    mod with_the_probe {
+        use std::time::Instant;
+
+        use super::*;
+        use crate::invoke::LOG_TAIL_BYTES;
+        use crate::runtime::tests::{bounded, config};
+        use crate::runtime::{Function, FunctionStats};
+
+        fn probe_api(function: &Function) -> InvokeApi<Function> {
+            InvokeApi {
+                functions: BTreeMap::from([(function.name().to_owned(), function.clone())]),
+                listening: "127.0.0.1:3001".parse().expect("address"),
+            }
+        }
+
+        async fn call(function: &Function, headers: &[(&str, &str)], body: &str) -> Response {
+            let local: SocketAddr = "127.0.0.1:50000".parse().expect("address");
+            let api = probe_api(function);
+            call_api(&api, local, function.name(), "", headers, body).await
+        }
+
+        /// The function's stats once `done` says they show what the test waits for.
+        async fn stats_once(
+            function: &Function,
+            done: impl Fn(&FunctionStats) -> bool,
+        ) -> FunctionStats {
+            loop {
+                let stats = function.stats();
+                if done(&stats) {
+                    return stats;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        /// The decoded `X-Amz-Log-Result` of `response`.
+        fn log_result(response: &Response) -> String {
+            let encoded = response.headers()["x-amz-log-result"]
+                .to_str()
+                .expect("ASCII");
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .expect("base64");
+            String::from_utf8(decoded).expect("UTF-8")
+        }
+
+        #[tokio::test]
+        async fn a_streamed_response_is_answered_whole_and_a_timeout_mid_stream_is_its_error() {
+            bounded(async {
+                // GIVEN a function that answers in streaming mode
+                let function = Function::new(config("StreamingFunction"));
+
+                // WHEN it is invoked whole, with a tail
+                let tail = [("x-amz-log-type", "Tail")];
+                let stream = r#"{"stream": {"chunks": 3, "every_ms": 10}}"#;
+                let response = call(&function, &tail, stream).await;
+
+                // THEN the payload is what it wrote: prelude, eight NUL bytes, body
+                assert_eq!(response.status(), StatusCode::OK);
+                assert!(!response.headers().contains_key("x-amz-function-error"));
+                assert!(log_result(&response).contains("START RequestId: "));
+                let body = to_bytes(response.into_body(), 4096).await.expect("body");
+                let at = body
+                    .windows(8)
+                    .position(|window| window == [0; 8])
+                    .expect("the delimiter");
+                let prelude: Value = serde_json::from_slice(&body[..at]).expect("JSON");
+                assert_eq!(prelude["statusCode"], 201);
+                assert_eq!(&body[at + 8..], b"chunk 1\nchunk 2\nchunk 3\n");
+
+                // AND a stream cut by the timeout (2 s) is a function error, not a 200
+                let slow = r#"{"stream": {"chunks": 5, "every_ms": 1000}}"#;
+                let response = call(&function, &[], slow).await;
+                assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
+                assert_eq!(json_body(response).await["errorType"], "Sandbox.Timedout");
+                function.shutdown().await;
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn an_event_invocation_answers_202_at_once_and_runs_in_the_background() {
+            bounded(async {
+                // GIVEN a function whose handler takes 300 ms
+                let function = Function::new(config("EventFunction"));
+
+                // WHEN it is invoked asynchronously
+                let started = Instant::now();
+                let response = call(
+                    &function,
+                    &[("x-amz-invocation-type", "Event")],
+                    r#"{"sleep_ms": 300}"#,
+                )
+                .await;
+
+                // THEN the answer is 202, empty, before the handler is done
+                assert!(started.elapsed() < Duration::from_millis(300));
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
+                assert!(response.headers().contains_key("x-amzn-requestid"));
+                let body = to_bytes(response.into_body(), 1024).await.expect("body");
+                assert!(body.is_empty());
+                // AND the invocation runs to its end
+                let stats = stats_once(&function, |stats| stats.invocation_log.len() == 1).await;
+                assert!(stats.invocation_log[0].1 >= Duration::from_millis(300));
+                assert_eq!((stats.invocations, stats.errors), (1, 0));
+                function.shutdown().await;
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_failed_event_invocation_is_counted_and_not_retried() {
+            bounded(async {
+                let function = Function::new(config("FailingEventFunction"));
+                let response = call(
+                    &function,
+                    &[("x-amz-invocation-type", "Event")],
+                    r#"{"error": "no luck"}"#,
+                )
+                .await;
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
+                stats_once(&function, |stats| stats.errors == 1).await;
+                // Lambda would try twice more; the local stack does not.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert_eq!(function.stats().invocations, 1);
+                function.shutdown().await;
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_dry_run_answers_204_and_runs_nothing() {
+            bounded(async {
+                let function = Function::new(config("DryRunFunction"));
+                let dry_run = [("x-amz-invocation-type", "DryRun")];
+                let response = call(&function, &dry_run, r#"{"exit": 1}"#).await;
+                assert_eq!(response.status(), StatusCode::NO_CONTENT);
+                assert_eq!(function.stats(), FunctionStats::default());
+
+                let local: SocketAddr = "127.0.0.1:50000".parse().expect("address");
+                let api = probe_api(&function);
+                let response = call_api(&api, local, "NoSuchFunction", "", &dry_run, "{}").await;
+                assert_eq!(response.status(), StatusCode::NOT_FOUND);
+                function.shutdown().await;
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_tail_holds_the_functions_lines_between_start_end_and_report() {
+            bounded(async {
+                // GIVEN a function that prints a line to stdout and one to stderr
+                let function = Function::new(config("TailFunction"));
+                let tail = [("x-amz-log-type", "Tail")];
+
+                // WHEN it is invoked with a log tail
+                let response = call(
+                    &function,
+                    &tail,
+                    r#"{"log": "hello from the probe", "context": true}"#,
+                )
+                .await;
+
+                // THEN the tail frames both lines as Lambda does, under the request id the
+                // function saw and the caller was given
+                assert_eq!(response.status(), StatusCode::OK);
+                let request_id = response.headers()["x-amzn-requestid"]
+                    .to_str()
+                    .expect("text")
+                    .to_owned();
+                let log = log_result(&response);
+                let body = json_body(response).await;
+                assert_eq!(body["context"]["request_id"], request_id.as_str());
+                assert!(log.len() <= LOG_TAIL_BYTES);
+                let start = format!("START RequestId: {request_id} Version: $LATEST\n");
+                assert!(log.starts_with(&start), "{log}");
+                assert!(log.contains("\nhello from the probe\n"), "{log}");
+                assert!(log.contains("\nhello from the probe (stderr)\n"), "{log}");
+                let end = format!(
+                    "\nEND RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: "
+                );
+                assert!(log.contains(&end), "{log}");
+                assert!(log.contains("\tMemory Size: 128 MB\t\n"), "{log}");
+
+                // AND without Tail there is none, and the caller is still given the request
+                // id the function saw
+                let response = call(&function, &[], r#"{"log": "untold", "context": true}"#).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                assert!(!response.headers().contains_key("x-amz-log-result"));
+                let request_id = response.headers()["x-amzn-requestid"]
+                    .to_str()
+                    .expect("text")
+                    .to_owned();
+                let body = json_body(response).await;
+                assert_eq!(body["context"]["request_id"], request_id.as_str());
+
+                // AND a log longer than a tail keeps its last 4 KB, with the end and report
+                let long = "x".repeat(3 * LOG_TAIL_BYTES);
+                let response = call(&function, &tail, &json!({ "log": long }).to_string()).await;
+                let log = log_result(&response);
+                assert!(log.len() <= LOG_TAIL_BYTES, "{}", log.len());
+                assert!(!log.contains("START") && !log.contains("untold"));
+                // The stdout and stderr lines come in either order.
+                let (lines, _) = log.split_once("\nEND RequestId: ").expect("an END line");
+                assert!(lines.starts_with('x'), "{log}");
+                assert!(
+                    lines.ends_with('x') || lines.ends_with("x (stderr)"),
+                    "{log}"
+                );
+
+                // AND a function error comes with its tail too
+                let response = call(&function, &tail, r#"{"log": "failing", "error": "no"}"#).await;
+                assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
+                assert!(log_result(&response).contains("\nfailing (stderr)\n"));
+                function.shutdown().await;
+            })
+            .await;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Starting one instance of a function: a Runtime API listener of its own, the process,
 //! its log forwarders, and the task (see `task`) that owns them and runs the instance's
-//! life. The pool keeps only an [`Instance`] handle, through which it hands over jobs.
+//! life. The pool keeps only an [`Instance`] handle, through which it hands over jobs and
+//! which points each job's log tail, if it asked for one, at the instance's output.
 
 use std::{io, net::Ipv4Addr, sync::Arc};
 
@@ -8,11 +9,13 @@ use tokio::{net::TcpListener, sync::mpsc, time::Instant};
 use tracing::debug;
 
 use super::api;
+use super::drain::{Progress, Watched};
 use super::environment::command;
 use super::job::Job;
 use super::logs::{Stream, forward_lines};
 use super::shared::Shared;
 use super::spawn;
+use super::tail::Output;
 use super::task::{Pending, Task};
 
 /// Why an instance could not be started.
@@ -43,6 +46,7 @@ pub(super) enum StartError {
 /// stops it.
 pub(super) struct Instance {
     jobs: mpsc::Sender<Job>,
+    output: Arc<Output>,
 }
 
 impl Instance {
@@ -51,9 +55,16 @@ impl Instance {
         !self.jobs.is_closed()
     }
 
-    /// Hands `job` to the instance; gives it back if the instance is gone.
+    /// Hands `job` to the instance; gives it back if the instance is gone. From here the
+    /// process's lines go to the job's log, if it keeps one.
     pub(super) async fn submit(&self, job: Job) -> Result<(), Job> {
+        self.output.collect_into(job.log.clone());
         self.jobs.send(job).await.map_err(|error| error.0)
+    }
+
+    /// The instance's output, as a log tail sees it.
+    pub(super) fn output(&self) -> &Output {
+        &self.output
     }
 }
 
@@ -90,13 +101,29 @@ pub(super) async fn start(shared: &Arc<Shared>, id: u64, job: Job) -> Result<Ins
     shared.record(|stats| stats.instances_started += 1);
     shared.record_pid(id, pid);
 
-    if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward_lines(stdout, shared.clone(), id, Stream::Stdout));
+    let stdout = child.stdout.take().map(|pipe| {
+        let progress = Arc::new(Progress::of(&pipe));
+        (Watched::new(pipe, progress.clone()), progress)
+    });
+    let stderr = child.stderr.take().map(|pipe| {
+        let progress = Arc::new(Progress::of(&pipe));
+        (Watched::new(pipe, progress.clone()), progress)
+    });
+    let pipes = [
+        stdout.as_ref().map(|(_, progress)| progress.clone()),
+        stderr.as_ref().map(|(_, progress)| progress.clone()),
+    ];
+    let output = Arc::new(Output::new(pipes.into_iter().flatten().collect()));
+    // Before any line is read: a new instance's init output belongs to its first job.
+    output.collect_into(job.log.clone());
+    if let Some((stdout, _)) = stdout {
+        let forward = forward_lines(stdout, shared.clone(), output.clone(), id, Stream::Stdout);
+        tokio::spawn(forward);
     }
-    let stderr = child
-        .stderr
-        .take()
-        .map(|stderr| tokio::spawn(forward_lines(stderr, shared.clone(), id, Stream::Stderr)));
+    let stderr = stderr.map(|(stderr, _)| {
+        let forward = forward_lines(stderr, shared.clone(), output.clone(), id, Stream::Stderr);
+        tokio::spawn(forward)
+    });
 
     let (jobs, incoming_jobs) = mpsc::channel(1);
     let task = Task {
@@ -121,5 +148,5 @@ pub(super) async fn start(shared: &Arc<Shared>, id: u64, job: Job) -> Result<Ins
         running: None,
     };
     shared.tasks.spawn(task.run());
-    Ok(Instance { jobs })
+    Ok(Instance { jobs, output })
 }

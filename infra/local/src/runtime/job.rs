@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+use super::tail::InvocationLog;
 use crate::invoke::{InvokeError, StreamHead};
 
 /// Where a streamed response goes as it starts, shared by the attempts of one invocation
@@ -23,6 +24,9 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<Outcome>,
     /// Where a streamed response goes as it starts, when the caller takes streams.
     pub(super) stream: Option<StreamSlot>,
+    /// Where the process's lines go while it runs, when the caller asked for a log tail
+    /// (shared, like `stream`, by the attempts of one invocation).
+    pub(super) log: Option<Arc<InvocationLog>>,
 }
 
 /// What became of a [`Job`].

@@ -1,6 +1,8 @@
 //! A process's stdout and stderr, forwarded to `tracing` line by line with the function
 //! and instance as fields; lines are capped so a process cannot make the gateway buffer
-//! without bound, and the last stderr line is kept to explain a failed init.
+//! without bound, and the last stderr line is kept to explain a failed init. Every line
+//! also goes to the instance's [`Output`], which keeps it only for an invocation that asked
+//! for a log tail.
 //!
 //! When the function has a metrics registry, a stdout line that is an EMF document goes
 //! there instead (logged at debug only), as CloudWatch Logs would take it for a metric;
@@ -13,6 +15,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tracing::{debug, info, warn};
 
 use super::shared::Shared;
+use super::tail::Output;
 use crate::metrics::{Capture, Registry};
 
 /// Longer log lines are cut: a process cannot make the gateway buffer without bound.
@@ -27,11 +30,12 @@ pub(super) enum Stream {
     Stderr,
 }
 
-/// Forwards the process's output to `tracing`, line by line, until the pipe closes;
-/// returns the last non-empty line.
+/// Forwards the process's output to `tracing` (and to `tail`), line by line, until the
+/// pipe closes; returns the last non-empty line.
 pub(super) async fn forward_lines(
     output: impl AsyncRead + Unpin,
     shared: Arc<Shared>,
+    tail: Arc<Output>,
     instance: u64,
     stream: Stream,
 ) -> Option<String> {
@@ -53,6 +57,8 @@ pub(super) async fn forward_lines(
             Ok(0) | Err(_) => break last,
             Ok(_) => {}
         }
+        // Before the next read: a tail waits for the reader to ask for more (see `drain`).
+        tail.line(&buffer);
         let function = &shared.config.name;
         if let Some(metrics) = &metrics
             && captured(metrics, &buffer, function, instance)
@@ -164,7 +170,7 @@ mod capture_tests {
 
     use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-    use super::{Shared, Stream, forward_lines};
+    use super::{Output, Shared, Stream, forward_lines};
     use crate::metrics::Registry;
     use crate::runtime::{FunctionConfig, FunctionFaults};
 
@@ -200,6 +206,7 @@ mod capture_tests {
         let last = forward_lines(
             output.as_bytes(),
             shared(Some(registry.clone())),
+            Arc::new(Output::default()),
             1,
             Stream::Stdout,
         )
@@ -220,11 +227,19 @@ mod capture_tests {
     async fn without_a_registry_or_on_stderr_emf_lines_are_log_lines() {
         let registry = Arc::new(Registry::new());
         let output = format!("{EMF}\n");
-        let last = forward_lines(output.as_bytes(), shared(None), 1, Stream::Stdout).await;
+        let last = forward_lines(
+            output.as_bytes(),
+            shared(None),
+            Arc::new(Output::default()),
+            1,
+            Stream::Stdout,
+        )
+        .await;
         assert_eq!(last.as_deref(), Some(EMF));
         let last = forward_lines(
             output.as_bytes(),
             shared(Some(registry.clone())),
+            Arc::new(Output::default()),
             1,
             Stream::Stderr,
         )
@@ -245,6 +260,7 @@ mod capture_tests {
         forward_lines(
             output.as_bytes(),
             shared(Some(registry.clone())),
+            Arc::new(Output::default()),
             1,
             Stream::Stdout,
         )

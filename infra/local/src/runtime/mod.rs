@@ -44,6 +44,15 @@
 //! passes on chunk by chunk; the invocation, and the instance, stay busy until the body
 //! ends, and the function's timeout still cuts it off.
 //!
+//! **Log tails** ([`Invoke::invoke_with`], for the Invoke API's `X-Amz-Log-Type: Tail`):
+//! an instance runs one invocation at a time, so its output has one current log, set when
+//! the pool hands it a job; the forwarders append each line to it only while that
+//! invocation asked for a tail (one atomic load per line for the others). Since the pipes
+//! are read by tasks of their own, a line written just before the response may be read
+//! just after it: the instance goes back to the pool only once its pipes have been read up
+//! to the response (at most 50 ms later), and the tail is then framed with Lambda's
+//! `START`, `END` and `REPORT` lines and cut to its last 4 KB.
+//!
 //! Not modelled: memory limits (`memory_mb` is only reported to the function), SnapStart.
 //! The init phase has Lambda's 10 s limit, separate from the function's timeout, which
 //! starts when a warm instance accepts the invocation, or when a new instance's process
@@ -63,9 +72,11 @@
 //! - `spawn`: starting processes so that none outlives the gateway.
 //! - `logs`: forwarding a process's output to `tracing`, and its EMF lines to the
 //!   metrics registry ([`crate::metrics`]).
+//! - `tail`: an invocation's log, for its tail; `drain`: how far a pipe has been read.
 
 mod api;
 mod config;
+mod drain;
 mod environment;
 mod instance;
 mod job;
@@ -76,9 +87,12 @@ mod spawn;
 mod stream;
 #[cfg(test)]
 mod stream_tests;
+mod tail;
+#[cfg(test)]
+mod tail_tests;
 mod task;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use config::{FunctionConfig, FunctionFaults};
 pub(crate) use job::uuid_v4;

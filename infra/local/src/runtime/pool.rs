@@ -1,7 +1,9 @@
 //! The pool: a [`Function`] counts its instances against `max_instances`, hands an
 //! invocation an idle instance (the most recently used) or the right to start one, queues
 //! it otherwise (first come, first served, bounded by Lambda's throttling error), and keeps
-//! or discards the instance after the outcome. Each invocation runs in its own task.
+//! or discards the instance after the outcome. Each invocation runs in its own task. An
+//! invocation that asked for a log tail keeps its instance until the tail is complete
+//! (see `tail`), then renders it.
 
 use std::{
     collections::VecDeque,
@@ -21,8 +23,11 @@ use super::config::FunctionConfig;
 use super::instance::{self, Instance};
 use super::job::{Job, Outcome, Report, StreamSlot, uuid_v4};
 use super::shared::{FunctionStats, Shared};
+use super::tail::InvocationLog;
 use super::task::INIT_TIMEOUT;
-use crate::invoke::{Invoke, InvokeError, Invoked};
+use crate::invoke::{
+    Invocation, Invoke, InvokeError, InvokeOptions, Invoked, Whole, WholeInvocation,
+};
 use crate::metrics::Registry;
 
 /// How many instances one invocation tries before giving up (instances that died while
@@ -165,9 +170,9 @@ impl Invoke for Function {
         async move {
             let tasks = inner.shared.tasks.clone();
             tasks
-                .spawn(inner.invoke(event, None))
+                .spawn(inner.invoke(event, None, InvokeOptions::default()))
                 .await
-                .unwrap_or_else(aborted)
+                .map_or_else(aborted, |invocation| invocation.result)
         }
     }
 
@@ -180,16 +185,65 @@ impl Invoke for Function {
             let (taker, head) = oneshot::channel();
             let slot: StreamSlot = Arc::new(Mutex::new(Some(taker)));
             let tasks = inner.shared.tasks.clone();
-            let invocation = tasks.spawn(inner.invoke(event, Some(slot)));
+            let invocation = tasks.spawn(inner.invoke(event, Some(slot), InvokeOptions::default()));
             // The stream, as soon as it starts (the invocation runs on in its task); or,
             // when no stream came, the whole response.
             match head.await {
                 Ok(head) => Ok(Invoked::Stream(head)),
                 Err(_) => invocation
                     .await
-                    .unwrap_or_else(aborted)
+                    .map_or_else(aborted, |invocation| invocation.result)
                     .map(Invoked::Response),
             }
+        }
+    }
+
+    fn invoke_whole(
+        &self,
+        event: Value,
+        options: InvokeOptions,
+        limit: usize,
+    ) -> impl Future<Output = WholeInvocation> + Send {
+        let inner = self.inner.clone();
+        async move {
+            let (taker, head) = oneshot::channel();
+            let slot: StreamSlot = Arc::new(Mutex::new(Some(taker)));
+            let tasks = inner.shared.tasks.clone();
+            let invocation = tasks.spawn(inner.invoke(event, Some(slot), options));
+            let gathered = match head.await {
+                Ok(head) => Some(super::stream::gather(head, limit).await),
+                Err(_) => None,
+            };
+            // After the stream: a timeout or crash mid-stream is the invocation's error.
+            let Invocation { result, log_tail } =
+                invocation.await.unwrap_or_else(|error| Invocation {
+                    result: aborted(error),
+                    log_tail: None,
+                });
+            let result = match (result, gathered) {
+                (Err(error), _) | (Ok(_), Some(Err(error))) => Err(error),
+                (Ok(_), Some(Ok(streamed))) => Ok(Whole::Streamed(streamed)),
+                (Ok(response), None) => Ok(Whole::Json(response)),
+            };
+            WholeInvocation { result, log_tail }
+        }
+    }
+
+    fn invoke_with(
+        &self,
+        event: Value,
+        options: InvokeOptions,
+    ) -> impl Future<Output = Invocation> + Send {
+        let inner = self.inner.clone();
+        async move {
+            let tasks = inner.shared.tasks.clone();
+            tasks
+                .spawn(inner.invoke(event, None, options))
+                .await
+                .unwrap_or_else(|error| Invocation {
+                    result: aborted(error),
+                    log_tail: None,
+                })
         }
     }
 }
@@ -213,11 +267,16 @@ impl Inner {
         self: Arc<Self>,
         event: Value,
         stream: Option<StreamSlot>,
-    ) -> Result<Value, InvokeError> {
-        let request_id = uuid_v4();
+        options: InvokeOptions,
+    ) -> Invocation {
+        let request_id = options.request_id.unwrap_or_else(uuid_v4);
+        let log = options.tail.then(|| Arc::new(InvocationLog::default()));
         self.shared.record(|stats| stats.invocations += 1);
         let report = match serde_json::to_vec(&event) {
-            Ok(event) => self.run(&request_id, Bytes::from(event), stream).await,
+            Ok(event) => {
+                let event = Bytes::from(event);
+                self.run(&request_id, event, stream, log.clone()).await
+            }
             Err(error) => Err(InvokeError::Unavailable(format!(
                 "the event cannot be serialised: {error}"
             ))),
@@ -245,16 +304,23 @@ impl Inner {
                 outcome = %outcome(error), %error, "invocation"
             ),
         }
-        result
+        // Only an invocation that reached a process has a log.
+        let log_tail = log.filter(|_| instance.is_some()).map(|log| {
+            let memory_mb = self.shared.config.memory_mb;
+            log.tail(&request_id, &result, duration, memory_mb)
+        });
+        Invocation { result, log_tail }
     }
 
     /// Runs the job on an instance, retrying on another one when an instance turns out to
-    /// have died while idle.
+    /// have died while idle. With a `log`, the instance goes back to the pool only once
+    /// the log has every line written before the outcome (see `tail`).
     async fn run(
         &self,
         request_id: &str,
         event: Bytes,
         stream: Option<StreamSlot>,
+        log: Option<Arc<InvocationLog>>,
     ) -> Result<Report, InvokeError> {
         for _ in 0..MAX_ATTEMPTS {
             let (reply, outcome) = oneshot::channel();
@@ -263,6 +329,7 @@ impl Inner {
                 event: event.clone(),
                 reply,
                 stream: stream.clone(),
+                log: log.clone(),
             };
             let instance = match self.acquire().await? {
                 Slot::Warm(instance) => match instance.submit(job).await {
@@ -292,6 +359,10 @@ impl Inner {
             };
             match outcome.await {
                 Ok(Outcome::Done(report)) => {
+                    if log.is_some() {
+                        instance.output().settle().await;
+                        instance.output().collect_into(None);
+                    }
                     self.release(if report.reusable {
                         Slot::Warm(instance)
                     } else {

@@ -75,3 +75,35 @@ pub(super) async fn pass_on(
         }
     }
 }
+
+/// A streamed response taken whole, as Lambda's Invoke API answers a streaming function:
+/// its prelude (when it sent one), the eight NUL bytes, its body; `Err` with the function
+/// error Lambda reports once it is over `limit` bytes (the rest is read and dropped, so
+/// the function is not held up).
+pub(super) async fn gather(
+    head: crate::invoke::StreamHead,
+    limit: usize,
+) -> Result<Vec<u8>, crate::invoke::InvokeError> {
+    let crate::invoke::StreamHead { prelude, mut body } = head;
+    let mut whole = Vec::new();
+    if !prelude.is_null() {
+        whole.extend_from_slice(prelude.to_string().as_bytes());
+        whole.extend_from_slice(&DELIMITER);
+    }
+    let mut over = false;
+    while let Some(chunk) = body.recv().await {
+        over = over || whole.len() + chunk.len() > limit;
+        if !over {
+            whole.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        return Err(crate::invoke::InvokeError::Function {
+            error_type: "Function.ResponseSizeTooLarge".to_owned(),
+            error_message: format!(
+                "Response payload size exceeded maximum allowed payload size ({limit} bytes)."
+            ),
+        });
+    }
+    Ok(whole)
+}

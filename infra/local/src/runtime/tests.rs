@@ -54,7 +54,7 @@ fn probe() -> PathBuf {
         .clone()
 }
 
-pub(super) fn config(name: &str) -> FunctionConfig {
+pub(crate) fn config(name: &str) -> FunctionConfig {
     config_for(name, probe())
 }
 
@@ -71,7 +71,7 @@ fn config_for(name: &str, binary: PathBuf) -> FunctionConfig {
 }
 
 /// Runs a test under [`TEST_LIMIT`], the probe built first: building it is not the test.
-pub(super) async fn bounded<T>(test: impl Future<Output = T>) -> T {
+pub(crate) async fn bounded<T>(test: impl Future<Output = T>) -> T {
     probe();
     tokio::time::timeout(TEST_LIMIT, test)
         .await
