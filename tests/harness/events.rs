@@ -1,4 +1,5 @@
-//! Real API Gateway payloads from `tests/fixtures/`, adjusted per test.
+//! Real AWS payloads from `events/` (one per function and route, also what `aws lambda
+//! invoke` and `sam local invoke` take: events/README.md), adjusted per test.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event;
@@ -6,9 +7,18 @@ use deltacast::auth::Identity;
 use deltacast::store::NewConnection;
 use serde_json::Value;
 
-/// A fixture from `tests/fixtures/`, parsed.
+/// The folder of the event files, from the checkout's top: the one source of the payloads
+/// the tests, the bench and a developer's `aws lambda invoke` use.
+pub const EVENTS_DIR: &str = "events";
+
+/// The folder of the event files.
+pub fn events_dir() -> std::path::PathBuf {
+    crate::workspace_root().join(EVENTS_DIR)
+}
+
+/// The event file `events/<name>`, parsed.
 pub fn fixture(name: &str) -> Value {
-    let path = crate::workspace_root().join("tests/fixtures").join(name);
+    let path = events_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -50,7 +60,7 @@ pub fn message(
     identity: &Identity,
     body: &str,
 ) -> ApiGatewayWebsocketProxyRequest {
-    let mut event = fixture("message.json");
+    let mut event = fixture("message-ping.json");
     with_identity(
         &mut event,
         &identity.sub,
@@ -73,26 +83,26 @@ pub fn new_connection<'a>(connection_id: &'a str, sub: &'a str) -> NewConnection
     }
 }
 
-/// The DynamoDB Streams batch in `tests/fixtures/stream-batch.json`: three delta
+/// The fan-out's DynamoDB Streams batch in `events/fanout-deltas.json`: three delta
 /// INSERTs, out of seq order, on two channels.
 pub fn stream_batch() -> Event {
-    serde_json::from_value(fixture("stream-batch.json"))
+    serde_json::from_value(fixture("fanout-deltas.json"))
         .expect("fixture is a DynamoDB Streams event")
 }
 
-/// The raw records of `tests/fixtures/stream-batch.json`, to edit into other batches.
+/// The raw records of `events/fanout-deltas.json`, to edit into other batches.
 pub fn stream_records() -> Vec<Value> {
-    fixture("stream-batch.json")["Records"]
+    fixture("fanout-deltas.json")["Records"]
         .as_array()
         .expect("the fixture has records")
         .clone()
 }
 
-/// The sequencer's DynamoDB Streams batch in `tests/fixtures/stream-inbox.json`: alice's
+/// The sequencer's DynamoDB Streams batch in `events/sequencer-inbox.json`: alice's
 /// `m1` from `conn-A`, bob's `m2` from `conn-B`, then `m1` taken over from `conn-C` (a
 /// MODIFY), all on `chat:lobby`.
 pub fn stream_inbox() -> Event {
-    serde_json::from_value(fixture("stream-inbox.json"))
+    serde_json::from_value(fixture("sequencer-inbox.json"))
         .expect("fixture is a DynamoDB Streams event")
 }
 

@@ -1,7 +1,7 @@
 //! # deltacast-tests
 //!
 //! What the tests share: signed tokens, fresh tables in DynamoDB Local, real API Gateway
-//! event payloads (from `tests/fixtures/`), and (for the end-to-end tests) the whole local
+//! event payloads (from `events/`), and (for the end-to-end tests) the whole local
 //! stack on free ports with a WebSocket client.
 //!
 //! Storage tests run against DynamoDB Local, which `make test` starts and names in
@@ -9,6 +9,8 @@
 //! parallel.
 
 pub mod events;
+#[cfg(test)]
+mod events_tests;
 pub mod http;
 pub mod logs;
 pub mod push;

@@ -100,12 +100,12 @@ mod tests {
     use deltacast_tests::tokens::{sign, verifier};
     use serde_json::json;
 
-    /// The fixture is the request API Gateway sends for `$connect`, with `token` set.
+    /// `events/authorizer-connect.json`, the request API Gateway sends for `$connect`,
+    /// with its token replaced by `token` (or removed).
     fn request(token: Option<&str>) -> ApiGatewayCustomAuthorizerRequestTypeRequest {
-        let mut event: Value = serde_json::from_slice(include_bytes!(
-            "../../../tests/fixtures/authorizer-connect.json"
-        ))
-        .unwrap();
+        let mut event: Value =
+            serde_json::from_slice(include_bytes!("../../../events/authorizer-connect.json"))
+                .unwrap();
         match token {
             Some(t) => event["queryStringParameters"]["token"] = json!(t),
             None => {

@@ -32,7 +32,7 @@ mod tests {
     use deltacast_tests::events;
 
     fn request(body: &str, is_base64_encoded: bool) -> ApiGatewayWebsocketProxyRequest {
-        let mut event = events::fixture("message.json");
+        let mut event = events::fixture("message-ping.json");
         event["body"] = body.into();
         event["isBase64Encoded"] = is_base64_encoded.into();
         serde_json::from_value(event).unwrap()

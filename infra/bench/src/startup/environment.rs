@@ -1,6 +1,6 @@
 //! What a measured function gets: its environment (every variable it reads at init,
 //! dummy credentials, endpoints where nothing listens unless DynamoDB Local is given), its
-//! table, and a current fixture event from `tests/fixtures/` to answer.
+//! table, and a current event from `events/` to answer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,9 @@ use deltacast_local::stack::{dev_token, jwt_secret_from_env};
 use serde_json::{Value, json};
 
 use super::StartupError;
+
+/// The folder of the event files (events/README.md), from the checkout's top.
+const EVENTS_DIR: &str = "events";
 
 /// The checkout's top folder (the bench crate is `infra/bench`).
 pub(crate) fn workspace_root() -> PathBuf {
@@ -82,19 +85,20 @@ pub(crate) async fn create_table(
         .map_err(|error| aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string())
 }
 
-/// The fixture event for a binary, made current: identities that have not expired, a
-/// token signed with the benchmark's secret, a publish instead of a ping.
+/// The event file for a binary, made current: identities that have not expired, a
+/// token signed with the benchmark's secret (which may not be the development secret the
+/// files' tokens are signed with).
 pub(crate) fn event_for(name: &str, env: &BTreeMap<String, String>) -> Result<Value, StartupError> {
-    let fixture = match name {
+    let file = match name {
         "authorizer" => "authorizer-connect.json",
         "connect" => "connect.json",
-        "message" => "message.json",
+        "message" => "message-publish.json",
         "disconnect" => "disconnect.json",
-        "fanout" => "stream-batch.json",
+        "fanout" => "fanout-deltas.json",
         "http" => "http-publish.json",
         _ => return Ok(json!({ "bench": name })),
     };
-    let path = workspace_root().join("tests/fixtures").join(fixture);
+    let path = workspace_root().join(EVENTS_DIR).join(file);
     let text = std::fs::read_to_string(&path).map_err(|source| StartupError::Read {
         path: path.clone(),
         source,
@@ -127,12 +131,6 @@ pub(crate) fn event_for(name: &str, env: &BTreeMap<String, String>) -> Result<Va
             event["headers"]["authorization"] = json!(format!("Bearer {token}"));
             event["requestContext"]["timeEpoch"] = json!(deltacast::clock::now_ms());
         }
-        "message" => {
-            event["body"] = json!(
-                json!({"action": "publish", "channel": "chat:lobby", "id": "bench-1", "data": {"text": "hello"}})
-                    .to_string()
-            );
-        }
         _ => {}
     }
     Ok(event)
@@ -159,9 +157,13 @@ mod tests {
             assert!(event.is_object(), "{name}");
         }
         let authorizer = event_for("authorizer", &env).expect("fixture");
+        let path = workspace_root()
+            .join(EVENTS_DIR)
+            .join("authorizer-connect.json");
+        let file: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         assert_ne!(
-            authorizer["queryStringParameters"]["token"],
-            json!("REPLACED-BY-TESTS")
+            authorizer["queryStringParameters"]["token"], file["queryStringParameters"]["token"],
+            "the file's token is replaced by one signed now with the bench's secret"
         );
         let message = event_for("message", &env).expect("fixture");
         assert!(

@@ -10,7 +10,7 @@
 //!   load slows them all alike and the ratio stays fair. Each binary is started once
 //!   beforehand, unmeasured, so that none pays for reading itself from disk.
 //! - **Peak RSS** is `VmHWM` of a process that has answered a real event (from
-//!   `tests/fixtures/`) twice: once cold, once warm. When the environment names a
+//!   `events/`) twice: once cold, once warm. When the environment names a
 //!   DynamoDB (Local) endpoint, the table is created there first (as `template.yaml`
 //!   describes it) so that the invocations do real work. The answer may still be an error
 //!   (no DynamoDB, no Management API); it is the memory after a real invocation that
