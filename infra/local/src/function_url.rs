@@ -19,10 +19,8 @@ use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::events::{API_ID, request_id, request_time};
+use crate::invoke::LOCAL_ACCOUNT as ACCOUNT;
 use crate::invoke::{InvokeError, Invoked};
-
-/// The account id in local ARNs.
-const ACCOUNT: &str = "000000000000";
 
 /// One HTTP request to the URL.
 #[derive(Clone, Debug)]

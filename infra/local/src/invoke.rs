@@ -88,6 +88,17 @@ pub struct Invocation {
     pub log_tail: Option<String>,
 }
 
+/// The account local ARNs and identities are written with.
+pub const LOCAL_ACCOUNT: &str = "000000000000";
+
+/// The region local ARNs are written with.
+pub const LOCAL_REGION: &str = "us-east-1";
+
+/// A local function's ARN, from its logical id in the template.
+pub fn local_function_arn(id: &str) -> String {
+    format!("arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{id}")
+}
+
 /// A response taken whole ([`Invoke::invoke_whole`]).
 #[derive(Debug, PartialEq)]
 pub enum Whole {

@@ -46,7 +46,9 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::management::is_this_machine;
-use crate::invoke::{Invoke, InvokeError, InvokeOptions, Whole, WholeInvocation};
+use crate::invoke::{
+    Invoke, InvokeError, InvokeOptions, LOCAL_REGION, Whole, WholeInvocation, local_function_arn,
+};
 use crate::runtime::uuid_v4;
 
 /// The Invoke API's path (the Lambda API version `2015-03-31`).
@@ -57,12 +59,6 @@ const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
 /// Lambda's largest asynchronous (`Event`) request payload.
 const MAX_EVENT_PAYLOAD_BYTES: usize = 1024 * 1024;
-
-/// The account local ARNs are written with (as the stream trigger writes them).
-const LOCAL_ACCOUNT: &str = "000000000000";
-
-/// The region local ARNs are written with.
-const LOCAL_REGION: &str = "us-east-1";
 
 /// The functions the API can run, by logical id, and where the gateway listens.
 struct InvokeApi<F> {
@@ -286,7 +282,7 @@ fn arn(name: &str) -> String {
     } else if name.contains(":function:") {
         format!("arn:aws:lambda:{LOCAL_REGION}:{name}")
     } else {
-        format!("arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{name}")
+        local_function_arn(name)
     }
 }
 

@@ -87,10 +87,7 @@ impl Function {
 
     /// A function whose invocations wait at most `queue_limit` for an instance.
     pub(super) fn with_queue_limit(config: FunctionConfig, queue_limit: Duration) -> Self {
-        let arn = format!(
-            "arn:aws:lambda:us-east-1:000000000000:function:{}",
-            config.name
-        );
+        let arn = crate::invoke::local_function_arn(&config.name);
         let shared = Arc::new(Shared {
             config,
             arn: arn.into(),
@@ -182,10 +179,7 @@ impl Invoke for Function {
     ) -> impl Future<Output = Result<Invoked, InvokeError>> + Send {
         let inner = self.inner.clone();
         async move {
-            let (taker, head) = oneshot::channel();
-            let slot: StreamSlot = Arc::new(Mutex::new(Some(taker)));
-            let tasks = inner.shared.tasks.clone();
-            let invocation = tasks.spawn(inner.invoke(event, Some(slot), InvokeOptions::default()));
+            let (head, invocation) = inner.spawn_taking_stream(event, InvokeOptions::default());
             // The stream, as soon as it starts (the invocation runs on in its task); or,
             // when no stream came, the whole response.
             match head.await {
@@ -206,10 +200,7 @@ impl Invoke for Function {
     ) -> impl Future<Output = WholeInvocation> + Send {
         let inner = self.inner.clone();
         async move {
-            let (taker, head) = oneshot::channel();
-            let slot: StreamSlot = Arc::new(Mutex::new(Some(taker)));
-            let tasks = inner.shared.tasks.clone();
-            let invocation = tasks.spawn(inner.invoke(event, Some(slot), options));
+            let (head, invocation) = inner.spawn_taking_stream(event, options);
             let gathered = match head.await {
                 Ok(head) => Some(super::stream::gather(head, limit).await),
                 Err(_) => None,
@@ -255,6 +246,23 @@ fn aborted<T>(error: tokio::task::JoinError) -> Result<T, InvokeError> {
 }
 
 impl Inner {
+    /// Runs the invocation in its own task with a slot for a streamed response: the
+    /// stream's head arrives on the receiver as soon as it starts (the sender is dropped
+    /// when the function answers whole); the task gives the invocation's outcome.
+    fn spawn_taking_stream(
+        self: Arc<Self>,
+        event: Value,
+        options: InvokeOptions,
+    ) -> (
+        oneshot::Receiver<crate::invoke::StreamHead>,
+        tokio::task::JoinHandle<Invocation>,
+    ) {
+        let (taker, head) = oneshot::channel();
+        let slot: StreamSlot = Arc::new(Mutex::new(Some(taker)));
+        let tasks = self.shared.tasks.clone();
+        (head, tasks.spawn(self.invoke(event, Some(slot), options)))
+    }
+
     fn pool(&self) -> MutexGuard<'_, Pool> {
         self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }

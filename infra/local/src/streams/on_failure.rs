@@ -137,7 +137,7 @@ pub(crate) fn function_arn(region: &str, stream_arn: &str, function: &str) -> St
         .split(':')
         .nth(4)
         .filter(|account| !account.is_empty())
-        .unwrap_or("000000000000");
+        .unwrap_or(crate::invoke::LOCAL_ACCOUNT);
     format!("arn:aws:lambda:{region}:{account}:function:{function}")
 }
 
